@@ -1,0 +1,1 @@
+"""Corral: a KVM virtualization management platform."""

@@ -1,0 +1,1 @@
+"""The host agent: realizes VMs, disks and host facts on one server."""

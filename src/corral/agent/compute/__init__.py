@@ -1,0 +1,1 @@
+"""Compute drivers: libvirt (real QEMU/KVM) and simulator."""

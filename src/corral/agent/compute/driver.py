@@ -1,0 +1,82 @@
+"""The compute driver interface every hypervisor backend implements.
+
+Contract shared by all methods:
+- They are idempotent: asking for the state a VM is already in succeeds without doing anything
+  (``start`` on a running VM, ``undefine`` on an absent VM).
+- They raise only ``corral.api.errors`` errors: ``NotFound`` for an unknown VM where presence is
+  required, ``InvalidState`` when the transition is impossible (``pause`` a stopped VM),
+  ``DriverError`` for hypervisor failures. Foreign exceptions are translated at the driver boundary.
+- On failure they leave nothing behind that they created in the same call.
+- ``vm_id`` is Corral's VM id; how the hypervisor names the VM is the driver's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from corral.api.agent import VmEvent, VmSpec
+from corral.api.hosts import HostFacts
+from corral.api.vms import PowerState
+
+EventSink = Callable[[VmEvent], None]
+"""Called (from the event loop thread) whenever a VM's power state changes."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a driver can do, read by the server when it places and operates VMs."""
+
+    name: str
+    live_resize: bool = False
+    pause: bool = True
+    graceful_shutdown: bool = True
+
+
+class ComputeDriver(Protocol):
+    """Runs VMs on one host."""
+
+    capabilities: Capabilities
+
+    async def open(self, events: EventSink) -> None:
+        """Connect to the hypervisor and start delivering lifecycle events to ``events``."""
+
+    async def close(self) -> None:
+        """Release connections and threads. Running VMs keep running."""
+
+    async def facts(self) -> HostFacts:
+        """Describe the host: CPU, memory, disk, hypervisor, whether KVM is usable."""
+
+    async def define(self, spec: VmSpec, disk_path: str) -> None:
+        """Define the VM (persistently) or replace its definition. The VM must be stopped to change
+        CPUs or memory (``InvalidState`` otherwise, unless ``live_resize``)."""
+
+    async def undefine(self, vm_id: str) -> None:
+        """Power the VM off if needed and remove its definition. Absent is success."""
+
+    async def start(self, vm_id: str) -> None:
+        """Boot a stopped VM. Running is success; paused raises ``InvalidState``."""
+
+    async def stop(self, vm_id: str, *, force: bool, timeout: float) -> None:
+        """Shut the VM down: ACPI shutdown waiting up to ``timeout`` seconds then power off, or
+        power off at once with ``force``. Stopped is success."""
+
+    async def reboot(self, vm_id: str) -> None:
+        """Reboot a running VM (ACPI, falling back to reset)."""
+
+    async def pause(self, vm_id: str) -> None:
+        """Suspend a running VM's vCPUs. Paused is success."""
+
+    async def resume(self, vm_id: str) -> None:
+        """Resume a paused VM. Running is success."""
+
+    async def power_state(self, vm_id: str) -> PowerState:
+        """The VM's state now; ``absent`` if it is not defined."""
+
+    async def list_vms(self) -> dict[str, PowerState]:
+        """Every Corral VM defined on this host, by vm id."""
+
+    async def describe(self, vm_id: str) -> dict[str, object]:
+        """What the hypervisor has for the VM (cpus, memory_mb, disk path, vnc port), for drift
+        detection. ``NotFound`` if absent."""

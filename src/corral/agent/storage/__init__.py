@@ -1,0 +1,1 @@
+"""Storage on the host: the local directory pool for VM disks."""

@@ -1,0 +1,1 @@
+"""The contract: pydantic models of every resource, request, error and the manager-agent protocol."""

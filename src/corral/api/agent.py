@@ -1,0 +1,148 @@
+"""The manager-agent protocol: tasks the server sends, reports the agent sends back.
+
+Server -> agent (bearer: the host token issued at attach), under the agent's base URL:
+    POST /v1/attach           AttachRequest -> AttachResponse (first attach claims an unclaimed agent)
+    GET  /v1/facts            -> HostFacts
+    POST /v1/tasks            AgentTask -> TaskStatus (final if done within a short wait, else running)
+    GET  /v1/tasks/{task_id}  -> TaskStatus
+    GET  /v1/vms              -> list[VmReport]
+Agent -> server (same bearer), under the server URL:
+    POST /api/v1/agent/heartbeat        Heartbeat (every 2 s)
+    POST /api/v1/agent/tasks/{task_id}  TaskStatus (callback of a long task)
+    POST /api/v1/agent/events           VmEvents (lifecycle changes seen by the driver)
+    GET  /api/v1/agent/images/{id}/data the image bytes
+
+Task ids are chosen by the server and are idempotency keys: a duplicate id returns the first answer
+and never runs the task twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from corral.api.common import Model
+from corral.api.errors import ErrorBody
+from corral.api.hosts import HostFacts
+from corral.api.vms import PowerState
+
+
+class AttachRequest(Model):
+    host_id: str
+    token: str = Field(min_length=32)
+    server_url: str
+    server_cert_pem: str | None = Field(None, description="pin: the server's self-signed cert")
+
+
+class AttachResponse(Model):
+    facts: HostFacts
+    agent_version: str
+
+
+class ImageRef(Model):
+    """Where an agent fetches an image from and how it checks it."""
+
+    id: str
+    sha256: str
+    size_bytes: int
+    virtual_size_bytes: int
+    format: str
+    download_path: str = Field(description="path on the server, relative to the server URL")
+
+
+class VmSpec(Model):
+    """Everything a host needs to define a VM. The agent keeps a JSON copy of it on disk."""
+
+    vm_id: str
+    name: str
+    cpus: int
+    memory_mb: int
+    disk_gb: int
+    vnc_password: str
+
+
+class DiskCreate(Model):
+    kind: Literal["disk.create"] = "disk.create"
+    vm_id: str
+    image: ImageRef
+    size_gb: int
+
+
+class DiskDelete(Model):
+    kind: Literal["disk.delete"] = "disk.delete"
+    vm_id: str
+
+
+class VmDefine(Model):
+    """Define the VM, or redefine it with a new spec (resize). Idempotent."""
+
+    kind: Literal["vm.define"] = "vm.define"
+    spec: VmSpec
+
+
+class VmUndefine(Model):
+    """Remove the VM's definition, powering it off first if needed. Absent is success."""
+
+    kind: Literal["vm.undefine"] = "vm.undefine"
+    vm_id: str
+
+
+class VmPower(Model):
+    kind: Literal["vm.start", "vm.stop", "vm.reboot", "vm.pause", "vm.resume"]
+    vm_id: str
+    force: bool = False
+    timeout: float = 60.0
+
+
+TaskPayload = Annotated[
+    DiskCreate | DiskDelete | VmDefine | VmUndefine | VmPower, Field(discriminator="kind")
+]
+
+
+class AgentTask(Model):
+    task_id: str = Field(min_length=1, max_length=200)
+    payload: TaskPayload
+    callback_url: str | None = None
+
+
+class TaskState(StrEnum):
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class TaskStatus(Model):
+    task_id: str
+    state: TaskState
+    result: dict[str, object] = Field(default_factory=dict)
+    error: ErrorBody | None = None
+
+
+class VmReport(Model):
+    """A VM as the host sees it. ``drift`` lists differences between libvirt and the stored spec."""
+
+    vm_id: str
+    power_state: PowerState
+    drift: list[str] = Field(default_factory=list)
+
+
+class VmEvent(Model):
+    vm_id: str
+    power_state: PowerState
+    reason: str = ""
+    at: datetime
+
+
+class VmEvents(Model):
+    events: list[VmEvent]
+
+
+class Heartbeat(Model):
+    host_id: str
+    seq: int
+    agent_started_at: datetime
+    facts: HostFacts | None = Field(None, description="sent on the first beat and when they change")
+    vms: list[VmReport]

@@ -1,0 +1,1 @@
+"""Small helpers shared by server, agent and SDK (no business logic)."""
