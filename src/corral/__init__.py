@@ -1,1 +1,3 @@
 """Corral: a KVM virtualization management platform."""
+
+__version__ = "0.1.0"

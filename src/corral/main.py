@@ -1,0 +1,60 @@
+"""The ``corral`` command: the user CLI plus the ``server``, ``agent`` and ``up`` roles."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from corral.cli.app import app
+
+
+@app.command("up")
+def up_command(
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="state directory")] = None,
+    port: Annotated[int, typer.Option("--port", help="API port")] = 8443,
+    agent_port: Annotated[int, typer.Option("--agent-port", help="local agent port")] = 7070,
+    host: Annotated[str, typer.Option("--host", help="API listen address")] = "0.0.0.0",
+    http: Annotated[bool, typer.Option("--http", help="plain HTTP instead of HTTPS")] = False,
+    driver: Annotated[
+        str, typer.Option("--driver", help="auto (libvirt if reachable), libvirt or simulator")
+    ] = "auto",
+    sim_hosts: Annotated[int, typer.Option("--sim-hosts", help="simulated hosts")] = 1,
+    log_level: Annotated[str, typer.Option("--log-level")] = "warning",
+) -> None:
+    """Run the management server and a local agent in one process (embedded SQLite)."""
+    if driver not in ("auto", "libvirt", "simulator"):
+        raise typer.BadParameter("must be auto, libvirt or simulator", param_hint="--driver")
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    from corral.server.settings import default_data_dir
+    from corral.up import run_up
+
+    asyncio.run(
+        run_up(
+            data_dir=data_dir or default_data_dir(),
+            port=port,
+            agent_port=agent_port,
+            host=host,
+            tls=not http,
+            driver=driver,
+            sim_hosts=sim_hosts,
+        )
+    )
+
+
+def _register_roles() -> None:
+    from corral.agent.cli import agent_command
+    from corral.server.cli import server_command
+
+    app.command("server")(server_command)
+    app.command("agent")(agent_command)
+
+
+_register_roles()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""The management server: REST API, workflows, scheduler and the database of desired state."""

@@ -1,0 +1,1 @@
+"""Talking to host agents: tasks with ids and callbacks, attach, facts."""

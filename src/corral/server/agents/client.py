@@ -1,0 +1,163 @@
+"""The server's client of host agents.
+
+``run`` sends a task with a caller-chosen id (an idempotency key: retrying with the same id never runs
+the task twice), waits for the agent's inline answer or for its callback, and polls the agent as a
+fallback so a lost callback or a server restart never loses a result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from corral.api.agent import (
+    AgentTask,
+    AttachRequest,
+    AttachResponse,
+    TaskPayload,
+    TaskState,
+    TaskStatus,
+    VmReport,
+)
+from corral.api.errors import (
+    AgentError,
+    AgentUnreachable,
+    CorralError,
+    ErrorBody,
+    ErrorResponse,
+    Timeout,
+)
+from corral.util.tls import fetch_server_cert, pinned_context
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentEndpoint:
+    """How to reach one host's agent."""
+
+    host_id: str
+    url: str
+    token: str
+    cert_pem: str | None
+
+
+class AgentClient:
+    def __init__(
+        self, *, callback_base: str, poll_interval: float = 5.0, task_timeout: float = 600.0
+    ) -> None:
+        self.callback_base = callback_base.rstrip("/")
+        self.poll_interval = poll_interval
+        self.task_timeout = task_timeout
+        self._clients: dict[tuple[str, str | None], httpx.AsyncClient] = {}
+        self._waiting: dict[str, asyncio.Future[TaskStatus]] = {}
+
+    def _client(self, ep: AgentEndpoint) -> httpx.AsyncClient:
+        origin = httpx.URL(ep.url)
+        key = (f"{origin.scheme}://{origin.host}:{origin.port}", ep.cert_pem)
+        client = self._clients.get(key)
+        if client is None:
+            verify: ssl.SSLContext | bool = pinned_context(ep.cert_pem) if ep.cert_pem else False
+            client = httpx.AsyncClient(
+                verify=verify,
+                timeout=httpx.Timeout(30.0, connect=5.0),
+                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            )
+            self._clients[key] = client
+        return client
+
+    async def close(self) -> None:
+        for c in self._clients.values():
+            await c.aclose()
+        self._clients.clear()
+
+    async def _request(
+        self, ep: AgentEndpoint, method: str, path: str, *, json: Any = None, retries: int = 3
+    ) -> Any:
+        url = ep.url.rstrip("/") + path
+        headers = {"Authorization": f"Bearer {ep.token}"}
+        last: Exception | None = None
+        for attempt in range(retries):
+            try:
+                resp = await self._client(ep).request(method, url, json=json, headers=headers)
+            except httpx.TransportError as exc:
+                last = exc
+                await asyncio.sleep(0.2 * 2**attempt)
+                continue
+            if resp.status_code >= 400:
+                try:
+                    body = ErrorResponse.model_validate(resp.json()).error
+                except Exception:
+                    body = ErrorBody(code="agent_error", message=resp.text[:500])
+                raise CorralError.from_body(body, resp.status_code)
+            return resp.json()
+        raise AgentUnreachable(
+            f"agent at {ep.url} is unreachable: {type(last).__name__}: {last}", url=ep.url
+        ) from last
+
+    @staticmethod
+    def fetch_cert(url: str) -> str | None:
+        """The agent's TLS certificate (trust on first use), or None for plain http."""
+        if not url.startswith("https://"):
+            return None
+        try:
+            return fetch_server_cert(url)
+        except OSError as exc:
+            raise AgentUnreachable(f"cannot reach agent at {url}: {exc}", url=url) from exc
+
+    async def attach(self, ep: AgentEndpoint, req: AttachRequest) -> AttachResponse:
+        data = await self._request(ep, "POST", "/v1/attach", json=req.model_dump(mode="json"))
+        return AttachResponse.model_validate(data)
+
+    async def vms(self, ep: AgentEndpoint) -> list[VmReport]:
+        data = await self._request(ep, "GET", "/v1/vms")
+        return [VmReport.model_validate(v) for v in data]
+
+    def deliver(self, status: TaskStatus) -> bool:
+        """Called by the callback route; True if someone was waiting for this task."""
+        fut = self._waiting.get(status.task_id)
+        if fut is None or fut.done():
+            return False
+        fut.set_result(status)
+        return True
+
+    async def run(self, ep: AgentEndpoint, task_id: str, payload: TaskPayload) -> dict[str, Any]:
+        """Run a task on the agent and return its result; raise its error if it failed."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[TaskStatus] = loop.create_future()
+        self._waiting[task_id] = fut
+        try:
+            task = AgentTask(
+                task_id=task_id,
+                payload=payload,
+                callback_url=f"{self.callback_base}/api/v1/agent/tasks/{task_id}",
+            )
+            data = await self._request(ep, "POST", "/v1/tasks", json=task.model_dump(mode="json"))
+            status = TaskStatus.model_validate(data)
+            deadline = loop.time() + self.task_timeout
+            while status.state == TaskState.running:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise Timeout(f"task {task_id} on {ep.url} did not finish", task_id=task_id)
+                try:
+                    status = await asyncio.wait_for(
+                        asyncio.shield(fut), timeout=min(self.poll_interval, left)
+                    )
+                except TimeoutError:
+                    polled = await self._request(ep, "GET", f"/v1/tasks/{task_id}")
+                    status = TaskStatus.model_validate(polled)
+        finally:
+            self._waiting.pop(task_id, None)
+        if status.state == TaskState.failed:
+            body = status.error or ErrorBody(code="agent_error", message="task failed")
+            raise CorralError.from_body(body)
+        return dict(status.result)
+
+
+def agent_error(message: str, **ctx: Any) -> AgentError:
+    return AgentError(message, **ctx)

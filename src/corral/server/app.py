@@ -1,0 +1,139 @@
+"""Composition root of the server: builds the services, the FastAPI app and the HTTP listener."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter, FastAPI
+
+from corral import __version__
+from corral.server.agents.client import AgentClient
+from corral.server.db.engine import make_engine, make_sessionmaker, migrate
+from corral.server.http import errors, routes_agent, routes_ops, routes_resources, routes_vms
+from corral.server.services import auth, hosts
+from corral.server.services.context import Services
+from corral.server.services.operations import OperationRunner
+from corral.server.settings import ServerSettings
+from corral.server.workflows.engine import WorkflowEngine
+from corral.server.workflows.host_add import HOST_ADD
+from corral.server.workflows.image_import import IMAGE_IMPORT
+from corral.server.workflows.vm_create import VM_CREATE
+from corral.server.workflows.vm_delete import VM_DELETE
+from corral.server.workflows.vm_power import VM_POWER
+from corral.server.workflows.vm_resize import VM_RESIZE
+from corral.util.serving import Listener, start_listener
+from corral.util.tls import ensure_self_signed
+
+log = logging.getLogger(__name__)
+
+MONITOR_INTERVAL_S = 2.0
+
+
+def create_app(svc: Services | None = None) -> FastAPI:
+    """The FastAPI app. ``svc`` may be attached later (``app.state.services``)."""
+    app = FastAPI(
+        title="Corral",
+        version=__version__,
+        description="KVM virtualization management: REST API. Every mutating call returns 202 "
+        "and an Operation; follow it at /api/v1/operations/{id}?wait=SECONDS.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    api = APIRouter(prefix="/api/v1")
+    for r in (routes_ops.router, routes_resources.router, routes_vms.router):
+        api.include_router(r)
+    api.include_router(routes_agent.router)
+    api.include_router(routes_agent.debug)
+    app.include_router(api)
+    errors.install(app)
+    app.state.services = svc
+    return app
+
+
+async def build_services(settings: ServerSettings) -> Services:
+    """Create the data directory, connect to the database and apply migrations."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.image_dir.mkdir(parents=True, exist_ok=True)
+    db = make_engine(settings.db_url)
+    await migrate(db)
+    sm = make_sessionmaker(db)
+    agents = AgentClient(
+        callback_base=settings.callback_base,
+        poll_interval=settings.agent_poll_interval_s,
+        task_timeout=settings.agent_task_timeout_s,
+    )
+    engine = WorkflowEngine(sm, deps=None)
+    runner = OperationRunner(sm, engine)
+    runner.register(HOST_ADD, IMAGE_IMPORT, VM_CREATE, VM_DELETE, VM_RESIZE, *VM_POWER.values())
+    svc = Services(
+        settings=settings, db=db, sessionmaker=sm, engine=engine, runner=runner, agents=agents
+    )
+    engine.deps = svc
+    return svc
+
+
+@dataclass
+class ServerHandle:
+    """A running server: its services, app and background tasks."""
+
+    settings: ServerSettings
+    services: Services
+    app: FastAPI
+    admin_password: str | None
+    listener: Listener | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"{self.settings.scheme}://127.0.0.1:{self.settings.port}"
+
+    async def stop(self) -> None:
+        if self.listener is not None:
+            await self.listener.stop()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await self.services.runner.drain(timeout=2)
+        await self.services.agents.close()
+        await self.services.db.dispose()
+
+
+async def _monitor(svc: Services) -> None:
+    while True:
+        await asyncio.sleep(MONITOR_INTERVAL_S)
+        try:
+            n = await hosts.mark_silent_hosts(svc=svc)
+            if n:
+                log.warning("%d host(s) stopped sending heartbeats: marked disconnected", n)
+        except Exception:
+            log.exception("host monitor failed")
+
+
+async def start(settings: ServerSettings, *, listen: bool = True) -> ServerHandle:
+    """Start a server: migrate, create the admin at first start, recover interrupted workflows,
+    start the host monitor and (if ``listen``) the HTTP(S) listener. Returns once it listens."""
+    svc = await build_services(settings)
+    password = await auth.ensure_admin(svc=svc)
+    app = create_app(svc)
+    handle = ServerHandle(settings=settings, services=svc, app=app, admin_password=password)
+    recovered = await svc.runner.recover()
+    if recovered:
+        log.warning("recovering %d interrupted operation(s)", recovered)
+    handle._tasks.append(asyncio.create_task(_monitor(svc), name="host-monitor"))
+    if listen:
+        cert = key = None
+        if settings.tls:
+            ensure_self_signed(settings.cert_path, settings.key_path, "corral-server")
+            cert, key = settings.cert_path, settings.key_path
+        handle.listener = await start_listener(
+            app, host=settings.host, port=settings.port, cert=cert, key=key
+        )
+        settings.port = handle.listener.port
+        svc.agents.callback_base = settings.callback_base
+    return handle

@@ -1,0 +1,1 @@
+"""Database: SQLAlchemy tables, engine set-up and Alembic migrations."""

@@ -1,0 +1,1 @@
+"""Use cases of the server: no web framework, no SQL strings."""

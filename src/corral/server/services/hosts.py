@@ -1,0 +1,199 @@
+"""Hosts: add (attach the agent), enable/disable, remove; heartbeats, events and liveness."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from corral.api.agent import Heartbeat, VmEvent
+from corral.api.errors import InUse, InvalidInput, NotFound
+from corral.api.hosts import Host, HostCapacity, HostCreate, HostFacts, HostStatus, HostUpdate
+from corral.api.operations import Operation
+from corral.api.vms import PowerState, VmStatus
+from corral.server.db.tables import ClusterRow, HostRow, VmRow
+from corral.server.db.types import utcnow
+from corral.server.services.context import Services
+from corral.server.services.inventory import ensure_name_free
+from corral.server.services.listing import Kind, get_row
+from corral.server.services.operations import to_model as op_model
+
+log = logging.getLogger(__name__)
+
+
+def host_model(r: HostRow) -> Host:
+    return Host(
+        id=r.id,
+        name=r.name,
+        cluster_id=r.cluster_id,
+        url=r.url,
+        status=HostStatus(r.status),
+        enabled=r.enabled,
+        facts=HostFacts.model_validate(r.facts) if r.facts else None,
+        capacity=HostCapacity(
+            cpus_total=r.cpus_capacity,
+            cpus_used=r.cpus_used,
+            memory_mb_total=r.memory_mb_capacity,
+            memory_mb_used=r.memory_mb_used,
+            disk_gb_total=r.disk_gb_capacity,
+            disk_gb_used=r.disk_gb_used,
+        ),
+        last_heartbeat_at=r.last_heartbeat_at,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+    )
+
+
+HOSTS = Kind("host", HostRow, host_model)
+
+
+def recompute_capacity(host: HostRow, cluster: ClusterRow) -> None:
+    """Capacity = facts x the cluster's overcommit ratios (claims are unchanged)."""
+    if not host.facts:
+        return
+    facts = HostFacts.model_validate(host.facts)
+    host.cpus_capacity = int(facts.cpu_threads * cluster.cpu_overcommit)
+    host.memory_mb_capacity = int(facts.memory_mb * cluster.memory_overcommit)
+    host.disk_gb_capacity = float(facts.disk_gb_total)
+
+
+async def add_host(*, svc: Services, spec: HostCreate) -> Operation:
+    """Record the host (status connecting) and attach its agent in a ``host.add`` workflow."""
+    if not spec.url.startswith(("http://", "https://")):
+        raise InvalidInput("the agent URL must start with https:// (or http://)", url=spec.url)
+    async with svc.sessionmaker() as s:
+        cluster = await get_row(s, ClusterRow, spec.cluster, "cluster")
+        name = spec.name or _name_from_url(spec.url)
+        await ensure_name_free(s, HostRow, name, "host")
+        dup = await s.scalar(select(HostRow.name).where(HostRow.url == spec.url.rstrip("/")))
+        if dup is not None:
+            raise InvalidInput(f"host {dup!r} already has the agent {spec.url}", url=spec.url)
+        row = HostRow(
+            name=name,
+            cluster_id=cluster.id,
+            url=spec.url.rstrip("/"),
+            token=secrets.token_urlsafe(32),
+            status=HostStatus.connecting,
+        )
+        s.add(row)
+        await s.flush()
+        op = svc.runner.create(
+            s,
+            type="host.add",
+            target_type="host",
+            target_id=row.id,
+            lock_key=f"host:{row.id}",
+            params={"host_id": row.id, "named": spec.name is not None},
+        )
+        await s.commit()
+    svc.runner.launch(op)
+    return op_model(op)
+
+
+def _name_from_url(url: str) -> str:
+    import re
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    base = f"{parts.hostname or 'host'}-{parts.port or 443}{parts.path}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-.")[:63] or "host"
+
+
+async def update_host(*, svc: Services, ref: str, spec: HostUpdate) -> Operation:
+    async with svc.sessionmaker() as s:
+        row = await get_row(s, HostRow, ref, "host")
+        if spec.enabled is not None:
+            row.enabled = spec.enabled
+        op = svc.runner.create(
+            s, type="host.update", target_type="host", target_id=row.id, done=True
+        )
+        await s.commit()
+        return op_model(op)
+
+
+async def remove_host(*, svc: Services, ref: str) -> Operation:
+    async with svc.sessionmaker() as s:
+        row = await get_row(s, HostRow, ref, "host")
+        n = await s.scalar(select(func.count()).where(VmRow.host_id == row.id))
+        if n:
+            raise InUse(f"host {row.name!r} still has {n} VM(s)", vms=n)
+        await s.delete(row)
+        op = svc.runner.create(
+            s, type="host.remove", target_type="host", target_id=row.id, done=True
+        )
+        await s.commit()
+        return op_model(op)
+
+
+async def host_by_token(*, svc: Services, token: str) -> HostRow:
+    async with svc.sessionmaker() as s:
+        row = await s.scalar(select(HostRow).where(HostRow.token == token))
+    if row is None:
+        raise NotFound("no host has this token")
+    return row
+
+
+# -- reports from agents ------------------------------------------------------------------------
+
+_STEADY = {VmStatus.running, VmStatus.stopped, VmStatus.paused, VmStatus.error, VmStatus.unknown}
+_STATUS_OF_POWER = {
+    PowerState.running: VmStatus.running,
+    PowerState.paused: VmStatus.paused,
+    PowerState.stopped: VmStatus.stopped,
+    PowerState.crashed: VmStatus.stopped,
+}
+
+
+async def apply_power_state(svc: Services, host_id: str, vm_id: str, power: PowerState) -> None:
+    """Record what the hypervisor says about a VM. A VM in a steady status follows it (a guest
+    that shut itself down becomes ``stopped``); a VM under an operation keeps its status."""
+    async with svc.sessionmaker.begin() as s:
+        vm = await s.get(VmRow, vm_id)
+        if vm is None or vm.host_id != host_id or vm.power_state == power:
+            return
+        vm.power_state = power
+        if VmStatus(vm.status) in _STEADY and power in _STATUS_OF_POWER:
+            vm.status = _STATUS_OF_POWER[power]
+
+
+async def record_events(*, svc: Services, host: HostRow, events: list[VmEvent]) -> None:
+    for ev in events:
+        await apply_power_state(svc, host.id, ev.vm_id, ev.power_state)
+
+
+async def record_heartbeat(*, svc: Services, host: HostRow, beat: Heartbeat) -> None:
+    values: dict[str, Any] = {"last_heartbeat_at": utcnow(), "status": HostStatus.connected}
+    async with svc.sessionmaker.begin() as s:
+        row = await s.get(HostRow, host.id)
+        if row is None:
+            return
+        if beat.facts is not None:
+            row.facts = beat.facts.model_dump(mode="json")
+            cluster = await s.get(ClusterRow, row.cluster_id)
+            if cluster is not None:
+                recompute_capacity(row, cluster)
+        for k, v in values.items():
+            setattr(row, k, v)
+        known = dict(
+            (
+                await s.execute(select(VmRow.id, VmRow.power_state).where(VmRow.host_id == host.id))
+            ).tuples()
+        )
+    for report in beat.vms:
+        if report.vm_id in known and known[report.vm_id] != report.power_state:
+            await apply_power_state(svc, host.id, report.vm_id, report.power_state)
+
+
+async def mark_silent_hosts(*, svc: Services) -> int:
+    """Hosts whose last heartbeat is older than the timeout become ``disconnected``."""
+    cutoff = utcnow() - timedelta(seconds=svc.settings.heartbeat_timeout_s)
+    async with svc.sessionmaker.begin() as s:
+        res = await s.execute(
+            update(HostRow)
+            .where(HostRow.status == HostStatus.connected, HostRow.last_heartbeat_at < cutoff)
+            .values(status=HostStatus.disconnected)
+        )
+        return int(getattr(res, "rowcount", 0) or 0)

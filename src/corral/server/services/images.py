@@ -1,0 +1,168 @@
+"""Images: records in the database, bytes in the image store directory, format checked by qemu-img."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from corral.api.errors import InUse, InvalidInput, InvalidState, StorageError
+from corral.api.images import Image, ImageCreate, ImageStatus
+from corral.api.operations import Operation
+from corral.server.db.tables import ImageRow, VmRow
+from corral.server.services.context import Services
+from corral.server.services.inventory import ensure_name_free
+from corral.server.services.listing import Kind, get_row
+from corral.server.services.operations import to_model as op_model
+
+CHUNK = 1024 * 1024
+
+
+def image_model(r: ImageRow) -> Image:
+    return Image(
+        id=r.id,
+        name=r.name,
+        status=ImageStatus(r.status),
+        format=r.format,
+        size_bytes=r.size_bytes,
+        virtual_size_bytes=r.virtual_size_bytes,
+        sha256=r.sha256,
+        source_url=r.source_url,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+    )
+
+
+IMAGES = Kind("image", ImageRow, image_model)
+
+
+def image_path(svc: Services, image_id: str) -> Path:
+    return svc.settings.image_dir / f"{image_id}.img"
+
+
+async def create_image(*, svc: Services, spec: ImageCreate) -> Operation:
+    """Record an image. With a URL, an ``image.import`` workflow downloads it; without, the image
+    waits (``importing``) for its bytes through ``upload``."""
+    if spec.url is not None and not spec.url.startswith(("http://", "https://", "file://")):
+        raise InvalidInput("the image URL must be http(s):// or file://", url=spec.url)
+    async with svc.sessionmaker() as s:
+        await ensure_name_free(s, ImageRow, spec.name, "image")
+        row = ImageRow(name=spec.name, status=ImageStatus.importing, source_url=spec.url)
+        s.add(row)
+        await s.flush()
+        op = svc.runner.create(
+            s,
+            type="image.import",
+            target_type="image",
+            target_id=row.id,
+            lock_key=f"image:{row.id}",
+            params={"image_id": row.id, "url": spec.url},
+            done=spec.url is None,
+        )
+        await s.commit()
+    if spec.url is not None:
+        svc.runner.launch(op)
+    return op_model(op)
+
+
+async def qemu_img_info(path: Path) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        "qemu-img", "info", "--output=json", str(path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise InvalidInput(
+            "the file is not a disk image qemu-img understands", stderr=err.decode()[-500:]
+        )
+    info: dict[str, Any] = json.loads(out)
+    return info
+
+
+async def store_bytes(
+    svc: Services, image_id: str, chunks: AsyncIterator[bytes], progress: Any = None
+) -> None:
+    """Stream bytes into the image store, check them with qemu-img and mark the image ready.
+    On any failure the partial file is removed and the image is marked ``error``."""
+    final = image_path(svc, image_id)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_suffix(".part")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with tmp.open("wb") as f:
+            async for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                await asyncio.to_thread(f.write, chunk)
+                if progress is not None:
+                    await progress(size)
+        if size == 0:
+            raise InvalidInput("the image is empty")
+        info = await qemu_img_info(tmp)
+        fmt = str(info.get("format", "raw"))
+        if fmt not in ("qcow2", "raw"):
+            raise InvalidInput(f"image format {fmt} is not supported (qcow2 or raw)", format=fmt)
+        if info.get("backing-filename"):
+            raise InvalidInput("images with a backing file are not accepted")
+        os.chmod(tmp, 0o644)
+        tmp.replace(final)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        async with svc.sessionmaker.begin() as s:
+            row = await s.get(ImageRow, image_id)
+            if row is not None:
+                row.status = ImageStatus.error
+        if isinstance(exc, OSError):
+            raise StorageError(f"cannot store the image: {exc}") from exc
+        raise
+    async with svc.sessionmaker.begin() as s:
+        row = await get_row(s, ImageRow, image_id, "image", by_name=False)
+        row.status = ImageStatus.ready
+        row.format = fmt
+        row.size_bytes = size
+        row.virtual_size_bytes = int(info.get("virtual-size", size))
+        row.sha256 = digest.hexdigest()
+
+
+async def upload(*, svc: Services, ref: str, chunks: AsyncIterator[bytes]) -> Operation:
+    async with svc.sessionmaker() as s:
+        row = await get_row(s, ImageRow, ref, "image")
+    if row.status != ImageStatus.importing or row.source_url is not None:
+        raise InvalidState(f"image {row.name!r} is {row.status}; upload needs a new image")
+    await store_bytes(svc, row.id, chunks)
+    async with svc.sessionmaker() as s:
+        op = svc.runner.create(
+            s, type="image.upload", target_type="image", target_id=row.id, done=True
+        )
+        await s.commit()
+    return op_model(op)
+
+
+async def delete_image(*, svc: Services, ref: str) -> Operation:
+    async with svc.sessionmaker() as s:
+        row = await get_row(s, ImageRow, ref, "image")
+        n = await s.scalar(select(func.count()).where(VmRow.image_id == row.id))
+        if n:
+            raise InUse(f"image {row.name!r} is used by {n} VM(s)", vms=n)
+        await s.delete(row)
+        op = svc.runner.create(
+            s, type="image.delete", target_type="image", target_id=row.id, done=True
+        )
+        await s.commit()
+    image_path(svc, row.id).unlink(missing_ok=True)
+    return op_model(op)
+
+
+async def ready_path(*, svc: Services, ref: str) -> tuple[ImageRow, Path]:
+    async with svc.sessionmaker() as s:
+        row = await get_row(s, ImageRow, ref, "image")
+    if row.status != ImageStatus.ready:
+        raise InvalidState(f"image {row.name!r} is {row.status}, not ready")
+    return row, image_path(svc, row.id)

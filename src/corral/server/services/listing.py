@@ -1,0 +1,90 @@
+"""Generic lookups and paged, sorted, filtered lists over any table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from corral.api.common import ListQuery, Page
+from corral.api.errors import InvalidInput, NotFound
+
+R = TypeVar("R")
+
+
+async def get_row(
+    s: AsyncSession, table: type[R], ref: str, kind: str, *, by_name: bool = True
+) -> R:
+    """The row whose id (or, if ``by_name``, name) is ``ref``; ``NotFound`` otherwise."""
+    cols: Any = table
+    cond = cols.id == ref
+    if by_name:
+        cond = or_(cond, cols.name == ref)
+    row = await s.scalar(select(table).where(cond).limit(1))
+    if row is None:
+        raise NotFound(f"{kind} {ref!r} not found", kind=kind, ref=ref)
+    return row
+
+
+async def find_row(s: AsyncSession, table: type[R], ref: str) -> R | None:
+    cols: Any = table
+    return await s.scalar(select(table).where(or_(cols.id == ref, cols.name == ref)).limit(1))
+
+
+async def list_rows(
+    s: AsyncSession, table: type[R], query: ListQuery, filters: dict[str, Any]
+) -> tuple[list[R], int]:
+    """One page of rows matching ``filters`` (column == value), sorted by ``query.sort``.
+
+    Unknown filter or sort fields raise ``InvalidInput``. Ties are broken by id so pages are stable.
+    """
+    cols = getattr(table, "__table__").c  # noqa: B009
+    conds = []
+    for field, value in filters.items():
+        if field not in cols:
+            raise InvalidInput(f"cannot filter by {field!r}", field=field)
+        conds.append(cols[field] == value)
+    key = query.sort.lstrip("-")
+    if key not in cols:
+        raise InvalidInput(f"cannot sort by {key!r}", field=key)
+    order = cols[key].desc() if query.sort.startswith("-") else cols[key].asc()
+    total = await s.scalar(select(func.count()).select_from(table).where(*conds))
+    rows = await s.scalars(
+        select(table)
+        .where(*conds)
+        .order_by(order, cols["id"])
+        .limit(query.limit)
+        .offset(query.offset)
+    )
+    return list(rows), int(total or 0)
+
+
+M = TypeVar("M")
+
+
+@dataclass(frozen=True)
+class Kind(Generic[R, M]):
+    """A resource kind: its table, its name in messages and how a row becomes a contract model."""
+
+    name: str
+    table: type[R]
+    to_model: Callable[[R], M]
+
+    async def get(self, sm: async_sessionmaker[AsyncSession], ref: str) -> M:
+        async with sm() as s:
+            return self.to_model(await get_row(s, self.table, ref, self.name))
+
+    async def list(
+        self, sm: async_sessionmaker[AsyncSession], query: ListQuery, filters: dict[str, Any]
+    ) -> Page[M]:
+        async with sm() as s:
+            rows, total = await list_rows(s, self.table, query, filters)
+            return Page[M](
+                items=[self.to_model(r) for r in rows],
+                total=total,
+                limit=query.limit,
+                offset=query.offset,
+            )

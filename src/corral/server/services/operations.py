@@ -1,0 +1,274 @@
+"""Operations: create, run (serialized per resource), wait for, cancel and recover them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from corral.api.common import ListQuery, Page
+from corral.api.errors import CorralError, ErrorBody, NotCancellable
+from corral.api.operations import Operation, OperationStatus
+from corral.server.db.tables import OperationRow
+from corral.server.db.types import new_id, utcnow
+from corral.server.services.listing import get_row, list_rows
+from corral.server.workflows.engine import Workflow, WorkflowEngine
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = "interrupted"
+
+
+def to_model(row: OperationRow) -> Operation:
+    return Operation(
+        id=row.id,
+        type=row.type,
+        target_type=row.target_type,
+        target_id=row.target_id,
+        status=OperationStatus(row.status),
+        progress=row.progress,
+        message=row.message,
+        error=ErrorBody.model_validate(row.error) if row.error else None,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
+class _KeyedLocks:
+    """One FIFO asyncio lock per resource key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str | None) -> AsyncIterator[None]:
+        if key is None:
+            yield
+            return
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class OperationRunner:
+    """Owns the operations of this server process.
+
+    ``create`` adds a queued operation row to the caller's session (the caller commits, together
+    with whatever else the request changed) and ``launch`` starts it after the commit. Operations on
+    the same ``lock_key`` run one after another in submission order; others run in parallel.
+    """
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], engine: WorkflowEngine):
+        self.sessionmaker = sessionmaker
+        self.engine = engine
+        self.workflows: dict[str, Workflow] = {}
+        self._locks = _KeyedLocks()
+        self._changed: dict[str, asyncio.Event] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def register(self, *workflows: Workflow) -> None:
+        for wf in workflows:
+            self.workflows[wf.type] = wf
+
+    def create(
+        self,
+        s: AsyncSession,
+        *,
+        type: str,
+        target_type: str,
+        target_id: str | None,
+        params: dict[str, Any] | None = None,
+        lock_key: str | None = None,
+        done: bool = False,
+    ) -> OperationRow:
+        """Add an operation row to ``s``. ``done=True`` records an already finished operation."""
+        now = utcnow()
+        row = OperationRow(
+            id=new_id(),
+            type=type,
+            target_type=target_type,
+            target_id=target_id,
+            lock_key=lock_key,
+            status=OperationStatus.succeeded if done else OperationStatus.queued,
+            progress=100 if done else 0,
+            message="",
+            params=params or {},
+            created_at=now,
+            started_at=now if done else None,
+            finished_at=now if done else None,
+        )
+        s.add(row)
+        return row
+
+    def launch(self, op: OperationRow) -> None:
+        """Start running a committed queued operation in the background."""
+        wf = self.workflows[op.type]
+        task = asyncio.create_task(self._run(op.id, op.lock_key, wf), name=f"op-{op.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _set(self, op_id: str, **values: Any) -> None:
+        async with self.sessionmaker.begin() as s:
+            await s.execute(update(OperationRow).where(OperationRow.id == op_id).values(**values))
+        self._notify(op_id)
+
+    def _notify(self, op_id: str) -> None:
+        ev = self._changed.pop(op_id, None)
+        if ev is not None:
+            ev.set()
+
+    async def _run(self, op_id: str, lock_key: str | None, wf: Workflow) -> None:
+        async with self._locks.hold(lock_key):
+            async with self.sessionmaker() as s:
+                row = await s.get(OperationRow, op_id)
+                if row is None or row.status != OperationStatus.queued:
+                    return
+                params = dict(row.params)
+            await self._set(op_id, status=OperationStatus.running, started_at=utcnow())
+            try:
+                await self.engine.run(wf, op_id, params)
+            except CorralError as err:
+                log.log(
+                    logging.INFO if err.expected else logging.WARNING,
+                    "operation %s failed: %s",
+                    op_id,
+                    err,
+                )
+                await self._set(
+                    op_id,
+                    status=OperationStatus.failed,
+                    error=err.to_body().model_dump(mode="json"),
+                    finished_at=utcnow(),
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # pragma: no cover - the engine converts errors
+                log.exception("operation %s crashed", op_id)
+                body = ErrorBody(code="internal", message=f"internal error: {type(exc).__name__}")
+                await self._set(
+                    op_id,
+                    status=OperationStatus.failed,
+                    error=body.model_dump(),
+                    finished_at=utcnow(),
+                )
+            else:
+                await self._set(
+                    op_id, status=OperationStatus.succeeded, progress=100, finished_at=utcnow()
+                )
+
+    async def get(self, op_id: str) -> Operation:
+        async with self.sessionmaker() as s:
+            return to_model(await get_row(s, OperationRow, op_id, "operation", by_name=False))
+
+    async def wait(self, op_id: str, timeout: float) -> Operation:
+        """The operation once done, or as it is when ``timeout`` seconds have passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            ev = self._changed.setdefault(op_id, asyncio.Event())
+            op = await self.get(op_id)
+            left = deadline - loop.time()
+            if op.status.done or left <= 0:
+                return op
+            try:
+                # poll the DB at least every second: another node may run the operation
+                await asyncio.wait_for(ev.wait(), timeout=min(left, 1.0))
+            except TimeoutError:
+                pass
+
+    async def cancel(self, op_id: str) -> Operation:
+        """Cancel a queued operation. Running or finished ones raise ``NotCancellable``."""
+        async with self.sessionmaker.begin() as s:
+            row = await get_row(s, OperationRow, op_id, "operation", by_name=False)
+            if row.status != OperationStatus.queued:
+                raise NotCancellable(
+                    f"operation {op_id} is {row.status}; only queued operations can be cancelled",
+                    status=row.status,
+                )
+            row.status = OperationStatus.cancelled
+            row.finished_at = utcnow()
+            wf = self.workflows.get(row.type)
+            params = dict(row.params)
+        if wf is not None and wf.on_failure is not None:
+            from corral.api.errors import OperationCancelled
+
+            ctx = self.engine.context(op_id, params, [])
+            await wf.on_failure(ctx, OperationCancelled("cancelled by the user"))
+        self._notify(op_id)
+        return await self.get(op_id)
+
+    async def list(self, query: ListQuery, filters: dict[str, Any]) -> Page[Operation]:
+        async with self.sessionmaker() as s:
+            rows, total = await list_rows(s, OperationRow, query, filters)
+            return Page[Operation](
+                items=[to_model(r) for r in rows],
+                total=total,
+                limit=query.limit,
+                offset=query.offset,
+            )
+
+    async def recover(self) -> int:
+        """At start-up: roll back workflows a crash interrupted; restart queued operations."""
+        async with self.sessionmaker() as s:
+            rows = list(
+                await s.scalars(
+                    select(OperationRow)
+                    .where(
+                        OperationRow.status.in_([OperationStatus.running, OperationStatus.queued])
+                    )
+                    .order_by(OperationRow.created_at)
+                )
+            )
+        for row in rows:
+            wf = self.workflows.get(row.type)
+            if row.status == OperationStatus.queued and wf is not None:
+                self.launch(row)
+                continue
+            task = asyncio.create_task(self._rollback_interrupted(row, wf))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(rows)
+
+    async def _rollback_interrupted(self, row: OperationRow, wf: Workflow | None) -> None:
+        async with self._locks.hold(row.lock_key):
+            try:
+                if wf is None:
+                    raise CorralError(f"unknown workflow {row.type}", reason=INTERRUPTED)
+                await self.engine.recover(wf, row.id, dict(row.params))
+            except CorralError as err:
+                await self._set(
+                    row.id,
+                    status=OperationStatus.failed,
+                    error=err.to_body().model_dump(mode="json"),
+                    finished_at=utcnow(),
+                )
+            else:
+                await self._set(
+                    row.id, status=OperationStatus.succeeded, progress=100, finished_at=utcnow()
+                )
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Wait for running operations (tests and orderly shutdown)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+
+    async def count(self, status: OperationStatus) -> int:
+        async with self.sessionmaker() as s:
+            n = await s.scalar(
+                select(func.count()).select_from(OperationRow).where(OperationRow.status == status)
+            )
+            return int(n or 0)

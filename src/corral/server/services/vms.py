@@ -1,0 +1,180 @@
+"""VMs: create (place + claim in the request), power actions, resize, delete."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import string
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from corral.api.errors import InvalidInput, InvalidState, NameTaken
+from corral.api.operations import Operation
+from corral.api.vms import PowerState, Vm, VmAction, VmCreate, VmResize, VmStatus, VmStop
+from corral.server.db.tables import HostRow, ImageRow, OfferingRow, VmRow
+from corral.server.services.context import Services
+from corral.server.services.inventory import ensure_name_free
+from corral.server.services.listing import Kind, get_row
+from corral.server.services.operations import to_model as op_model
+from corral.server.services.placement import place_and_claim
+from corral.server.workflows.vm_create import VM_CREATE
+from corral.server.workflows.vm_power import ALLOWED_FROM
+
+GIB = 1024**3
+_VNC_ALPHABET = string.ascii_letters + string.digits
+
+
+def vm_model(r: VmRow) -> Vm:
+    return Vm(
+        id=r.id,
+        name=r.name,
+        status=VmStatus(r.status),
+        power_state=PowerState(r.power_state),
+        cpus=r.cpus,
+        memory_mb=r.memory_mb,
+        disk_gb=r.disk_gb,
+        image_id=r.image_id,
+        offering_id=r.offering_id,
+        host_id=r.host_id,
+        error=r.error,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+    )
+
+
+VMS = Kind("vm", VmRow, vm_model)
+
+
+def vnc_password() -> str:
+    """VNC authentication uses at most 8 characters: make all 8 random."""
+    return "".join(secrets.choice(_VNC_ALPHABET) for _ in range(8))
+
+
+async def create_vm(*, svc: Services, spec: VmCreate) -> Operation:
+    """Validate, record the VM, place it and claim its resources in one transaction; the rest
+    (disk, define, start) runs as the ``vm.create`` workflow. Nothing is created on a 4xx."""
+    async with svc.sessionmaker() as s:
+        image = await get_row(s, ImageRow, spec.image, "image")
+        if image.status != "ready":
+            raise InvalidState(
+                f"image {image.name!r} is {image.status}, not ready", image=image.name
+            )
+        offering = (
+            await get_row(s, OfferingRow, spec.offering, "offering") if spec.offering else None
+        )
+        cpus = spec.cpus or (offering.cpus if offering else 1)
+        memory_mb = spec.memory_mb or (offering.memory_mb if offering else 0)
+        min_disk = max(1, math.ceil(image.virtual_size_bytes / GIB))
+        disk_gb = spec.disk_gb or (offering.disk_gb if offering else min_disk)
+        if disk_gb < min_disk:
+            raise InvalidInput(
+                f"disk {disk_gb} GiB is smaller than image {image.name!r} ({min_disk} GiB)",
+                disk_gb=disk_gb,
+                image_gb=min_disk,
+            )
+        pinned = (await get_row(s, HostRow, spec.host, "host")).id if spec.host else None
+        await ensure_name_free(s, VmRow, spec.name, "VM")
+        vm = VmRow(
+            name=spec.name,
+            status=VmStatus.creating,
+            power_state=PowerState.absent,
+            cpus=cpus,
+            memory_mb=memory_mb,
+            disk_gb=disk_gb,
+            image_id=image.id,
+            offering_id=offering.id if offering else None,
+            vnc_password=vnc_password(),
+        )
+        s.add(vm)
+        await s.flush()
+        host_id = await place_and_claim(s, vm, pinned)
+        op = svc.runner.create(
+            s,
+            type=VM_CREATE.type,
+            target_type="vm",
+            target_id=vm.id,
+            lock_key=f"vm:{vm.id}",
+            params={"vm_id": vm.id, "host_id": host_id, "start": spec.start},
+        )
+        await s.flush()
+        await svc.engine.prejournal(
+            s, op.id, VM_CREATE, {"record": {}, "claim": {"host_id": host_id}}
+        )
+        try:
+            await s.commit()
+        except IntegrityError as exc:
+            raise NameTaken(f"a VM named {spec.name!r} exists already", name=spec.name) from exc
+    svc.runner.launch(op)
+    return op_model(op)
+
+
+async def _submit(
+    svc: Services, ref: str, type: str, params: dict[str, Any]
+) -> tuple[Operation, VmRow]:
+    async with svc.sessionmaker() as s:
+        vm = await get_row(s, VmRow, ref, "vm")
+        op = svc.runner.create(
+            s,
+            type=type,
+            target_type="vm",
+            target_id=vm.id,
+            lock_key=f"vm:{vm.id}",
+            params={
+                "vm_id": vm.id,
+                "host_id": vm.host_id,
+                "previous_status": vm.status,
+                "previous_power": vm.power_state,
+                **params,
+            },
+        )
+        await s.commit()
+    svc.runner.launch(op)
+    return op_model(op), vm
+
+
+async def _check(svc: Services, ref: str, allowed: set[VmStatus], verb: str) -> VmRow:
+    async with svc.sessionmaker() as s:
+        vm = await get_row(s, VmRow, ref, "vm")
+    if VmStatus(vm.status) not in allowed:
+        need = ", ".join(sorted(a.value for a in allowed))
+        raise InvalidState(
+            f"cannot {verb} VM {vm.name!r}: it is {vm.status} (needs {need})",
+            vm=vm.name,
+            status=vm.status,
+        )
+    return vm
+
+
+async def act(
+    *, svc: Services, ref: str, action: VmAction, stop: VmStop | None = None
+) -> Operation:
+    vm = await _check(svc, ref, ALLOWED_FROM[action], action.value)
+    params: dict[str, Any] = {}
+    if stop is not None:
+        params = {"force": stop.force, "timeout": stop.timeout}
+    op, _ = await _submit(svc, vm.id, f"vm.{action.value}", params)
+    return op
+
+
+async def resize(*, svc: Services, ref: str, spec: VmResize) -> Operation:
+    vm = await _check(svc, ref, {VmStatus.stopped}, "resize (stop it first)")
+    cpus = spec.cpus or vm.cpus
+    memory_mb = spec.memory_mb or vm.memory_mb
+    if (cpus, memory_mb) == (vm.cpus, vm.memory_mb):
+        raise InvalidInput("the VM has this size already", cpus=cpus, memory_mb=memory_mb)
+    params = {
+        "cpus": cpus,
+        "memory_mb": memory_mb,
+        "old_cpus": vm.cpus,
+        "old_memory_mb": vm.memory_mb,
+    }
+    op, _ = await _submit(svc, vm.id, "vm.resize", params)
+    return op
+
+
+async def delete(*, svc: Services, ref: str) -> Operation:
+    allowed = set(VmStatus) - {VmStatus.creating, VmStatus.deleting}
+    vm = await _check(svc, ref, allowed, "delete")
+    op, _ = await _submit(svc, vm.id, "vm.delete", {})
+    return op

@@ -1,0 +1,71 @@
+"""Server settings, from arguments and ``CORRAL_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_data_dir() -> Path:
+    """``$CORRAL_DATA_DIR``, else ``/var/lib/corral`` for root, else ``~/.local/share/corral``."""
+    env = os.environ.get("CORRAL_DATA_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/corral")
+    return Path.home() / ".local/share/corral"
+
+
+@dataclass
+class ServerSettings:
+    """Everything the composition root needs to build a server.
+
+    ``database_url`` defaults to SQLite (WAL) at ``<data_dir>/corral.db``; set ``CORRAL_DATABASE_URL``
+    (``postgresql+asyncpg://…``) for PostgreSQL. ``public_url`` is what agents use to call back; it
+    defaults to ``http(s)://127.0.0.1:<port>``.
+    """
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    host: str = "0.0.0.0"
+    port: int = 8443
+    tls: bool = True
+    database_url: str | None = None
+    public_url: str | None = None
+    token_ttl_s: int = 12 * 3600
+    heartbeat_timeout_s: float = 10.0
+    agent_task_timeout_s: float = 600.0
+    agent_poll_interval_s: float = 5.0
+    fault_injection: bool = False
+    admin_password: str | None = None
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        if self.database_url is None:
+            self.database_url = os.environ.get("CORRAL_DATABASE_URL")
+        if os.environ.get("CORRAL_FAULT_INJECTION") == "1":
+            self.fault_injection = True
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'corral.db'}"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def callback_base(self) -> str:
+        return self.public_url or f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def image_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.data_dir / "tls" / "server.crt"
+
+    @property
+    def key_path(self) -> Path:
+        return self.data_dir / "tls" / "server.key"

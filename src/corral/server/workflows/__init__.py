@@ -1,0 +1,1 @@
+"""Workflows: journaled steps with undo, one workflow per file."""

@@ -1,0 +1,26 @@
+"""Helpers shared by workflows: reaching a host's agent, task ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from corral.api.agent import TaskPayload
+from corral.api.errors import NotFound
+from corral.server.agents.client import AgentEndpoint
+from corral.server.db.tables import HostRow
+from corral.server.workflows.engine import Ctx
+
+
+async def endpoint(ctx: Ctx, host_id: str) -> AgentEndpoint:
+    async with ctx.deps.sessionmaker() as s:
+        host = await s.get(HostRow, host_id)
+    if host is None:
+        raise NotFound(f"host {host_id} not found", kind="host", ref=host_id)
+    return AgentEndpoint(host_id=host.id, url=host.url, token=host.token, cert_pem=host.cert_pem)
+
+
+async def agent_task(ctx: Ctx, host_id: str, name: str, payload: TaskPayload) -> dict[str, Any]:
+    """Run ``payload`` on the host's agent with the task id ``<op>:<name>`` (retry-safe)."""
+    ep = await endpoint(ctx, host_id)
+    result: dict[str, Any] = await ctx.deps.agents.run(ep, f"{ctx.op_id}:{name}", payload)
+    return result

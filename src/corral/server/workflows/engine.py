@@ -1,0 +1,271 @@
+"""The workflow engine: ordered steps with do/undo, each journaled before the next one runs.
+
+Contract:
+- A step's ``do`` returns a JSON-able dict (its result), journaled as ``done`` before the next step.
+  Before ``do`` runs, the step is journaled as ``started``.
+- On failure, every step journaled ``started`` or ``done`` (the failing one included: its ``do`` may
+  have half-happened) is undone in reverse order. ``undo`` functions must therefore be idempotent
+  and must tolerate a ``do`` that never ran or ran partly (they read ``ctx.params`` and, when
+  present, ``ctx.results``). ``NO_UNDO`` marks a step that needs none (explicitly).
+- ``Workflow.forward_from`` names a point of no return: once that step has started, a failure is
+  retried (steps from there on must be idempotent) and never rolled back; the operation fails only if
+  the retries fail too, leaving the resource for a retried request.
+- After a crash, ``recover`` resumes a workflow that passed its point of no return and rolls back
+  any other, with the journal as it was.
+- Fault injection (tests): ``FaultPoints.inject(workflow_type, step, when)`` makes the engine raise
+  ``InjectedFault`` before a step's ``do`` or after it (its effect then exists and must be undone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from corral.api.errors import CorralError, InjectedFault
+from corral.server.db.tables import OperationRow, StepRow
+from corral.server.db.types import utcnow
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[["Ctx"], Awaitable[dict[str, Any] | None]]
+UndoFn = Callable[["Ctx"], Awaitable[None]]
+
+
+async def _no_undo(ctx: Ctx) -> None:
+    return None
+
+
+NO_UNDO: UndoFn = _no_undo
+"""Explicit marker for a step whose effect needs no undo (or cannot have one)."""
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    do: StepFn
+    undo: UndoFn
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A named, ordered list of steps. ``on_failure`` runs after a rollback (e.g. to mark state)."""
+
+    type: str
+    steps: tuple[Step, ...]
+    on_failure: Callable[[Ctx, CorralError], Awaitable[None]] | None = None
+    forward_from: str | None = None
+
+    def step_index(self, name: str) -> int:
+        return next(i for i, s in enumerate(self.steps) if s.name == name)
+
+    def is_forward(self, idx: int) -> bool:
+        """Whether step ``idx`` is at or past the point of no return."""
+        return self.forward_from is not None and idx >= self.step_index(self.forward_from)
+
+
+@dataclass
+class Ctx:
+    """What a step sees: its operation, inputs, earlier results and the server's services."""
+
+    op_id: str
+    params: dict[str, Any]
+    results: dict[str, dict[str, Any]]
+    deps: Any
+    engine: WorkflowEngine
+
+    async def progress(self, percent: int, message: str = "") -> None:
+        await self.engine.set_progress(self.op_id, percent, message)
+
+
+When = Literal["before", "after"]
+
+
+@dataclass
+class FaultPoints:
+    """Planned failures at workflow steps; consumed when hit."""
+
+    planned: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+    def inject(self, workflow: str, step: str, when: When = "before", times: int = 1) -> None:
+        key = (workflow, step, when)
+        self.planned[key] = self.planned.get(key, 0) + times
+
+    def hit(self, workflow: str, step: str, when: When) -> None:
+        key = (workflow, step, when)
+        left = self.planned.get(key, 0)
+        if left:
+            if left == 1:
+                del self.planned[key]
+            else:
+                self.planned[key] = left - 1
+            raise InjectedFault(f"injected fault {when} step {step} of {workflow}", step=step)
+
+    def clear(self) -> None:
+        self.planned.clear()
+
+
+def as_corral_error(exc: BaseException) -> CorralError:
+    if isinstance(exc, CorralError):
+        return exc
+    log.exception("unexpected error in a workflow step", exc_info=exc)
+    return CorralError(f"internal error: {type(exc).__name__}", exception=type(exc).__name__)
+
+
+UNDO_ATTEMPTS = 3
+FORWARD_ATTEMPTS = 3
+
+
+class WorkflowEngine:
+    """Runs workflows and journals them in ``workflow_steps``."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], deps: Any) -> None:
+        self.sessionmaker = sessionmaker
+        self.deps = deps
+        self.faults = FaultPoints()
+
+    async def _journal(
+        self, op_id: str, idx: int, name: str, state: str, result: Any = None
+    ) -> None:
+        async with self.sessionmaker.begin() as s:
+            row = await s.scalar(
+                select(StepRow).where(StepRow.operation_id == op_id, StepRow.idx == idx)
+            )
+            if row is None:
+                s.add(StepRow(operation_id=op_id, idx=idx, name=name, state=state, result={}))
+            else:
+                row.state = state
+                if result is not None:
+                    row.result = result
+
+    async def set_progress(self, op_id: str, percent: int, message: str = "") -> None:
+        async with self.sessionmaker.begin() as s:
+            await s.execute(
+                update(OperationRow)
+                .where(OperationRow.id == op_id)
+                .values(progress=max(0, min(100, percent)), message=message)
+            )
+
+    async def journal(self, op_id: str) -> list[StepRow]:
+        async with self.sessionmaker() as s:
+            rows = await s.scalars(
+                select(StepRow).where(StepRow.operation_id == op_id).order_by(StepRow.idx)
+            )
+            return list(rows)
+
+    def context(self, op_id: str, params: dict[str, Any], journal: list[StepRow]) -> Ctx:
+        results = {r.name: dict(r.result or {}) for r in journal if r.state == "done"}
+        return Ctx(op_id=op_id, params=params, results=results, deps=self.deps, engine=self)
+
+    async def run(self, wf: Workflow, op_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Run the steps not yet journaled ``done``; on failure roll back and raise the error."""
+        journal = await self.journal(op_id)
+        done = {r.idx for r in journal if r.state == "done"}
+        ctx = self.context(op_id, params, journal)
+        n = len(wf.steps)
+        for idx, step in enumerate(wf.steps):
+            if idx in done:
+                continue
+            attempts = FORWARD_ATTEMPTS if wf.is_forward(idx) else 1
+            for attempt in range(attempts):
+                try:
+                    await self._do(wf, ctx, idx, step)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:
+                    err = as_corral_error(exc)
+                    if attempt + 1 < attempts:
+                        log.warning("%s/%s failed, retrying: %s", wf.type, step.name, err)
+                        await asyncio.sleep(0.2 * (attempt + 1))
+                        continue
+                    await self._journal(op_id, idx, step.name, "failed")
+                    if wf.is_forward(idx):
+                        await self._on_failure(wf, ctx, err)
+                    else:
+                        await self.rollback(wf, op_id, params, err)
+                    raise err from exc
+            await self.set_progress(op_id, int((idx + 1) * 100 / n), f"{step.name} done")
+        return ctx.results
+
+    async def _do(self, wf: Workflow, ctx: Ctx, idx: int, step: Step) -> None:
+        self.faults.hit(wf.type, step.name, "before")
+        await self._journal(ctx.op_id, idx, step.name, "started")
+        result = await step.do(ctx) or {}
+        ctx.results[step.name] = result
+        self.faults.hit(wf.type, step.name, "after")
+        await self._journal(ctx.op_id, idx, step.name, "done", result)
+
+    async def recover(self, wf: Workflow, op_id: str, params: dict[str, Any]) -> None:
+        """Finish a workflow a crash interrupted: resume it past its point of no return, else roll
+        it back. Raises the error the operation should record, or returns if it completed."""
+        journal = await self.journal(op_id)
+        if any(wf.is_forward(r.idx) and r.state != "undone" for r in journal):
+            await self.run(wf, op_id, params)
+            return
+        err = CorralError(
+            "the server stopped while this operation ran; its steps were rolled back",
+            reason="interrupted",
+        )
+        await self.rollback(wf, op_id, params, err)
+        raise err
+
+    async def _on_failure(self, wf: Workflow, ctx: Ctx, err: CorralError) -> None:
+        if wf.on_failure is not None:
+            try:
+                await wf.on_failure(ctx, err)
+            except Exception:
+                log.exception("on_failure hook of %s failed", wf.type)
+
+    async def rollback(
+        self, wf: Workflow, op_id: str, params: dict[str, Any], err: CorralError
+    ) -> list[str]:
+        """Undo, in reverse, every step journaled started/done/failed. Returns undo failures."""
+        journal = await self.journal(op_id)
+        ctx = self.context(op_id, params, journal)
+        failures: list[str] = []
+        for row in reversed(journal):
+            if row.state not in ("started", "done", "failed") or row.idx >= len(wf.steps):
+                continue
+            step = wf.steps[row.idx]
+            if step.undo is NO_UNDO:
+                await self._journal(op_id, row.idx, row.name, "undone")
+                continue
+            for attempt in range(UNDO_ATTEMPTS):
+                try:
+                    await step.undo(ctx)
+                except Exception as exc:
+                    log.warning("undo of %s/%s failed (%s): %s", wf.type, step.name, attempt, exc)
+                    if attempt == UNDO_ATTEMPTS - 1:
+                        failures.append(f"{step.name}: {exc}")
+                        await self._journal(op_id, row.idx, row.name, "undo_failed")
+                    else:
+                        await asyncio.sleep(0.5 * (attempt + 1))
+                else:
+                    await self._journal(op_id, row.idx, row.name, "undone")
+                    break
+        if failures:
+            err.context["rollback_failures"] = failures
+        await self._on_failure(wf, ctx, err)
+        return failures
+
+    async def prejournal(
+        self, s: AsyncSession, op_id: str, wf: Workflow, results: dict[str, Any]
+    ) -> None:
+        """Journal steps that the request itself already did (in the request's transaction)."""
+        for name, result in results.items():
+            s.add(
+                StepRow(
+                    operation_id=op_id,
+                    idx=wf.step_index(name),
+                    name=name,
+                    state="done",
+                    result=result,
+                    updated_at=utcnow(),
+                )
+            )

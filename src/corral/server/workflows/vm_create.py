@@ -1,0 +1,103 @@
+"""vm.create: record + claim (done in the request), disk, define, start, finalize.
+
+Every step can be undone, so a failure anywhere leaves no domain, no disk, no claim and no row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from corral.api.agent import DiskCreate, DiskDelete, VmDefine, VmPower, VmUndefine
+from corral.api.vms import PowerState, VmStatus
+from corral.server.db.tables import ImageRow, VmRow
+from corral.server.services.placement import release
+from corral.server.workflows.common import agent_task
+from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
+from corral.server.workflows.vm_common import image_ref, load_vm, set_vm, vm_spec
+
+
+async def _record(ctx: Ctx) -> dict[str, Any]:
+    return {}  # done by the request: the VM row exists with status ``creating``
+
+
+async def _unrecord(ctx: Ctx) -> None:
+    async with ctx.deps.sessionmaker.begin() as s:
+        vm = await s.get(VmRow, ctx.params["vm_id"])
+        if vm is not None:
+            await s.delete(vm)
+
+
+async def _claim(ctx: Ctx) -> dict[str, Any]:
+    return {"host_id": ctx.params["host_id"]}  # done by the request: placement + claim
+
+
+async def _release(ctx: Ctx) -> None:
+    async with ctx.deps.sessionmaker.begin() as s:
+        await release(s, ctx.params["vm_id"])
+
+
+async def _disk(ctx: Ctx) -> dict[str, Any]:
+    vm = await load_vm(ctx)
+    async with ctx.deps.sessionmaker() as s:
+        img = await s.get(ImageRow, vm.image_id)
+    assert img is not None
+    await ctx.progress(20, "preparing the disk")
+    payload = DiskCreate(vm_id=vm.id, image=image_ref(img), size_gb=vm.disk_gb)
+    return await agent_task(ctx, ctx.params["host_id"], "disk", payload)
+
+
+async def _delete_disk(ctx: Ctx) -> None:
+    await agent_task(ctx, ctx.params["host_id"], "undo-disk", DiskDelete(vm_id=ctx.params["vm_id"]))
+
+
+async def _define(ctx: Ctx) -> dict[str, Any]:
+    vm = await load_vm(ctx)
+    await ctx.progress(50, "defining the VM")
+    await agent_task(ctx, ctx.params["host_id"], "define", VmDefine(spec=vm_spec(vm)))
+    await set_vm(ctx, power_state=PowerState.stopped)
+    return {}
+
+
+async def _undefine(ctx: Ctx) -> None:
+    await agent_task(
+        ctx, ctx.params["host_id"], "undo-define", VmUndefine(vm_id=ctx.params["vm_id"])
+    )
+
+
+async def _start(ctx: Ctx) -> dict[str, Any]:
+    if not ctx.params.get("start", True):
+        return {"started": False}
+    await ctx.progress(70, "starting the VM")
+    await agent_task(
+        ctx, ctx.params["host_id"], "start", VmPower(kind="vm.start", vm_id=ctx.params["vm_id"])
+    )
+    return {"started": True}
+
+
+async def _force_stop(ctx: Ctx) -> None:
+    payload = VmPower(kind="vm.stop", vm_id=ctx.params["vm_id"], force=True)
+    await agent_task(ctx, ctx.params["host_id"], "undo-start", payload)
+
+
+async def _finalize(ctx: Ctx) -> dict[str, Any]:
+    started = ctx.results.get("start", {}).get("started", False)
+    await set_vm(
+        ctx,
+        status=VmStatus.running if started else VmStatus.stopped,
+        power_state=PowerState.running if started else PowerState.stopped,
+    )
+    return {}
+
+
+VM_CREATE = Workflow(
+    "vm.create",
+    steps=(
+        Step("record", _record, _unrecord),
+        Step("claim", _claim, _release),
+        Step("disk", _disk, _delete_disk),
+        Step("define", _define, _undefine),
+        Step("start", _start, _force_stop),
+        Step("finalize", _finalize, NO_UNDO),
+    ),
+    forward_from="finalize",
+)

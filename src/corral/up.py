@@ -1,0 +1,143 @@
+"""``corral up``: the management server and a local agent in one process, ready to use.
+
+This is a composition root: the only module besides ``main`` that wires server and agent together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import select
+
+from corral.agent.app import AgentHandle
+from corral.agent.app import start as start_agent
+from corral.agent.settings import AgentSettings
+from corral.api.hosts import HostCreate
+from corral.api.zones import ClusterCreate, ZoneCreate
+from corral.server.app import ServerHandle
+from corral.server.app import start as start_server
+from corral.server.db.tables import ClusterRow, HostRow, ZoneRow
+from corral.server.services import hosts, inventory
+from corral.server.settings import ServerSettings
+
+log = logging.getLogger("corral.up")
+
+DriverChoice = Literal["auto", "libvirt", "simulator"]
+
+
+def libvirt_reachable(uri: str = "qemu:///system") -> tuple[bool, str]:
+    """Whether libvirtd answers at ``uri`` (and libvirt-python is installed), with a reason."""
+    try:
+        import libvirt
+    except ImportError:
+        return False, "libvirt-python is not installed"
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        return False, f"libvirtd is not reachable at {uri}: {exc.get_error_message()}"
+    conn.close()
+    return True, ""
+
+
+@dataclass
+class Stack:
+    server: ServerHandle
+    agent: AgentHandle
+    driver: str
+
+    async def stop(self) -> None:
+        await self.agent.stop()
+        await self.server.stop()
+
+
+async def _ensure_local_hosts(server: ServerHandle, agent: AgentHandle) -> None:
+    """Create the ``default`` zone and cluster and add every local agent host not added yet."""
+    svc = server.services
+    async with svc.sessionmaker() as s:
+        if await s.scalar(select(ZoneRow.id).where(ZoneRow.name == "default")) is None:
+            await inventory.create_zone(svc=svc, spec=ZoneCreate(name="default"))
+        if await s.scalar(select(ClusterRow.id).where(ClusterRow.name == "default")) is None:
+            await inventory.create_cluster(
+                svc=svc, spec=ClusterCreate(name="default", zone="default")
+            )
+        known = set(await s.scalars(select(HostRow.url)))
+    ops = []
+    for i, runtime in enumerate(agent.runtimes.values()):
+        url = agent.url(i)
+        if url in known:
+            continue
+        name = runtime.name if len(agent.runtimes) > 1 else "local"
+        ops.append(
+            await hosts.add_host(svc=svc, spec=HostCreate(url=url, cluster="default", name=name))
+        )
+    for op in ops:
+        done = await svc.runner.wait(op.id, 60)
+        if done.error is not None:
+            log.error("could not add local host: %s", done.error.message)
+
+
+async def start_stack(
+    *,
+    data_dir: Path,
+    port: int = 8443,
+    agent_port: int = 7070,
+    host: str = "0.0.0.0",
+    tls: bool = True,
+    driver: DriverChoice = "auto",
+    sim_hosts: int = 1,
+    agent_overrides: dict[str, Any] | None = None,
+) -> Stack:
+    """Start server + agent, register the local host(s), return when everything is connected."""
+    chosen: Literal["libvirt", "simulator"]
+    if driver == "auto":
+        ok, why = await asyncio.to_thread(libvirt_reachable)
+        chosen = "libvirt" if ok else "simulator"
+        if not ok:
+            log.warning("%s: using the simulator driver", why)
+    else:
+        chosen = driver
+    server = await start_server(ServerSettings(data_dir=data_dir, host=host, port=port, tls=tls))
+    try:
+        agent = await start_agent(
+            AgentSettings(
+                data_dir=data_dir / "agent",
+                host="127.0.0.1",
+                port=agent_port,
+                driver=chosen,
+                sim_hosts=sim_hosts,
+                tls=tls,
+                **(agent_overrides or {}),
+            )
+        )
+    except BaseException:
+        await server.stop()
+        raise
+    stack = Stack(server=server, agent=agent, driver=chosen)
+    try:
+        await _ensure_local_hosts(server, agent)
+    except BaseException:
+        await stack.stop()
+        raise
+    return stack
+
+
+async def run_up(**kwargs: Any) -> None:
+    """Run the stack until SIGINT/SIGTERM. Running VMs keep running when it stops."""
+    stack = await start_stack(**kwargs)
+    url = stack.server.url
+    print(f"Corral is up: {url}  (driver: {stack.driver}, hosts: {len(stack.agent.runtimes)})")
+    if stack.server.admin_password:
+        print(f"Admin password (shown once): {stack.server.admin_password}")
+    print(f"Log in with: corral login {url} --user admin")
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    print("stopping (VMs keep running)…")
+    await stack.stop()
