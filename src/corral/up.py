@@ -91,6 +91,7 @@ async def start_stack(
     driver: DriverChoice = "auto",
     sim_hosts: int = 1,
     agent_overrides: dict[str, Any] | None = None,
+    server_overrides: dict[str, Any] | None = None,
 ) -> Stack:
     """Start server + agent, register the local host(s), return when everything is connected."""
     chosen: Literal["libvirt", "simulator"]
@@ -101,7 +102,9 @@ async def start_stack(
             log.warning("%s: using the simulator driver", why)
     else:
         chosen = driver
-    server = await start_server(ServerSettings(data_dir=data_dir, host=host, port=port, tls=tls))
+    server = await start_server(
+        ServerSettings(data_dir=data_dir, host=host, port=port, tls=tls, **(server_overrides or {}))
+    )
     try:
         agent = await start_agent(
             AgentSettings(

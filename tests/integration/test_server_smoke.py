@@ -79,3 +79,12 @@ async def test_vm_create_bad_input_creates_nothing(api: httpx.AsyncClient) -> No
     assert r.status_code == 422
     assert (await api.get("/vms")).json()["total"] == 0
     assert (await api.get("/operations")).json()["total"] == 0
+
+
+async def test_filters_are_typed(api: httpx.AsyncClient) -> None:
+    r = await api.get("/hosts", params={"enabled": "true"})
+    assert r.status_code == 200 and r.json()["total"] == 0
+    r = await api.get("/hosts", params={"enabled": "maybe"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
+    r = await api.get("/vms", params={"sort": "-nope"})
+    assert r.status_code == 422

@@ -20,7 +20,11 @@ class OperationStatus(StrEnum):
 
     @property
     def done(self) -> bool:
-        return self in (OperationStatus.succeeded, OperationStatus.failed, OperationStatus.cancelled)
+        return self in (
+            OperationStatus.succeeded,
+            OperationStatus.failed,
+            OperationStatus.cancelled,
+        )
 
 
 class Operation(Model):

@@ -17,7 +17,9 @@ Fetcher = Callable[[ImageRef, Path], Awaitable[None]]
 
 
 class VolumeDriver(Protocol):
-    async def create_vm_disk(self, vm_id: str, image: ImageRef, size_gb: int, fetch: Fetcher) -> str:
+    async def create_vm_disk(
+        self, vm_id: str, image: ImageRef, size_gb: int, fetch: Fetcher
+    ) -> str:
         """Make the VM's root disk: a qcow2 overlay of ``size_gb`` on the cached base image
         (fetched and checked against ``image.sha256`` first if not cached). Returns its path.
         If the disk already exists, return its path unchanged."""

@@ -34,6 +34,28 @@ async def find_row(s: AsyncSession, table: type[R], ref: str) -> R | None:
     return await s.scalar(select(table).where(or_(cols.id == ref, cols.name == ref)).limit(1))
 
 
+def _coerce(col: Any, field: str, value: Any) -> Any:
+    """Turn a query-string value into the column's Python type (``InvalidInput`` if it cannot)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        kind = col.type.python_type
+    except NotImplementedError:
+        return value
+    if kind is bool:
+        if value.lower() in ("true", "1", "yes"):
+            return True
+        if value.lower() in ("false", "0", "no"):
+            return False
+        raise InvalidInput(f"{field} must be true or false", field=field, value=value)
+    if kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError as exc:
+            raise InvalidInput(f"{field} must be a number", field=field, value=value) from exc
+    return value
+
+
 async def list_rows(
     s: AsyncSession, table: type[R], query: ListQuery, filters: dict[str, Any]
 ) -> tuple[list[R], int]:
@@ -46,7 +68,7 @@ async def list_rows(
     for field, value in filters.items():
         if field not in cols:
             raise InvalidInput(f"cannot filter by {field!r}", field=field)
-        conds.append(cols[field] == value)
+        conds.append(cols[field] == _coerce(cols[field], field, value))
     key = query.sort.lstrip("-")
     if key not in cols:
         raise InvalidInput(f"cannot sort by {key!r}", field=key)

@@ -24,7 +24,7 @@ async def host_views(s: AsyncSession) -> list[HostView]:
         )
     )
     views = []
-    for host, cpu_oc, mem_oc in rows.tuples():
+    for host, cpu_oc, mem_oc in rows:
         facts = HostFacts.model_validate(host.facts) if host.facts else None
         views.append(
             HostView(

@@ -1,0 +1,202 @@
+"""Composition root of the agent: the ONLY place that picks real or simulated drivers.
+
+``build_runtimes`` makes the host runtimes for the settings, ``start`` serves them with uvicorn as
+a task of the caller's event loop (``corral up`` runs server and agent in one loop) and returns an
+``AgentHandle``; ``serve`` runs until SIGINT/SIGTERM. Drivers are imported lazily so that the agent
+package works without the libvirt bindings (and the simulator does not load libvirt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from corral.agent.faults import FaultPlan
+from corral.agent.http import create_agent_app
+from corral.agent.runtime import HostRuntime
+from corral.agent.settings import AgentSettings
+from corral.util.tls import ensure_self_signed
+
+log = logging.getLogger(__name__)
+
+
+def _libvirt_runtime(settings: AgentSettings, common: dict[str, Any]) -> HostRuntime:
+    from corral.agent.compute.libvirt import LibvirtDriver
+    from corral.agent.storage.dirpool import DirPool
+
+    pool = DirPool(settings.data_dir / "pool")
+    compute = LibvirtDriver(
+        console_dir=settings.data_dir / "console", disk_root=pool.root, uri=settings.libvirt_uri
+    )
+    return HostRuntime(
+        name="agent",
+        data_dir=settings.data_dir,
+        compute=compute,
+        volumes=pool,
+        startup=[pool.prepare],
+        **common,
+    )
+
+
+def _simulated_runtime(settings: AgentSettings, index: int, common: dict[str, Any]) -> HostRuntime:
+    from corral.agent.compute.simulator import SimHost, simulated_host
+
+    data_dir = settings.data_dir / "sim" / str(index)
+    image_cache = None
+    if settings.sim_fetch_images:
+        image_cache = data_dir / "images"
+        image_cache.mkdir(parents=True, exist_ok=True)
+    host = SimHost(
+        name=f"sim-{index}",
+        cpus=settings.sim_cpus,
+        memory_mb=settings.sim_memory_mb,
+        disk_gb=settings.sim_disk_gb,
+        cpu_overcommit=settings.sim_cpu_overcommit,
+        memory_overcommit=settings.sim_memory_overcommit,
+    )
+    faults = FaultPlan()
+    compute, pool = simulated_host(host, faults=faults, image_cache=image_cache)
+    return HostRuntime(
+        name=host.name,
+        data_dir=data_dir,
+        compute=compute,
+        volumes=pool,
+        faults=faults,
+        **common,
+    )
+
+
+def build_runtimes(settings: AgentSettings) -> dict[str, HostRuntime]:
+    """The runtimes to serve, by mount path: ``{"": …}`` for libvirt, ``{"/sim/0": …, …}`` for the
+    simulator (host i keeps its state in ``<data_dir>/sim/<i>``)."""
+    common: dict[str, Any] = {
+        "fault_injection": settings.fault_injection,
+        "heartbeat_interval": settings.heartbeat_interval,
+        "inline_wait": settings.inline_wait,
+        "shutdown_grace": settings.shutdown_grace,
+    }
+    if settings.driver == "libvirt":
+        return {"": _libvirt_runtime(settings, common)}
+    return {f"/sim/{i}": _simulated_runtime(settings, i, common) for i in range(settings.sim_hosts)}
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the process that embeds it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@dataclass
+class AgentHandle:
+    """A running agent: its runtimes, where it listens, and how to stop it."""
+
+    runtimes: dict[str, HostRuntime]
+    scheme: str
+    host: str
+    port: int
+    cert_pem: str | None
+    _server: _EmbeddedServer = field(repr=False)
+    _task: asyncio.Task[None] = field(repr=False)
+
+    def url(self, i: int = 0) -> str:
+        """Base URL of the i-th runtime (``https://127.0.0.1:7070/sim/3``; no prefix for libvirt)."""
+        prefix = list(self.runtimes)[i].rstrip("/")
+        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(self.host, self.host)
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{self.scheme}://{host}:{self.port}{prefix}"
+
+    async def wait(self) -> None:
+        """Until the HTTP server exits (``stop`` or a crash)."""
+        await asyncio.shield(self._task)
+
+    async def stop(self) -> None:
+        """Stop serving HTTP, then stop every runtime (running VMs keep running)."""
+        self._server.should_exit = True
+        with contextlib.suppress(Exception):
+            await self._task
+        await asyncio.gather(*(rt.stop() for rt in self.runtimes.values()))
+
+
+async def start(
+    settings: AgentSettings, *, runtimes: dict[str, HostRuntime] | None = None
+) -> AgentHandle:
+    """Start the runtimes (``build_runtimes`` unless given) and serve them; returns once the port
+    accepts connections. ``settings.port = 0`` picks a free port (see ``AgentHandle.port``)."""
+    runtimes = runtimes if runtimes is not None else build_runtimes(settings)
+    results = await asyncio.gather(
+        *(rt.start() for rt in runtimes.values()), return_exceptions=True
+    )
+    if errors := [r for r in results if isinstance(r, BaseException)]:
+        await asyncio.gather(*(rt.stop() for rt in runtimes.values()))
+        raise errors[0]
+    try:
+        return await _serve_http(settings, runtimes)
+    except BaseException:
+        await asyncio.gather(*(rt.stop() for rt in runtimes.values()))
+        raise
+
+
+async def _serve_http(settings: AgentSettings, runtimes: dict[str, HostRuntime]) -> AgentHandle:
+    cert: Path | None = None
+    key: Path | None = None
+    cert_pem = None
+    if settings.tls:
+        cert, key = settings.data_dir / "tls" / "agent.crt", settings.data_dir / "tls" / "agent.key"
+        ensure_self_signed(cert, key, common_name=socket.gethostname())
+        cert_pem = cert.read_text()
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.create_server((settings.host, settings.port), family=family, backlog=2048)
+    # Accepted sockets inherit this. uvicorn only sets it on sockets it binds itself; without it
+    # every keep-alive request waits ~40 ms (Nagle + delayed ACK).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    config = uvicorn.Config(
+        create_agent_app(runtimes),
+        log_config=None,
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+        ssl_certfile=cert,
+        ssl_keyfile=key,
+    )
+    server = _EmbeddedServer(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="agent http")
+    while not server.started and not task.done():  # noqa: ASYNC110 (uvicorn only has a flag)
+        await asyncio.sleep(0.01)
+    if task.done():
+        sock.close()
+        task.result()
+        raise RuntimeError("agent HTTP server exited at start-up")
+    port = int(sock.getsockname()[1])
+    log.info("agent serving %d host(s) on %s:%d", len(runtimes), settings.host, port)
+    scheme = "https" if settings.tls else "http"
+    return AgentHandle(runtimes, scheme, settings.host, port, cert_pem, server, task)
+
+
+async def serve(settings: AgentSettings) -> None:
+    """Run the agent until SIGINT or SIGTERM, then shut down cleanly (VMs keep running)."""
+    handle = await start(settings)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        waiter = asyncio.create_task(stopping.wait())
+        await asyncio.wait({waiter, handle._task}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await handle.stop()

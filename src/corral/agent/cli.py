@@ -1,0 +1,60 @@
+"""``corral agent``: run the host agent (a Typer command the main CLI mounts)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from corral.agent.settings import AgentSettings
+
+
+def agent_command(
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="where the agent keeps its state")
+    ] = Path("/var/lib/corral/agent"),
+    host: Annotated[str, typer.Option("--host", help="address to listen on")] = "0.0.0.0",
+    port: Annotated[int, typer.Option("--port", help="port to listen on (0: any)")] = 7070,
+    driver: Annotated[
+        str, typer.Option("--driver", help="compute driver: libvirt or simulator")
+    ] = "libvirt",
+    libvirt_uri: Annotated[str, typer.Option("--libvirt-uri")] = "qemu:///system",
+    sim_hosts: Annotated[
+        int, typer.Option("--sim-hosts", help="simulated hosts, served under /sim/<i>")
+    ] = 1,
+    sim_cpus: Annotated[int, typer.Option("--sim-cpus")] = 32,
+    sim_memory_mb: Annotated[int, typer.Option("--sim-memory-mb")] = 131_072,
+    sim_disk_gb: Annotated[int, typer.Option("--sim-disk-gb")] = 2_000,
+    http: Annotated[bool, typer.Option("--http", help="plain HTTP instead of TLS")] = False,
+    fault_injection: Annotated[
+        bool, typer.Option("--fault-injection", help="enable /v1/debug/faults (tests only)")
+    ] = False,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+) -> None:
+    """Run the Corral host agent until interrupted. Running VMs survive agent restarts."""
+    if driver not in ("libvirt", "simulator"):
+        raise typer.BadParameter("must be libvirt or simulator", param_hint="--driver")
+    drv: Literal["libvirt", "simulator"] = "libvirt" if driver == "libvirt" else "simulator"
+    settings = AgentSettings(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        driver=drv,
+        libvirt_uri=libvirt_uri,
+        sim_hosts=sim_hosts,
+        sim_cpus=sim_cpus,
+        sim_memory_mb=sim_memory_mb,
+        sim_disk_gb=sim_disk_gb,
+        tls=not http,
+        fault_injection=fault_injection,
+        log_level=log_level,
+    )
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from corral.agent.app import serve
+
+    asyncio.run(serve(settings))

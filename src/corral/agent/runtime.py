@@ -1,0 +1,212 @@
+"""One served host: its drivers, attachment, tasks, spec store, drift and reports to the server.
+
+Lifecycle: ``await start()`` (load state, open the driver, reconcile, start reporting), serve
+requests, ``await stop()``. Neither ever stops or destroys a VM: restarting the agent leaves running
+VMs running.
+
+Data directory layout: ``attach.json`` (0600), ``vms/<vm_id>.json`` (specs, 0600),
+``tasks.sqlite3`` (task statuses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from corral.agent.attach import Attachment, AttachStore
+from corral.agent.compute.driver import ComputeDriver
+from corral.agent.executor import TaskExecutor, payload_vm_id
+from corral.agent.faults import FaultPlan
+from corral.agent.heartbeat import EventPusher, Heartbeater
+from corral.agent.reconcile import reconcile, vm_reports
+from corral.agent.reporter import ServerLink
+from corral.agent.specs import SpecStore
+from corral.agent.storage.driver import VolumeDriver
+from corral.agent.tasks import TaskRegistry
+from corral.agent.taskstore import TaskStore
+from corral.api.agent import (
+    AgentTask,
+    AttachRequest,
+    AttachResponse,
+    ImageRef,
+    TaskStatus,
+    VmReport,
+)
+from corral.api.errors import AgentError, CorralError
+from corral.api.hosts import HostFacts
+
+log = logging.getLogger(__name__)
+
+
+def agent_version() -> str:
+    try:
+        return metadata.version("corral")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+class HostRuntime:
+    """Everything the agent does for one host (one per ``/sim/<i>`` in simulator mode)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        data_dir: Path,
+        compute: ComputeDriver,
+        volumes: VolumeDriver,
+        faults: FaultPlan | None = None,
+        fault_injection: bool = False,
+        heartbeat_interval: float = 2.0,
+        inline_wait: float = 0.5,
+        shutdown_grace: float = 10.0,
+        event_window: float = 0.05,
+        startup: Sequence[Callable[[], Awaitable[None]]] = (),
+    ) -> None:
+        self.name = name
+        self.data_dir = data_dir
+        self.compute = compute
+        self.volumes = volumes
+        self.faults = faults if faults is not None else FaultPlan()
+        self.fault_injection = fault_injection
+        self.shutdown_grace = shutdown_grace
+        self.started_at = datetime.now(UTC)
+        self.attachment = AttachStore(data_dir / "attach.json")
+        self.specs = SpecStore(data_dir / "vms")
+        self.task_store = TaskStore(data_dir / "tasks.sqlite3")
+        self.tasks = TaskRegistry(
+            store=self.task_store, notify=self._notify, inline_wait=inline_wait
+        )
+        self.drift: dict[str, list[str]] = {}
+        self.executor = TaskExecutor(
+            compute=compute,
+            volumes=volumes,
+            specs=self.specs,
+            faults=self.faults,
+            fetch=self._fetch,
+            drift=self.drift,
+        )
+        self.link: ServerLink | None = None
+        self.heartbeat = Heartbeater(
+            name=name,
+            interval=heartbeat_interval,
+            link=lambda: self.link,
+            facts=self.facts,
+            vms=self.vm_reports,
+            started_at=self.started_at,
+        )
+        self.events = EventPusher(name=name, link=lambda: self.link, window=event_window)
+        self._startup = list(startup)
+        self._background: set[asyncio.Task[None]] = set()
+        self._started = False
+
+    async def start(self) -> None:
+        """Load the attachment, specs and task records, run the ``startup`` hooks (e.g. prepare
+        the disk pool), open the driver, reconcile, and start the heartbeat and event push. Tasks interrupted by the previous process are failed (and their
+        callbacks sent)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+        current = self.attachment.load()
+        if current is not None:
+            self.link = ServerLink(current, name=self.name)
+        self.specs.open()
+        self.task_store.open()
+        for prepare in self._startup:
+            await prepare()
+        interrupted = self.task_store.recover_interrupted()
+        await self.compute.open(self.events.push)
+        try:
+            self.drift.update(await reconcile(compute=self.compute, specs=self.specs))
+        except CorralError as exc:
+            log.error("%s: reconcile failed: %s", self.name, exc)
+        self.heartbeat.start()
+        self.events.start()
+        self._started = True
+        for status, url in interrupted:
+            if url is not None:
+                self._spawn(self._notify(status, url))
+        log.info(
+            "%s: started (%d VM specs, drift on %d)",
+            self.name,
+            len(self.specs.all()),
+            len(self.drift),
+        )
+
+    async def stop(self) -> None:
+        """Stop reporting, let running tasks finish (``shutdown_grace``), close everything."""
+        if not self._started:
+            return
+        self._started = False
+        await self.heartbeat.stop()
+        await self.events.stop()
+        await self.tasks.drain(self.shutdown_grace)
+        for task in self._background:
+            task.cancel()
+        if self._background:
+            await asyncio.wait(self._background)
+        await self.compute.close()
+        if self.link is not None:
+            await self.link.aclose()
+            self.link = None
+        self.task_store.close()
+
+    def authenticate(self, authorization: str | None) -> Attachment:
+        """Check an ``Authorization`` header; ``Unauthenticated`` unless it has the host token."""
+        return self.attachment.authenticate(authorization)
+
+    async def attach(self, request: AttachRequest, *, authorization: str | None) -> AttachResponse:
+        """Claim (or re-attach) this agent; see ``AttachStore.claim`` for who may."""
+        attachment = self.attachment.claim(request, authorization=authorization)
+        old, self.link = self.link, ServerLink(attachment, name=self.name)
+        if old is not None:
+            self._spawn(old.aclose())
+        log.info(
+            "%s: attached as host %s to %s", self.name, attachment.host_id, attachment.server_url
+        )
+        self.heartbeat.wake(resend_facts=True)
+        return AttachResponse(facts=await self.facts(), agent_version=agent_version())
+
+    async def facts(self) -> HostFacts:
+        """The driver's facts, with disk figures taken from the VM disk pool."""
+        facts = await self.compute.facts()
+        total, free = await self.volumes.capacity_gb()
+        return facts.model_copy(
+            update={"disk_gb_total": round(total, 1), "disk_gb_free": round(free, 1)}
+        )
+
+    async def submit(self, task: AgentTask) -> TaskStatus:
+        """Run a task once per task id (see ``TaskRegistry``)."""
+        payload = task.payload
+        return await self.tasks.submit(
+            task, key=payload_vm_id(payload), run=lambda: self.executor.run(payload)
+        )
+
+    def task_status(self, task_id: str) -> TaskStatus:
+        return self.tasks.get(task_id)
+
+    async def vm_reports(self) -> list[VmReport]:
+        """Every VM with its power state and drift (spec store vs hypervisor)."""
+        vms = await self.compute.list_vms()
+        return vm_reports(vms, self.specs.all(), self.drift)
+
+    async def _fetch(self, image: ImageRef, dest: Path) -> None:
+        link = self.link
+        if link is None:
+            raise AgentError("agent is not attached to a server", image_id=image.id)
+        await link.download(image, dest)
+
+    async def _notify(self, status: TaskStatus, callback_url: str) -> None:
+        link = self.link
+        if link is None:
+            log.warning("%s: not attached, callback of task %s dropped", self.name, status.task_id)
+            return
+        await link.task_done(status, callback_url)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

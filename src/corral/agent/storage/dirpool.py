@@ -1,0 +1,256 @@
+"""The directory volume driver: cached base images and qcow2 overlays in a host directory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from corral.agent.storage.driver import Fetcher
+from corral.agent.storage.qemu_img import QEMU_IMG, create_overlay, image_info
+from corral.api.agent import ImageRef
+from corral.api.errors import CorralError, InvalidInput, StorageError
+
+GIB = 1 << 30
+FORMATS = frozenset({"qcow2", "raw"})
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_PART_SUFFIX = ".part"
+
+
+class DirPool:
+    """A ``VolumeDriver`` on a local directory ``root``::
+
+        root/images/<image_id>.<format>   cached base images, 0644, shared by the VMs' disks
+        root/vms/<vm_id>/root.qcow2       each VM's disk: a qcow2 overlay on its base image
+
+    Sizes are GiB (``qemu-img``'s ``G``). Directories are 0755 so QEMU (user libvirt-qemu) can
+    reach the files; libvirt's ``dynamic_ownership`` gives QEMU the VM's disk while it runs, so
+    the disk itself is 0600. Files appear under their final name only when complete (temporary
+    name, then an atomic rename), so an existing file is always a good one and a crash leaves
+    only ``*.part`` files, which ``prepare()`` sweeps. One event loop only: the per-image and
+    per-VM locks are ``asyncio`` locks.
+    """
+
+    def __init__(self, root: Path, *, qemu_img: str = QEMU_IMG) -> None:
+        self.root = root
+        self.images_dir = root / "images"
+        self.vms_dir = root / "vms"
+        self.qemu_img = qemu_img
+        self._image_locks: dict[str, asyncio.Lock] = {}
+        self._vm_locks: dict[str, asyncio.Lock] = {}
+
+    async def prepare(self) -> None:
+        """Create the pool's directories and remove leftovers of interrupted calls. Idempotent."""
+        await asyncio.to_thread(self._prepare)
+
+    async def create_vm_disk(
+        self, vm_id: str, image: ImageRef, size_gb: int, fetch: Fetcher
+    ) -> str:
+        """Return the path of the VM's disk, creating it if absent (see ``VolumeDriver``).
+
+        Raises ``InvalidInput`` for a bad id or format, a ``size_gb`` below the image's virtual
+        size, or an image that fails its checksum or is not a valid image of its format;
+        ``StorageError`` for I/O and ``qemu-img`` failures; whatever ``fetch`` raises. On failure
+        nothing new is left: neither the disk nor, if this call created it, the VM's directory.
+        """
+        path = Path(self.disk_path(vm_id))
+        self.image_path(image)  # validates the image's id and format
+        async with self._vm_locks.setdefault(vm_id, asyncio.Lock()):
+            if await asyncio.to_thread(path.is_file):
+                return str(path)
+            _check_size(image, size_gb, image.virtual_size_bytes)
+            base = await self.ensure_image(image, fetch)
+            info = await image_info(base, image.format, qemu_img=self.qemu_img)
+            _check_size(image, size_gb, info.virtual_size)
+            vm_dir = path.parent
+            created_dir = not await asyncio.to_thread(vm_dir.exists)
+            part = path.with_name(path.name + _PART_SUFFIX)
+            try:
+                await asyncio.to_thread(_mkdir, vm_dir)
+                await create_overlay(
+                    part,
+                    base=base,
+                    base_format=image.format,
+                    size_bytes=size_gb * GIB,
+                    qemu_img=self.qemu_img,
+                )
+                await asyncio.to_thread(_publish, part, path, 0o600)
+            except BaseException as exc:
+                _discard(part, vm_dir if created_dir else None)  # inline: survives cancellation
+                if isinstance(exc, OSError):
+                    raise StorageError(
+                        f"cannot create the disk of VM {vm_id}: {exc}", vm_id=vm_id, path=str(path)
+                    ) from exc
+                raise
+            return str(path)
+
+    async def delete_vm_disk(self, vm_id: str) -> None:
+        """Remove the VM's directory and everything in it. Absent is success."""
+        vm_dir = Path(self.disk_path(vm_id)).parent
+        async with self._vm_locks.setdefault(vm_id, asyncio.Lock()):
+            try:
+                await asyncio.to_thread(shutil.rmtree, vm_dir)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot delete the disk of VM {vm_id}: {exc}", vm_id=vm_id, path=str(vm_dir)
+                ) from exc
+
+    def disk_path(self, vm_id: str) -> str:
+        """``root/vms/<vm_id>/root.qcow2``. Raises ``InvalidInput`` for an unsafe id."""
+        return str(self.vms_dir / _safe_id(vm_id, "VM") / "root.qcow2")
+
+    def image_path(self, image: ImageRef) -> Path:
+        """Where ``image`` is cached: ``root/images/<image_id>.<format>``.
+
+        Raises ``InvalidInput`` for an unsafe id or a format other than qcow2 and raw."""
+        if image.format not in FORMATS:
+            raise InvalidInput(
+                f"unsupported image format {image.format!r}",
+                image_id=image.id,
+                format=image.format,
+                supported=sorted(FORMATS),
+            )
+        return self.images_dir / f"{_safe_id(image.id, 'image')}.{image.format}"
+
+    async def capacity_gb(self) -> tuple[float, float]:
+        """(total, free) GiB of the file system holding ``root`` (free: available to users)."""
+        try:
+            usage = await asyncio.to_thread(shutil.disk_usage, self._existing_ancestor())
+        except OSError as exc:
+            raise StorageError(f"cannot stat pool {self.root}: {exc}", path=str(self.root)) from exc
+        return usage.total / GIB, usage.free / GIB
+
+    async def ensure_image(self, image: ImageRef, fetch: Fetcher) -> Path:
+        """Return the cached base image, fetching and checking it first if absent.
+
+        Concurrent calls for one image fetch it once: the others wait and reuse it. The bytes
+        must match ``image.sha256`` and ``image.size_bytes`` and be a valid ``image.format``
+        image without a backing or external data file (which could point at host files), else
+        ``InvalidInput``; the download is then deleted.
+        """
+        dest = self.image_path(image)
+        if await asyncio.to_thread(dest.is_file):
+            return dest
+        async with self._image_locks.setdefault(dest.name, asyncio.Lock()):
+            if await asyncio.to_thread(dest.is_file):
+                return dest
+            await asyncio.to_thread(_mkdir, self.images_dir)
+            part = await asyncio.to_thread(_temp_file, self.images_dir, dest.name)
+            try:
+                await fetch(image, part)
+                digest, size = await asyncio.to_thread(_sha256_and_size, part)
+                if digest != image.sha256.lower() or size != image.size_bytes:
+                    raise InvalidInput(
+                        f"image {image.id} does not match its checksum or size",
+                        image_id=image.id,
+                        expected_sha256=image.sha256,
+                        actual_sha256=digest,
+                        expected_size=image.size_bytes,
+                        actual_size=size,
+                    )
+                info = await image_info(part, image.format, qemu_img=self.qemu_img)
+                if info.backing_file or info.data_file:
+                    raise InvalidInput(
+                        f"image {image.id} refers to other files; only standalone images are"
+                        " accepted",
+                        image_id=image.id,
+                        backing_file=info.backing_file,
+                        data_file=info.data_file,
+                    )
+                await asyncio.to_thread(_publish, part, dest, 0o644)
+            except CorralError:
+                raise
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot cache image {image.id}: {exc}", image_id=image.id, path=str(dest)
+                ) from exc
+            except Exception as exc:
+                raise StorageError(
+                    f"fetching image {image.id} failed: {exc!r}", image_id=image.id
+                ) from exc
+            finally:
+                _discard(part, None)  # inline: survives cancellation; already renamed on success
+        return dest
+
+    def _existing_ancestor(self) -> Path:
+        path = self.root
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        return path
+
+    def _prepare(self) -> None:
+        for d in (self.root, self.images_dir, self.vms_dir):
+            _mkdir(d)
+        for part in self.images_dir.glob(f"*{_PART_SUFFIX}"):
+            part.unlink(missing_ok=True)
+        for part in self.vms_dir.glob(f"*/*{_PART_SUFFIX}"):
+            part.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                part.parent.rmdir()  # only if this left it empty (a creation that never finished)
+
+
+def _safe_id(value: str, what: str) -> str:
+    if not _ID.match(value) or ".." in value:
+        raise InvalidInput(f"invalid {what} id {value!r} for a file name", **{what.lower(): value})
+    return value
+
+
+def _check_size(image: ImageRef, size_gb: int, virtual_size: int) -> None:
+    if size_gb * GIB < virtual_size or size_gb <= 0:
+        need = max(1, -(-virtual_size // GIB))
+        raise InvalidInput(
+            f"disk size {size_gb} GiB is smaller than image {image.id}"
+            f" ({virtual_size / GIB:.2f} GiB virtual): at least {need} GiB is needed",
+            image_id=image.id,
+            size_gb=size_gb,
+            virtual_size_bytes=virtual_size,
+            min_size_gb=need,
+        )
+
+
+def _mkdir(path: Path) -> None:
+    """Create ``path`` and its missing parents, mode 0755 (whatever the umask)."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    for d in missing:
+        d.chmod(0o755)
+
+
+def _temp_file(directory: Path, name: str) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=_PART_SUFFIX)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _publish(part: Path, dest: Path, mode: int) -> None:
+    """Flush ``part`` to disk, set its mode and rename it to ``dest`` atomically."""
+    with part.open("rb+") as f:
+        os.fsync(f.fileno())
+    part.chmod(mode)
+    part.replace(dest)
+
+
+def _discard(part: Path, vm_dir: Path | None) -> None:
+    part.unlink(missing_ok=True)
+    if vm_dir is not None:
+        shutil.rmtree(vm_dir, ignore_errors=True)
+
+
+def _sha256_and_size(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size

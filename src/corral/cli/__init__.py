@@ -1,0 +1,1 @@
+"""The user CLI (``corral login``, ``corral vm create`` ...): Typer commands over the SDK."""

@@ -1,0 +1,173 @@
+"""``corral vm``: create, list, show, power actions, resize, delete."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from corral.cli.common import (
+    Limit,
+    Name,
+    NoWait,
+    Offset,
+    Ref,
+    Sort,
+    add_show_delete,
+    finish,
+    state_of,
+)
+from corral.cli.output import Column, gib, mib, print_page
+from corral.cli.sizes import parse_gib, parse_mib
+
+if TYPE_CHECKING:
+    from corral.sdk import Client, Operation
+
+app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
+
+Cpus = Annotated[int | None, typer.Option("--cpus", min=1, help="Virtual CPUs.")]
+Memory = Annotated[
+    int | None,
+    typer.Option("--memory", parser=parse_mib, metavar="SIZE", help="MiB, or 2G, 512M..."),
+]
+
+
+def _columns(host_names: dict[str, str]) -> list[Column]:
+    return [
+        ("NAME", lambda v: v.name),
+        ("ID", lambda v: v.id),
+        ("STATUS", lambda v: v.status),
+        ("POWER", lambda v: v.power_state),
+        ("CPUS", lambda v: v.cpus),
+        ("MEMORY", lambda v: mib(v.memory_mb)),
+        ("DISK", lambda v: gib(v.disk_gb)),
+        ("HOST", lambda v: host_names.get(v.host_id, v.host_id) if v.host_id else None),
+    ]
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    name: Name,
+    image: Annotated[str, typer.Option("--image", "-i", help="Image name or id.")],
+    offering: Annotated[
+        str | None, typer.Option("--offering", help="Offering name or id (sizes).")
+    ] = None,
+    cpus: Cpus = None,
+    memory: Memory = None,
+    disk: Annotated[
+        int | None,
+        typer.Option("--disk", parser=parse_gib, metavar="SIZE", help="GiB, or 10G, 512M..."),
+    ] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Pin to this host.")] = None,
+    no_start: Annotated[bool, typer.Option("--no-start", help="Leave it stopped.")] = False,
+    no_wait: NoWait = False,
+) -> None:
+    """Create a VM (and start it): sizes from --offering unless given with --cpus/--memory/--disk."""
+    state = state_of(ctx)
+    client = state.client()
+    op = client.vms.create(
+        name,
+        image=image,
+        offering=offering,
+        cpus=cpus,
+        memory_mb=memory,
+        disk_gb=disk,
+        host=host,
+        start=not no_start,
+    )
+    finish(state, op, no_wait=no_wait, done=lambda o: _created(client, name, o))
+
+
+def _created(client: Client, name: str, op: Operation) -> str:
+    vm = client.vms.get(op.target_id or name)
+    where = f" on {client.hosts.get(vm.host_id).name}" if vm.host_id else ""
+    return f"VM {vm.name} created ({vm.id}){where}: {vm.status.value}."
+
+
+@app.command("list")
+def list_vms(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option("--status", help="e.g. running, stopped.")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Only VMs on this host.")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    sort: Sort = None,
+) -> None:
+    """List VMs."""
+    state = state_of(ctx)
+    client = state.client()
+    host_id = client.hosts.get(host).id if host else None
+    page = client.vms.list(limit=limit, offset=offset, sort=sort, status=status, host_id=host_id)
+    names: dict[str, str] = {}
+    if not state.json and any(vm.host_id for vm in page.items):
+        names = {h.id: h.name for h in client.hosts.iter()}
+    print_page(page, _columns(names), json_output=state.json)
+
+
+def _action(ctx: typer.Context, ref: str, verb: str, no_wait: bool, past: str) -> None:
+    state = state_of(ctx)
+    vms = state.client().vms
+    calls = {
+        "start": vms.start,
+        "reboot": vms.reboot,
+        "pause": vms.pause,
+        "resume": vms.resume,
+    }
+    finish(state, calls[verb](ref), no_wait=no_wait, done=f"VM {ref} {past}.")
+
+
+@app.command("start")
+def start(ctx: typer.Context, ref: Ref, no_wait: NoWait = False) -> None:
+    """Start a stopped VM."""
+    _action(ctx, ref, "start", no_wait, "started")
+
+
+@app.command("stop")
+def stop(
+    ctx: typer.Context,
+    ref: Ref,
+    force: Annotated[bool, typer.Option("--force", help="Power off at once.")] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", min=0, help="Seconds of ACPI shutdown before forcing."),
+    ] = None,
+    no_wait: NoWait = False,
+) -> None:
+    """Shut a VM down (ACPI, forced after --timeout), or power it off with --force."""
+    state = state_of(ctx)
+    op = state.client().vms.stop(ref, force=force, timeout=timeout)
+    finish(state, op, no_wait=no_wait, done=f"VM {ref} stopped.")
+
+
+@app.command("reboot")
+def reboot(ctx: typer.Context, ref: Ref, no_wait: NoWait = False) -> None:
+    """Reboot a running VM."""
+    _action(ctx, ref, "reboot", no_wait, "rebooted")
+
+
+@app.command("pause")
+def pause(ctx: typer.Context, ref: Ref, no_wait: NoWait = False) -> None:
+    """Pause a running VM (it keeps its memory)."""
+    _action(ctx, ref, "pause", no_wait, "paused")
+
+
+@app.command("resume")
+def resume(ctx: typer.Context, ref: Ref, no_wait: NoWait = False) -> None:
+    """Resume a paused VM."""
+    _action(ctx, ref, "resume", no_wait, "resumed")
+
+
+@app.command("resize")
+def resize(
+    ctx: typer.Context, ref: Ref, cpus: Cpus = None, memory: Memory = None, no_wait: NoWait = False
+) -> None:
+    """Change the CPUs and/or memory of a stopped VM."""
+    if cpus is None and memory is None:
+        raise typer.BadParameter("give --cpus and/or --memory", param_hint="--cpus/--memory")
+    state = state_of(ctx)
+    op = state.client().vms.resize(ref, cpus=cpus, memory_mb=memory)
+    finish(state, op, no_wait=no_wait, done=f"VM {ref} resized.")
+
+
+add_show_delete(app, noun="VM", collection=lambda c: c.vms)

@@ -1,0 +1,1 @@
+"""The blocking client, generated from ``corral.sdk._async`` by ``corral.sdk._unasync``."""

@@ -1,0 +1,1 @@
+"""Integration tests of the libvirt compute driver against a real libvirtd."""
