@@ -59,13 +59,13 @@ async def _ensure_local_hosts(server: ServerHandle, agent: AgentHandle) -> None:
     """Create the ``default`` zone and cluster and add every local agent host not added yet."""
     svc = server.services
     async with svc.sessionmaker() as s:
-        if await s.scalar(select(ZoneRow.id).where(ZoneRow.name == "default")) is None:
-            await inventory.create_zone(svc=svc, spec=ZoneCreate(name="default"))
-        if await s.scalar(select(ClusterRow.id).where(ClusterRow.name == "default")) is None:
-            await inventory.create_cluster(
-                svc=svc, spec=ClusterCreate(name="default", zone="default")
-            )
+        zone = await s.scalar(select(ZoneRow.id).where(ZoneRow.name == "default"))
+        cluster = await s.scalar(select(ClusterRow.id).where(ClusterRow.name == "default"))
         known = set(await s.scalars(select(HostRow.url)))
+    if zone is None:
+        await inventory.create_zone(svc=svc, spec=ZoneCreate(name="default"))
+    if cluster is None:
+        await inventory.create_cluster(svc=svc, spec=ClusterCreate(name="default", zone="default"))
     ops = []
     for i, runtime in enumerate(agent.runtimes.values()):
         url = agent.url(i)

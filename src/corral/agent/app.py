@@ -37,12 +37,19 @@ def _libvirt_runtime(settings: AgentSettings, common: dict[str, Any]) -> HostRun
     compute = LibvirtDriver(
         console_dir=settings.data_dir / "console", disk_root=pool.root, uri=settings.libvirt_uri
     )
+
+    async def traversable() -> None:
+        # QEMU runs as libvirt-qemu and must traverse the data dir to reach the pool's disks.
+        mode = settings.data_dir.stat().st_mode
+        if mode & 0o011 != 0o011:
+            settings.data_dir.chmod((mode | 0o011) & 0o7777)
+
     return HostRuntime(
         name="agent",
         data_dir=settings.data_dir,
         compute=compute,
         volumes=pool,
-        startup=[pool.prepare],
+        startup=[traversable, pool.prepare],
         **common,
     )
 

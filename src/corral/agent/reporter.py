@@ -87,7 +87,7 @@ class ServerLink:
             log.info("%s: reports to server %s work again", self.name, self.attachment.server_url)
         elif not ok and not self._down:
             log.warning(
-                "%s: cannot reach server %s: %s", self.name, self.attachment.server_url, exc
+                "%s: reports to server %s fail: %s", self.name, self.attachment.server_url, exc
             )
         self._down = not ok
 

@@ -107,18 +107,23 @@ class HostRuntime:
 
     async def start(self) -> None:
         """Load the attachment, specs and task records, run the ``startup`` hooks (e.g. prepare
-        the disk pool), open the driver, reconcile, and start the heartbeat and event push. Tasks interrupted by the previous process are failed (and their
-        callbacks sent)."""
+        the disk pool), open the driver, reconcile, and start the heartbeat and event push.
+        Tasks interrupted by the previous process are failed (and their callbacks sent). On
+        failure everything opened so far is closed again."""
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
-        current = self.attachment.load()
-        if current is not None:
-            self.link = ServerLink(current, name=self.name)
-        self.specs.open()
-        self.task_store.open()
-        for prepare in self._startup:
-            await prepare()
-        interrupted = self.task_store.recover_interrupted()
-        await self.compute.open(self.events.push)
+        try:
+            current = self.attachment.load()
+            if current is not None:
+                self.link = ServerLink(current, name=self.name)
+            self.specs.open()
+            self.task_store.open()
+            for prepare in self._startup:
+                await prepare()
+            interrupted = self.task_store.recover_interrupted()
+            await self.compute.open(self.events.push)
+        except BaseException:
+            await self._close_resources()
+            raise
         try:
             self.drift.update(await reconcile(compute=self.compute, specs=self.specs))
         except CorralError as exc:
@@ -126,6 +131,7 @@ class HostRuntime:
         self.heartbeat.start()
         self.events.start()
         self._started = True
+        self._spawn(self._warm_up())
         for status, url in interrupted:
             if url is not None:
                 self._spawn(self._notify(status, url))
@@ -149,6 +155,9 @@ class HostRuntime:
         if self._background:
             await asyncio.wait(self._background)
         await self.compute.close()
+        await self._close_resources()
+
+    async def _close_resources(self) -> None:
         if self.link is not None:
             await self.link.aclose()
             self.link = None
@@ -192,6 +201,14 @@ class HostRuntime:
         """Every VM with its power state and drift (spec store vs hypervisor)."""
         vms = await self.compute.list_vms()
         return vm_reports(vms, self.specs.all(), self.drift)
+
+    async def _warm_up(self) -> None:
+        """Read the facts once in the background: the first call may be slow (libvirt probes
+        KVM by booting a guest) and should not delay the server's attach."""
+        try:
+            await self.facts()
+        except CorralError as exc:
+            log.warning("%s: cannot read host facts: %s", self.name, exc)
 
     async def _fetch(self, image: ImageRef, dest: Path) -> None:
         link = self.link

@@ -50,6 +50,8 @@ async def start_listener(
         kwargs = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family, backlog=2048)
+    # uvicorn sets TCP_NODELAY only on sockets it binds itself; without it keep-alive requests stall
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     config = uvicorn.Config(
         app,
         log_config=None,

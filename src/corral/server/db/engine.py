@@ -18,9 +18,13 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def make_engine(url: str) -> AsyncEngine:
-    """An async engine. For SQLite: WAL, NORMAL sync, foreign keys on, a 30 s busy timeout."""
+    """An async engine. For SQLite: WAL, NORMAL sync, foreign keys on, and ONE connection that
+    every session takes in turn: SQLite has a single writer, and queueing sessions in the pool is far
+    cheaper than SQLite's busy-wait back-off (sessions must therefore never nest)."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=120
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -14,7 +14,7 @@ from corral.server.services import auth, hosts
 from corral.server.services.context import Services
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
 
@@ -48,7 +48,7 @@ AgentHost = Annotated[HostRow, Depends(current_host)]
 _PAGING = {"limit", "offset", "sort"}
 
 
-def list_query(
+async def list_query(
     limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE),
     offset: int = Query(0, ge=0),
     sort: str = Query("created_at", max_length=64, description="field, or -field for descending"),

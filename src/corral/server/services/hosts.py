@@ -177,11 +177,8 @@ async def record_heartbeat(*, svc: Services, host: HostRow, beat: Heartbeat) -> 
                 recompute_capacity(row, cluster)
         for k, v in values.items():
             setattr(row, k, v)
-        known = dict(
-            (
-                await s.execute(select(VmRow.id, VmRow.power_state).where(VmRow.host_id == host.id))
-            ).tuples()
-        )
+        rows = await s.execute(select(VmRow.id, VmRow.power_state).where(VmRow.host_id == host.id))
+        known = {vm_id: power for vm_id, power in rows}
     for report in beat.vms:
         if report.vm_id in known and known[report.vm_id] != report.power_state:
             await apply_power_state(svc, host.id, report.vm_id, report.power_state)
