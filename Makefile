@@ -18,10 +18,11 @@ up: setup
 	@scripts/ensure-libvirtd || echo "libvirtd unavailable: corral up will use the simulator"
 	$(VENV)/bin/corral up $(UP_ARGS)
 
+# CORRAL_NO_SKIP: in `make test` (and so in CI) a skipped test is a failure, never a silent pass
 test: setup
 	@scripts/ensure-libvirtd
-	@scripts/build-test-image >/dev/null
-	$(PY) -m pytest $(PYTEST_ARGS)
+	CORRAL_TEST_IMAGE=$$(scripts/build-test-image | tail -n 1) CORRAL_NO_SKIP=1 \
+		$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -129,11 +129,22 @@ async def start_stack(
     return stack
 
 
+async def _kvm_usable(stack: Stack) -> bool:
+    """What the local libvirt host reported (the agent probes KVM by booting a tiny guest)."""
+    async with stack.server.services.sessionmaker() as s:
+        facts = await s.scalar(select(HostRow.facts).where(HostRow.name == "local"))
+    return bool(facts and facts.get("kvm_usable"))
+
+
 async def run_up(**kwargs: Any) -> None:
     """Run the stack until SIGINT/SIGTERM. Running VMs keep running when it stops."""
     stack = await start_stack(**kwargs)
     url = stack.server.url
     print(f"Corral is up: {url}  (driver: {stack.driver}, hosts: {len(stack.agent.runtimes)})")
+    if stack.driver == "libvirt" and not await _kvm_usable(stack):
+        print(
+            "WARNING: KVM does not work on this machine (a probe guest did not run): VMs run under QEMU TCG emulation, much slower"
+        )
     if stack.server.admin_password:
         print(f"Admin password (shown once): {stack.server.admin_password}")
     print(f"Log in with: corral login {url} --user admin")

@@ -93,9 +93,13 @@ async def driver(
 
 
 @pytest.fixture
-def test_image() -> Path:
-    """The bootable test image from ``scripts/build-test-image`` (``$CORRAL_TEST_IMAGE``)."""
+def test_image(workdir: Path) -> Path:
+    """A copy, readable by QEMU, of the bootable test image from ``scripts/build-test-image``
+    (``$CORRAL_TEST_IMAGE``; the cache under ~ is usually not readable by libvirt-qemu)."""
     image = os.environ.get("CORRAL_TEST_IMAGE")
     if not image or not Path(image).is_file():
         pytest.skip("CORRAL_TEST_IMAGE unset or missing: build it with scripts/build-test-image")
-    return Path(image)
+    copy = workdir / "base.qcow2"
+    shutil.copyfile(image, copy)
+    copy.chmod(0o644)
+    return copy

@@ -58,7 +58,7 @@ async def ensure_name_free(s: AsyncSession, table: Any, name: str, kind: str) ->
         raise NameTaken(f"a {kind} named {name!r} exists already", kind=kind, name=name)
 
 
-async def _finish(
+async def finish(
     svc: Services, s: AsyncSession, *, type: str, kind: str, target_id: str
 ) -> Operation:
     op = svc.runner.create(s, type=type, target_type=kind, target_id=target_id, done=True)
@@ -75,7 +75,7 @@ async def create_zone(*, svc: Services, spec: ZoneCreate) -> Operation:
         row = ZoneRow(name=spec.name, description=spec.description)
         s.add(row)
         await s.flush()
-        return await _finish(svc, s, type="zone.create", kind="zone", target_id=row.id)
+        return await finish(svc, s, type="zone.create", kind="zone", target_id=row.id)
 
 
 async def create_cluster(*, svc: Services, spec: ClusterCreate) -> Operation:
@@ -91,7 +91,7 @@ async def create_cluster(*, svc: Services, spec: ClusterCreate) -> Operation:
         )
         s.add(row)
         await s.flush()
-        return await _finish(svc, s, type="cluster.create", kind="cluster", target_id=row.id)
+        return await finish(svc, s, type="cluster.create", kind="cluster", target_id=row.id)
 
 
 async def update_cluster(*, svc: Services, ref: str, spec: ClusterUpdate) -> Operation:
@@ -103,7 +103,7 @@ async def update_cluster(*, svc: Services, ref: str, spec: ClusterUpdate) -> Ope
             setattr(row, field, value)
         for host in await s.scalars(select(HostRow).where(HostRow.cluster_id == row.id)):
             recompute_capacity(host, row)
-        return await _finish(svc, s, type="cluster.update", kind="cluster", target_id=row.id)
+        return await finish(svc, s, type="cluster.update", kind="cluster", target_id=row.id)
 
 
 async def create_offering(*, svc: Services, spec: OfferingCreate) -> Operation:
@@ -112,38 +112,38 @@ async def create_offering(*, svc: Services, spec: OfferingCreate) -> Operation:
         row = OfferingRow(**spec.model_dump())
         s.add(row)
         await s.flush()
-        return await _finish(svc, s, type="offering.create", kind="offering", target_id=row.id)
+        return await finish(svc, s, type="offering.create", kind="offering", target_id=row.id)
 
 
-async def _count(s: AsyncSession, col: Any, value: str) -> int:
+async def count_where(s: AsyncSession, col: Any, value: str) -> int:
     return int(await s.scalar(select(func.count()).where(col == value)) or 0)
 
 
 async def delete_zone(*, svc: Services, ref: str) -> Operation:
     async with svc.sessionmaker() as s:
         row = await get_row(s, ZoneRow, ref, "zone")
-        if n := await _count(s, ClusterRow.zone_id, row.id):
+        if n := await count_where(s, ClusterRow.zone_id, row.id):
             raise InUse(f"zone {row.name!r} still has {n} cluster(s)", clusters=n)
         await s.delete(row)
-        return await _finish(svc, s, type="zone.delete", kind="zone", target_id=row.id)
+        return await finish(svc, s, type="zone.delete", kind="zone", target_id=row.id)
 
 
 async def delete_cluster(*, svc: Services, ref: str) -> Operation:
     async with svc.sessionmaker() as s:
         row = await get_row(s, ClusterRow, ref, "cluster")
-        if n := await _count(s, HostRow.cluster_id, row.id):
+        if n := await count_where(s, HostRow.cluster_id, row.id):
             raise InUse(f"cluster {row.name!r} still has {n} host(s)", hosts=n)
         await s.delete(row)
-        return await _finish(svc, s, type="cluster.delete", kind="cluster", target_id=row.id)
+        return await finish(svc, s, type="cluster.delete", kind="cluster", target_id=row.id)
 
 
 async def delete_offering(*, svc: Services, ref: str) -> Operation:
     async with svc.sessionmaker() as s:
         row = await get_row(s, OfferingRow, ref, "offering")
-        if n := await _count(s, VmRow.offering_id, row.id):
+        if n := await count_where(s, VmRow.offering_id, row.id):
             raise InUse(f"offering {row.name!r} is used by {n} VM(s)", vms=n)
         await s.delete(row)
-        return await _finish(svc, s, type="offering.delete", kind="offering", target_id=row.id)
+        return await finish(svc, s, type="offering.delete", kind="offering", target_id=row.id)
 
 
 ZONES = Kind("zone", ZoneRow, zone_model)
