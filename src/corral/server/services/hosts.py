@@ -20,6 +20,7 @@ from corral.server.services.context import Services
 from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import Kind, get_row
 from corral.server.services.operations import to_model as op_model
+from corral.server.workflows.vm_power import STATUS_OF_POWER
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +140,6 @@ async def host_by_token(*, svc: Services, token: str) -> HostRow:
 # -- reports from agents ------------------------------------------------------------------------
 
 _STEADY = {VmStatus.running, VmStatus.stopped, VmStatus.paused, VmStatus.error, VmStatus.unknown}
-_STATUS_OF_POWER = {
-    PowerState.running: VmStatus.running,
-    PowerState.paused: VmStatus.paused,
-    PowerState.stopped: VmStatus.stopped,
-    PowerState.crashed: VmStatus.stopped,
-}
 
 
 async def apply_power_state(svc: Services, host_id: str, vm_id: str, power: PowerState) -> None:
@@ -155,8 +150,8 @@ async def apply_power_state(svc: Services, host_id: str, vm_id: str, power: Powe
         if vm is None or vm.host_id != host_id or vm.power_state == power:
             return
         vm.power_state = power
-        if VmStatus(vm.status) in _STEADY and power in _STATUS_OF_POWER:
-            vm.status = _STATUS_OF_POWER[power]
+        if VmStatus(vm.status) in _STEADY and power in STATUS_OF_POWER:
+            vm.status = STATUS_OF_POWER[power]
 
 
 async def record_events(*, svc: Services, host: HostRow, events: list[VmEvent]) -> None:

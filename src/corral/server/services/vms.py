@@ -19,7 +19,7 @@ from corral.server.services.listing import Kind, get_row
 from corral.server.services.operations import to_model as op_model
 from corral.server.services.placement import place_and_claim
 from corral.server.workflows.vm_create import VM_CREATE
-from corral.server.workflows.vm_power import ALLOWED_FROM
+from corral.server.workflows.vm_power import check_allowed
 
 GIB = 1024**3
 _VNC_ALPHABET = string.ascii_letters + string.digits
@@ -149,7 +149,9 @@ async def _check(svc: Services, ref: str, allowed: set[VmStatus], verb: str) -> 
 async def act(
     *, svc: Services, ref: str, action: VmAction, stop: VmStop | None = None
 ) -> Operation:
-    vm = await _check(svc, ref, ALLOWED_FROM[action], action.value)
+    async with svc.sessionmaker() as s:
+        vm = await get_row(s, VmRow, ref, "vm")
+    check_allowed(vm, action)
     params: dict[str, Any] = {}
     if stop is not None:
         params = {"force": stop.force, "timeout": stop.timeout}

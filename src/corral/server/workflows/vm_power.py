@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from corral.api.agent import VmPower
-from corral.api.errors import CorralError
+from corral.api.errors import CorralError, InvalidState
 from corral.api.vms import PowerState, VmAction, VmStatus
+from corral.server.db.tables import VmRow
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
-from corral.server.workflows.vm_common import set_vm
+from corral.server.workflows.vm_common import load_vm, set_vm
 
 # action -> (status while it runs, status and power state after it)
 TRANSITIONS: dict[VmAction, tuple[VmStatus, VmStatus, PowerState]] = {
@@ -18,6 +19,16 @@ TRANSITIONS: dict[VmAction, tuple[VmStatus, VmStatus, PowerState]] = {
     VmAction.reboot: (VmStatus.rebooting, VmStatus.running, PowerState.running),
     VmAction.pause: (VmStatus.paused, VmStatus.paused, PowerState.paused),
     VmAction.resume: (VmStatus.starting, VmStatus.running, PowerState.running),
+}
+
+# statuses of an operation in progress on the VM
+IN_PROGRESS = {VmStatus.starting, VmStatus.stopping, VmStatus.rebooting, VmStatus.resizing}
+
+STATUS_OF_POWER = {
+    PowerState.running: VmStatus.running,
+    PowerState.paused: VmStatus.paused,
+    PowerState.stopped: VmStatus.stopped,
+    PowerState.crashed: VmStatus.stopped,
 }
 
 # action -> the statuses it can start from
@@ -34,6 +45,8 @@ def _power_step(action: VmAction) -> Step:
     during, after, power = TRANSITIONS[action]
 
     async def do(ctx: Ctx) -> dict[str, Any]:
+        vm = await load_vm(ctx)
+        check_allowed(vm, action)  # again: an operation queued behind others may find a new state
         await set_vm(ctx, status=during)
         payload = VmPower(
             kind=f"vm.{action.value}",
@@ -48,11 +61,27 @@ def _power_step(action: VmAction) -> Step:
     return Step(action.value, do, NO_UNDO)
 
 
-async def _restore(ctx: Ctx, err: CorralError) -> None:
-    await set_vm(ctx, status=ctx.params["previous_status"])
+def check_allowed(vm: VmRow, action: VmAction) -> None:
+    """``InvalidState`` unless ``action`` can start from the VM's status (a status of an operation
+    in progress is accepted: the action then queues behind it and is checked again when it runs)."""
+    status = VmStatus(vm.status)
+    if status in ALLOWED_FROM[action] or status in IN_PROGRESS:
+        return
+    need = ", ".join(sorted(a.value for a in ALLOWED_FROM[action]))
+    raise InvalidState(
+        f"cannot {action.value} VM {vm.name!r}: it is {vm.status} (needs {need})",
+        vm=vm.name,
+        status=vm.status,
+    )
+
+
+async def restore_status(ctx: Ctx, err: CorralError) -> None:
+    """After a failed action the VM's status follows what the hypervisor last said."""
+    vm = await load_vm(ctx)
+    await set_vm(ctx, status=STATUS_OF_POWER.get(PowerState(vm.power_state), VmStatus.error))
 
 
 VM_POWER = {
-    action: Workflow(f"vm.{action.value}", steps=(_power_step(action),), on_failure=_restore)
+    action: Workflow(f"vm.{action.value}", steps=(_power_step(action),), on_failure=restore_status)
     for action in VmAction
 }

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from corral.api.agent import VmDefine
-from corral.api.errors import CorralError, NoHostAvailable
+from corral.api.errors import InvalidState, NoHostAvailable
 from corral.api.vms import VmStatus
 from corral.server.db.tables import VmRow
 from corral.server.services.placement import resize_claim
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import Ctx, Step, Workflow
 from corral.server.workflows.vm_common import load_vm, set_vm, vm_spec
+from corral.server.workflows.vm_power import restore_status
 
 
 async def _set_claim(ctx: Ctx, cpus: int, memory_mb: int) -> None:
@@ -26,6 +27,9 @@ async def _set_claim(ctx: Ctx, cpus: int, memory_mb: int) -> None:
 
 
 async def _claim(ctx: Ctx) -> dict[str, Any]:
+    vm = await load_vm(ctx)
+    if vm.status != VmStatus.stopped:
+        raise InvalidState(f"cannot resize VM {vm.name!r}: it is {vm.status} (stop it first)")
     await set_vm(ctx, status=VmStatus.resizing)
     await _set_claim(ctx, ctx.params["cpus"], ctx.params["memory_mb"])
     return {}
@@ -50,12 +54,8 @@ async def _define_old(ctx: Ctx) -> None:
     await agent_task(ctx, ctx.params["host_id"], "undo-define", VmDefine(spec=spec))
 
 
-async def _restore(ctx: Ctx, err: CorralError) -> None:
-    await set_vm(ctx, status=ctx.params["previous_status"])
-
-
 VM_RESIZE = Workflow(
     "vm.resize",
     steps=(Step("claim", _claim, _unclaim), Step("redefine", _redefine, _define_old)),
-    on_failure=_restore,
+    on_failure=restore_status,
 )
