@@ -113,6 +113,7 @@ async def test_parallel_creates_never_oversubscribe(tmp_path: Path) -> None:
         assert all(o["status"] == "succeeded" for o in ops)
         hosts = (await c.get("/hosts")).json()["items"]
         for h in hosts:
+            assert h["vm_count"] == 5
             cap = h["capacity"]
             assert cap["memory_mb_used"] <= h["facts"]["memory_mb"]
             assert cap["memory_mb_used"] == 5 * 256  # least-loaded spreads 50 VMs evenly

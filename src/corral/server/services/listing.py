@@ -95,9 +95,13 @@ class Kind(Generic[R, M]):
     table: type[R]
     to_model: Callable[[R], M]
 
+    async def models(self, s: AsyncSession, rows: list[R]) -> list[M]:
+        """Rows to contract models; override to add figures computed across rows."""
+        return [self.to_model(r) for r in rows]
+
     async def get(self, sm: async_sessionmaker[AsyncSession], ref: str) -> M:
         async with sm() as s:
-            return self.to_model(await get_row(s, self.table, ref, self.name))
+            return (await self.models(s, [await get_row(s, self.table, ref, self.name)]))[0]
 
     async def list(
         self, sm: async_sessionmaker[AsyncSession], query: ListQuery, filters: dict[str, Any]
@@ -105,7 +109,7 @@ class Kind(Generic[R, M]):
         async with sm() as s:
             rows, total = await list_rows(s, self.table, query, filters)
             return Page[M](
-                items=[self.to_model(r) for r in rows],
+                items=await self.models(s, rows),
                 total=total,
                 limit=query.limit,
                 offset=query.offset,
