@@ -23,7 +23,8 @@ class ServerSettings:
 
     ``database_url`` defaults to SQLite (WAL) at ``<data_dir>/corral.db``; set ``CORRAL_DATABASE_URL``
     (``postgresql+asyncpg://…``) for PostgreSQL. ``public_url`` is what agents use to call back; it
-    defaults to ``http(s)://127.0.0.1:<port>``.
+    defaults to ``http(s)://127.0.0.1:<port>``. ``admin_password`` (or ``CORRAL_ADMIN_PASSWORD``)
+    is the password the admin account gets at first start; unset, a random one is generated.
     """
 
     data_dir: Path = field(default_factory=default_data_dir)
@@ -43,6 +44,8 @@ class ServerSettings:
         self.data_dir = Path(self.data_dir)
         if self.database_url is None:
             self.database_url = os.environ.get("CORRAL_DATABASE_URL")
+        if self.admin_password is None:
+            self.admin_password = os.environ.get("CORRAL_ADMIN_PASSWORD") or None
         if os.environ.get("CORRAL_FAULT_INJECTION") == "1":
             self.fault_injection = True
 

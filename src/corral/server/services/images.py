@@ -49,8 +49,9 @@ def image_path(svc: Services, image_id: str) -> Path:
 async def create_image(*, svc: Services, spec: ImageCreate) -> Operation:
     """Record an image. With a URL, an ``image.import`` workflow downloads it; without, the image
     waits (``importing``) for its bytes through ``upload``."""
-    if spec.url is not None and not spec.url.startswith(("http://", "https://", "file://")):
-        raise InvalidInput("the image URL must be http(s):// or file://", url=spec.url)
+    # never file://: it would let an API user read any file of the server through the image store
+    if spec.url is not None and not spec.url.startswith(("http://", "https://")):
+        raise InvalidInput("the image URL must be http:// or https://", url=spec.url)
     async with svc.sessionmaker() as s:
         await ensure_name_free(s, ImageRow, spec.name, "image")
         row = ImageRow(name=spec.name, status=ImageStatus.importing, source_url=spec.url)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,29 +13,11 @@ from corral.server.workflows.engine import Ctx, Step, Workflow
 CHUNK = 1024 * 1024
 
 
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    with path.open("rb") as f:
-        while chunk := await asyncio.to_thread(f.read, CHUNK):
-            yield chunk
-
-
 async def _download(ctx: Ctx) -> dict[str, Any]:
     from corral.server.services.images import store_bytes
 
     url: str = ctx.params["url"]
     image_id: str = ctx.params["image_id"]
-    if url.startswith("file://"):
-        path = Path(url.removeprefix("file://"))
-        try:
-            total = (await asyncio.to_thread(path.stat)).st_size
-        except OSError as exc:
-            raise InvalidInput(f"cannot read {path}: {exc.strerror}", url=url) from exc
-
-        async def progress(done: int) -> None:
-            await ctx.progress(min(99, done * 100 // max(total, 1)), "copying")
-
-        await store_bytes(ctx.deps, image_id, _file_chunks(path), progress)
-        return {}
     try:
         async with (
             httpx.AsyncClient(follow_redirects=True, timeout=60) as client,
@@ -48,9 +27,14 @@ async def _download(ctx: Ctx) -> dict[str, Any]:
                 raise InvalidInput(f"{url} answered {resp.status_code}", url=url)
             total = int(resp.headers.get("content-length") or 0)
 
+            last = -1
+
             async def progress(done: int) -> None:
-                if total:
-                    await ctx.progress(min(99, done * 100 // total), "downloading")
+                nonlocal last
+                percent = min(99, done * 100 // total) if total else 0
+                if percent != last:  # one database write per percent, not per chunk
+                    last = percent
+                    await ctx.progress(percent, "downloading")
 
             await store_bytes(ctx.deps, image_id, resp.aiter_bytes(CHUNK), progress)
     except httpx.HTTPError as exc:

@@ -1,12 +1,15 @@
-"""What VM workflows share: the spec sent to agents, image references, status updates."""
+"""What VM workflows share: the spec sent to agents, image references, status updates, tasks that
+may be retried."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
-from corral.api.agent import ImageRef, VmSpec
-from corral.api.errors import NotFound
+from corral.api.agent import ImageRef, TaskPayload, VmSpec
+from corral.api.errors import CorralError, NotFound
 from corral.server.db.tables import ImageRow, VmRow
+from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import Ctx
 
 
@@ -48,3 +51,25 @@ async def set_vm(ctx: Ctx, **values: Any) -> None:
         if vm is not None:
             for k, v in values.items():
                 setattr(vm, k, v)
+
+
+async def repeatable_task(
+    ctx: Ctx, host_id: str, name: str, payload: TaskPayload
+) -> dict[str, Any]:
+    """Run an idempotent agent task under a fresh task id (``<op>:<name>.<nonce>``).
+
+    For undo steps and steps past a point of no return, which the engine retries: the agent answers
+    a task id it has seen with that task's first status, so retrying under the same id would only
+    replay a failure. Only for payloads that are safe to run twice (after a server crash the task
+    may run again; the agent runs tasks of one VM one after the other, in order)."""
+    return await agent_task(ctx, host_id, f"{name}.{secrets.token_hex(4)}", payload)
+
+
+def vm_absent(err: CorralError, vm_id: str) -> bool:
+    """Whether ``err`` is the agent saying that VM ``vm_id`` is not defined on its host."""
+    return isinstance(err, NotFound) and err.context.get("vm_id") == vm_id
+
+
+async def rollback_incomplete(ctx: Ctx) -> list[str]:
+    """Steps of this operation whose undo failed (the rollback so far left something behind)."""
+    return [r.name for r in await ctx.engine.journal(ctx.op_id) if r.state == "undo_failed"]

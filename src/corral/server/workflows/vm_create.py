@@ -1,6 +1,10 @@
 """vm.create: record + claim (done in the request), disk, define, start, finalize.
 
 Every step can be undone, so a failure anywhere leaves no domain, no disk, no claim and no row.
+If an undo fails even after the engine's retries (e.g. the agent stays unreachable), the rollback
+keeps the row and its claim and marks the VM ``error``: what is left on the host stays known and a
+``vm delete`` removes it. The same happens when ``finalize`` (past the point of no return) keeps
+failing.
 """
 
 from __future__ import annotations
@@ -8,12 +12,21 @@ from __future__ import annotations
 from typing import Any
 
 from corral.api.agent import DiskCreate, DiskDelete, VmDefine, VmPower, VmUndefine
+from corral.api.errors import CorralError
 from corral.api.vms import PowerState, VmStatus
 from corral.server.db.tables import ImageRow, VmRow
 from corral.server.services.placement import release
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
-from corral.server.workflows.vm_common import image_ref, load_vm, set_vm, vm_spec
+from corral.server.workflows.vm_common import (
+    image_ref,
+    load_vm,
+    repeatable_task,
+    rollback_incomplete,
+    set_vm,
+    vm_absent,
+    vm_spec,
+)
 
 
 async def _record(ctx: Ctx) -> dict[str, Any]:
@@ -21,6 +34,8 @@ async def _record(ctx: Ctx) -> dict[str, Any]:
 
 
 async def _unrecord(ctx: Ctx) -> None:
+    if await rollback_incomplete(ctx):
+        return  # keep the row: it is how the leftovers can be found and deleted
     async with ctx.deps.sessionmaker.begin() as s:
         vm = await s.get(VmRow, ctx.params["vm_id"])
         if vm is not None:
@@ -32,6 +47,8 @@ async def _claim(ctx: Ctx) -> dict[str, Any]:
 
 
 async def _release(ctx: Ctx) -> None:
+    if await rollback_incomplete(ctx):
+        return  # what is left on the host still uses it; ``vm delete`` releases it
     async with ctx.deps.sessionmaker.begin() as s:
         await release(s, ctx.params["vm_id"])
 
@@ -47,7 +64,8 @@ async def _disk(ctx: Ctx) -> dict[str, Any]:
 
 
 async def _delete_disk(ctx: Ctx) -> None:
-    await agent_task(ctx, ctx.params["host_id"], "undo-disk", DiskDelete(vm_id=ctx.params["vm_id"]))
+    payload = DiskDelete(vm_id=ctx.params["vm_id"])
+    await repeatable_task(ctx, ctx.params["host_id"], "undo-disk", payload)
 
 
 async def _define(ctx: Ctx) -> dict[str, Any]:
@@ -59,9 +77,9 @@ async def _define(ctx: Ctx) -> dict[str, Any]:
 
 
 async def _undefine(ctx: Ctx) -> None:
-    await agent_task(
-        ctx, ctx.params["host_id"], "undo-define", VmUndefine(vm_id=ctx.params["vm_id"])
-    )
+    payload = VmUndefine(vm_id=ctx.params["vm_id"])
+    await repeatable_task(ctx, ctx.params["host_id"], "undo-define", payload)
+    await set_vm(ctx, power_state=PowerState.absent)
 
 
 async def _start(ctx: Ctx) -> dict[str, Any]:
@@ -75,8 +93,13 @@ async def _start(ctx: Ctx) -> dict[str, Any]:
 
 
 async def _force_stop(ctx: Ctx) -> None:
-    payload = VmPower(kind="vm.stop", vm_id=ctx.params["vm_id"], force=True)
-    await agent_task(ctx, ctx.params["host_id"], "undo-start", payload)
+    vm_id = ctx.params["vm_id"]
+    try:
+        payload = VmPower(kind="vm.stop", vm_id=vm_id, force=True)
+        await repeatable_task(ctx, ctx.params["host_id"], "undo-start", payload)
+    except CorralError as err:
+        if not vm_absent(err, vm_id):  # not defined: nothing runs
+            raise
 
 
 async def _finalize(ctx: Ctx) -> dict[str, Any]:
@@ -85,8 +108,18 @@ async def _finalize(ctx: Ctx) -> dict[str, Any]:
         ctx,
         status=VmStatus.running if started else VmStatus.stopped,
         power_state=PowerState.running if started else PowerState.stopped,
+        error=None,
     )
     return {}
+
+
+async def _on_failure(ctx: Ctx, err: CorralError) -> None:
+    """The row is gone after a complete rollback; if it is still there, the VM is in ``error``."""
+    incomplete = await rollback_incomplete(ctx)
+    why = f"create failed: {err.message}"
+    if incomplete:
+        why += f" (could not undo: {', '.join(incomplete)}; delete the VM to clean up)"
+    await set_vm(ctx, status=VmStatus.error, error=why)
 
 
 VM_CREATE = Workflow(
@@ -99,5 +132,6 @@ VM_CREATE = Workflow(
         Step("start", _start, _force_stop),
         Step("finalize", _finalize, NO_UNDO),
     ),
+    on_failure=_on_failure,
     forward_from="finalize",
 )

@@ -1,8 +1,11 @@
 """vm.delete: stop, undefine, delete the disk, then release the claim and drop the row.
 
-Until the disk deletion starts every step is undone on failure (the VM comes back as it was); the
-disk deletion is the point of no return: from there the workflow only goes forward (retrying), and if
-it still fails the VM stays, in ``error``, for a retried delete.
+Until the disk deletion starts every step is undone on failure: the VM comes back as it was when
+the operation started (status, power state, definition; a running guest is started again). The
+disk deletion is the point of no return: from there the workflow only goes forward (retrying), and
+if it still fails the VM stays, in ``error``, for a retried delete. A VM whose rollback could not be
+finished is also left in ``error``. A retried delete works whatever a failed one left behind
+(stopping or undefining an absent VM and deleting an absent disk succeed).
 """
 
 from __future__ import annotations
@@ -16,17 +19,34 @@ from corral.server.db.tables import VmRow
 from corral.server.services.placement import release
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
-from corral.server.workflows.vm_common import load_vm, set_vm, vm_spec
+from corral.server.workflows.vm_common import (
+    load_vm,
+    repeatable_task,
+    set_vm,
+    vm_absent,
+    vm_spec,
+)
 
 
 async def _mark(ctx: Ctx) -> dict[str, Any]:
+    """Record the status and power state the VM has now (the delete may have been queued behind
+    other operations: what it had when the request was made may be stale)."""
     vm = await load_vm(ctx)
     await set_vm(ctx, status=VmStatus.deleting)
-    return {"status": ctx.params.get("previous_status", vm.status), "power": vm.power_state}
+    return {"status": vm.status, "power": vm.power_state}
+
+
+def _before(ctx: Ctx) -> tuple[str, str]:
+    """(status, power state) of the VM before this operation."""
+    mark = ctx.results.get("mark") or {}
+    status = mark.get("status") or ctx.params.get("previous_status") or VmStatus.error
+    power = mark.get("power") or ctx.params.get("previous_power") or PowerState.stopped
+    return str(status), str(power)
 
 
 async def _unmark(ctx: Ctx) -> None:
-    await set_vm(ctx, status=ctx.params.get("previous_status", VmStatus.error))
+    status, _ = _before(ctx)
+    await set_vm(ctx, status=status)
 
 
 def _host(ctx: Ctx) -> str | None:
@@ -39,20 +59,26 @@ async def _stop(ctx: Ctx) -> dict[str, Any]:
     if host is None:
         return {}
     await ctx.progress(10, "stopping the VM")
-    await agent_task(
-        ctx, host, "stop", VmPower(kind="vm.stop", vm_id=ctx.params["vm_id"], force=True)
-    )
+    vm_id = ctx.params["vm_id"]
+    try:
+        await agent_task(ctx, host, "stop", VmPower(kind="vm.stop", vm_id=vm_id, force=True))
+    except CorralError as err:
+        if not vm_absent(err, vm_id):  # a failed delete got further already: nothing runs
+            raise
     await set_vm(ctx, power_state=PowerState.stopped)
     return {}
 
 
 async def _restart(ctx: Ctx) -> None:
     host = _host(ctx)
-    if host is not None and ctx.params.get("previous_power") == PowerState.running:
-        await agent_task(
-            ctx, host, "undo-stop", VmPower(kind="vm.start", vm_id=ctx.params["vm_id"])
-        )
-        await set_vm(ctx, power_state=PowerState.running)
+    _, power = _before(ctx)
+    if host is None or power not in (PowerState.running, PowerState.paused):
+        return
+    vm_id = ctx.params["vm_id"]
+    await repeatable_task(ctx, host, "undo-stop", VmPower(kind="vm.start", vm_id=vm_id))
+    if power == PowerState.paused:
+        await repeatable_task(ctx, host, "undo-stop-pause", VmPower(kind="vm.pause", vm_id=vm_id))
+    await set_vm(ctx, power_state=power)
 
 
 async def _undefine(ctx: Ctx) -> dict[str, Any]:
@@ -67,14 +93,14 @@ async def _redefine(ctx: Ctx) -> None:
     host = _host(ctx)
     if host is not None:
         vm = await load_vm(ctx)
-        await agent_task(ctx, host, "undo-undefine", VmDefine(spec=vm_spec(vm)))
+        await repeatable_task(ctx, host, "undo-undefine", VmDefine(spec=vm_spec(vm)))
 
 
 async def _delete_disk(ctx: Ctx) -> dict[str, Any]:
     host = _host(ctx)
     if host is not None:
         await ctx.progress(70, "deleting the disk")
-        await agent_task(ctx, host, "disk", DiskDelete(vm_id=ctx.params["vm_id"]))
+        await repeatable_task(ctx, host, "disk", DiskDelete(vm_id=ctx.params["vm_id"]))
     return {}
 
 
@@ -91,6 +117,9 @@ async def _on_failure(ctx: Ctx, err: CorralError) -> None:
     journal = await ctx.engine.journal(ctx.op_id)
     if any(r.name == "delete_disk" and r.state != "undone" for r in journal):
         await set_vm(ctx, status=VmStatus.error, error=f"delete failed: {err.message}")
+    elif incomplete := [r.name for r in journal if r.state == "undo_failed"]:
+        why = f"delete failed and could not be undone ({', '.join(incomplete)}): {err.message}"
+        await set_vm(ctx, status=VmStatus.error, error=why)
 
 
 VM_DELETE = Workflow(
