@@ -28,7 +28,7 @@ test-unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 check: setup
-	$(VENV)/bin/ruff format --check src tests bench scripts/*.py
+	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports

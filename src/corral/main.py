@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from corral.cli.app import app
+from corral.cli.app import add_lazy_command, app
 
 
 @app.command("up")
@@ -45,15 +46,20 @@ def up_command(
     )
 
 
-def _register_roles() -> None:
-    from corral.agent.cli import agent_command
+def _server_command() -> Callable[..., Any]:
     from corral.server.cli import server_command
 
-    app.command("server")(server_command)
-    app.command("agent")(agent_command)
+    return server_command
 
 
-_register_roles()
+def _agent_command() -> Callable[..., Any]:
+    from corral.agent.cli import agent_command
+
+    return agent_command
+
+
+add_lazy_command("server", _server_command)
+add_lazy_command("agent", _agent_command)
 
 
 def main() -> None:

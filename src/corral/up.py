@@ -17,7 +17,7 @@ from sqlalchemy import select
 from corral.agent.app import AgentHandle
 from corral.agent.app import start as start_agent
 from corral.agent.settings import AgentSettings
-from corral.api.hosts import HostCreate
+from corral.api.hosts import HostCreate, HostStatus
 from corral.api.zones import ClusterCreate, ZoneCreate
 from corral.server.app import ServerHandle
 from corral.server.app import start as start_server
@@ -79,6 +79,23 @@ async def _ensure_local_hosts(server: ServerHandle, agent: AgentHandle) -> None:
         done = await svc.runner.wait(op.id, 60)
         if done.error is not None:
             log.error("could not add local host: %s", done.error.message)
+    await _wait_connected(server, [agent.url(i) for i in range(len(agent.runtimes))])
+
+
+async def _wait_connected(server: ServerHandle, urls: list[str], timeout: float = 30.0) -> None:
+    """Wait until the hosts at ``urls`` are ``connected`` (after a restart the server has them
+    disconnected until their agent's first heartbeat), so that "Corral is up" is true at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        async with server.services.sessionmaker() as s:
+            statuses = list(await s.scalars(select(HostRow.status).where(HostRow.url.in_(urls))))
+        if statuses and all(status == HostStatus.connected for status in statuses):
+            return
+        if loop.time() > deadline:
+            log.warning("local hosts not connected after %.0f s: %s", timeout, statuses)
+            return
+        await asyncio.sleep(0.1)
 
 
 async def start_stack(
@@ -129,6 +146,19 @@ async def start_stack(
     return stack
 
 
+def untraversable_parent(path: Path) -> Path | None:
+    """The first existing directory above ``path`` that other users cannot enter (no ``o+x``), or
+    None. QEMU runs as ``libvirt-qemu``: it cannot open VM disks below such a directory."""
+    for parent in path.absolute().parents:
+        try:
+            mode = parent.stat().st_mode
+        except OSError:
+            continue  # not created yet: mkdir gives it the usual 0755
+        if not mode & 0o001:
+            return parent
+    return None
+
+
 async def _kvm_usable(stack: Stack) -> bool:
     """What the local libvirt host reported (the agent probes KVM by booting a tiny guest)."""
     async with stack.server.services.sessionmaker() as s:
@@ -136,22 +166,34 @@ async def _kvm_usable(stack: Stack) -> bool:
     return bool(facts and facts.get("kvm_usable"))
 
 
+def say(line: str) -> None:
+    """Print one line for the user at once (stdout may be a pipe, which Python buffers)."""
+    print(line, flush=True)
+
+
 async def run_up(**kwargs: Any) -> None:
     """Run the stack until SIGINT/SIGTERM. Running VMs keep running when it stops."""
     stack = await start_stack(**kwargs)
     url = stack.server.url
-    print(f"Corral is up: {url}  (driver: {stack.driver}, hosts: {len(stack.agent.runtimes)})")
+    # flush: under a supervisor or `| tee` stdout is a pipe, and the user needs these lines now
+    say(f"Corral is up: {url}  (driver: {stack.driver}, hosts: {len(stack.agent.runtimes)})")
     if stack.driver == "libvirt" and not await _kvm_usable(stack):
-        print(
+        say(
             "WARNING: KVM does not work on this machine (a probe guest did not run): VMs run under QEMU TCG emulation, much slower"
         )
+    data_dir: Path = kwargs["data_dir"]
+    if stack.driver == "libvirt" and (closed := untraversable_parent(data_dir / "agent")):
+        say(
+            f"WARNING: QEMU (user libvirt-qemu) cannot enter {closed}, so it cannot open VM disks in "
+            f"{data_dir}: use a data dir under /var/lib, or chmod o+x {closed}"
+        )
     if stack.server.admin_password:
-        print(f"Admin password (shown once): {stack.server.admin_password}")
-    print(f"Log in with: corral login {url} --user admin")
+        say(f"Admin password (shown once): {stack.server.admin_password}")
+    say(f"Log in with: corral login {url} --user admin")
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
-    print("stopping (VMs keep running)…")
+    say("stopping (VMs keep running)…")
     await stack.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import socket
@@ -55,7 +56,7 @@ def _libvirt_runtime(settings: AgentSettings, common: dict[str, Any]) -> HostRun
 
 
 def _simulated_runtime(settings: AgentSettings, index: int, common: dict[str, Any]) -> HostRuntime:
-    from corral.agent.compute.simulator import SimHost, simulated_host
+    from corral.agent.compute.simulator import SimHost, SimLatencies, simulated_host
 
     data_dir = settings.data_dir / "sim" / str(index)
     image_cache = None
@@ -71,7 +72,12 @@ def _simulated_runtime(settings: AgentSettings, index: int, common: dict[str, An
         memory_overcommit=settings.sim_memory_overcommit,
     )
     faults = FaultPlan()
-    compute, pool = simulated_host(host, faults=faults, image_cache=image_cache)
+    latencies = SimLatencies(
+        **{f.name: settings.sim_latency for f in dataclasses.fields(SimLatencies)}
+    )
+    compute, pool = simulated_host(
+        host, faults=faults, latencies=latencies, image_cache=image_cache
+    )
     return HostRuntime(
         name=host.name,
         data_dir=data_dir,

@@ -28,6 +28,10 @@ def agent_command(
     sim_cpus: Annotated[int, typer.Option("--sim-cpus")] = 32,
     sim_memory_mb: Annotated[int, typer.Option("--sim-memory-mb")] = 131_072,
     sim_disk_gb: Annotated[int, typer.Option("--sim-disk-gb")] = 2_000,
+    sim_latency: Annotated[
+        float,
+        typer.Option("--sim-latency", help="seconds every simulated VM/disk operation takes"),
+    ] = 0.0,
     http: Annotated[bool, typer.Option("--http", help="plain HTTP instead of TLS")] = False,
     fault_injection: Annotated[
         bool, typer.Option("--fault-injection", help="enable /v1/debug/faults (tests only)")
@@ -48,6 +52,7 @@ def agent_command(
         sim_cpus=sim_cpus,
         sim_memory_mb=sim_memory_mb,
         sim_disk_gb=sim_disk_gb,
+        sim_latency=sim_latency,
         tls=not http,
         fault_injection=fault_injection,
         log_level=log_level,

@@ -26,6 +26,7 @@ from corral.api.errors import (
     ErrorResponse,
     StorageError,
 )
+from corral.util.http1 import Http1Client, HttpError
 from corral.util.tls import pinned_context
 
 log = logging.getLogger(__name__)
@@ -42,20 +43,37 @@ class ServerLink:
     def __init__(self, attachment: Attachment, *, name: str, timeout: float = 10.0) -> None:
         self.attachment = attachment
         self.name = name
+        self.timeout = timeout
         # Plain http needs no context (loading the system CAs costs ~40 ms per client).
-        verify: ssl.SSLContext | bool = attachment.server_url.startswith("https")
-        if verify and attachment.server_cert_pem:
-            verify = pinned_context(attachment.server_cert_pem)
-        self._client = httpx.AsyncClient(
-            base_url=attachment.server_url,
-            headers={"Authorization": f"Bearer {attachment.token}"},
-            verify=verify,
+        self._verify: ssl.SSLContext | bool = attachment.server_url.startswith("https")
+        if self._verify and attachment.server_cert_pem:
+            self._verify = pinned_context(attachment.server_cert_pem)
+        auth = {"Authorization": f"Bearer {attachment.token}"}
+        # Small JSON requests (heartbeats, events, callbacks) go through the light client;
+        # httpx is only created for image downloads (streaming).
+        self._http = Http1Client(
+            ssl_context=self._verify if isinstance(self._verify, ssl.SSLContext) else None,
+            max_connections=20,
             timeout=timeout,
+            headers=auth,
         )
+        self._client: httpx.AsyncClient | None = None
         self._down = False
 
+    def _downloads(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                base_url=self.attachment.server_url,
+                headers={"Authorization": f"Bearer {self.attachment.token}"},
+                verify=self._verify,
+                timeout=self.timeout,
+            )
+        return self._client
+
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     def url(self, path_or_url: str) -> str:
         """An absolute URL for a server path (``/api/...``) or an absolute URL unchanged."""
@@ -67,19 +85,21 @@ class ServerLink:
         self, path_or_url: str, body: BaseModel, *, timeout: float | None = None
     ) -> None:
         """POST a model as JSON; raise ``AgentUnreachable`` or the server's error."""
-        content = body.model_dump_json()
+        url = self.url(path_or_url)
         try:
-            resp = await self._client.post(
-                self.url(path_or_url),
-                content=content,
+            resp = await self._http.request(
+                "POST",
+                url,
+                content=body.model_dump_json().encode(),
                 headers={"Content-Type": "application/json"},
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                timeout=timeout,
             )
-        except httpx.HTTPError as exc:
+        except HttpError as exc:
+            cause = exc.__cause__ or exc
             raise AgentUnreachable(
-                "server unreachable", url=self.url(path_or_url), reason=type(exc).__name__
+                "server unreachable", url=url, reason=type(cause).__name__
             ) from exc
-        _raise_for_status(resp)
+        _raise_for_error(resp.status, resp.content, resp.url)
 
     def reachable(self, ok: bool, exc: CorralError | None = None) -> None:
         """Log server outages once: a warning when it goes down, info when it is back."""
@@ -125,12 +145,12 @@ class ServerLink:
 
     async def _download(self, url: str, dest: Path) -> None:
         try:
-            async with self._client.stream(
+            async with self._downloads().stream(
                 "GET", url, timeout=httpx.Timeout(60.0, connect=10.0)
             ) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
-                    _raise_for_status(resp)
+                    _raise_for_error(resp.status_code, resp.content, str(resp.url))
                 with dest.open("wb") as f:
                     async for chunk in resp.aiter_bytes(_CHUNK):
                         await asyncio.to_thread(f.write, chunk)
@@ -144,15 +164,15 @@ class ServerLink:
             ) from exc
 
 
-def _raise_for_status(resp: httpx.Response) -> None:
-    if resp.status_code < 400:
+def _raise_for_error(status: int, content: bytes, url: str) -> None:
+    if status < 400:
         return
     try:
-        body = ErrorResponse.model_validate_json(resp.content).error
+        body = ErrorResponse.model_validate_json(content).error
     except ValidationError:
         body = ErrorBody(
             code="internal",
             message="server answered with an error",
-            context={"status": resp.status_code, "url": str(resp.url)},
+            context={"status": status, "url": url},
         )
-    raise CorralError.from_body(body, resp.status_code)
+    raise CorralError.from_body(body, status)

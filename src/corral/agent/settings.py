@@ -23,6 +23,9 @@ class AgentSettings(BaseModel):
     sim_disk_gb: int = Field(2_000, ge=1)
     sim_cpu_overcommit: float | None = Field(None, description="None: vCPUs unbounded")
     sim_memory_overcommit: float = 1.0
+    sim_latency: float = Field(
+        0.0, ge=0, description="seconds every simulated VM and disk operation takes"
+    )
     sim_fetch_images: bool = Field(False, description="simulated hosts download images for real")
     fault_injection: bool = Field(False, description="enable /v1/debug/faults (tests only)")
     tls: bool = True

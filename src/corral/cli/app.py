@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -14,6 +15,15 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 _OUTPUT_FLAGS = ("-o", "--output")
+
+_LAZY_COMMANDS: dict[str, Callable[[], Callable[..., Any]]] = {}
+
+
+def add_lazy_command(name: str, load: Callable[[], Callable[..., Any]]) -> None:
+    """Register ``corral NAME``, a Typer command function that ``load()`` imports only when the
+    command runs or ``--help`` lists it: the roles (``server``, ``agent``) cost every other command
+    a third of its start-up time otherwise."""
+    _LAZY_COMMANDS[name] = load
 
 
 def hoist_output_option(args: list[str]) -> list[str]:
@@ -45,6 +55,22 @@ class CorralGroup(TyperGroup):
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_output_option(args))
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        """Plain commands, then the lazy ones, then the command groups (``zone``, ``vm``...)."""
+        names = super().list_commands(ctx)
+        plain = [n for n in names if not isinstance(self.commands[n], TyperGroup)]
+        lazy = [n for n in _LAZY_COMMANDS if n not in self.commands]
+        return plain + lazy + [n for n in names if n not in plain]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in _LAZY_COMMANDS:
+            single = typer.Typer(pretty_exceptions_enable=False)
+            single.command(cmd_name)(_LAZY_COMMANDS[cmd_name]())
+            command = typer.main.get_command(single)
+            self.add_command(command, cmd_name)
+        return command
 
     def invoke(self, ctx: Any) -> Any:
         try:

@@ -8,7 +8,7 @@ import typer
 
 from corral.cli.common import Limit, Name, NoWait, Offset, Sort, add_show_delete, finish, state_of
 from corral.cli.output import Column, gib, mib, print_page
-from corral.cli.sizes import parse_gib, parse_mib
+from corral.cli.sizes import gib_option, mib_option
 
 app = typer.Typer(help="Offerings: CPU/memory/disk presets.", no_args_is_help=True)
 
@@ -28,11 +28,11 @@ def create(
     cpus: Annotated[int, typer.Option("--cpus", min=1, help="Virtual CPUs.")],
     memory: Annotated[
         int,
-        typer.Option("--memory", parser=parse_mib, metavar="SIZE", help="MiB, or 2G, 512M..."),
+        typer.Option("--memory", parser=mib_option, metavar="SIZE", help="MiB, or 2G, 512M..."),
     ],
     disk: Annotated[
         int,
-        typer.Option("--disk", parser=parse_gib, metavar="SIZE", help="GiB, or 10G, 512M..."),
+        typer.Option("--disk", parser=gib_option, metavar="SIZE", help="GiB, or 10G, 512M..."),
     ],
     no_wait: NoWait = False,
 ) -> None:

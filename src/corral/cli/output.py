@@ -22,11 +22,20 @@ Column = tuple[str, Callable[[Any], object]]
 """A table column: header and how to get the cell from a model."""
 
 
+_UNBOUNDED_WIDTH = 100_000
+"""Width of a console that is not a terminal: lines as long as their content."""
+
+
 def console(*, stderr: bool = False, force_terminal: bool | None = None) -> Console:
-    """A rich console on stdout (or stderr); tables never truncate cells."""
+    """A rich console on stdout (or stderr). When it is not a terminal (a pipe, a file), lines are
+    as long as they need: a script reading ``corral vm list`` gets every cell whole, never cut to 80
+    columns."""
     from rich.console import Console
 
-    return Console(stderr=stderr, force_terminal=force_terminal, highlight=False)
+    out = Console(stderr=stderr, force_terminal=force_terminal, highlight=False)
+    if not out.is_terminal:
+        out.width = _UNBOUNDED_WIDTH
+    return out
 
 
 def emit_json(data: Any) -> None:
@@ -149,19 +158,29 @@ def print_error(err: CorralError) -> None:
         typer.echo("Hosts:", err=True)
         for name, reasons in _host_reasons(hosts):
             typer.echo(f"  {name}: {'; '.join(reasons) or 'no reason given'}", err=True)
+    if context.get("errors") == [err.message]:
+        del context["errors"]  # one problem: the message says it all
     for key, value in context.items():
         text = value if isinstance(value, str) else json.dumps(value)
         typer.echo(f"  {key}: {text}", err=True)
 
 
 def _host_reasons(hosts: Any) -> list[tuple[str, list[str]]]:
-    """``{"h1": ["why"...]}`` or ``[{"host"/"name": "h1", "reasons"/"reason": ...}]``."""
+    """``{"h1": ["why"...]}`` or ``[{"host_name"/"name"/"host": "h1", "reasons"/"reason": ...}]``
+    (the server sends ``{"host_id", "host_name", "reasons"}``)."""
     if isinstance(hosts, dict):
         items = list(hosts.items())
     elif isinstance(hosts, list):
         items = [
             (
-                str(h.get("name") or h.get("host") or h.get("id") or "?"),
+                str(
+                    h.get("host_name")
+                    or h.get("name")
+                    or h.get("host")
+                    or h.get("host_id")
+                    or h.get("id")
+                    or "?"
+                ),
                 h.get("reasons", h.get("reason", [])),
             )
             if isinstance(h, dict)

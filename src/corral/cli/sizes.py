@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
@@ -35,3 +36,22 @@ def parse_mib(text: str) -> int:
     if size <= 0:
         raise ValueError(f"{text!r}: the size must be positive")
     return math.ceil(size / 1024**2)
+
+
+def _usage_error(parse: Callable[[str], int], text: str) -> int:
+    import typer
+
+    try:
+        return parse(text)
+    except ValueError as exc:  # Typer would print it as "Value error, ..."
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def gib_option(text: str) -> int:
+    """``parse_gib`` for a Typer option (``parser=``): a bad size is a usage error."""
+    return _usage_error(parse_gib, text)
+
+
+def mib_option(text: str) -> int:
+    """``parse_mib`` for a Typer option (``parser=``): a bad size is a usage error."""
+    return _usage_error(parse_mib, text)

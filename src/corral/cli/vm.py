@@ -18,7 +18,7 @@ from corral.cli.common import (
     state_of,
 )
 from corral.cli.output import Column, gib, mib, print_page
-from corral.cli.sizes import parse_gib, parse_mib
+from corral.cli.sizes import gib_option, mib_option
 
 if TYPE_CHECKING:
     from corral.sdk import Client, Operation
@@ -28,7 +28,7 @@ app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
 Cpus = Annotated[int | None, typer.Option("--cpus", min=1, help="Virtual CPUs.")]
 Memory = Annotated[
     int | None,
-    typer.Option("--memory", parser=parse_mib, metavar="SIZE", help="MiB, or 2G, 512M..."),
+    typer.Option("--memory", parser=mib_option, metavar="SIZE", help="MiB, or 2G, 512M..."),
 ]
 
 
@@ -57,7 +57,7 @@ def create(
     memory: Memory = None,
     disk: Annotated[
         int | None,
-        typer.Option("--disk", parser=parse_gib, metavar="SIZE", help="GiB, or 10G, 512M..."),
+        typer.Option("--disk", parser=gib_option, metavar="SIZE", help="GiB, or 10G, 512M..."),
     ] = None,
     host: Annotated[str | None, typer.Option("--host", help="Pin to this host.")] = None,
     no_start: Annotated[bool, typer.Option("--no-start", help="Leave it stopped.")] = False,

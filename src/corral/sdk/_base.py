@@ -82,7 +82,8 @@ def build(model: type[M], **fields: Any) -> M:
         return model(**fields)
     except ValidationError as exc:
         problems = [
-            (".".join(str(p) for p in err["loc"]) + ": " if err["loc"] else "") + err["msg"]
+            (".".join(str(p) for p in err["loc"]) + ": " if err["loc"] else "")
+            + err["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own
             for err in exc.errors()
         ]
         raise InvalidInput("; ".join(problems), errors=problems) from exc

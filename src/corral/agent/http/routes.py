@@ -16,9 +16,13 @@ from corral.api.common import Model
 from corral.api.errors import CorralError, ErrorBody, Forbidden
 from corral.api.hosts import HostFacts
 
+RUNTIME_KEY = "corral.runtime"
+"""ASGI scope key under which the agent's dispatcher names the runtime a request is for."""
+
 
 async def get_runtime(request: Request) -> HostRuntime:
-    runtime: HostRuntime = request.app.state.runtime
+    """The runtime the dispatcher chose for this request, else the app's own."""
+    runtime: HostRuntime = request.scope.get(RUNTIME_KEY) or request.app.state.runtime
     return runtime
 
 

@@ -8,12 +8,12 @@ fallback so a lost callback or a server restart never loses a result.
 from __future__ import annotations
 
 import asyncio
+import json as _json
 import logging
 import ssl
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 from corral.api.agent import (
     AgentTask,
@@ -32,6 +32,8 @@ from corral.api.errors import (
     ErrorResponse,
     Timeout,
 )
+from corral.server.agents.directory import HostDirectory
+from corral.util.http1 import Http1Client, HttpError
 from corral.util.tls import fetch_server_cert, pinned_context
 
 log = logging.getLogger(__name__)
@@ -54,20 +56,20 @@ class AgentClient:
         self.callback_base = callback_base.rstrip("/")
         self.poll_interval = poll_interval
         self.task_timeout = task_timeout
-        self._clients: dict[tuple[str, str | None], httpx.AsyncClient] = {}
+        self._clients: dict[tuple[str, str | None], Http1Client] = {}
         self._waiting: dict[str, asyncio.Future[TaskStatus]] = {}
+        self.directory: HostDirectory[Any] = HostDirectory()
+        """What this process remembers about agents between requests (tokens, heartbeats)."""
 
-    def _client(self, ep: AgentEndpoint) -> httpx.AsyncClient:
-        origin = httpx.URL(ep.url)
-        key = (f"{origin.scheme}://{origin.host}:{origin.port}", ep.cert_pem)
+    def _client(self, ep: AgentEndpoint) -> Http1Client:
+        origin = urlsplit(ep.url)
+        key = (f"{origin.scheme}://{origin.netloc}", ep.cert_pem)
         client = self._clients.get(key)
         if client is None:
-            verify: ssl.SSLContext | bool = pinned_context(ep.cert_pem) if ep.cert_pem else False
-            client = httpx.AsyncClient(
-                verify=verify,
-                timeout=httpx.Timeout(30.0, connect=5.0),
-                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-            )
+            ctx: ssl.SSLContext | None = None
+            if origin.scheme == "https":
+                ctx = pinned_context(ep.cert_pem) if ep.cert_pem else _unverified()
+            client = Http1Client(ssl_context=ctx, max_connections=200, timeout=30.0)
             self._clients[key] = client
         return client
 
@@ -81,23 +83,28 @@ class AgentClient:
     ) -> Any:
         url = ep.url.rstrip("/") + path
         headers = {"Authorization": f"Bearer {ep.token}"}
+        content = b""
+        if json is not None:
+            content = _json.dumps(json, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
         last: Exception | None = None
         for attempt in range(retries):
             try:
-                resp = await self._client(ep).request(method, url, json=json, headers=headers)
-            except httpx.TransportError as exc:
+                resp = await self._client(ep).request(method, url, content=content, headers=headers)
+            except HttpError as exc:
                 last = exc
                 await asyncio.sleep(0.2 * 2**attempt)
                 continue
-            if resp.status_code >= 400:
+            if resp.status >= 400:
                 try:
-                    body = ErrorResponse.model_validate(resp.json()).error
+                    body = ErrorResponse.model_validate_json(resp.content).error
                 except Exception:
                     body = ErrorBody(code="agent_error", message=resp.text[:500])
-                raise CorralError.from_body(body, resp.status_code)
-            return resp.json()
+                raise CorralError.from_body(body, resp.status)
+            return _json.loads(resp.content)
+        cause = (last.__cause__ or last) if last is not None else None
         raise AgentUnreachable(
-            f"agent at {ep.url} is unreachable: {type(last).__name__}: {last}", url=ep.url
+            f"agent at {ep.url} is unreachable: {type(cause).__name__}: {last}", url=ep.url
         ) from last
 
     @staticmethod
@@ -157,6 +164,14 @@ class AgentClient:
             body = status.error or ErrorBody(code="agent_error", message="task failed")
             raise CorralError.from_body(body)
         return dict(status.result)
+
+
+def _unverified() -> ssl.SSLContext:
+    """TLS without verification: an agent added without a pinned certificate (plain trust)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def agent_error(message: str, **ctx: Any) -> AgentError:

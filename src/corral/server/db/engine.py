@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -14,16 +14,26 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from corral.server.db.sqlite_inline import inline_creator
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def make_engine(url: str) -> AsyncEngine:
     """An async engine. For SQLite: WAL, NORMAL sync, foreign keys on, and ONE connection that
     every session takes in turn: SQLite has a single writer, and queueing sessions in the pool is far
-    cheaper than SQLite's busy-wait back-off (sessions must therefore never nest)."""
+    cheaper than SQLite's busy-wait back-off (sessions must therefore never nest). That connection
+    runs its statements inline on the event loop (``sqlite_inline``: no thread hop per call)."""
     if url.startswith("sqlite"):
+        path = make_url(url).database
+        if not path or path == ":memory:":
+            raise ValueError(f"SQLite needs a database file: {url}")
         engine = create_async_engine(
-            url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=120
+            url,
+            async_creator=inline_creator(path, timeout=30),
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=120,
         )
 
         @event.listens_for(engine.sync_engine, "connect")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.agent import Heartbeat, VmEvent
@@ -21,6 +21,7 @@ from corral.server.services.context import Services
 from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import Kind, get_row
 from corral.server.services.operations import to_model as op_model
+from corral.server.services.placement import invalidate_views
 from corral.server.workflows.vm_power import STATUS_OF_POWER
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class _HostKind(Kind[HostRow, Host]):
 
 
 HOSTS = _HostKind("host", HostRow, host_model)
+_HOSTS: Table = HostRow.__table__  # type: ignore[assignment]
 
 
 def recompute_capacity(host: HostRow, cluster: ClusterRow) -> None:
@@ -129,7 +131,8 @@ async def update_host(*, svc: Services, ref: str, spec: HostUpdate) -> Operation
             s, type="host.update", target_type="host", target_id=row.id, done=True
         )
         await s.commit()
-        return op_model(op)
+    invalidate_views()
+    return op_model(op)
 
 
 async def remove_host(*, svc: Services, ref: str) -> Operation:
@@ -143,14 +146,22 @@ async def remove_host(*, svc: Services, ref: str) -> Operation:
             s, type="host.remove", target_type="host", target_id=row.id, done=True
         )
         await s.commit()
-        return op_model(op)
+    svc.agents.directory.forget_host(row.id, row.token)
+    invalidate_views()
+    return op_model(op)
 
 
 async def host_by_token(*, svc: Services, token: str) -> HostRow:
+    """The host (a detached row) whose agent holds ``token``; cached (``HostDirectory``)."""
+    directory = svc.agents.directory
+    row: HostRow | None = directory.host_for(token)
+    if row is not None:
+        return row
     async with svc.sessionmaker() as s:
         row = await s.scalar(select(HostRow).where(HostRow.token == token))
     if row is None:
         raise NotFound("no host has this token")
+    directory.remember(token, row)
     return row
 
 
@@ -159,27 +170,67 @@ async def host_by_token(*, svc: Services, token: str) -> HostRow:
 _STEADY = {VmStatus.running, VmStatus.stopped, VmStatus.paused, VmStatus.error, VmStatus.unknown}
 
 
-async def apply_power_state(svc: Services, host_id: str, vm_id: str, power: PowerState) -> None:
-    """Record what the hypervisor says about a VM. A VM in a steady status follows it (a guest
-    that shut itself down becomes ``stopped``); a VM under an operation keeps its status."""
+HEARTBEAT_AGE_S = 1.0
+"""A heartbeat's VM states are a snapshot taken up to this long before it arrives."""
+
+
+async def apply_power_state(
+    svc: Services, host_id: str, vm_id: str, power: PowerState, observed_at: datetime
+) -> None:
+    """Record what the hypervisor said about a VM at ``observed_at``. A VM in a steady status
+    follows it (a guest that shut itself down becomes ``stopped``); a VM under an operation keeps
+    its status. A report older than the VM's last change is stale (an operation finished after it
+    was observed) and is ignored. Agent and server clocks are assumed in sync (NTP)."""
     async with svc.sessionmaker.begin() as s:
-        vm = await s.get(VmRow, vm_id)
+        vm = (
+            await s.execute(
+                select(VmRow.host_id, VmRow.power_state, VmRow.status, VmRow.updated_at).where(
+                    VmRow.id == vm_id
+                )
+            )
+        ).first()
         if vm is None or vm.host_id != host_id or vm.power_state == power:
             return
-        vm.power_state = power
+        if vm.updated_at is not None and observed_at < vm.updated_at:
+            return
+        values: dict[str, Any] = {"power_state": power}
         if VmStatus(vm.status) in _STEADY and power in STATUS_OF_POWER:
-            vm.status = STATUS_OF_POWER[power]
+            values["status"] = STATUS_OF_POWER[power]
+        await s.execute(update(VmRow).where(VmRow.id == vm_id).values(**values))
 
 
 async def record_events(*, svc: Services, host: HostRow, events: list[VmEvent]) -> None:
     for ev in events:
-        await apply_power_state(svc, host.id, ev.vm_id, ev.power_state)
+        await apply_power_state(svc, host.id, ev.vm_id, ev.power_state, ev.at)
 
 
 async def record_heartbeat(*, svc: Services, host: HostRow, beat: Heartbeat) -> None:
-    values: dict[str, Any] = {"last_heartbeat_at": utcnow(), "status": HostStatus.connected}
+    """Note the heartbeat and apply the VM power states that differ from the database.
+
+    A heartbeat of a host this process knows as connected (``HostDirectory.live``) and without
+    new facts writes nothing: its time is written by ``mark_silent_hosts`` with the others'. Any
+    other heartbeat (first one, new facts, host was marked disconnected) is written at once."""
+    directory = svc.agents.directory
+    if beat.facts is None and host.id in directory.live:
+        directory.beats[host.id] = utcnow()
+    else:
+        await _write_heartbeat(svc, host.id, beat)
+        directory.live.add(host.id)
+        directory.beats.pop(host.id, None)
+    if not beat.vms:
+        return
+    observed_at = utcnow() - timedelta(seconds=HEARTBEAT_AGE_S)
+    async with svc.sessionmaker() as s:
+        rows = await s.execute(select(VmRow.id, VmRow.power_state).where(VmRow.host_id == host.id))
+        known = {vm_id: power for vm_id, power in rows}
+    for report in beat.vms:
+        if report.vm_id in known and known[report.vm_id] != report.power_state:
+            await apply_power_state(svc, host.id, report.vm_id, report.power_state, observed_at)
+
+
+async def _write_heartbeat(svc: Services, host_id: str, beat: Heartbeat) -> None:
     async with svc.sessionmaker.begin() as s:
-        row = await s.get(HostRow, host.id)
+        row = await s.get(HostRow, host_id)
         if row is None:
             return
         if beat.facts is not None:
@@ -187,22 +238,32 @@ async def record_heartbeat(*, svc: Services, host: HostRow, beat: Heartbeat) -> 
             cluster = await s.get(ClusterRow, row.cluster_id)
             if cluster is not None:
                 recompute_capacity(row, cluster)
-        for k, v in values.items():
-            setattr(row, k, v)
-        rows = await s.execute(select(VmRow.id, VmRow.power_state).where(VmRow.host_id == host.id))
-        known = {vm_id: power for vm_id, power in rows}
-    for report in beat.vms:
-        if report.vm_id in known and known[report.vm_id] != report.power_state:
-            await apply_power_state(svc, host.id, report.vm_id, report.power_state)
+        row.last_heartbeat_at = utcnow()
+        row.status = HostStatus.connected
+    invalidate_views()  # new facts, or a host that (re)connected
 
 
 async def mark_silent_hosts(*, svc: Services) -> int:
-    """Hosts whose last heartbeat is older than the timeout become ``disconnected``."""
+    """Write the heartbeats noted since the last call, then mark ``disconnected`` the hosts whose
+    last heartbeat is older than ``heartbeat_timeout_s``. Returns how many were marked."""
+    directory = svc.agents.directory
+    beats = directory.take_beats()
     cutoff = utcnow() - timedelta(seconds=svc.settings.heartbeat_timeout_s)
     async with svc.sessionmaker.begin() as s:
+        if beats:
+            await s.execute(
+                update(_HOSTS)
+                .where(_HOSTS.c.id == bindparam("host_id"))
+                .values(last_heartbeat_at=bindparam("at"), status=HostStatus.connected),
+                [{"host_id": h, "at": at} for h, at in beats.items()],
+            )
         res = await s.execute(
             update(HostRow)
             .where(HostRow.status == HostStatus.connected, HostRow.last_heartbeat_at < cutoff)
             .values(status=HostStatus.disconnected)
         )
-        return int(getattr(res, "rowcount", 0) or 0)
+        n = int(getattr(res, "rowcount", 0) or 0)
+    if n:
+        directory.live.clear()  # their next heartbeat must write "connected" at once
+        invalidate_views()
+    return n

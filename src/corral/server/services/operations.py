@@ -40,6 +40,10 @@ def to_model(row: OperationRow) -> Operation:
     )
 
 
+def _succeeded() -> dict[str, Any]:
+    return {"status": OperationStatus.succeeded, "progress": 100, "finished_at": utcnow()}
+
+
 class _KeyedLocks:
     """One FIFO asyncio lock per resource key, dropped when nobody holds or waits for it."""
 
@@ -138,9 +142,17 @@ class OperationRunner:
                 if row is None or row.status != OperationStatus.queued:
                     return
                 params = dict(row.params)
-            await self._set(op_id, status=OperationStatus.running, started_at=utcnow())
+                journal = await self.engine.journal_in(s, op_id)
             try:
-                await self.engine.run(wf, op_id, params)
+                # "running" is committed with the first journal write, "succeeded" with the last
+                await self.engine.run(
+                    wf,
+                    op_id,
+                    params,
+                    journal=journal,
+                    on_start={"status": OperationStatus.running, "started_at": utcnow()},
+                    on_success=_succeeded,
+                )
             except CorralError as err:
                 log.log(
                     logging.INFO if err.expected else logging.WARNING,
@@ -166,13 +178,22 @@ class OperationRunner:
                     finished_at=utcnow(),
                 )
             else:
-                await self._set(
-                    op_id, status=OperationStatus.succeeded, progress=100, finished_at=utcnow()
-                )
+                self._notify(op_id)
+            finally:
+                self.engine.forget(op_id)
 
     async def get(self, op_id: str) -> Operation:
         async with self.sessionmaker() as s:
-            return to_model(await get_row(s, OperationRow, op_id, "operation", by_name=False))
+            return self._live(
+                to_model(await get_row(s, OperationRow, op_id, "operation", by_name=False))
+            )
+
+    def _live(self, op: Operation) -> Operation:
+        """``op`` with the progress of its run in this process (newer than the database's)."""
+        live = self.engine.live_progress(op.id) if not op.status.done else None
+        if live is None:
+            return op
+        return op.model_copy(update={"progress": live[0], "message": live[1]})
 
     async def wait(self, op_id: str, timeout: float) -> Operation:
         """The operation once done, or as it is when ``timeout`` seconds have passed."""
@@ -215,7 +236,7 @@ class OperationRunner:
         async with self.sessionmaker() as s:
             rows, total = await list_rows(s, OperationRow, query, filters)
             return Page[Operation](
-                items=[to_model(r) for r in rows],
+                items=[self._live(to_model(r)) for r in rows],
                 total=total,
                 limit=query.limit,
                 offset=query.offset,
@@ -250,6 +271,7 @@ class OperationRunner:
                     raise CorralError(f"unknown workflow {row.type}", reason=INTERRUPTED)
                 await self.engine.recover(wf, row.id, dict(row.params))
             except CorralError as err:
+                self.engine.forget(row.id)
                 await self._set(
                     row.id,
                     status=OperationStatus.failed,
@@ -257,9 +279,8 @@ class OperationRunner:
                     finished_at=utcnow(),
                 )
             else:
-                await self._set(
-                    row.id, status=OperationStatus.succeeded, progress=100, finished_at=utcnow()
-                )
+                self.engine.forget(row.id)
+                await self._set(row.id, **_succeeded())
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait for running operations (tests and orderly shutdown)."""

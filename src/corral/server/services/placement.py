@@ -3,41 +3,84 @@
 A claim adds a VM's cpus/memory/disk to its host's ``*_used`` only if they stay within
 ``*_capacity``, in the same statement; parallel requests therefore cannot oversubscribe a host, on
 SQLite or PostgreSQL, with one server or several. ``vms.claimed`` makes claim and release idempotent.
+Placement reads host views cached for a few seconds (building 1,000 views per request is most of a
+placement's cost); the conditional UPDATE keeps the claim correct whatever the cache says.
 """
 
 from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass, replace
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.errors import NoHostAvailable
-from corral.api.hosts import HostFacts, HostStatus
+from corral.api.hosts import HostStatus
 from corral.server.db.tables import ClusterRow, HostRow, VmRow
 from corral.server.scheduler.model import HostView, PlacementRequest
 from corral.server.scheduler.placement import place, rank
 
+VIEW_TTL_S = 5.0
+"""How long placements reuse the host views (claims made here are applied to them at once)."""
+
+CACHED_CANDIDATES = 3
+"""Claims tried on the cached views before they are reloaded from the database."""
+
+
+@dataclass
+class _Views:
+    hosts: dict[str, HostView]
+    expires: float
+
+
+_VIEWS: weakref.WeakKeyDictionary[Any, _Views] = weakref.WeakKeyDictionary()
+"""Cached host views per database engine (one per server in tests that run several)."""
+
+
+def invalidate_views() -> None:
+    """Forget the cached host views (hosts were added, removed, changed or disconnected)."""
+    _VIEWS.clear()
+
+
+def _engine_of(s: AsyncSession) -> Any:
+    bind: Any = s.bind
+    return bind.sync_engine if bind is not None else None
+
 
 async def host_views(s: AsyncSession) -> list[HostView]:
+    """Every host as the scheduler sees it, read from the database (one query, no ORM objects)."""
     rows = await s.execute(
-        select(HostRow, ClusterRow.cpu_overcommit, ClusterRow.memory_overcommit).join(
-            ClusterRow, ClusterRow.id == HostRow.cluster_id
-        )
+        select(
+            HostRow.id,
+            HostRow.name,
+            HostRow.status,
+            HostRow.enabled,
+            HostRow.facts,
+            HostRow.cpus_used,
+            HostRow.memory_mb_used,
+            HostRow.disk_gb_used,
+            ClusterRow.cpu_overcommit,
+            ClusterRow.memory_overcommit,
+        ).join(ClusterRow, ClusterRow.id == HostRow.cluster_id)
     )
     views = []
-    for host, cpu_oc, mem_oc in rows:
-        facts = HostFacts.model_validate(host.facts) if host.facts else None
+    for hid, name, status, enabled, facts, cpus, mem, disk, cpu_oc, mem_oc in rows:
+        facts = facts or {}
         views.append(
             HostView(
-                id=host.id,
-                name=host.name,
-                connected=host.status == HostStatus.connected,
-                enabled=host.enabled,
-                cpu_threads=facts.cpu_threads if facts else 0,
-                memory_mb=facts.memory_mb if facts else 0,
-                disk_gb=facts.disk_gb_total if facts else 0.0,
-                cpus_used=host.cpus_used,
-                memory_mb_used=host.memory_mb_used,
-                disk_gb_used=host.disk_gb_used,
+                id=hid,
+                name=name,
+                connected=status == HostStatus.connected,
+                enabled=enabled,
+                cpu_threads=int(facts.get("cpu_threads", 0)),
+                memory_mb=int(facts.get("memory_mb", 0)),
+                disk_gb=float(facts.get("disk_gb_total", 0.0)),
+                cpus_used=cpus,
+                memory_mb_used=mem,
+                disk_gb_used=disk,
                 cpu_overcommit=cpu_oc,
                 memory_overcommit=mem_oc,
                 vm_count=0,
@@ -46,12 +89,40 @@ async def host_views(s: AsyncSession) -> list[HostView]:
     return views
 
 
+async def _views(s: AsyncSession, *, fresh: bool = False) -> _Views:
+    key = _engine_of(s)
+    cached = _VIEWS.get(key) if key is not None else None
+    now = time.monotonic()
+    if cached is None or fresh or cached.expires < now:
+        cached = _Views({v.id: v for v in await host_views(s)}, now + VIEW_TTL_S)
+        if key is not None:
+            _VIEWS[key] = cached
+    return cached
+
+
+def _adjust(s: AsyncSession, host_id: str, cpus: int, memory_mb: int, disk_gb: float) -> None:
+    """Apply a claim (or, negative, a release) made by this process to the cached views."""
+    key = _engine_of(s)
+    cached = _VIEWS.get(key) if key is not None else None
+    view = cached.hosts.get(host_id) if cached is not None else None
+    if cached is not None and view is not None:
+        cached.hosts[host_id] = replace(
+            view,
+            cpus_used=view.cpus_used + cpus,
+            memory_mb_used=view.memory_mb_used + memory_mb,
+            disk_gb_used=view.disk_gb_used + disk_gb,
+        )
+
+
 async def claim_on(s: AsyncSession, vm: VmRow, host_id: str) -> bool:
-    """Claim the VM's resources on ``host_id`` if they fit; False if they do not (nothing changed)."""
+    """Claim the VM's resources on ``host_id`` if they fit and the host is connected and enabled;
+    False if not (nothing changed)."""
     res = await s.execute(
         update(HostRow)
         .where(
             HostRow.id == host_id,
+            HostRow.status == HostStatus.connected,
+            HostRow.enabled.is_(True),
             HostRow.cpus_used + vm.cpus <= HostRow.cpus_capacity,
             HostRow.memory_mb_used + vm.memory_mb <= HostRow.memory_mb_capacity,
             HostRow.disk_gb_used + vm.disk_gb <= HostRow.disk_gb_capacity,
@@ -68,19 +139,33 @@ async def claim_on(s: AsyncSession, vm: VmRow, host_id: str) -> bool:
     vm.host_id = host_id
     vm.claimed = True
     await s.flush()
+    _adjust(s, host_id, vm.cpus, vm.memory_mb, vm.disk_gb)
     return True
 
 
 async def place_and_claim(s: AsyncSession, vm: VmRow, pinned_host_id: str | None) -> str:
     """Choose a host for ``vm`` and claim its resources there; ``NoHostAvailable`` says why each
-    host was refused."""
+    host was refused.
+
+    The scheduler ranks cached host views (``VIEW_TTL_S``); the claim itself is a conditional
+    UPDATE, so stale views can cost a retry but never oversubscribe a host. When the cached views
+    find no host, or their best candidates' claims fail, the views are reloaded and everything is
+    decided again on fresh numbers."""
     req = PlacementRequest(
         cpus=vm.cpus, memory_mb=vm.memory_mb, disk_gb=vm.disk_gb, host_id=pinned_host_id
     )
-    views = await host_views(s)
-    for host in rank(req, views) or [place(req, views)]:  # place() raises, explaining each host
+    try:
+        ranked = rank(req, list((await _views(s)).hosts.values()))
+    except NoHostAvailable:
+        ranked = []
+    for host in ranked[:CACHED_CANDIDATES]:
         if await claim_on(s, vm, host.id):
             return host.id
+    views = list((await _views(s, fresh=True)).hosts.values())
+    for host in rank(req, views):  # raises, explaining each host, when none passes
+        if await claim_on(s, vm, host.id):
+            return host.id
+    invalidate_views()
     place(req, await host_views(s))  # every candidate raced away: explain with fresh numbers
     raise NoHostAvailable("no host could take the VM: capacity changed while placing it")
 
@@ -109,6 +194,7 @@ async def release(s: AsyncSession, vm_id: str) -> None:
         .execution_options(synchronize_session=False)
     )
     vm.claimed = False
+    _adjust(s, vm.host_id, -vm.cpus, -vm.memory_mb, -vm.disk_gb)
 
 
 async def resize_claim(s: AsyncSession, vm: VmRow, cpus: int, memory_mb: int) -> bool:
@@ -127,4 +213,6 @@ async def resize_claim(s: AsyncSession, vm: VmRow, cpus: int, memory_mb: int) ->
     if not getattr(res, "rowcount", 0):
         return False
     vm.cpus, vm.memory_mb = cpus, memory_mb
+    if vm.host_id is not None:
+        _adjust(s, vm.host_id, dc, dm, 0)
     return True

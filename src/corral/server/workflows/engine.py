@@ -12,6 +12,9 @@ Contract:
   the retries fail too, leaving the resource for a retried request.
 - After a crash, ``recover`` resumes a workflow that passed its point of no return and rolls back
   any other, with the journal as it was.
+- Journal writes are grouped (``journal.py``): a step's ``done`` is committed in the same
+  transaction as the next step's ``started``, still before the next ``do``; ``Ctx.progress`` is
+  kept in memory and written with the next journal commit.
 - Fault injection (tests): ``FaultPoints.inject(workflow_type, step, when)`` makes the engine raise
   ``InjectedFault`` before a step's ``do`` or after it (its effect then exists and must be undone).
 """
@@ -24,12 +27,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from corral.api.errors import CorralError, InjectedFault
-from corral.server.db.tables import OperationRow, StepRow
+from corral.server.db.tables import StepRow
 from corral.server.db.types import utcnow
+from corral.server.workflows.journal import PendingJournal, write
 
 log = logging.getLogger(__name__)
 
@@ -122,51 +126,67 @@ FORWARD_ATTEMPTS = 3
 
 
 class WorkflowEngine:
-    """Runs workflows and journals them in ``workflow_steps``."""
+    """Runs workflows and journals them in ``workflow_steps``.
+
+    Progress (``Ctx.progress``) is kept in memory (``live_progress``) and written with the next
+    journal commit: it is informational and not worth a transaction of its own.
+    """
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], deps: Any) -> None:
         self.sessionmaker = sessionmaker
         self.deps = deps
         self.faults = FaultPoints()
+        self._live: dict[str, tuple[int, str]] = {}
 
-    async def _journal(
-        self, op_id: str, idx: int, name: str, state: str, result: Any = None
-    ) -> None:
-        async with self.sessionmaker.begin() as s:
-            row = await s.scalar(
-                select(StepRow).where(StepRow.operation_id == op_id, StepRow.idx == idx)
-            )
-            if row is None:
-                s.add(StepRow(operation_id=op_id, idx=idx, name=name, state=state, result={}))
-            else:
-                row.state = state
-                if result is not None:
-                    row.result = result
+    async def _flush(self, op_id: str, j: PendingJournal) -> None:
+        await write(self.sessionmaker, op_id, j, self._live.get(op_id))
 
     async def set_progress(self, op_id: str, percent: int, message: str = "") -> None:
-        async with self.sessionmaker.begin() as s:
-            await s.execute(
-                update(OperationRow)
-                .where(OperationRow.id == op_id)
-                .values(progress=max(0, min(100, percent)), message=message)
-            )
+        """Record progress in memory; it is written with the operation's next journal commit."""
+        self._live[op_id] = (max(0, min(100, percent)), message)
+
+    def live_progress(self, op_id: str) -> tuple[int, str] | None:
+        """Progress of an operation running here, possibly newer than the database's."""
+        return self._live.get(op_id)
+
+    def forget(self, op_id: str) -> None:
+        """Drop the in-memory progress of a finished operation."""
+        self._live.pop(op_id, None)
 
     async def journal(self, op_id: str) -> list[StepRow]:
         async with self.sessionmaker() as s:
-            rows = await s.scalars(
-                select(StepRow).where(StepRow.operation_id == op_id).order_by(StepRow.idx)
-            )
-            return list(rows)
+            return await self.journal_in(s, op_id)
+
+    @staticmethod
+    async def journal_in(s: AsyncSession, op_id: str) -> list[StepRow]:
+        rows = await s.scalars(
+            select(StepRow).where(StepRow.operation_id == op_id).order_by(StepRow.idx)
+        )
+        return list(rows)
 
     def context(self, op_id: str, params: dict[str, Any], journal: list[StepRow]) -> Ctx:
         results = {r.name: dict(r.result or {}) for r in journal if r.state == "done"}
         return Ctx(op_id=op_id, params=params, results=results, deps=self.deps, engine=self)
 
-    async def run(self, wf: Workflow, op_id: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Run the steps not yet journaled ``done``; on failure roll back and raise the error."""
-        journal = await self.journal(op_id)
-        done = {r.idx for r in journal if r.state == "done"}
-        ctx = self.context(op_id, params, journal)
+    async def run(
+        self,
+        wf: Workflow,
+        op_id: str,
+        params: dict[str, Any],
+        *,
+        journal: list[StepRow] | None = None,
+        on_start: dict[str, Any] | None = None,
+        on_success: Callable[[], dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Run the steps not yet journaled ``done``; on failure roll back and raise the error.
+
+        ``journal``: the operation's journal if the caller read it already. ``on_start`` and
+        ``on_success()`` are changes of the operation row, committed with the first journal write
+        and with the last step's ``done``."""
+        rows = journal if journal is not None else await self.journal(op_id)
+        j = PendingJournal(rows, on_start)
+        done = {r.idx for r in rows if r.state == "done"}
+        ctx = self.context(op_id, params, rows)
         n = len(wf.steps)
         for idx, step in enumerate(wf.steps):
             if idx in done:
@@ -174,7 +194,7 @@ class WorkflowEngine:
             attempts = FORWARD_ATTEMPTS if wf.is_forward(idx) else 1
             for attempt in range(attempts):
                 try:
-                    await self._do(wf, ctx, idx, step)
+                    await self._do(wf, ctx, j, idx, step)
                     break
                 except asyncio.CancelledError:
                     raise
@@ -184,22 +204,27 @@ class WorkflowEngine:
                         log.warning("%s/%s failed, retrying: %s", wf.type, step.name, err)
                         await asyncio.sleep(0.2 * (attempt + 1))
                         continue
-                    await self._journal(op_id, idx, step.name, "failed")
+                    j.add(idx, step.name, "failed")
+                    await self._flush(op_id, j)
                     if wf.is_forward(idx):
                         await self._on_failure(wf, ctx, err)
                     else:
                         await self.rollback(wf, op_id, params, err)
                     raise err from exc
-            await self.set_progress(op_id, int((idx + 1) * 100 / n), f"{step.name} done")
+            self._live[op_id] = (int((idx + 1) * 100 / n), f"{step.name} done")
+        if on_success is not None:
+            j.op.update(on_success())
+        await self._flush(op_id, j)
         return ctx.results
 
-    async def _do(self, wf: Workflow, ctx: Ctx, idx: int, step: Step) -> None:
+    async def _do(self, wf: Workflow, ctx: Ctx, j: PendingJournal, idx: int, step: Step) -> None:
         self.faults.hit(wf.type, step.name, "before")
-        await self._journal(ctx.op_id, idx, step.name, "started")
+        j.add(idx, step.name, "started")
+        await self._flush(ctx.op_id, j)  # with the previous step's done: before this do runs
         result = await step.do(ctx) or {}
         ctx.results[step.name] = result
         self.faults.hit(wf.type, step.name, "after")
-        await self._journal(ctx.op_id, idx, step.name, "done", result)
+        j.add(idx, step.name, "done", result)
 
     async def recover(self, wf: Workflow, op_id: str, params: dict[str, Any]) -> None:
         """Finish a workflow a crash interrupted: resume it past its point of no return, else roll
@@ -228,13 +253,15 @@ class WorkflowEngine:
         """Undo, in reverse, every step journaled started/done/failed. Returns undo failures."""
         journal = await self.journal(op_id)
         ctx = self.context(op_id, params, journal)
+        j = PendingJournal(journal)
         failures: list[str] = []
         for row in reversed(journal):
             if row.state not in ("started", "done", "failed") or row.idx >= len(wf.steps):
                 continue
             step = wf.steps[row.idx]
             if step.undo is NO_UNDO:
-                await self._journal(op_id, row.idx, row.name, "undone")
+                j.add(row.idx, row.name, "undone")
+                await self._flush(op_id, j)
                 continue
             for attempt in range(UNDO_ATTEMPTS):
                 try:
@@ -243,11 +270,13 @@ class WorkflowEngine:
                     log.warning("undo of %s/%s failed (%s): %s", wf.type, step.name, attempt, exc)
                     if attempt == UNDO_ATTEMPTS - 1:
                         failures.append(f"{step.name}: {exc}")
-                        await self._journal(op_id, row.idx, row.name, "undo_failed")
+                        j.add(row.idx, row.name, "undo_failed")
+                        await self._flush(op_id, j)
                     else:
                         await asyncio.sleep(0.5 * (attempt + 1))
                 else:
-                    await self._journal(op_id, row.idx, row.name, "undone")
+                    j.add(row.idx, row.name, "undone")
+                    await self._flush(op_id, j)
                     break
         if failures:
             err.context["rollback_failures"] = failures

@@ -115,11 +115,16 @@ async def _finalize(ctx: Ctx) -> dict[str, Any]:
 
 async def _on_failure(ctx: Ctx, err: CorralError) -> None:
     """The row is gone after a complete rollback; if it is still there, the VM is in ``error``."""
-    incomplete = await rollback_incomplete(ctx)
     why = f"create failed: {err.message}"
-    if incomplete:
+    if incomplete := await rollback_incomplete(ctx):
         why += f" (could not undo: {', '.join(incomplete)}; delete the VM to clean up)"
-    await set_vm(ctx, status=VmStatus.error, error=why)
+        await set_vm(ctx, status=VmStatus.error, error=why)
+        return
+    # past the point of no return (or cancelled while queued): nothing was undone
+    power = PowerState.stopped if "define" in ctx.results else PowerState.absent
+    if ctx.results.get("start", {}).get("started"):
+        power = PowerState.running
+    await set_vm(ctx, status=VmStatus.error, power_state=power, error=why)
 
 
 VM_CREATE = Workflow(

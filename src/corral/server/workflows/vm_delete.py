@@ -116,7 +116,8 @@ async def _forget(ctx: Ctx) -> dict[str, Any]:
 async def _on_failure(ctx: Ctx, err: CorralError) -> None:
     journal = await ctx.engine.journal(ctx.op_id)
     if any(r.name == "delete_disk" and r.state != "undone" for r in journal):
-        await set_vm(ctx, status=VmStatus.error, error=f"delete failed: {err.message}")
+        why = f"delete failed: {err.message} (delete it again to finish)"
+        await set_vm(ctx, status=VmStatus.error, power_state=PowerState.absent, error=why)
     elif incomplete := [r.name for r in journal if r.state == "undo_failed"]:
         why = f"delete failed and could not be undone ({', '.join(incomplete)}): {err.message}"
         await set_vm(ctx, status=VmStatus.error, error=why)

@@ -1,0 +1,85 @@
+"""Run Corral's benchmarks and print each figure next to its baseline (same run) and its target.
+
+usage: .venv/bin/python bench/run.py [--only NAME[,NAME…]] [--quick] [--keep]
+
+Benchmarks: latency (a), throughput (b), listing (c), memory (d); see each module's docstring.
+No asserts: a figure that misses its target is printed, not failed. The exit status is 1 only if a
+benchmark could not be measured at all (its figures then print as ``n/a``).
+``--quick`` uses small sizes (a smoke test of the benchmarks themselves, figures not meaningful).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import BenchContext, Figure
+
+BENCHMARKS = {
+    "latency": ("bench.latency", ["latency.create_to_running"]),
+    "throughput": (
+        "bench.throughput",
+        ["throughput.split", "throughput.up", "throughput.raw_simulator_driver"],
+    ),
+    "listing": ("bench.listing", ["listing.vms_page_p50", "listing.vms_page_p95"]),
+    "memory": ("bench.memory", ["memory.server_rss"]),
+}
+"""name -> (module, the figures it prints)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="comma-separated benchmark names: " + ", ".join(BENCHMARKS))
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    args = parser.parse_args(argv)
+    names = list(BENCHMARKS) if not args.only else [n.strip() for n in args.only.split(",")]
+    if unknown := [n for n in names if n not in BENCHMARKS]:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    # /var/tmp and 0755: QEMU (libvirt-qemu) must reach the disks of the libvirt benchmark
+    workdir = Path(tempfile.mkdtemp(prefix="corral-bench-", dir="/var/tmp"))
+    workdir.chmod(0o755)
+    failed = False
+    results: list[Figure | str] = []
+    try:
+        for name in names:
+            module_name, figure_names = BENCHMARKS[name]
+            print(f"== {name}", flush=True)
+            started = time.monotonic()
+            bench_dir = workdir / name
+            bench_dir.mkdir()
+            ctx = BenchContext(quick=args.quick, workdir=bench_dir)
+            try:
+                module = importlib.import_module(module_name)
+                figures: list[Figure] = asyncio.run(module.run(ctx))
+            except Exception:
+                traceback.print_exc()
+                failed = True
+                results += [f"{f:<34} {'n/a':>12}  |  benchmark failed" for f in figure_names]
+                continue
+            for f in figures:
+                print(f.line(), flush=True)
+            results += figures
+            print(f"   ({name} took {time.monotonic() - started:.0f} s)", flush=True)
+    finally:
+        if args.keep:
+            print(f"scratch directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print("\n== summary" + (" (--quick: sizes too small to mean anything)" if args.quick else ""))
+    for r in results:
+        print(r if isinstance(r, str) else r.line())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
