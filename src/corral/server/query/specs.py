@@ -1,0 +1,166 @@
+"""Ready-made query specs: what each list endpoint lets callers filter, sort and select.
+
+Names follow the API models (``corral.api``). Secrets and internals (``hosts.token``,
+``hosts.cert_pem``, ``vms.vnc_password``, ``vms.claimed``, JSON columns) are deliberately absent:
+a spec is an allow-list.
+"""
+
+from __future__ import annotations
+
+from corral.api.hosts import HostStatus
+from corral.api.images import ImageStatus
+from corral.api.operations import OperationStatus
+from corral.api.vms import PowerState, VmStatus
+from corral.server.db.tables import (
+    ClusterRow,
+    HostRow,
+    ImageRow,
+    OfferingRow,
+    OperationRow,
+    VmRow,
+    ZoneRow,
+)
+from corral.server.query.schema import Field, QuerySpec, Relation
+
+ZONES = QuerySpec(
+    name="zone",
+    table=ZoneRow,
+    fields={
+        "id": ZoneRow.id,
+        "name": ZoneRow.name,
+        "description": ZoneRow.description,
+        "created_at": ZoneRow.created_at,
+        "updated_at": ZoneRow.updated_at,
+    },
+)
+
+CLUSTERS = QuerySpec(
+    name="cluster",
+    table=ClusterRow,
+    fields={
+        "id": ClusterRow.id,
+        "name": ClusterRow.name,
+        "zone_id": ClusterRow.zone_id,
+        "description": ClusterRow.description,
+        "cpu_overcommit": ClusterRow.cpu_overcommit,
+        "memory_overcommit": ClusterRow.memory_overcommit,
+        "created_at": ClusterRow.created_at,
+        "updated_at": ClusterRow.updated_at,
+    },
+    relations={"zone": Relation(lambda: ZONES, ClusterRow.zone_id)},
+)
+
+HOSTS = QuerySpec(
+    name="host",
+    table=HostRow,
+    fields={
+        "id": HostRow.id,
+        "name": HostRow.name,
+        "cluster_id": HostRow.cluster_id,
+        "url": HostRow.url,
+        "status": Field(HostRow.status, HostStatus),
+        "enabled": HostRow.enabled,
+        "capacity.cpus_total": HostRow.cpus_capacity,
+        "capacity.cpus_used": HostRow.cpus_used,
+        "capacity.memory_mb_total": HostRow.memory_mb_capacity,
+        "capacity.memory_mb_used": HostRow.memory_mb_used,
+        "capacity.disk_gb_total": HostRow.disk_gb_capacity,
+        "capacity.disk_gb_used": HostRow.disk_gb_used,
+        "last_heartbeat_at": HostRow.last_heartbeat_at,
+        "created_at": HostRow.created_at,
+        "updated_at": HostRow.updated_at,
+    },
+    relations={"cluster": Relation(lambda: CLUSTERS, HostRow.cluster_id)},
+    aliases={
+        name: f"capacity.{name}"
+        for name in (
+            "cpus_total",
+            "cpus_used",
+            "memory_mb_total",
+            "memory_mb_used",
+            "disk_gb_total",
+            "disk_gb_used",
+        )
+    },
+)
+
+IMAGES = QuerySpec(
+    name="image",
+    table=ImageRow,
+    fields={
+        "id": ImageRow.id,
+        "name": ImageRow.name,
+        "status": Field(ImageRow.status, ImageStatus),
+        "format": ImageRow.format,
+        "size_bytes": ImageRow.size_bytes,
+        "virtual_size_bytes": ImageRow.virtual_size_bytes,
+        "sha256": ImageRow.sha256,
+        "source_url": ImageRow.source_url,
+        "created_at": ImageRow.created_at,
+        "updated_at": ImageRow.updated_at,
+    },
+    aliases={"size": "size_bytes", "virtual_size": "virtual_size_bytes"},
+)
+
+OFFERINGS = QuerySpec(
+    name="offering",
+    table=OfferingRow,
+    fields={
+        "id": OfferingRow.id,
+        "name": OfferingRow.name,
+        "cpus": OfferingRow.cpus,
+        "memory_mb": OfferingRow.memory_mb,
+        "disk_gb": OfferingRow.disk_gb,
+        "created_at": OfferingRow.created_at,
+        "updated_at": OfferingRow.updated_at,
+    },
+    aliases={"memory": "memory_mb", "disk": "disk_gb"},
+)
+
+VMS = QuerySpec(
+    name="vm",
+    table=VmRow,
+    fields={
+        "id": VmRow.id,
+        "name": VmRow.name,
+        "status": Field(VmRow.status, VmStatus),
+        "power_state": Field(VmRow.power_state, PowerState),
+        "cpus": VmRow.cpus,
+        "memory_mb": VmRow.memory_mb,
+        "disk_gb": VmRow.disk_gb,
+        "image_id": VmRow.image_id,
+        "offering_id": VmRow.offering_id,
+        "host_id": VmRow.host_id,
+        "error": VmRow.error,
+        "created_at": VmRow.created_at,
+        "updated_at": VmRow.updated_at,
+    },
+    relations={
+        "host": Relation(lambda: HOSTS, VmRow.host_id),
+        "image": Relation(lambda: IMAGES, VmRow.image_id),
+        "offering": Relation(lambda: OFFERINGS, VmRow.offering_id),
+    },
+    aliases={"state": "power_state", "memory": "memory_mb", "disk": "disk_gb"},
+)
+
+OPERATIONS = QuerySpec(
+    name="operation",
+    table=OperationRow,
+    fields={
+        "id": OperationRow.id,
+        "type": OperationRow.type,
+        "target_type": OperationRow.target_type,
+        "target_id": OperationRow.target_id,
+        "status": Field(OperationRow.status, OperationStatus),
+        "progress": OperationRow.progress,
+        "message": OperationRow.message,
+        "created_at": OperationRow.created_at,
+        "started_at": OperationRow.started_at,
+        "finished_at": OperationRow.finished_at,
+    },
+)
+
+ALL: dict[str, QuerySpec] = {
+    s.name: s for s in (ZONES, CLUSTERS, HOSTS, IMAGES, OFFERINGS, VMS, OPERATIONS)
+}
+"""Every spec by resource kind name."""

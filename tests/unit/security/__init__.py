@@ -1,0 +1,1 @@
+"""Unit tests of request signing, secrets at rest and redaction."""

@@ -1,0 +1,1 @@
+"""Tests of the login security primitives (corral.server.security)."""
