@@ -41,7 +41,7 @@ CLIENTS = 64
 async def _add_hosts(c: httpx.AsyncClient, agent_url: str, n: int) -> None:
     await ok(c, "POST", "/zones", json={"name": "default"})
     await ok(c, "POST", "/clusters", json={"name": "default", "zone": "default"})
-    sem = asyncio.Semaphore(50)
+    sem = asyncio.Semaphore(16)
 
     async def add(i: int) -> None:
         async with sem:
@@ -174,9 +174,9 @@ async def raw_driver_rate(n: int) -> float:
 
 
 async def run(ctx: BenchContext) -> list[Figure]:
-    hosts = 100 if ctx.quick else 1000
-    vms = 200 if ctx.quick else 3000
-    base_vms = 200 if ctx.quick else 1000
+    hosts = 20 if ctx.quick else 1000
+    vms = 100 if ctx.quick else 3000
+    base_vms = 100 if ctx.quick else 1000
     raw = await raw_driver_rate(2000 if ctx.quick else 20000)
     base, _, _ = await measure(ctx, mode="split", hosts=10, vms=base_vms, tag="base")
     split, split_idle, _ = await measure(ctx, mode="split", hosts=hosts, vms=vms, tag="big")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from corral.cli.app import add_lazy_command, app
+from corral.util import aio
 
 
 @app.command("up")
@@ -33,7 +33,7 @@ def up_command(
     from corral.server.settings import default_data_dir
     from corral.up import run_up
 
-    asyncio.run(
+    aio.run(
         run_up(
             data_dir=data_dir or default_data_dir(),
             port=port,

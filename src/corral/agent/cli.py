@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import Annotated, Literal
@@ -10,6 +9,7 @@ from typing import Annotated, Literal
 import typer
 
 from corral.agent.settings import AgentSettings
+from corral.util import aio
 
 
 def agent_command(
@@ -62,4 +62,4 @@ def agent_command(
     )
     from corral.agent.app import serve
 
-    asyncio.run(serve(settings))
+    aio.run(serve(settings))

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT_PATH = "/api/v1/agent/heartbeat"
 EVENTS_PATH = "/api/v1/agent/events"
 
+FACTS_REFRESH_S = 30.0
+"""How long a change of free disk space alone may wait before a heartbeat carries it."""
+
 LinkGetter = Callable[[], ServerLink | None]
 
 
@@ -30,7 +33,7 @@ class Heartbeater:
     """POSTs a ``Heartbeat`` every ``interval`` seconds (+-10 %), and at once after ``wake``.
 
     ``facts`` are included in the first successful beat and whenever they differ from the last
-    facts the server accepted. A beat is skipped (not sent with an empty VM list) when the VMs
+    facts the server accepted (only free disk space changed: at most every ``FACTS_REFRESH_S``). A beat is skipped (not sent with an empty VM list) when the VMs
     cannot be listed: the server must never conclude that VMs vanished because the driver failed.
     """
 
@@ -52,6 +55,7 @@ class Heartbeater:
         self.started_at = started_at
         self.seq = 0
         self._sent_facts: HostFacts | None = None
+        self._sent_facts_at = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -89,7 +93,7 @@ class Heartbeater:
             facts = await self._facts()
         except CorralError as exc:
             log.warning("%s: cannot read host facts: %s", self.name, exc)
-        send_facts = facts if facts is not None and facts != self._sent_facts else None
+        send_facts = facts if facts is not None and self._facts_due(facts) else None
         self.seq += 1
         beat = Heartbeat(
             host_id=link.attachment.host_id,
@@ -106,17 +110,35 @@ class Heartbeater:
         link.reachable(True)
         if send_facts is not None:
             self._sent_facts = send_facts
+            self._sent_facts_at = asyncio.get_running_loop().time()
         return True
+
+    def _facts_due(self, facts: HostFacts) -> bool:
+        """Whether ``facts`` must go with this beat: at once when anything but the free disk space
+        changed; a change of free disk space (every disk created) waits ``FACTS_REFRESH_S``."""
+        sent = self._sent_facts
+        if sent is None:
+            return True
+        if facts == sent:
+            return False
+        if facts.model_copy(update={"disk_gb_free": sent.disk_gb_free}) != sent:
+            return True
+        return asyncio.get_running_loop().time() - self._sent_facts_at >= FACTS_REFRESH_S
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping:
             # +-10 % jitter so that many simulated hosts do not beat in lockstep.
             deadline = loop.time() + self.interval * random.uniform(0.9, 1.1)
+            ok = False
             try:
-                await self.beat_once()
+                ok = await self.beat_once()
             except Exception:
                 log.exception("%s: heartbeat failed", self.name)
+            if not ok:
+                # A beat that failed (often: timed out on a busy server) is not retried at once:
+                # an overloaded server would only get more abandoned requests to work through.
+                deadline = max(deadline, loop.time() + self.interval / 2)
             # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that arrives
             # just as the event is set, and stop() would wait forever.
             waiter = asyncio.ensure_future(self._wake.wait())

@@ -13,6 +13,7 @@ from corral import __version__
 from corral.server.agents.client import AgentClient
 from corral.server.db.engine import make_engine, make_sessionmaker, migrate
 from corral.server.http import errors, routes_agent, routes_ops, routes_resources, routes_vms
+from corral.server.http.agent_fast import AgentFastPath
 from corral.server.services import auth, hosts
 from corral.server.services.context import Services
 from corral.server.services.operations import OperationRunner
@@ -50,6 +51,7 @@ def create_app(svc: Services | None = None) -> FastAPI:
     api.include_router(routes_agent.debug)
     app.include_router(api)
     errors.install(app)
+    app.add_middleware(AgentFastPath, services=lambda: app.state.services)
     app.state.services = svc
     return app
 

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from corral.server.settings import ServerSettings, default_data_dir
+from corral.util import aio
 
 
 async def _serve(settings: ServerSettings) -> None:
@@ -49,4 +50,4 @@ def server_command(
         tls=not http,
         public_url=public_url,
     )
-    asyncio.run(_serve(settings))
+    aio.run(_serve(settings))

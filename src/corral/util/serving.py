@@ -58,6 +58,7 @@ async def start_listener(
         log_level=log_level,
         lifespan="off",
         access_log=False,
+        http="httptools",
         timeout_graceful_shutdown=5,
         **kwargs,
     )

@@ -1,4 +1,5 @@
-"""Routes agents call: heartbeats, task callbacks, VM events, image downloads. Debug routes."""
+"""Routes agents call that are not hot (image downloads; heartbeats, events and task callbacks are
+in ``agent_fast``). Debug routes."""
 
 from __future__ import annotations
 
@@ -8,32 +9,12 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
-from corral.api.agent import Heartbeat, TaskStatus, VmEvents
-from corral.api.errors import Forbidden, InvalidInput
+from corral.api.errors import Forbidden
 from corral.server.http.deps import AgentHost, Svc, User
-from corral.server.services import hosts, images
+from corral.server.services import images
 
 router = APIRouter(prefix="/agent", tags=["agent"], include_in_schema=False)
 debug = APIRouter(prefix="/debug", tags=["debug"], include_in_schema=False)
-
-
-@router.post("/heartbeat")
-async def heartbeat(beat: Heartbeat, host: AgentHost, svc: Svc) -> dict[str, str]:
-    if beat.host_id != host.id:
-        raise InvalidInput("heartbeat for another host", host_id=beat.host_id)
-    await hosts.record_heartbeat(svc=svc, host=host, beat=beat)
-    return {"status": "ok"}
-
-
-@router.post("/tasks/{task_id}")
-async def task_done(task_id: str, status: TaskStatus, host: AgentHost, svc: Svc) -> dict[str, bool]:
-    return {"delivered": svc.agents.deliver(status)}
-
-
-@router.post("/events")
-async def events(batch: VmEvents, host: AgentHost, svc: Svc) -> dict[str, int]:
-    await hosts.record_events(svc=svc, host=host, events=batch.events)
-    return {"received": len(batch.events)}
 
 
 @router.get("/images/{image_id}/data", response_class=FileResponse)

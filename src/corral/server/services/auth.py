@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from datetime import timedelta
 
 from argon2 import PasswordHasher
@@ -50,10 +51,23 @@ async def login(*, svc: Services, username: str, password: str) -> Token:
         return Token(token=token, expires_at=expires, username=user.name)
 
 
+SESSION_CACHE_S = 10.0
+"""How long a checked token is trusted without reading the database again."""
+
+
 async def check_token(*, svc: Services, token: str) -> str:
     """The user id the token belongs to; ``Unauthenticated`` if unknown or expired."""
+    tid = _token_id(token)
+    hit = svc.sessions.get(tid)
+    now = time.monotonic()
+    if hit is not None and hit[2] > now and hit[1] >= utcnow():
+        return hit[0]
     async with svc.sessionmaker() as s:
-        row = await s.get(TokenRow, _token_id(token))
+        row = await s.get(TokenRow, tid)
     if row is None or row.expires_at < utcnow():
+        svc.sessions.pop(tid, None)
         raise Unauthenticated("the token is invalid or expired; log in again")
+    if len(svc.sessions) > 100_000:
+        svc.sessions.clear()
+    svc.sessions[tid] = (row.user_id, row.expires_at, now + SESSION_CACHE_S)
     return row.user_id

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -20,3 +21,7 @@ class Services:
     engine: WorkflowEngine
     runner: OperationRunner
     agents: AgentClient
+    sessions: dict[str, tuple[str, datetime, float]] = field(default_factory=dict)
+    """Checked session tokens: token id -> (user id, expires at, re-check after [monotonic]).
+    A revoked token must be dropped from it here; other server nodes notice within
+    ``auth.SESSION_CACHE_S``."""

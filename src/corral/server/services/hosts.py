@@ -170,6 +170,9 @@ async def host_by_token(*, svc: Services, token: str) -> HostRow:
 _STEADY = {VmStatus.running, VmStatus.stopped, VmStatus.paused, VmStatus.error, VmStatus.unknown}
 
 
+REPORT_RECHECK_S = 15.0
+"""A heartbeat repeating the VM states of the last compared one is compared again after this long."""
+
 HEARTBEAT_AGE_S = 1.0
 """A heartbeat's VM states are a snapshot taken up to this long before it arrives."""
 
@@ -182,26 +185,34 @@ async def apply_power_state(
     its status. A report older than the VM's last change is stale (an operation finished after it
     was observed) and is ignored. Agent and server clocks are assumed in sync (NTP)."""
     async with svc.sessionmaker.begin() as s:
-        vm = (
-            await s.execute(
-                select(VmRow.host_id, VmRow.power_state, VmRow.status, VmRow.updated_at).where(
-                    VmRow.id == vm_id
-                )
+        await _apply_power_state_in(s, host_id, vm_id, power, observed_at)
+
+
+async def _apply_power_state_in(
+    s: AsyncSession, host_id: str, vm_id: str, power: PowerState, observed_at: datetime
+) -> None:
+    vm = (
+        await s.execute(
+            select(VmRow.host_id, VmRow.power_state, VmRow.status, VmRow.updated_at).where(
+                VmRow.id == vm_id
             )
-        ).first()
-        if vm is None or vm.host_id != host_id or vm.power_state == power:
-            return
-        if vm.updated_at is not None and observed_at < vm.updated_at:
-            return
-        values: dict[str, Any] = {"power_state": power}
-        if VmStatus(vm.status) in _STEADY and power in STATUS_OF_POWER:
-            values["status"] = STATUS_OF_POWER[power]
-        await s.execute(update(VmRow).where(VmRow.id == vm_id).values(**values))
+        )
+    ).first()
+    if vm is None or vm.host_id != host_id or vm.power_state == power:
+        return
+    if vm.updated_at is not None and observed_at < vm.updated_at:
+        return
+    values: dict[str, Any] = {"power_state": power}
+    if VmStatus(vm.status) in _STEADY and power in STATUS_OF_POWER:
+        values["status"] = STATUS_OF_POWER[power]
+    await s.execute(update(VmRow).where(VmRow.id == vm_id).values(**values))
 
 
 async def record_events(*, svc: Services, host: HostRow, events: list[VmEvent]) -> None:
-    for ev in events:
-        await apply_power_state(svc, host.id, ev.vm_id, ev.power_state, ev.at)
+    """Apply a batch of lifecycle events (in order, one transaction)."""
+    async with svc.sessionmaker.begin() as s:
+        for ev in events:
+            await _apply_power_state_in(s, host.id, ev.vm_id, ev.power_state, ev.at)
 
 
 async def record_heartbeat(*, svc: Services, host: HostRow, beat: Heartbeat) -> None:
@@ -211,13 +222,25 @@ async def record_heartbeat(*, svc: Services, host: HostRow, beat: Heartbeat) -> 
     new facts writes nothing: its time is written by ``mark_silent_hosts`` with the others'. Any
     other heartbeat (first one, new facts, host was marked disconnected) is written at once."""
     directory = svc.agents.directory
-    if beat.facts is None and host.id in directory.live:
+    facts = beat.facts
+    if (
+        facts is not None
+        and host.id in directory.live
+        and directory.capacity_facts.get(host.id) == _capacity_of(facts)
+    ):
+        # same capacity: the new facts (free disk space...) are written with the beats
+        directory.pending_facts[host.id] = facts.model_dump(mode="json")
+        facts = None
+    if facts is None and host.id in directory.live:
         directory.beats[host.id] = utcnow()
     else:
         await _write_heartbeat(svc, host.id, beat)
         directory.live.add(host.id)
         directory.beats.pop(host.id, None)
     if not beat.vms:
+        return
+    digest = hash(tuple((r.vm_id, r.power_state) for r in beat.vms))
+    if not directory.report_is_new(host.id, digest, REPORT_RECHECK_S):
         return
     observed_at = utcnow() - timedelta(seconds=HEARTBEAT_AGE_S)
     async with svc.sessionmaker() as s:
@@ -226,6 +249,7 @@ async def record_heartbeat(*, svc: Services, host: HostRow, beat: Heartbeat) -> 
     for report in beat.vms:
         if report.vm_id in known and known[report.vm_id] != report.power_state:
             await apply_power_state(svc, host.id, report.vm_id, report.power_state, observed_at)
+    directory.report_compared(host.id, digest)
 
 
 async def _write_heartbeat(svc: Services, host_id: str, beat: Heartbeat) -> None:
@@ -233,6 +257,7 @@ async def _write_heartbeat(svc: Services, host_id: str, beat: Heartbeat) -> None
         row = await s.get(HostRow, host_id)
         if row is None:
             return
+        before = _schedulable(row)
         if beat.facts is not None:
             row.facts = beat.facts.model_dump(mode="json")
             cluster = await s.get(ClusterRow, row.cluster_id)
@@ -240,7 +265,30 @@ async def _write_heartbeat(svc: Services, host_id: str, beat: Heartbeat) -> None
                 recompute_capacity(row, cluster)
         row.last_heartbeat_at = utcnow()
         row.status = HostStatus.connected
-    invalidate_views()  # new facts, or a host that (re)connected
+        changed = _schedulable(row) != before
+    if beat.facts is not None:
+        svc.agents.directory.capacity_facts[host_id] = _capacity_of(beat.facts)
+    if changed:
+        invalidate_views()  # new capacity, or a host that (re)connected
+
+
+def _capacity_of(facts: HostFacts) -> tuple[object, ...]:
+    """The facts a host's capacity is computed from."""
+    return (facts.cpu_threads, facts.memory_mb, facts.disk_gb_total)
+
+
+def _schedulable(row: HostRow) -> tuple[object, ...]:
+    """What placement's cached host views hold of a host (free disk space, e.g., is not)."""
+    facts = row.facts or {}
+    return (
+        row.status,
+        row.cpus_capacity,
+        row.memory_mb_capacity,
+        row.disk_gb_capacity,
+        facts.get("cpu_threads"),
+        facts.get("memory_mb"),
+        facts.get("disk_gb_total"),
+    )
 
 
 async def mark_silent_hosts(*, svc: Services) -> int:
@@ -248,8 +296,16 @@ async def mark_silent_hosts(*, svc: Services) -> int:
     last heartbeat is older than ``heartbeat_timeout_s``. Returns how many were marked."""
     directory = svc.agents.directory
     beats = directory.take_beats()
+    facts, directory.pending_facts = directory.pending_facts, {}
     cutoff = utcnow() - timedelta(seconds=svc.settings.heartbeat_timeout_s)
     async with svc.sessionmaker.begin() as s:
+        if facts:
+            await s.execute(
+                update(_HOSTS)
+                .where(_HOSTS.c.id == bindparam("host_id"))
+                .values(facts=bindparam("facts")),
+                [{"host_id": h, "facts": f} for h, f in facts.items()],
+            )
         if beats:
             await s.execute(
                 update(_HOSTS)
@@ -257,13 +313,20 @@ async def mark_silent_hosts(*, svc: Services) -> int:
                 .values(last_heartbeat_at=bindparam("at"), status=HostStatus.connected),
                 [{"host_id": h, "at": at} for h, at in beats.items()],
             )
-        res = await s.execute(
-            update(HostRow)
-            .where(HostRow.status == HostStatus.connected, HostRow.last_heartbeat_at < cutoff)
-            .values(status=HostStatus.disconnected)
+        silent = list(
+            await s.scalars(
+                select(HostRow.id).where(
+                    HostRow.status == HostStatus.connected, HostRow.last_heartbeat_at < cutoff
+                )
+            )
         )
-        n = int(getattr(res, "rowcount", 0) or 0)
-    if n:
-        directory.live.clear()  # their next heartbeat must write "connected" at once
+        if silent:
+            await s.execute(
+                update(HostRow)
+                .where(HostRow.id.in_(silent), HostRow.status == HostStatus.connected)
+                .values(status=HostStatus.disconnected)
+            )
+    if silent:
+        directory.live.difference_update(silent)  # their next heartbeat writes "connected"
         invalidate_views()
-    return n
+    return len(silent)

@@ -83,6 +83,8 @@ class OperationRunner:
         self._locks = _KeyedLocks()
         self._changed: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._here: set[str] = set()
+        """Operations this process runs (queued or running): their waiters need not poll."""
 
     def register(self, *workflows: Workflow) -> None:
         for wf in workflows:
@@ -121,6 +123,7 @@ class OperationRunner:
     def launch(self, op: OperationRow) -> None:
         """Start running a committed queued operation in the background."""
         wf = self.workflows[op.type]
+        self._here.add(op.id)
         task = asyncio.create_task(self._run(op.id, op.lock_key, wf), name=f"op-{op.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -136,11 +139,18 @@ class OperationRunner:
             ev.set()
 
     async def _run(self, op_id: str, lock_key: str | None, wf: Workflow) -> None:
+        try:
+            await self._run_locked(op_id, lock_key, wf)
+        finally:
+            self._here.discard(op_id)
+            self._notify(op_id)
+
+    async def _run_locked(self, op_id: str, lock_key: str | None, wf: Workflow) -> None:
         async with self._locks.hold(lock_key):
             async with self.sessionmaker() as s:
                 row = await s.get(OperationRow, op_id)
                 if row is None or row.status != OperationStatus.queued:
-                    return
+                    return  # cancelled while queued
                 params = dict(row.params)
                 journal = await self.engine.journal_in(s, op_id)
             try:
@@ -205,9 +215,11 @@ class OperationRunner:
             left = deadline - loop.time()
             if op.status.done or left <= 0:
                 return op
+            # an operation run by this process notifies its waiters; one run by another node
+            # is polled every second
+            poll = left if op_id in self._here else min(left, 1.0)
             try:
-                # poll the DB at least every second: another node may run the operation
-                await asyncio.wait_for(ev.wait(), timeout=min(left, 1.0))
+                await asyncio.wait_for(ev.wait(), timeout=poll)
             except TimeoutError:
                 pass
 

@@ -12,11 +12,18 @@ from corral.server.workflows.engine import Ctx
 
 
 async def endpoint(ctx: Ctx, host_id: str) -> AgentEndpoint:
+    """How to reach the host's agent (cached for a while: ``HostDirectory.endpoints``)."""
+    directory = ctx.deps.agents.directory
+    cached = directory.endpoint(host_id)
+    if isinstance(cached, AgentEndpoint):
+        return cached
     async with ctx.deps.sessionmaker() as s:
         host = await s.get(HostRow, host_id)
     if host is None:
         raise NotFound(f"host {host_id} not found", kind="host", ref=host_id)
-    return AgentEndpoint(host_id=host.id, url=host.url, token=host.token, cert_pem=host.cert_pem)
+    ep = AgentEndpoint(host_id=host.id, url=host.url, token=host.token, cert_pem=host.cert_pem)
+    directory.remember_endpoint(host_id, ep)
+    return ep
 
 
 async def agent_task(ctx: Ctx, host_id: str, name: str, payload: TaskPayload) -> dict[str, Any]:

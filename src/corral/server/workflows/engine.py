@@ -29,11 +29,12 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql import Executable
 
 from corral.api.errors import CorralError, InjectedFault
 from corral.server.db.tables import StepRow
 from corral.server.db.types import utcnow
-from corral.server.workflows.journal import PendingJournal, write
+from corral.server.workflows.journal import JournalWriter, PendingJournal
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,14 @@ class Ctx:
     results: dict[str, dict[str, Any]]
     deps: Any
     engine: WorkflowEngine
+    memo: dict[str, Any] = field(default_factory=dict)
+    """Scratch space of one run (e.g. rows read by one step and reused by the next)."""
+    deferred: list[Executable] = field(default_factory=list)
+
+    def write_with_journal(self, stmt: Executable) -> None:
+        """Execute ``stmt`` in the transaction that journals the running step ``done`` (before
+        the next step runs); dropped if the step fails. Only for a step's ``do``."""
+        self.deferred.append(stmt)
 
     async def progress(self, percent: int, message: str = "") -> None:
         await self.engine.set_progress(self.op_id, percent, message)
@@ -137,9 +146,10 @@ class WorkflowEngine:
         self.deps = deps
         self.faults = FaultPoints()
         self._live: dict[str, tuple[int, str]] = {}
+        self.writer = JournalWriter(sessionmaker.kw["bind"])
 
     async def _flush(self, op_id: str, j: PendingJournal) -> None:
-        await write(self.sessionmaker, op_id, j, self._live.get(op_id))
+        await self.writer.write(op_id, j, self._live.get(op_id))
 
     async def set_progress(self, op_id: str, percent: int, message: str = "") -> None:
         """Record progress in memory; it is written with the operation's next journal commit."""
@@ -221,10 +231,13 @@ class WorkflowEngine:
         self.faults.hit(wf.type, step.name, "before")
         j.add(idx, step.name, "started")
         await self._flush(ctx.op_id, j)  # with the previous step's done: before this do runs
+        ctx.deferred.clear()
         result = await step.do(ctx) or {}
         ctx.results[step.name] = result
         self.faults.hit(wf.type, step.name, "after")
         j.add(idx, step.name, "done", result)
+        j.extra.extend(ctx.deferred)
+        ctx.deferred.clear()
 
     async def recover(self, wf: Workflow, op_id: str, params: dict[str, Any]) -> None:
         """Finish a workflow a crash interrupted: resume it past its point of no return, else roll

@@ -6,6 +6,8 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from sqlalchemy import update
+
 from corral.api.agent import ImageRef, TaskPayload, VmSpec
 from corral.api.errors import CorralError, NotFound
 from corral.server.db.tables import ImageRow, VmRow
@@ -44,13 +46,33 @@ async def load_vm(ctx: Ctx, vm_id: str | None = None) -> VmRow:
     return vm
 
 
+async def load_vm_and_image(ctx: Ctx) -> tuple[VmRow, ImageRow]:
+    """The workflow's VM and its image, read once per run (``ctx.memo``): for steps that only need
+    what cannot change while the run holds the VM's lock (its spec, its image)."""
+    hit = ctx.memo.get("vm_and_image")
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
+    vid = ctx.params["vm_id"]
+    async with ctx.deps.sessionmaker() as s:
+        vm: VmRow | None = await s.get(VmRow, vid)
+        img = await s.get(ImageRow, vm.image_id) if vm is not None and vm.image_id else None
+    if vm is None:
+        raise NotFound(f"VM {vid} not found", kind="vm", ref=vid)
+    if img is None:
+        raise NotFound(f"image of VM {vid} not found", kind="image", ref=vm.image_id)
+    ctx.memo["vm_and_image"] = (vm, img)
+    return vm, img
+
+
+def set_vm_with_journal(ctx: Ctx, **values: Any) -> None:
+    """``set_vm`` committed with the running step's ``done`` (``Ctx.write_with_journal``)."""
+    ctx.write_with_journal(update(VmRow).where(VmRow.id == ctx.params["vm_id"]).values(**values))
+
+
 async def set_vm(ctx: Ctx, **values: Any) -> None:
     """Update the workflow's VM row (absent rows are ignored: undo paths may run after deletion)."""
     async with ctx.deps.sessionmaker.begin() as s:
-        vm = await s.get(VmRow, ctx.params["vm_id"])
-        if vm is not None:
-            for k, v in values.items():
-                setattr(vm, k, v)
+        await s.execute(update(VmRow).where(VmRow.id == ctx.params["vm_id"]).values(**values))
 
 
 async def repeatable_task(

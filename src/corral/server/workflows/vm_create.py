@@ -14,16 +14,17 @@ from typing import Any
 from corral.api.agent import DiskCreate, DiskDelete, VmDefine, VmPower, VmUndefine
 from corral.api.errors import CorralError
 from corral.api.vms import PowerState, VmStatus
-from corral.server.db.tables import ImageRow, VmRow
+from corral.server.db.tables import VmRow
 from corral.server.services.placement import release
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
 from corral.server.workflows.vm_common import (
     image_ref,
-    load_vm,
+    load_vm_and_image,
     repeatable_task,
     rollback_incomplete,
     set_vm,
+    set_vm_with_journal,
     vm_absent,
     vm_spec,
 )
@@ -54,10 +55,7 @@ async def _release(ctx: Ctx) -> None:
 
 
 async def _disk(ctx: Ctx) -> dict[str, Any]:
-    vm = await load_vm(ctx)
-    async with ctx.deps.sessionmaker() as s:
-        img = await s.get(ImageRow, vm.image_id)
-    assert img is not None
+    vm, img = await load_vm_and_image(ctx)
     await ctx.progress(20, "preparing the disk")
     payload = DiskCreate(vm_id=vm.id, image=image_ref(img), size_gb=vm.disk_gb)
     return await agent_task(ctx, ctx.params["host_id"], "disk", payload)
@@ -69,10 +67,10 @@ async def _delete_disk(ctx: Ctx) -> None:
 
 
 async def _define(ctx: Ctx) -> dict[str, Any]:
-    vm = await load_vm(ctx)
+    vm, _ = await load_vm_and_image(ctx)
     await ctx.progress(50, "defining the VM")
     await agent_task(ctx, ctx.params["host_id"], "define", VmDefine(spec=vm_spec(vm)))
-    await set_vm(ctx, power_state=PowerState.stopped)
+    set_vm_with_journal(ctx, power_state=PowerState.stopped)
     return {}
 
 
@@ -104,7 +102,7 @@ async def _force_stop(ctx: Ctx) -> None:
 
 async def _finalize(ctx: Ctx) -> dict[str, Any]:
     started = ctx.results.get("start", {}).get("started", False)
-    await set_vm(
+    set_vm_with_journal(
         ctx,
         status=VmStatus.running if started else VmStatus.stopped,
         power_state=PowerState.running if started else PowerState.stopped,
