@@ -14,6 +14,7 @@ from corral.server.agents.client import AgentClient
 from corral.server.db.engine import make_engine, make_sessionmaker, migrate
 from corral.server.http import errors, routes_agent, routes_ops, routes_resources, routes_vms
 from corral.server.http.agent_fast import AgentFastPath
+from corral.server.identity.directory import ensure_identity
 from corral.server.services import auth, hosts
 from corral.server.services.context import Services
 from corral.server.services.operations import OperationRunner
@@ -122,6 +123,7 @@ async def start(settings: ServerSettings, *, listen: bool = True) -> ServerHandl
     start the host monitor and (if ``listen``) the HTTP(S) listener. Returns once it listens."""
     svc = await build_services(settings)
     password = await auth.ensure_admin(svc=svc)
+    await ensure_identity(svc.sessionmaker)
     app = create_app(svc)
     handle = ServerHandle(settings=settings, services=svc, app=app, admin_password=password)
     recovered = await svc.runner.recover()

@@ -5,20 +5,41 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from corral.server.db.types import UTCDateTime, new_id, utcnow
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dt.datetime: UTCDateTime, dict[str, Any]: JSON}
+    type_annotation_map = {dt.datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class Timestamped:
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Owned:
+    """A resource of a project: who owns it, and whether the project's members all see it."""
+
+    project_id: Mapped[str | None] = mapped_column(
+        ForeignKey("projects.id"), nullable=True, index=True
+    )
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), nullable=True, index=True)
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class ZoneRow(Timestamped, Base):
@@ -61,15 +82,19 @@ class HostRow(Timestamped, Base):
     last_heartbeat_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
 
 
-class ImageRow(Timestamped, Base):
+class ImageRow(Timestamped, Owned, Base):
+    """An image. ``project_id`` None: a public image, seen by everyone, managed by platform admins."""
+
     __tablename__ = "images"
-    name: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(63))
     status: Mapped[str] = mapped_column(String(16), default="importing")
     format: Mapped[str | None] = mapped_column(String(16), nullable=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     virtual_size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     source_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_images_project_name"),)
 
 
 class OfferingRow(Timestamped, Base):
@@ -80,11 +105,12 @@ class OfferingRow(Timestamped, Base):
     disk_gb: Mapped[int] = mapped_column(Integer)
 
 
-class VmRow(Timestamped, Base):
-    """A VM. ``claimed`` says whether its cpus/memory/disk are counted in its host's ``*_used``."""
+class VmRow(Timestamped, Owned, Base):
+    """A VM. ``claimed`` says whether its cpus/memory/disk are counted in its host's ``*_used``.
+    Names are unique within a project."""
 
     __tablename__ = "vms"
-    name: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(63), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     power_state: Mapped[str] = mapped_column(String(16), default="absent")
     cpus: Mapped[int] = mapped_column(Integer)
@@ -96,6 +122,8 @@ class VmRow(Timestamped, Base):
     claimed: Mapped[bool] = mapped_column(Boolean, default=False)
     vnc_password: Mapped[str] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_vms_project_name"),)
 
 
 class OperationRow(Base):
@@ -112,6 +140,10 @@ class OperationRow(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    project_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    user_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
@@ -133,10 +165,131 @@ class StepRow(Base):
 
 
 class UserRow(Timestamped, Base):
+    """A user. ``is_admin``: platform admin. ``totp_secret`` is sealed (``secretbox``);
+    ``recovery_codes`` are salted hashes, None once used; ``failed_logins`` drives the lockout."""
+
     __tablename__ = "users"
     name: Mapped[str] = mapped_column(String(128), unique=True)
     password_hash: Mapped[str] = mapped_column(Text)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    email: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    last_failed_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    totp_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    recovery_codes: Mapped[list[Any] | None] = mapped_column(nullable=True)
+    password_changed_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    default_project_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class ProjectRow(Timestamped, Base):
+    """A project (tenant). ``share_resources``: every member sees every resource of the project
+    (otherwise a resource is seen by its owner, the project's admins, and members if ``shared``)."""
+
+    __tablename__ = "projects"
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    share_resources: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class RoleRow(Timestamped, Base):
+    """A set of permissions (``kind:action``, ``kind:*``, ``*``). Built-in roles cannot change."""
+
+    __tablename__ = "roles"
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+    permissions: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class MembershipRow(Timestamped, Base):
+    """A user's role in a project (one role per user and project)."""
+
+    __tablename__ = "memberships"
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    role_id: Mapped[str] = mapped_column(ForeignKey("roles.id"), index=True)
+
+    __table_args__ = (UniqueConstraint("user_id", "project_id", name="uq_membership"),)
+
+
+QUOTA_RESOURCES = ("vms", "vcpus", "memory_mb", "volume_gb", "snapshots", "ips", "images")
+"""What a project quota limits; each has ``<name>_limit`` (None: unlimited) and ``<name>_used``."""
+
+
+class QuotaRow(Base):
+    """A project's limits and usage. Usage changes only through conditional UPDATEs
+    (``used + n <= limit``) in the transaction that creates the resource."""
+
+    __tablename__ = "quotas"
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    vms_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    vms_used: Mapped[int] = mapped_column(Integer, default=0)
+    vcpus_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    vcpus_used: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mb_limit: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    memory_mb_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    volume_gb_limit: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    volume_gb_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    snapshots_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    snapshots_used: Mapped[int] = mapped_column(Integer, default=0)
+    ips_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    ips_used: Mapped[int] = mapped_column(Integer, default=0)
+    images_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    images_used: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AccessKeyRow(Base):
+    """An AccessKey: ``id`` is the AccessKey ID; the secret is sealed (``secretbox``): the server
+    needs it to check signatures."""
+
+    __tablename__ = "access_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    secret: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class TagRow(Base):
+    """A tag on a resource. User tags are managed through the API; system tags only by code."""
+
+    __tablename__ = "tags"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[str] = mapped_column(String(32))
+    tag: Mapped[str] = mapped_column(String(128))
+    system: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("resource_type", "resource_id", "tag", "system", name="uq_tag"),
+        Index("ix_tags_lookup", "resource_type", "tag"),
+        Index("ix_tags_resource", "resource_type", "resource_id"),
+    )
+
+
+class IdempotencyRow(Base):
+    """The answer to a mutating request made with an ``Idempotency-Key`` (scoped to the user)."""
+
+    __tablename__ = "idempotency_keys"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(32), index=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    headers: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
 
 class TokenRow(Base):

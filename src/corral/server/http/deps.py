@@ -7,9 +7,11 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request, Response
 
 from corral.api.common import DEFAULT_PAGE, MAX_PAGE, ListQuery
-from corral.api.errors import InvalidInput, Unauthenticated
+from corral.api.errors import Forbidden, InvalidInput, Unauthenticated
 from corral.api.operations import Operation
 from corral.server.db.tables import HostRow
+from corral.server.identity.caller import Caller
+from corral.server.identity.directory import load_caller
 from corral.server.services import auth, hosts
 from corral.server.services.context import Services
 
@@ -32,6 +34,44 @@ def _bearer(request: Request) -> str:
 
 async def current_user(request: Request, svc: Svc) -> str:
     return await auth.check_token(svc=svc, token=_bearer(request))
+
+
+PROJECT_HEADER = "x-corral-project"
+
+
+async def current_caller(request: Request, svc: Svc) -> Caller:
+    """The authenticated caller, scoped to the project the request names (header
+    ``X-Corral-Project`` or query ``project``, id or name), if any. Also put on
+    ``request.state.caller`` (the audit log reads it)."""
+    cached: Caller | None = getattr(request.state, "caller", None)
+    if cached is not None:
+        return cached
+    user_id = await auth.check_token(svc=svc, token=_bearer(request))
+    project = request.headers.get(PROJECT_HEADER) or request.query_params.get("project")
+    caller = await load_caller(svc.sessionmaker, svc.callers, user_id, project=project)
+    request.state.caller = caller
+    return caller
+
+
+class Allow:
+    """Dependency: the caller, who must hold ``permission`` somewhere (in a project, or as a
+    platform admin for platform kinds); the route checks the permission again on the target
+    row's project. Every route declares one (or is listed as public / agent-only): a test
+    walks the route table."""
+
+    def __init__(self, permission: str) -> None:
+        self.permission = permission
+
+    async def __call__(self, request: Request, svc: Svc) -> Caller:
+        caller = await current_caller(request, svc)
+        if not caller.can(self.permission):
+            raise Forbidden(f"you may not {self.permission}", permission=self.permission)
+        return caller
+
+
+def allow(permission: str) -> Any:
+    """``Annotated[Caller, allow("vm:create")]``."""
+    return Depends(Allow(permission))
 
 
 async def current_host(request: Request, svc: Svc) -> HostRow:

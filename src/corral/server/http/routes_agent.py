@@ -3,14 +3,15 @@ in ``agent_fast``). Debug routes."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from corral.api.errors import Forbidden
-from corral.server.http.deps import AgentHost, Svc, User
+from corral.server.http.deps import AgentHost, Svc, allow
+from corral.server.identity.caller import Caller
 from corral.server.services import images
 
 router = APIRouter(prefix="/agent", tags=["agent"], include_in_schema=False)
@@ -31,7 +32,9 @@ class FaultRequest(BaseModel):
 
 
 @debug.post("/faults")
-async def inject(req: FaultRequest, svc: Svc, _: User) -> dict[str, int]:
+async def inject(
+    req: FaultRequest, svc: Svc, caller: Annotated[Caller, allow("debug:faults")]
+) -> dict[str, int]:
     if not svc.settings.fault_injection:
         raise Forbidden("fault injection is off (start the server with CORRAL_FAULT_INJECTION=1)")
     svc.engine.faults.inject(req.workflow, req.step, req.when, req.times)
@@ -39,7 +42,7 @@ async def inject(req: FaultRequest, svc: Svc, _: User) -> dict[str, int]:
 
 
 @debug.delete("/faults")
-async def clear(svc: Svc, _: User) -> dict[str, int]:
+async def clear(svc: Svc, caller: Annotated[Caller, allow("debug:faults")]) -> dict[str, int]:
     if not svc.settings.fault_injection:
         raise Forbidden("fault injection is off")
     svc.engine.faults.clear()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import text
 
@@ -9,7 +11,10 @@ from corral import __version__
 from corral.api.auth import Health, LoginRequest, Token
 from corral.api.common import Page
 from corral.api.operations import Operation
-from corral.server.http.deps import Listing, Svc, User, filters_from
+from corral.server.db.tables import OperationRow
+from corral.server.http.deps import Listing, Svc, allow, filters_from
+from corral.server.identity.access import visible_operations
+from corral.server.identity.caller import Caller
 from corral.server.services import auth
 
 router = APIRouter()
@@ -28,23 +33,29 @@ async def health(svc: Svc) -> Health:
 
 
 @router.get("/operations", response_model=Page[Operation], tags=["operations"])
-async def list_operations(request: Request, svc: Svc, _: User, q: Listing) -> Page[Operation]:
-    allowed = {"status", "type", "target_type", "target_id"}
-    return await svc.runner.list(q, filters_from(request, allowed))
+async def list_operations(
+    request: Request, svc: Svc, caller: Annotated[Caller, allow("operation:list")], q: Listing
+) -> Page[Operation]:
+    allowed = {"status", "type", "target_type", "target_id", "project_id"}
+    where = visible_operations(caller, OperationRow)
+    return await svc.runner.list(q, filters_from(request, allowed), where)
 
 
 @router.get("/operations/{op_id}", response_model=Operation, tags=["operations"])
 async def get_operation(
     op_id: str,
     svc: Svc,
-    _: User,
+    caller: Annotated[Caller, allow("operation:get")],
     wait: float = Query(0, ge=0, le=300, description="long-poll: seconds to wait for the end"),
 ) -> Operation:
-    if wait > 0:
+    op = await svc.runner.get(op_id, visible_operations(caller, OperationRow))
+    if wait > 0 and not op.status.done:
         return await svc.runner.wait(op_id, wait)
-    return await svc.runner.get(op_id)
+    return op
 
 
 @router.post("/operations/{op_id}/cancel", response_model=Operation, tags=["operations"])
-async def cancel_operation(op_id: str, svc: Svc, _: User) -> Operation:
-    return await svc.runner.cancel(op_id)
+async def cancel_operation(
+    op_id: str, svc: Svc, caller: Annotated[Caller, allow("operation:cancel")]
+) -> Operation:
+    return await svc.runner.cancel(op_id, visible_operations(caller, OperationRow))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
@@ -11,7 +11,8 @@ from corral.api.common import Page
 from corral.api.images import Image, ImageCreate
 from corral.api.operations import Operation
 from corral.api.vms import Vm, VmAction, VmCreate, VmResize, VmStop
-from corral.server.http.deps import Listing, Svc, User, accepted, filters_from
+from corral.server.http.deps import Listing, Svc, accepted, allow, filters_from
+from corral.server.identity.caller import Caller
 from corral.server.services import images, vms
 
 router = APIRouter()
@@ -19,42 +20,62 @@ A: dict[str, Any] = {"status_code": 202, "response_model": Operation}
 
 
 @router.get("/vms", response_model=Page[Vm], tags=["vms"])
-async def list_vms(request: Request, svc: Svc, _: User, q: Listing) -> Page[Vm]:
-    allowed = {"name", "status", "power_state", "host_id", "image_id", "offering_id"}
-    return await vms.VMS.list(svc.sessionmaker, q, filters_from(request, allowed))
+async def list_vms(
+    request: Request, svc: Svc, caller: Annotated[Caller, allow("vm:list")], q: Listing
+) -> Page[Vm]:
+    allowed = {"name", "status", "power_state", "host_id", "image_id", "offering_id", "project_id"}
+    return await vms.VMS.list(
+        svc.sessionmaker, q, filters_from(request, allowed), vms.visible_vms(caller)
+    )
 
 
 @router.get("/vms/{ref}", response_model=Vm, tags=["vms"])
-async def get_vm(ref: str, svc: Svc, _: User) -> Vm:
-    return await vms.VMS.get(svc.sessionmaker, ref)
+async def get_vm(ref: str, svc: Svc, caller: Annotated[Caller, allow("vm:get")]) -> Vm:
+    return await vms.VMS.get(svc.sessionmaker, ref, vms.visible_vms(caller))
 
 
 @router.post("/vms", **A, tags=["vms"])
-async def create_vm(spec: VmCreate, response: Response, svc: Svc, _: User) -> Operation:
-    return accepted(response, await vms.create_vm(svc=svc, spec=spec))
+async def create_vm(
+    spec: VmCreate, response: Response, svc: Svc, caller: Annotated[Caller, allow("vm:create")]
+) -> Operation:
+    return accepted(response, await vms.create_vm(svc=svc, spec=spec, caller=caller))
 
 
 @router.delete("/vms/{ref}", **A, tags=["vms"])
-async def delete_vm(ref: str, response: Response, svc: Svc, _: User) -> Operation:
-    return accepted(response, await vms.delete(svc=svc, ref=ref))
+async def delete_vm(
+    ref: str, response: Response, svc: Svc, caller: Annotated[Caller, allow("vm:delete")]
+) -> Operation:
+    return accepted(response, await vms.delete(svc=svc, ref=ref, caller=caller))
 
 
 @router.post("/vms/{ref}/resize", **A, tags=["vms"])
-async def resize_vm(ref: str, spec: VmResize, response: Response, svc: Svc, _: User) -> Operation:
-    return accepted(response, await vms.resize(svc=svc, ref=ref, spec=spec))
+async def resize_vm(
+    ref: str,
+    spec: VmResize,
+    response: Response,
+    svc: Svc,
+    caller: Annotated[Caller, allow("vm:update")],
+) -> Operation:
+    return accepted(response, await vms.resize(svc=svc, ref=ref, spec=spec, caller=caller))
 
 
 @router.post("/vms/{ref}/stop", **A, tags=["vms"])
 async def stop_vm(
-    ref: str, response: Response, svc: Svc, _: User, spec: VmStop | None = None
+    ref: str,
+    response: Response,
+    svc: Svc,
+    caller: Annotated[Caller, allow("vm:power")],
+    spec: VmStop | None = None,
 ) -> Operation:
-    op = await vms.act(svc=svc, ref=ref, action=VmAction.stop, stop=spec or VmStop())
+    op = await vms.act(svc=svc, ref=ref, action=VmAction.stop, stop=spec or VmStop(), caller=caller)
     return accepted(response, op)
 
 
 def _action_route(action: VmAction) -> None:
-    async def handler(ref: str, response: Response, svc: Svc, _: User) -> Operation:
-        return accepted(response, await vms.act(svc=svc, ref=ref, action=action))
+    async def handler(
+        ref: str, response: Response, svc: Svc, caller: Annotated[Caller, allow("vm:power")]
+    ) -> Operation:
+        return accepted(response, await vms.act(svc=svc, ref=ref, action=action, caller=caller))
 
     handler.__name__ = f"{action.value}_vm"
     router.post(f"/vms/{{ref}}/{action.value}", **A, tags=["vms"], name=f"{action.value}_vm")(
@@ -67,35 +88,57 @@ for _action in (VmAction.start, VmAction.reboot, VmAction.pause, VmAction.resume
 
 
 @router.get("/images", response_model=Page[Image], tags=["images"])
-async def list_images(request: Request, svc: Svc, _: User, q: Listing) -> Page[Image]:
-    return await images.IMAGES.list(svc.sessionmaker, q, filters_from(request, {"name", "status"}))
+async def list_images(
+    request: Request, svc: Svc, caller: Annotated[Caller, allow("image:list")], q: Listing
+) -> Page[Image]:
+    return await images.IMAGES.list(
+        svc.sessionmaker,
+        q,
+        filters_from(request, {"name", "status", "project_id"}),
+        images.visible_images(caller),
+    )
 
 
 @router.get("/images/{ref}", response_model=Image, tags=["images"])
-async def get_image(ref: str, svc: Svc, _: User) -> Image:
-    return await images.IMAGES.get(svc.sessionmaker, ref)
+async def get_image(ref: str, svc: Svc, caller: Annotated[Caller, allow("image:get")]) -> Image:
+    return await images.IMAGES.get(svc.sessionmaker, ref, images.visible_images(caller))
 
 
 @router.post("/images", **A, tags=["images"])
-async def create_image(spec: ImageCreate, response: Response, svc: Svc, _: User) -> Operation:
-    return accepted(response, await images.create_image(svc=svc, spec=spec))
+async def create_image(
+    spec: ImageCreate,
+    response: Response,
+    svc: Svc,
+    caller: Annotated[Caller, allow("image:create")],
+) -> Operation:
+    return accepted(response, await images.create_image(svc=svc, spec=spec, caller=caller))
 
 
 @router.put("/images/{ref}/data", **A, tags=["images"])
 async def upload_image(
-    ref: str, request: Request, response: Response, svc: Svc, _: User
+    ref: str,
+    request: Request,
+    response: Response,
+    svc: Svc,
+    caller: Annotated[Caller, allow("image:update")],
 ) -> Operation:
-    return accepted(response, await images.upload(svc=svc, ref=ref, chunks=request.stream()))
+    return accepted(
+        response, await images.upload(svc=svc, ref=ref, chunks=request.stream(), caller=caller)
+    )
 
 
 @router.get("/images/{ref}/data", tags=["images"], response_class=FileResponse)
-async def download_image(ref: str, svc: Svc, _: User) -> FileResponse:
-    row, path = await images.ready_path(svc=svc, ref=ref)
+async def download_image(
+    ref: str, svc: Svc, caller: Annotated[Caller, allow("image:get")]
+) -> FileResponse:
+    row, path = await images.ready_path(svc=svc, ref=ref, caller=caller)
     return FileResponse(
         path, media_type="application/octet-stream", filename=f"{row.name}.{row.format}"
     )
 
 
 @router.delete("/images/{ref}", **A, tags=["images"])
-async def delete_image(ref: str, response: Response, svc: Svc, _: User) -> Operation:
-    return accepted(response, await images.delete_image(svc=svc, ref=ref))
+async def delete_image(
+    ref: str, response: Response, svc: Svc, caller: Annotated[Caller, allow("image:delete")]
+) -> Operation:
+    return accepted(response, await images.delete_image(svc=svc, ref=ref, caller=caller))

@@ -10,12 +10,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.errors import InUse, InvalidInput, InvalidState, StorageError
 from corral.api.images import Image, ImageCreate, ImageStatus
 from corral.api.operations import Operation
 from corral.server.db.tables import ImageRow, VmRow
+from corral.server.identity.access import creation_project, require, visible
+from corral.server.identity.caller import Caller
 from corral.server.services.context import Services
 from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import Kind, get_row
@@ -42,19 +45,44 @@ def image_model(r: ImageRow) -> Image:
 IMAGES = Kind("image", ImageRow, image_model)
 
 
+def visible_images(caller: Caller) -> ColumnElement[bool]:
+    """The images ``caller`` sees: their projects' (``access.visible``) and public ones."""
+    return visible(caller, ImageRow, "image", public_if_no_project=True)
+
+
+def _image_project(caller: Caller) -> str | None:
+    """Where a new image goes: a platform admin without a project makes a public image."""
+    if caller.is_platform_admin and caller.project_id is None:
+        return None
+    return creation_project(caller, "image:create")
+
+
+async def _visible_image(s: AsyncSession, ref: str, caller: Caller, permission: str) -> ImageRow:
+    row = await get_row(s, ImageRow, ref, "image", where=visible_images(caller))
+    require(caller, permission, row.project_id)
+    return row
+
+
 def image_path(svc: Services, image_id: str) -> Path:
     return svc.settings.image_dir / f"{image_id}.img"
 
 
-async def create_image(*, svc: Services, spec: ImageCreate) -> Operation:
+async def create_image(*, svc: Services, spec: ImageCreate, caller: Caller) -> Operation:
     """Record an image. With a URL, an ``image.import`` workflow downloads it; without, the image
     waits (``importing``) for its bytes through ``upload``."""
     # never file://: it would let an API user read any file of the server through the image store
     if spec.url is not None and not spec.url.startswith(("http://", "https://")):
         raise InvalidInput("the image URL must be http:// or https://", url=spec.url)
+    project_id = _image_project(caller)
     async with svc.sessionmaker() as s:
-        await ensure_name_free(s, ImageRow, spec.name, "image")
-        row = ImageRow(name=spec.name, status=ImageStatus.importing, source_url=spec.url)
+        await ensure_name_free(s, ImageRow, spec.name, "image", project_id=project_id)
+        row = ImageRow(
+            name=spec.name,
+            status=ImageStatus.importing,
+            source_url=spec.url,
+            project_id=project_id,
+            owner_id=caller.user_id,
+        )
         s.add(row)
         await s.flush()
         op = svc.runner.create(
@@ -65,6 +93,8 @@ async def create_image(*, svc: Services, spec: ImageCreate) -> Operation:
             lock_key=f"image:{row.id}",
             params={"image_id": row.id, "url": spec.url},
             done=spec.url is None,
+            project_id=project_id,
+            user_id=caller.user_id,
         )
         await s.commit()
     if spec.url is not None:
@@ -132,38 +162,56 @@ async def store_bytes(
         row.sha256 = digest.hexdigest()
 
 
-async def upload(*, svc: Services, ref: str, chunks: AsyncIterator[bytes]) -> Operation:
+async def upload(
+    *, svc: Services, ref: str, chunks: AsyncIterator[bytes], caller: Caller
+) -> Operation:
     async with svc.sessionmaker() as s:
-        row = await get_row(s, ImageRow, ref, "image")
+        row = await _visible_image(s, ref, caller, "image:update")
     if row.status != ImageStatus.importing or row.source_url is not None:
         raise InvalidState(f"image {row.name!r} is {row.status}; upload needs a new image")
     await store_bytes(svc, row.id, chunks)
     async with svc.sessionmaker() as s:
         op = svc.runner.create(
-            s, type="image.upload", target_type="image", target_id=row.id, done=True
+            s,
+            type="image.upload",
+            target_type="image",
+            target_id=row.id,
+            done=True,
+            project_id=row.project_id,
+            user_id=caller.user_id,
         )
         await s.commit()
     return op_model(op)
 
 
-async def delete_image(*, svc: Services, ref: str) -> Operation:
+async def delete_image(*, svc: Services, ref: str, caller: Caller) -> Operation:
     async with svc.sessionmaker() as s:
-        row = await get_row(s, ImageRow, ref, "image")
+        row = await _visible_image(s, ref, caller, "image:delete")
         n = await s.scalar(select(func.count()).where(VmRow.image_id == row.id))
         if n:
             raise InUse(f"image {row.name!r} is used by {n} VM(s)", vms=n)
         await s.delete(row)
         op = svc.runner.create(
-            s, type="image.delete", target_type="image", target_id=row.id, done=True
+            s,
+            type="image.delete",
+            target_type="image",
+            target_id=row.id,
+            done=True,
+            project_id=row.project_id,
+            user_id=caller.user_id,
         )
         await s.commit()
     image_path(svc, row.id).unlink(missing_ok=True)
     return op_model(op)
 
 
-async def ready_path(*, svc: Services, ref: str) -> tuple[ImageRow, Path]:
+async def ready_path(
+    *, svc: Services, ref: str, caller: Caller | None = None
+) -> tuple[ImageRow, Path]:
+    """A ready image's file; ``caller`` None: an agent (any image), else what the caller sees."""
     async with svc.sessionmaker() as s:
-        row = await get_row(s, ImageRow, ref, "image")
+        where = visible_images(caller) if caller is not None else None
+        row = await get_row(s, ImageRow, ref, "image", where=where)
     if row.status != ImageStatus.ready:
         raise InvalidState(f"image {row.name!r} is {row.status}, not ready")
     return row, image_path(svc, row.id)

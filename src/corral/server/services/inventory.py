@@ -53,8 +53,15 @@ def offering_model(r: OfferingRow) -> Offering:
     )
 
 
-async def ensure_name_free(s: AsyncSession, table: Any, name: str, kind: str) -> None:
-    if await s.scalar(select(table.id).where(table.name == name)) is not None:
+async def ensure_name_free(
+    s: AsyncSession, table: Any, name: str, kind: str, *, project_id: Any = ...
+) -> None:
+    """``NameTaken`` if a row named ``name`` exists (in ``project_id``, for project kinds)."""
+    stmt = select(table.id).where(table.name == name)
+    if project_id is not ...:
+        col = table.project_id
+        stmt = stmt.where(col.is_(None) if project_id is None else col == project_id)
+    if await s.scalar(stmt.limit(1)) is not None:
         raise NameTaken(f"a {kind} named {name!r} exists already", kind=kind, name=name)
 
 

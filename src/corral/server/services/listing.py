@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from corral.api.common import ListQuery, Page
@@ -16,17 +16,38 @@ R = TypeVar("R")
 
 
 async def get_row(
-    s: AsyncSession, table: type[R], ref: str, kind: str, *, by_name: bool = True
+    s: AsyncSession,
+    table: type[R],
+    ref: str,
+    kind: str,
+    *,
+    by_name: bool = True,
+    where: ColumnElement[bool] | None = None,
 ) -> R:
-    """The row whose id (or, if ``by_name``, name) is ``ref``; ``NotFound`` otherwise."""
+    """The row whose id (or, if ``by_name``, name) is ``ref`` among the rows ``where`` selects
+    (e.g. what the caller may see); ``NotFound`` otherwise. A name that several rows share (in
+    different projects) is ``InvalidInput``: use the id, or name the project."""
     cols: Any = table
     cond = cols.id == ref
     if by_name:
         cond = or_(cond, cols.name == ref)
-    row = await s.scalar(select(table).where(cond).limit(1))
-    if row is None:
+    stmt = select(table).where(cond)
+    if where is not None:
+        stmt = stmt.where(where)
+    rows = list(await s.scalars(stmt.limit(3)))
+    by_id = [r for r in rows if getattr(r, "id", None) == ref]
+    if by_id:
+        return by_id[0]
+    if not rows:
         raise NotFound(f"{kind} {ref!r} not found", kind=kind, ref=ref)
-    return row
+    if len(rows) > 1:
+        raise InvalidInput(
+            f"several {kind}s are named {ref!r} (in different projects): use the id, or name the "
+            "project (header X-Corral-Project)",
+            kind=kind,
+            ref=ref,
+        )
+    return rows[0]
 
 
 async def find_row(s: AsyncSession, table: type[R], ref: str) -> R | None:
@@ -57,7 +78,11 @@ def _coerce(col: Any, field: str, value: Any) -> Any:
 
 
 async def list_rows(
-    s: AsyncSession, table: type[R], query: ListQuery, filters: dict[str, Any]
+    s: AsyncSession,
+    table: type[R],
+    query: ListQuery,
+    filters: dict[str, Any],
+    where: ColumnElement[bool] | None = None,
 ) -> tuple[list[R], int]:
     """One page of rows matching ``filters`` (column == value), sorted by ``query.sort``.
 
@@ -69,6 +94,8 @@ async def list_rows(
         if field not in cols:
             raise InvalidInput(f"cannot filter by {field!r}", field=field)
         conds.append(cols[field] == _coerce(cols[field], field, value))
+    if where is not None:
+        conds.append(where)
     key = query.sort.lstrip("-")
     if key not in cols:
         raise InvalidInput(f"cannot sort by {key!r}", field=key)
@@ -99,15 +126,25 @@ class Kind(Generic[R, M]):
         """Rows to contract models; override to add figures computed across rows."""
         return [self.to_model(r) for r in rows]
 
-    async def get(self, sm: async_sessionmaker[AsyncSession], ref: str) -> M:
+    async def get(
+        self,
+        sm: async_sessionmaker[AsyncSession],
+        ref: str,
+        where: ColumnElement[bool] | None = None,
+    ) -> M:
         async with sm() as s:
-            return (await self.models(s, [await get_row(s, self.table, ref, self.name)]))[0]
+            row = await get_row(s, self.table, ref, self.name, where=where)
+            return (await self.models(s, [row]))[0]
 
     async def list(
-        self, sm: async_sessionmaker[AsyncSession], query: ListQuery, filters: dict[str, Any]
+        self,
+        sm: async_sessionmaker[AsyncSession],
+        query: ListQuery,
+        filters: dict[str, Any],
+        where: ColumnElement[bool] | None = None,
     ) -> Page[M]:
         async with sm() as s:
-            rows, total = await list_rows(s, self.table, query, filters)
+            rows, total = await list_rows(s, self.table, query, filters, where)
             return Page[M](
                 items=await self.models(s, rows),
                 total=total,

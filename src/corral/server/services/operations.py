@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from corral.api.common import ListQuery, Page
@@ -100,6 +100,8 @@ class OperationRunner:
         params: dict[str, Any] | None = None,
         lock_key: str | None = None,
         done: bool = False,
+        project_id: str | None = None,
+        user_id: str | None = None,
     ) -> OperationRow:
         """Add an operation row to ``s``. ``done=True`` records an already finished operation."""
         now = utcnow()
@@ -113,6 +115,8 @@ class OperationRunner:
             progress=100 if done else 0,
             message="",
             params=params or {},
+            project_id=project_id,
+            user_id=user_id,
             created_at=now,
             started_at=now if done else None,
             finished_at=now if done else None,
@@ -192,11 +196,11 @@ class OperationRunner:
             finally:
                 self.engine.forget(op_id)
 
-    async def get(self, op_id: str) -> Operation:
+    async def get(self, op_id: str, where: ColumnElement[bool] | None = None) -> Operation:
+        """The operation (``NotFound`` if absent or not selected by ``where``)."""
         async with self.sessionmaker() as s:
-            return self._live(
-                to_model(await get_row(s, OperationRow, op_id, "operation", by_name=False))
-            )
+            row = await get_row(s, OperationRow, op_id, "operation", by_name=False, where=where)
+            return self._live(to_model(row))
 
     def _live(self, op: Operation) -> Operation:
         """``op`` with the progress of its run in this process (newer than the database's)."""
@@ -223,10 +227,10 @@ class OperationRunner:
             except TimeoutError:
                 pass
 
-    async def cancel(self, op_id: str) -> Operation:
+    async def cancel(self, op_id: str, where: ColumnElement[bool] | None = None) -> Operation:
         """Cancel a queued operation. Running or finished ones raise ``NotCancellable``."""
         async with self.sessionmaker.begin() as s:
-            row = await get_row(s, OperationRow, op_id, "operation", by_name=False)
+            row = await get_row(s, OperationRow, op_id, "operation", by_name=False, where=where)
             if row.status != OperationStatus.queued:
                 raise NotCancellable(
                     f"operation {op_id} is {row.status}; only queued operations can be cancelled",
@@ -244,9 +248,14 @@ class OperationRunner:
         self._notify(op_id)
         return await self.get(op_id)
 
-    async def list(self, query: ListQuery, filters: dict[str, Any]) -> Page[Operation]:
+    async def list(
+        self,
+        query: ListQuery,
+        filters: dict[str, Any],
+        where: ColumnElement[bool] | None = None,
+    ) -> Page[Operation]:
         async with self.sessionmaker() as s:
-            rows, total = await list_rows(s, OperationRow, query, filters)
+            rows, total = await list_rows(s, OperationRow, query, filters, where)
             return Page[Operation](
                 items=[self._live(to_model(r)) for r in rows],
                 total=total,

@@ -7,13 +7,17 @@ import secrets
 import string
 from typing import Any
 
+from sqlalchemy import ColumnElement
 from sqlalchemy.exc import IntegrityError
 
 from corral.api.errors import InvalidInput, InvalidState, NameTaken
 from corral.api.operations import Operation
 from corral.api.vms import PowerState, Vm, VmAction, VmCreate, VmResize, VmStatus, VmStop
 from corral.server.db.tables import HostRow, ImageRow, OfferingRow, VmRow
+from corral.server.identity.access import creation_project, require, visible
+from corral.server.identity.caller import Caller
 from corral.server.services.context import Services
+from corral.server.services.images import visible_images
 from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import Kind, get_row
 from corral.server.services.operations import to_model as op_model
@@ -51,11 +55,17 @@ def vnc_password() -> str:
     return "".join(secrets.choice(_VNC_ALPHABET) for _ in range(8))
 
 
-async def create_vm(*, svc: Services, spec: VmCreate) -> Operation:
+def visible_vms(caller: Caller) -> ColumnElement[bool]:
+    return visible(caller, VmRow, "vm")
+
+
+async def create_vm(*, svc: Services, spec: VmCreate, caller: Caller) -> Operation:
     """Validate, record the VM, place it and claim its resources in one transaction; the rest
-    (disk, define, start) runs as the ``vm.create`` workflow. Nothing is created on a 4xx."""
+    (disk, define, start) runs as the ``vm.create`` workflow. Nothing is created on a 4xx. The VM
+    goes to the caller's project (``access.creation_project``) and belongs to the caller."""
+    project_id = creation_project(caller, "vm:create")
     async with svc.sessionmaker() as s:
-        image = await get_row(s, ImageRow, spec.image, "image")
+        image = await get_row(s, ImageRow, spec.image, "image", where=visible_images(caller))
         if image.status != "ready":
             raise InvalidState(
                 f"image {image.name!r} is {image.status}, not ready", image=image.name
@@ -74,8 +84,10 @@ async def create_vm(*, svc: Services, spec: VmCreate) -> Operation:
                 image_gb=min_disk,
             )
         pinned = (await get_row(s, HostRow, spec.host, "host")).id if spec.host else None
-        await ensure_name_free(s, VmRow, spec.name, "VM")
+        await ensure_name_free(s, VmRow, spec.name, "VM", project_id=project_id)
         vm = VmRow(
+            project_id=project_id,
+            owner_id=caller.user_id,
             name=spec.name,
             status=VmStatus.creating,
             power_state=PowerState.absent,
@@ -96,6 +108,8 @@ async def create_vm(*, svc: Services, spec: VmCreate) -> Operation:
             target_id=vm.id,
             lock_key=f"vm:{vm.id}",
             params={"vm_id": vm.id, "host_id": host_id, "start": spec.start},
+            project_id=project_id,
+            user_id=caller.user_id,
         )
         await s.flush()
         await svc.engine.prejournal(
@@ -110,12 +124,14 @@ async def create_vm(*, svc: Services, spec: VmCreate) -> Operation:
 
 
 async def _submit(
-    svc: Services, ref: str, type: str, params: dict[str, Any]
+    svc: Services, ref: str, type: str, params: dict[str, Any], caller: Caller
 ) -> tuple[Operation, VmRow]:
     async with svc.sessionmaker() as s:
         vm = await get_row(s, VmRow, ref, "vm")
         op = svc.runner.create(
             s,
+            project_id=vm.project_id,
+            user_id=caller.user_id,
             type=type,
             target_type="vm",
             target_id=vm.id,
@@ -133,9 +149,18 @@ async def _submit(
     return op_model(op), vm
 
 
-async def _check(svc: Services, ref: str, allowed: set[VmStatus], verb: str) -> VmRow:
+async def _visible_vm(svc: Services, ref: str, caller: Caller, permission: str) -> VmRow:
+    """The VM ``ref`` if the caller sees it (else ``NotFound``) and may ``permission`` it."""
     async with svc.sessionmaker() as s:
-        vm = await get_row(s, VmRow, ref, "vm")
+        vm = await get_row(s, VmRow, ref, "vm", where=visible_vms(caller))
+    require(caller, permission, vm.project_id)
+    return vm
+
+
+async def _check(
+    svc: Services, ref: str, allowed: set[VmStatus], verb: str, caller: Caller, permission: str
+) -> VmRow:
+    vm = await _visible_vm(svc, ref, caller, permission)
     if VmStatus(vm.status) not in allowed:
         need = ", ".join(sorted(a.value for a in allowed))
         raise InvalidState(
@@ -147,20 +172,19 @@ async def _check(svc: Services, ref: str, allowed: set[VmStatus], verb: str) -> 
 
 
 async def act(
-    *, svc: Services, ref: str, action: VmAction, stop: VmStop | None = None
+    *, svc: Services, ref: str, action: VmAction, caller: Caller, stop: VmStop | None = None
 ) -> Operation:
-    async with svc.sessionmaker() as s:
-        vm = await get_row(s, VmRow, ref, "vm")
+    vm = await _visible_vm(svc, ref, caller, "vm:power")
     check_allowed(vm, action)
     params: dict[str, Any] = {}
     if stop is not None:
         params = {"force": stop.force, "timeout": stop.timeout}
-    op, _ = await _submit(svc, vm.id, f"vm.{action.value}", params)
+    op, _ = await _submit(svc, vm.id, f"vm.{action.value}", params, caller)
     return op
 
 
-async def resize(*, svc: Services, ref: str, spec: VmResize) -> Operation:
-    vm = await _check(svc, ref, {VmStatus.stopped}, "resize (stop it first)")
+async def resize(*, svc: Services, ref: str, spec: VmResize, caller: Caller) -> Operation:
+    vm = await _check(svc, ref, {VmStatus.stopped}, "resize (stop it first)", caller, "vm:update")
     cpus = spec.cpus or vm.cpus
     memory_mb = spec.memory_mb or vm.memory_mb
     if (cpus, memory_mb) == (vm.cpus, vm.memory_mb):
@@ -171,12 +195,12 @@ async def resize(*, svc: Services, ref: str, spec: VmResize) -> Operation:
         "old_cpus": vm.cpus,
         "old_memory_mb": vm.memory_mb,
     }
-    op, _ = await _submit(svc, vm.id, "vm.resize", params)
+    op, _ = await _submit(svc, vm.id, "vm.resize", params, caller)
     return op
 
 
-async def delete(*, svc: Services, ref: str) -> Operation:
+async def delete(*, svc: Services, ref: str, caller: Caller) -> Operation:
     allowed = set(VmStatus) - {VmStatus.creating, VmStatus.deleting}
-    vm = await _check(svc, ref, allowed, "delete")
-    op, _ = await _submit(svc, vm.id, "vm.delete", {})
+    vm = await _check(svc, ref, allowed, "delete", caller, "vm:delete")
+    op, _ = await _submit(svc, vm.id, "vm.delete", {}, caller)
     return op
