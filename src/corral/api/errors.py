@@ -9,7 +9,8 @@
     │   ├── NameTaken                409 name_taken
     │   ├── InvalidState             409 invalid_state
     │   ├── NotCancellable           409 not_cancellable
-    │   └── InUse                    409 in_use
+    │   ├── InUse                    409 in_use
+    │   └── QuotaExceeded            409 quota_exceeded        (context: resource, limit, used, requested)
     ├── NoHostAvailable              409 no_host_available      (expected; context.hosts says why each)
     ├── OperationCancelled           409 cancelled              (expected)
     ├── AgentUnreachable             502 agent_unreachable
@@ -131,6 +132,10 @@ class NotCancellable(Conflict):
 
 class InUse(Conflict):
     code = "in_use"
+
+
+class QuotaExceeded(Conflict):
+    code = "quota_exceeded"
 
 
 class NoHostAvailable(CorralError):

@@ -94,13 +94,11 @@ def test_error_bodies_not_from_corral_are_mapped_by_status() -> None:
 
 
 def test_unknown_error_codes_keep_the_remote_code() -> None:
-    body = (
-        b'{"error": {"code": "quota_exceeded", "message": "too many VMs", "context": {"max": 3}}}'
-    )
+    body = b'{"error": {"code": "frobnicated", "message": "a code this client does not know", "context": {"max": 3}}}'
     transport = _answer(403, body, "application/json")
     with Client(URL, "t", transport=transport) as client, pytest.raises(CorralError) as err:
         client.vms.list()
-    assert err.value.remote_code == "quota_exceeded"  # type: ignore[attr-defined]
+    assert err.value.remote_code == "frobnicated"  # type: ignore[attr-defined]
     assert err.value.remote_status == 403  # type: ignore[attr-defined]
     assert err.value.context == {"max": 3}
 

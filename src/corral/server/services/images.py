@@ -17,6 +17,7 @@ from corral.api.errors import InUse, InvalidInput, InvalidState, StorageError
 from corral.api.images import Image, ImageCreate, ImageStatus
 from corral.api.operations import Operation
 from corral.server.db.tables import ImageRow, VmRow
+from corral.server.identity import quotas
 from corral.server.identity.access import creation_project, require, visible
 from corral.server.identity.caller import Caller
 from corral.server.services.context import Services
@@ -85,6 +86,7 @@ async def create_image(*, svc: Services, spec: ImageCreate, caller: Caller) -> O
         )
         s.add(row)
         await s.flush()
+        await quotas.adjust(s, project_id, images=1)
         op = svc.runner.create(
             s,
             type="image.import",
@@ -190,6 +192,7 @@ async def delete_image(*, svc: Services, ref: str, caller: Caller) -> Operation:
         n = await s.scalar(select(func.count()).where(VmRow.image_id == row.id))
         if n:
             raise InUse(f"image {row.name!r} is used by {n} VM(s)", vms=n)
+        await quotas.adjust(s, row.project_id, images=-1)
         await s.delete(row)
         op = svc.runner.create(
             s,

@@ -14,6 +14,7 @@ from corral.api.errors import InvalidInput, InvalidState, NameTaken
 from corral.api.operations import Operation
 from corral.api.vms import PowerState, Vm, VmAction, VmCreate, VmResize, VmStatus, VmStop
 from corral.server.db.tables import HostRow, ImageRow, OfferingRow, VmRow
+from corral.server.identity import quotas
 from corral.server.identity.access import creation_project, require, visible
 from corral.server.identity.caller import Caller
 from corral.server.services.context import Services
@@ -100,6 +101,7 @@ async def create_vm(*, svc: Services, spec: VmCreate, caller: Caller) -> Operati
         )
         s.add(vm)
         await s.flush()
+        await quotas.adjust(s, project_id, **quotas.vm_usage(cpus, memory_mb, disk_gb))
         host_id = await place_and_claim(s, vm, pinned)
         op = svc.runner.create(
             s,

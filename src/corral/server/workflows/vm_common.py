@@ -7,10 +7,12 @@ import secrets
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.agent import ImageRef, TaskPayload, VmSpec
 from corral.api.errors import CorralError, NotFound
 from corral.server.db.tables import ImageRow, VmRow
+from corral.server.identity import quotas
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import Ctx
 
@@ -62,6 +64,16 @@ async def load_vm_and_image(ctx: Ctx) -> tuple[VmRow, ImageRow]:
         raise NotFound(f"image of VM {vid} not found", kind="image", ref=vm.image_id)
     ctx.memo["vm_and_image"] = (vm, img)
     return vm, img
+
+
+async def forget_vm(s: AsyncSession, vm: VmRow) -> None:
+    """Delete the VM's row and give its quota usage back (in the caller's transaction)."""
+    await quotas.adjust(
+        s,
+        vm.project_id,
+        **{k: -v for k, v in quotas.vm_usage(vm.cpus, vm.memory_mb, vm.disk_gb).items()},
+    )
+    await s.delete(vm)
 
 
 def set_vm_with_journal(ctx: Ctx, **values: Any) -> None:

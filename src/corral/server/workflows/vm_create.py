@@ -19,6 +19,7 @@ from corral.server.services.placement import release
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
 from corral.server.workflows.vm_common import (
+    forget_vm,
     image_ref,
     load_vm_and_image,
     repeatable_task,
@@ -40,7 +41,7 @@ async def _unrecord(ctx: Ctx) -> None:
     async with ctx.deps.sessionmaker.begin() as s:
         vm = await s.get(VmRow, ctx.params["vm_id"])
         if vm is not None:
-            await s.delete(vm)
+            await forget_vm(s, vm)
 
 
 async def _claim(ctx: Ctx) -> dict[str, Any]:

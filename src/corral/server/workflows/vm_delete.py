@@ -20,6 +20,7 @@ from corral.server.services.placement import release
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
 from corral.server.workflows.vm_common import (
+    forget_vm,
     load_vm,
     repeatable_task,
     set_vm,
@@ -109,7 +110,7 @@ async def _forget(ctx: Ctx) -> dict[str, Any]:
         await release(s, ctx.params["vm_id"])
         vm = await s.get(VmRow, ctx.params["vm_id"])
         if vm is not None:
-            await s.delete(vm)
+            await forget_vm(s, vm)
     return {}
 
 

@@ -8,6 +8,7 @@ from corral.api.agent import VmDefine
 from corral.api.errors import InvalidState, NoHostAvailable
 from corral.api.vms import VmStatus
 from corral.server.db.tables import VmRow
+from corral.server.identity import quotas
 from corral.server.services.placement import resize_claim
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import Ctx, Step, Workflow
@@ -20,6 +21,9 @@ async def _set_claim(ctx: Ctx, cpus: int, memory_mb: int) -> None:
         vm = await s.get(VmRow, ctx.params["vm_id"])
         if vm is None or (vm.cpus, vm.memory_mb) == (cpus, memory_mb):
             return
+        await quotas.adjust(
+            s, vm.project_id, vcpus=cpus - vm.cpus, memory_mb=memory_mb - vm.memory_mb
+        )
         if not await resize_claim(s, vm, cpus, memory_mb):
             raise NoHostAvailable(
                 f"host has no room for {cpus} vCPUs / {memory_mb} MiB", host_id=vm.host_id
