@@ -12,6 +12,20 @@ import typer
 from corral.cli.app import add_lazy_command, app
 from corral.util import aio
 
+CertOption = Annotated[
+    Path | None, typer.Option("--cert", help="API certificate, PEM (the chain may follow it)")
+]
+KeyOption = Annotated[
+    Path | None, typer.Option("--key", help="private key of --cert, PEM, unencrypted")
+]
+Pkcs12Option = Annotated[
+    Path | None,
+    typer.Option(
+        "--pkcs12",
+        help="API certificate and key in a PKCS#12 file (password: $CORRAL_PKCS12_PASSWORD)",
+    ),
+]
+
 
 @app.command("up")
 def up_command(
@@ -25,25 +39,38 @@ def up_command(
     ] = "auto",
     sim_hosts: Annotated[int, typer.Option("--sim-hosts", help="simulated hosts")] = 1,
     log_level: Annotated[str, typer.Option("--log-level")] = "warning",
+    cert: CertOption = None,
+    key: KeyOption = None,
+    pkcs12: Pkcs12Option = None,
 ) -> None:
-    """Run the management server and a local agent in one process (embedded SQLite)."""
+    """Run the management server and a local agent in one process (embedded SQLite).
+
+    HTTPS by default, with --cert/--key or --pkcs12, else a self-signed certificate generated at
+    first start; --http for plain HTTP."""
     if driver not in ("auto", "libvirt", "simulator"):
         raise typer.BadParameter("must be auto, libvirt or simulator", param_hint="--driver")
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    from corral.api.errors import CorralError
+    from corral.server.cli import fail
     from corral.server.settings import default_data_dir
     from corral.up import run_up
 
-    aio.run(
-        run_up(
-            data_dir=data_dir or default_data_dir(),
-            port=port,
-            agent_port=agent_port,
-            host=host,
-            tls=not http,
-            driver=driver,
-            sim_hosts=sim_hosts,
+    tls_files = {"cert_file": cert, "key_file": key, "pkcs12_file": pkcs12}
+    try:
+        aio.run(
+            run_up(
+                data_dir=data_dir or default_data_dir(),
+                port=port,
+                agent_port=agent_port,
+                host=host,
+                tls=not http,
+                driver=driver,
+                sim_hosts=sim_hosts,
+                server_overrides={k: v for k, v in tls_files.items() if v is not None},
+            )
         )
-    )
+    except CorralError as exc:
+        raise fail(exc) from exc
 
 
 def _server_command() -> Callable[..., Any]:

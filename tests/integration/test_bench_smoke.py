@@ -20,6 +20,8 @@ FIGURES = [
     "listing.vms_page_p50",
     "listing.vms_page_p95",
     "memory.server_rss",
+    "auth.token_p50",
+    "auth.access_key_p50",
 ]
 
 

@@ -21,11 +21,13 @@ from typing import Any
 
 import uvicorn
 
+from corral.agent.attach import HostIdentity
 from corral.agent.faults import FaultPlan
 from corral.agent.http import create_agent_app
 from corral.agent.runtime import HostRuntime
 from corral.agent.settings import AgentSettings
-from corral.util.tls import ensure_self_signed
+from corral.util.ca import host_server_name
+from corral.util.tls import SniContext, ensure_self_signed, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,9 @@ class AgentHandle:
     cert_pem: str | None
     _server: _EmbeddedServer = field(repr=False)
     _task: asyncio.Task[None] = field(repr=False)
+    tls: SniContext | None = field(default=None, repr=False)
+    """The listener's certificates: ``cert_pem`` (bootstrap) by default, each enrolled host's for
+    its SNI name (``corral.util.ca.host_server_name``)."""
 
     def url(self, i: int = 0) -> str:
         """Base URL of the i-th runtime (``https://127.0.0.1:7070/sim/3``; no prefix for libvirt)."""
@@ -161,13 +166,38 @@ async def start(
         raise
 
 
+def _listener_tls(settings: AgentSettings, runtimes: dict[str, HostRuntime]) -> SniContext:
+    """The bootstrap certificate (self-signed; what enrollment pins) as the default, plus each
+    enrolled host's CA-issued one for its SNI name, kept current as hosts enroll and detach."""
+    cert, key = settings.data_dir / "tls" / "agent.crt", settings.data_dir / "tls" / "agent.key"
+    ensure_self_signed(cert, key, common_name=socket.gethostname())
+    sni = SniContext(cert, key)
+
+    def changed(host_id: str, identity: HostIdentity | None) -> None:
+        if identity is None:
+            sni.remove(host_server_name(host_id))
+        else:
+            sni.add(host_server_name(host_id), identity.cert_path, identity.key_path)
+
+    for rt in runtimes.values():
+        if rt.attachment.identity is not None:
+            changed(rt.attachment.identity.host_id, rt.attachment.identity)
+        rt.attachment.on_identity = changed
+    log.info(
+        "agent bootstrap certificate SHA-256 fingerprint (corral host add --fingerprint): %s",
+        fingerprint(cert.read_text()),
+    )
+    return sni
+
+
 async def _serve_http(settings: AgentSettings, runtimes: dict[str, HostRuntime]) -> AgentHandle:
     cert: Path | None = None
     key: Path | None = None
     cert_pem = None
+    sni: SniContext | None = None
     if settings.tls:
+        sni = _listener_tls(settings, runtimes)
         cert, key = settings.data_dir / "tls" / "agent.crt", settings.data_dir / "tls" / "agent.key"
-        ensure_self_signed(cert, key, common_name=socket.gethostname())
         cert_pem = cert.read_text()
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.create_server((settings.host, settings.port), family=family, backlog=2048)
@@ -183,6 +213,7 @@ async def _serve_http(settings: AgentSettings, runtimes: dict[str, HostRuntime])
         timeout_graceful_shutdown=5,
         ssl_certfile=cert,
         ssl_keyfile=key,
+        ssl_context_factory=(lambda _config, _default: sni.context) if sni is not None else None,
     )
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="agent http")
@@ -195,7 +226,7 @@ async def _serve_http(settings: AgentSettings, runtimes: dict[str, HostRuntime])
     port = int(sock.getsockname()[1])
     log.info("agent serving %d host(s) on %s:%d", len(runtimes), settings.host, port)
     scheme = "https" if settings.tls else "http"
-    return AgentHandle(runtimes, scheme, settings.host, port, cert_pem, server, task)
+    return AgentHandle(runtimes, scheme, settings.host, port, cert_pem, server, task, sni)
 
 
 async def serve(settings: AgentSettings) -> None:

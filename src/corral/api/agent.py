@@ -1,6 +1,9 @@
 """The manager-agent protocol: tasks the server sends, reports the agent sends back.
 
 Server -> agent (bearer: the host token issued at attach), under the agent's base URL:
+    POST /v1/enroll           EnrollRequest -> EnrollChallenge (no bearer while unclaimed)
+    POST /v1/enroll/complete  EnrollComplete -> AttachResponse (same enrollment token)
+    POST /v1/detach           -> Detached (the host was removed: forget the server)
     POST /v1/attach           AttachRequest -> AttachResponse (first attach claims an unclaimed agent)
     GET  /v1/facts            -> HostFacts
     POST /v1/tasks            AgentTask -> TaskStatus (final if done within a short wait, else running)
@@ -11,6 +14,12 @@ Agent -> server (same bearer), under the server URL:
     POST /api/v1/agent/tasks/{task_id}  TaskStatus (callback of a long task)
     POST /api/v1/agent/events           VmEvents (lifecycle changes seen by the driver)
     GET  /api/v1/agent/images/{id}/data the image bytes
+
+Enrollment (``host add``): the server fetches the agent's bootstrap (self-signed) certificate and
+pins it for the two enroll calls; the agent answers ``enroll`` with a CSR for a new key, the server
+signs it with the cluster CA and ``enroll/complete`` delivers certificate, CA and host token. From
+then on the agent presents that certificate to clients asking for ``<host id>.host.corral.invalid``
+(SNI) and the server verifies it against the cluster CA and that name.
 
 Task ids are chosen by the server and are idempotency keys: a duplicate id returns the first answer
 and never runs the task twice.
@@ -34,12 +43,38 @@ class AttachRequest(Model):
     host_id: str
     token: str = Field(min_length=32)
     server_url: str
-    server_cert_pem: str | None = Field(None, description="pin: the server's self-signed cert")
+    server_cert_pem: str | None = Field(None, description="pin: the server's API certificate")
 
 
 class AttachResponse(Model):
     facts: HostFacts
     agent_version: str
+
+
+class EnrollRequest(Model):
+    """Step 1 of enrollment: the agent makes a new key and answers with a CSR for it."""
+
+    host_id: str = Field(min_length=1, max_length=200)
+    enrollment_token: str = Field(min_length=32, description="one-time, also sent in step 2")
+    server_url: str
+    server_cert_pem: str | None = Field(None, description="pin: the server's API certificate")
+
+
+class EnrollChallenge(Model):
+    csr_pem: str
+
+
+class EnrollComplete(Model):
+    """Step 2: the signed certificate, the cluster CA and the host's API token."""
+
+    enrollment_token: str = Field(min_length=32)
+    host_token: str = Field(min_length=32)
+    cert_pem: str
+    ca_pem: str
+
+
+class Detached(Model):
+    detached: bool = True
 
 
 class ImageRef(Model):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Generic, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 T = TypeVar("T")
 
@@ -25,13 +26,29 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def etag_of(resource_id: str, updated_at: datetime) -> str:
+    """The entity tag of a resource version: it changes whenever ``updated_at`` does."""
+    digest = hashlib.sha256(f"{resource_id}\0{updated_at.isoformat()}".encode()).hexdigest()
+    return f'"{digest[:20]}"'
+
+
 class Resource(Model):
-    """Fields every first-class resource has."""
+    """Fields every first-class resource has. ``etag`` identifies this version (also sent as the
+    ``ETag`` header of a GET); send it back in ``If-Match`` to change the resource only if nobody
+    changed it since (else ``412 precondition_failed``)."""
 
     id: str
     name: str
     created_at: datetime
     updated_at: datetime
+
+    etag: str = Field("", description="this version's entity tag (computed by the server)")
+
+    @model_validator(mode="after")
+    def _compute_etag(self) -> Self:
+        if not self.etag:
+            self.etag = etag_of(self.id, self.updated_at)
+        return self
 
 
 class Page(Model, Generic[T]):

@@ -3,7 +3,9 @@
     CorralError                      500 internal
     ├── InvalidInput                 422 invalid_input          (expected)
     ├── Unauthenticated              401 unauthenticated        (expected)
+    │   └── OtpRequired              401 otp_required           (password right; send the 2FA code)
     ├── Forbidden                    403 forbidden              (expected)
+    ├── RateLimited                  429 rate_limited           (expected; context.retry_after_s)
     ├── NotFound                     404 not_found              (expected)
     ├── Conflict                     409 conflict               (expected)
     │   ├── NameTaken                409 name_taken
@@ -11,6 +13,7 @@
     │   ├── NotCancellable           409 not_cancellable
     │   ├── InUse                    409 in_use
     │   └── QuotaExceeded            409 quota_exceeded        (context: resource, limit, used, requested)
+    ├── PreconditionFailed           412 precondition_failed    (expected; If-Match is stale)
     ├── NoHostAvailable              409 no_host_available      (expected; context.hosts says why each)
     ├── OperationCancelled           409 cancelled              (expected)
     ├── AgentUnreachable             502 agent_unreachable
@@ -100,6 +103,19 @@ class Unauthenticated(CorralError):
     expected = True
 
 
+class OtpRequired(Unauthenticated):
+    code = "otp_required"
+
+
+class RateLimited(CorralError):
+    """Too many requests (or a login back-off): ``context.retry_after_s`` says when to retry; the
+    HTTP answer carries it as ``Retry-After``."""
+
+    code = "rate_limited"
+    http_status = 429
+    expected = True
+
+
 class Forbidden(CorralError):
     code = "forbidden"
     http_status = 403
@@ -115,6 +131,12 @@ class NotFound(CorralError):
 class Conflict(CorralError):
     code = "conflict"
     http_status = 409
+    expected = True
+
+
+class PreconditionFailed(CorralError):
+    code = "precondition_failed"
+    http_status = 412
     expected = True
 
 

@@ -8,7 +8,20 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from corral.cli import auth, cluster, host, image, offering, op, vm, zone
+from corral.cli import (
+    auth,
+    cluster,
+    host,
+    image,
+    offering,
+    op,
+    project,
+    quota,
+    role,
+    user,
+    vm,
+    zone,
+)
 from corral.cli.common import CliState, OutputFormat
 
 EXIT_FAILED = 1
@@ -120,3 +133,7 @@ app.add_typer(image.app, name="image")
 app.add_typer(offering.app, name="offering")
 app.add_typer(vm.app, name="vm")
 app.add_typer(op.app, name="op")
+app.add_typer(user.app, name="user")
+app.add_typer(project.app, name="project")
+app.add_typer(role.app, name="role")
+app.add_typer(quota.app, name="quota")

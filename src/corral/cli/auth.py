@@ -30,14 +30,19 @@ def login(
         Path | None,
         typer.Option("--ca", exists=True, dir_okay=False, help="Trust this CA file instead."),
     ] = None,
+    otp: Annotated[
+        str | None,
+        typer.Option("--otp", help="Two-factor code (TOTP or recovery code); asked if needed."),
+    ] = None,
 ) -> None:
     """Log in and save the server URL and token.
 
     Over https without --ca or --insecure, the server's certificate is fetched, its SHA-256
     fingerprint printed and the certificate pinned (trust on first use). The password is asked for
-    unless CORRAL_PASSWORD is set or --password-stdin is given.
+    unless CORRAL_PASSWORD is set or --password-stdin is given; an account with two-factor auth
+    is asked for its code (or give --otp, or CORRAL_OTP).
     """
-    from corral.api.errors import InvalidInput
+    from corral.api.errors import InvalidInput, OtpRequired
     from corral.sdk import Client
 
     state = state_of(ctx)
@@ -58,8 +63,17 @@ def login(
         pem = _trust_on_first_use(url, saved)
         verify = pinned_context(pem)
     password = _password(password_stdin)  # after the fingerprint was shown
-    with Client.login(url, user, password, verify=verify, transport=state.transport) as client:
-        config.token = client.token
+    try:
+        with Client.login(url, user, password, otp=otp, verify=verify,
+                          transport=state.transport) as client:  # fmt: skip
+            config.token = client.token
+    except OtpRequired:
+        if otp is not None:
+            raise
+        code = os.environ.get("CORRAL_OTP") or str(typer.prompt("Two-factor code"))
+        with Client.login(url, user, password, otp=code, verify=verify,
+                          transport=state.transport) as client:  # fmt: skip
+            config.token = client.token
     if pem is not None:
         config.cert = str(cli_config.save_pinned_cert(pem))
     path = cli_config.save(config)

@@ -12,9 +12,21 @@ from fastapi import APIRouter, FastAPI
 from corral import __version__
 from corral.server.agents.client import AgentClient
 from corral.server.db.engine import make_engine, make_sessionmaker, migrate
-from corral.server.http import errors, routes_agent, routes_ops, routes_resources, routes_vms
+from corral.server.http import (
+    audit_mw,
+    errors,
+    routes_agent,
+    routes_audit,
+    routes_auth,
+    routes_identity,
+    routes_ops,
+    routes_resources,
+    routes_vms,
+)
 from corral.server.http.agent_fast import AgentFastPath
+from corral.server.http.idempotency import Idempotency
 from corral.server.identity.directory import ensure_identity
+from corral.server.secretbox import SecretBox, load_master_keys
 from corral.server.services import auth, hosts
 from corral.server.services.context import Services
 from corral.server.services.operations import OperationRunner
@@ -26,8 +38,9 @@ from corral.server.workflows.vm_create import VM_CREATE
 from corral.server.workflows.vm_delete import VM_DELETE
 from corral.server.workflows.vm_power import VM_POWER
 from corral.server.workflows.vm_resize import VM_RESIZE
+from corral.util.ca import ClusterCA
 from corral.util.serving import Listener, start_listener
-from corral.util.tls import ensure_self_signed
+from corral.util.tls import check_cert_and_key, ensure_self_signed, pkcs12_to_pem
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +59,17 @@ def create_app(svc: Services | None = None) -> FastAPI:
         redoc_url=None,
     )
     api = APIRouter(prefix="/api/v1")
-    for r in (routes_ops.router, routes_resources.router, routes_vms.router):
+    for r in (routes_auth.router, routes_ops.router, routes_resources.router, routes_vms.router):
         api.include_router(r)
     api.include_router(routes_agent.router)
     api.include_router(routes_agent.debug)
+    api.include_router(routes_identity.router)
+    api.include_router(routes_auth.keys)
+    api.include_router(routes_audit.router)
     app.include_router(api)
     errors.install(app)
+    app.add_middleware(Idempotency, services=lambda: app.state.services)
+    audit_mw.install(app)  # app.state.audit: the audit log writer
     app.add_middleware(AgentFastPath, services=lambda: app.state.services)
     app.state.services = svc
     return app
@@ -73,7 +91,13 @@ async def build_services(settings: ServerSettings) -> Services:
     runner = OperationRunner(sm, engine)
     runner.register(HOST_ADD, IMAGE_IMPORT, VM_CREATE, VM_DELETE, VM_RESIZE, *VM_POWER.values())
     svc = Services(
-        settings=settings, db=db, sessionmaker=sm, engine=engine, runner=runner, agents=agents
+        settings=settings,
+        db=db,
+        sessionmaker=sm,
+        engine=engine,
+        runner=runner,
+        agents=agents,
+        secrets=SecretBox(load_master_keys(data_dir=settings.data_dir)),
     )
     engine.deps = svc
     return svc
@@ -104,6 +128,7 @@ class ServerHandle:
                 await t
         await self.services.runner.drain(timeout=2)
         await self.services.agents.close()
+        await self.app.state.audit.close()
         await self.services.db.dispose()
 
 
@@ -130,10 +155,24 @@ async def start(settings: ServerSettings, *, listen: bool = True) -> ServerHandl
     if recovered:
         log.warning("recovering %d interrupted operation(s)", recovered)
     handle._tasks.append(asyncio.create_task(_monitor(svc), name="host-monitor"))
+    svc.agents.ca = ClusterCA.load_or_create(settings.ca_dir)  # before any agent call runs
     if listen:
         cert = key = None
         if settings.tls:
-            ensure_self_signed(settings.cert_path, settings.key_path, "corral-server")
+            try:  # the operator's certificate (PEM or PKCS#12), else a generated self-signed one
+                if settings.pkcs12_file is not None:
+                    pkcs12_to_pem(
+                        settings.pkcs12_file,
+                        settings.pkcs12_password,
+                        cert_out=settings.cert_path,
+                        key_out=settings.key_path,
+                    )
+                elif settings.cert_file is None:
+                    ensure_self_signed(settings.cert_path, settings.key_path, "corral-server")
+                check_cert_and_key(settings.cert_path, settings.key_path)
+            except BaseException:
+                await handle.stop()
+                raise
             cert, key = settings.cert_path, settings.key_path
         handle.listener = await start_listener(
             app, host=settings.host, port=settings.port, cert=cert, key=key

@@ -10,8 +10,30 @@ from typing import Annotated
 
 import typer
 
+from corral.api.errors import CorralError
 from corral.server.settings import ServerSettings, default_data_dir
 from corral.util import aio
+
+CertOption = Annotated[
+    Path | None, typer.Option("--cert", help="API certificate, PEM (the chain may follow it)")
+]
+KeyOption = Annotated[
+    Path | None, typer.Option("--key", help="private key of --cert, PEM, unencrypted")
+]
+Pkcs12Option = Annotated[
+    Path | None,
+    typer.Option(
+        "--pkcs12",
+        help="API certificate and key in a PKCS#12 file (password: $CORRAL_PKCS12_PASSWORD)",
+    ),
+]
+
+
+def fail(exc: CorralError) -> typer.Exit:
+    """Print a start-up error (a bad certificate, conflicting options) for the operator."""
+    details = "".join(f"\n  {k}: {v}" for k, v in exc.context.items())
+    typer.echo(f"error: {exc.message}{details}", err=True)
+    return typer.Exit(2)
 
 
 async def _serve(settings: ServerSettings) -> None:
@@ -38,16 +60,28 @@ def server_command(
         str | None, typer.Option("--public-url", help="URL agents use to reach this server")
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    cert: CertOption = None,
+    key: KeyOption = None,
+    pkcs12: Pkcs12Option = None,
 ) -> None:
-    """Run the Corral management server (database: SQLite in the data dir, or CORRAL_DATABASE_URL)."""
+    """Run the Corral management server (database: SQLite in the data dir, or CORRAL_DATABASE_URL).
+
+    HTTPS by default, with --cert/--key or --pkcs12, else a self-signed certificate generated at
+    first start; --http for plain HTTP."""
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = ServerSettings(
-        data_dir=data_dir or default_data_dir(),
-        host=host,
-        port=port,
-        tls=not http,
-        public_url=public_url,
-    )
-    aio.run(_serve(settings))
+    try:
+        settings = ServerSettings(
+            data_dir=data_dir or default_data_dir(),
+            host=host,
+            port=port,
+            tls=not http,
+            public_url=public_url,
+            cert_file=cert,
+            key_file=key,
+            pkcs12_file=pkcs12,
+        )
+        aio.run(_serve(settings))
+    except CorralError as exc:
+        raise fail(exc) from exc

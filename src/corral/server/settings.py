@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from corral.api.errors import InvalidInput
+
 
 def default_data_dir() -> Path:
     """``$CORRAL_DATA_DIR``, else ``/var/lib/corral`` for root, else ``~/.local/share/corral``."""
@@ -25,6 +27,11 @@ class ServerSettings:
     (``postgresql+asyncpg://…``) for PostgreSQL. ``public_url`` is what agents use to call back; it
     defaults to ``http(s)://127.0.0.1:<port>``. ``admin_password`` (or ``CORRAL_ADMIN_PASSWORD``)
     is the password the admin account gets at first start; unset, a random one is generated.
+
+    API certificate (with ``tls``): ``cert_file`` + ``key_file`` (PEM chain, unencrypted key) or
+    ``pkcs12_file`` (password: ``pkcs12_password`` or ``CORRAL_PKCS12_PASSWORD``), else a
+    self-signed one generated at first start; ``cert_path`` / ``key_path`` are what the listener
+    serves (a PKCS#12 file is extracted there at start). The cluster CA lives in ``ca_dir``.
     """
 
     data_dir: Path = field(default_factory=default_data_dir)
@@ -39,9 +46,23 @@ class ServerSettings:
     agent_poll_interval_s: float = 5.0
     fault_injection: bool = False
     admin_password: str | None = None
+    trusted_proxy: bool = False
+    """Behind a reverse proxy: take the client address from X-Forwarded-For (audit log)."""
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    pkcs12_file: Path | None = None
+    pkcs12_password: str | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
+        if (self.cert_file is None) != (self.key_file is None):
+            raise InvalidInput("give both the certificate (--cert) and its key (--key)")
+        if self.pkcs12_file is not None and self.cert_file is not None:
+            raise InvalidInput("give either --pkcs12 or --cert/--key, not both")
+        if not self.tls and (self.cert_file or self.pkcs12_file):
+            raise InvalidInput("a TLS certificate was given with plain HTTP (--http)")
+        if self.pkcs12_password is None:
+            self.pkcs12_password = os.environ.get("CORRAL_PKCS12_PASSWORD") or None
         if self.database_url is None:
             self.database_url = os.environ.get("CORRAL_DATABASE_URL")
         if self.admin_password is None:
@@ -67,8 +88,20 @@ class ServerSettings:
 
     @property
     def cert_path(self) -> Path:
+        if self.cert_file is not None:
+            return Path(self.cert_file)
+        if self.pkcs12_file is not None:
+            return self.data_dir / "tls" / "pkcs12.crt"
         return self.data_dir / "tls" / "server.crt"
 
     @property
     def key_path(self) -> Path:
+        if self.key_file is not None:
+            return Path(self.key_file)
+        if self.pkcs12_file is not None:
+            return self.data_dir / "tls" / "pkcs12.key"
         return self.data_dir / "tls" / "server.key"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.data_dir / "ca"

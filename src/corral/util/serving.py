@@ -59,6 +59,8 @@ async def start_listener(
         lifespan="off",
         access_log=False,
         http="httptools",
+        # X-Forwarded-For is believed only behind a configured proxy (audit log, rate limits)
+        proxy_headers=False,
         timeout_graceful_shutdown=5,
         **kwargs,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from corral.agent.http import enroll
 from corral.agent.http.errors import install_error_handlers
 from corral.agent.http.routes import RUNTIME_KEY, router
 from corral.agent.runtime import HostRuntime, agent_version
@@ -25,6 +26,7 @@ def create_host_app(runtime: HostRuntime | None) -> FastAPI:
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(enroll.router)
     return app
 
 

@@ -1,4 +1,5 @@
-"""Routes of one served host (``/v1/...``); every route but health and attach needs the bearer.
+"""Routes of one served host (``/v1/...``); every route but health, attach and enroll needs the
+bearer (enrollment routes: ``enroll.py``).
 
 Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` ones in a thread pool.
 """

@@ -12,6 +12,13 @@ from pydantic import BaseModel
 
 from corral.api.auth import Health, LoginRequest, Token
 from corral.api.operations import Operation as OperationModel
+from corral.sdk._async.identity import (
+    AsyncMembers,
+    AsyncProjects,
+    AsyncQuotas,
+    AsyncRoles,
+    AsyncUsers,
+)
 from corral.sdk._async.operation import AsyncOperation
 from corral.sdk._async.resources import (
     AsyncClusters,
@@ -30,6 +37,7 @@ from corral.sdk._base import (
     parse,
     tls_verify,
 )
+from corral.sdk.auth import AccessKeyAuth
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -42,7 +50,9 @@ class AsyncClient:
     ``url`` is the server's base URL (``https://host:8443``); ``token`` a bearer token from
     ``login``. ``verify`` is ``True`` (system CAs), ``False`` (no checks), the path of a PEM file to
     trust, or an ``ssl.SSLContext`` (e.g. ``corral.util.tls.pinned_context``). ``transport``
-    replaces the network (tests pass an ``httpx.MockTransport``). Every failure raises a
+    replaces the network (tests pass an ``httpx.MockTransport``). ``access_key`` (id, secret)
+    signs every request with an AccessKey instead of a token; ``project`` scopes every request to
+    one project (``X-Corral-Project``). Every failure raises a
     ``corral.api.errors.CorralError`` subclass.
     """
 
@@ -54,15 +64,21 @@ class AsyncClient:
         verify: bool | str | ssl.SSLContext = True,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        access_key: tuple[str, str] | None = None,
+        project: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if project is not None:
+            headers["X-Corral-Project"] = project
         self._http = httpx.AsyncClient(
             base_url=self.url + API_PREFIX,
             verify=tls_verify(verify),
             timeout=timeout,
             transport=transport,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            headers=headers,
+            auth=AccessKeyAuth(*access_key) if access_key is not None else None,
         )
         self._token: str | None = None
         self.token = token
@@ -73,6 +89,11 @@ class AsyncClient:
         self.offerings = AsyncOfferings(self)
         self.vms = AsyncVms(self)
         self.operations = AsyncOperations(self)
+        self.users = AsyncUsers(self)
+        self.projects = AsyncProjects(self)
+        self.members = AsyncMembers(self)
+        self.roles = AsyncRoles(self)
+        self.quotas = AsyncQuotas(self)
 
     @property
     def token(self) -> str | None:
@@ -94,22 +115,25 @@ class AsyncClient:
         username: str,
         password: str,
         *,
+        otp: str | None = None,
         verify: bool | str | ssl.SSLContext = True,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> Self:
-        """A client logged in as ``username``; raises ``Unauthenticated`` on bad credentials."""
+        """A client logged in as ``username``; raises ``Unauthenticated`` on bad credentials and
+        ``OtpRequired`` when the account has two-factor auth and ``otp`` is missing."""
         client = cls(url, verify=verify, timeout=timeout, transport=transport)
         try:
-            await client.authenticate(username, password)
+            await client.authenticate(username, password, otp=otp)
         except BaseException:
             await client.aclose()
             raise
         return client
 
-    async def authenticate(self, username: str, password: str) -> Token:
-        """Log in on this client: get a token and use it from now on."""
-        body = build(LoginRequest, username=username, password=password)
+    async def authenticate(self, username: str, password: str, *, otp: str | None = None) -> Token:
+        """Log in on this client: get a token and use it from now on (``otp``: the TOTP or a
+        recovery code of an account with two-factor auth)."""
+        body = build(LoginRequest, username=username, password=password, otp=otp)
         token = await self.call(Token, "POST", "/auth/login", body=body)
         self.token = token.token
         return token

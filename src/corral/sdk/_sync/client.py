@@ -23,6 +23,13 @@ from corral.sdk._base import (
     parse,
     tls_verify,
 )
+from corral.sdk._sync.identity import (
+    Members,
+    Projects,
+    Quotas,
+    Roles,
+    Users,
+)
 from corral.sdk._sync.operation import Operation
 from corral.sdk._sync.resources import (
     Clusters,
@@ -32,6 +39,7 @@ from corral.sdk._sync.resources import (
     Zones,
 )
 from corral.sdk._sync.workloads import Images, Vms
+from corral.sdk.auth import AccessKeyAuth
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -44,7 +52,9 @@ class Client:
     ``url`` is the server's base URL (``https://host:8443``); ``token`` a bearer token from
     ``login``. ``verify`` is ``True`` (system CAs), ``False`` (no checks), the path of a PEM file to
     trust, or an ``ssl.SSLContext`` (e.g. ``corral.util.tls.pinned_context``). ``transport``
-    replaces the network (tests pass an ``httpx.MockTransport``). Every failure raises a
+    replaces the network (tests pass an ``httpx.MockTransport``). ``access_key`` (id, secret)
+    signs every request with an AccessKey instead of a token; ``project`` scopes every request to
+    one project (``X-Corral-Project``). Every failure raises a
     ``corral.api.errors.CorralError`` subclass.
     """
 
@@ -56,15 +66,21 @@ class Client:
         verify: bool | str | ssl.SSLContext = True,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        access_key: tuple[str, str] | None = None,
+        project: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if project is not None:
+            headers["X-Corral-Project"] = project
         self._http = httpx.Client(
             base_url=self.url + API_PREFIX,
             verify=tls_verify(verify),
             timeout=timeout,
             transport=transport,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            headers=headers,
+            auth=AccessKeyAuth(*access_key) if access_key is not None else None,
         )
         self._token: str | None = None
         self.token = token
@@ -75,6 +91,11 @@ class Client:
         self.offerings = Offerings(self)
         self.vms = Vms(self)
         self.operations = Operations(self)
+        self.users = Users(self)
+        self.projects = Projects(self)
+        self.members = Members(self)
+        self.roles = Roles(self)
+        self.quotas = Quotas(self)
 
     @property
     def token(self) -> str | None:
@@ -96,22 +117,25 @@ class Client:
         username: str,
         password: str,
         *,
+        otp: str | None = None,
         verify: bool | str | ssl.SSLContext = True,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> Self:
-        """A client logged in as ``username``; raises ``Unauthenticated`` on bad credentials."""
+        """A client logged in as ``username``; raises ``Unauthenticated`` on bad credentials and
+        ``OtpRequired`` when the account has two-factor auth and ``otp`` is missing."""
         client = cls(url, verify=verify, timeout=timeout, transport=transport)
         try:
-            client.authenticate(username, password)
+            client.authenticate(username, password, otp=otp)
         except BaseException:
             client.close()
             raise
         return client
 
-    def authenticate(self, username: str, password: str) -> Token:
-        """Log in on this client: get a token and use it from now on."""
-        body = build(LoginRequest, username=username, password=password)
+    def authenticate(self, username: str, password: str, *, otp: str | None = None) -> Token:
+        """Log in on this client: get a token and use it from now on (``otp``: the TOTP or a
+        recovery code of an account with two-factor auth)."""
+        body = build(LoginRequest, username=username, password=password, otp=otp)
         token = self.call(Token, "POST", "/auth/login", body=body)
         self.token = token.token
         return token

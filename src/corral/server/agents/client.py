@@ -8,9 +8,14 @@ fallback so a lost callback or a server restart never loses a result.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json as _json
 import logging
+import secrets
 import ssl
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +24,9 @@ from corral.api.agent import (
     AgentTask,
     AttachRequest,
     AttachResponse,
+    EnrollChallenge,
+    EnrollComplete,
+    EnrollRequest,
     TaskPayload,
     TaskState,
     TaskStatus,
@@ -31,8 +39,10 @@ from corral.api.errors import (
     ErrorBody,
     ErrorResponse,
     Timeout,
+    Unauthenticated,
 )
 from corral.server.agents.directory import HostDirectory
+from corral.util.ca import ClusterCA, host_context, issued_host_id
 from corral.util.http1 import Http1Client, HttpError
 from corral.util.tls import fetch_server_cert, pinned_context
 
@@ -41,12 +51,45 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AgentEndpoint:
-    """How to reach one host's agent."""
+    """How to reach one host's agent. ``cert_pem``: the certificate the cluster CA issued for the
+    host (verified against the CA and the host's name, see ``corral.util.ca``), else a pinned
+    self-signed one (enrollment, hosts added before the cluster CA), None for plain http."""
 
     host_id: str
     url: str
     token: str
     cert_pem: str | None
+
+
+class EnrollmentTokens:
+    """One-time enrollment tokens of this process, kept as SHA-256 digests until they expire."""
+
+    def __init__(self, *, ttl: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._tokens: dict[bytes, tuple[str, float, bool]] = {}
+
+    def issue(self, host_id: str) -> str:
+        """A new token for enrolling ``host_id``, valid ``ttl`` seconds, once."""
+        now = self.clock()
+        self._tokens = {d: t for d, t in self._tokens.items() if t[1] > now}
+        token = secrets.token_urlsafe(32)
+        self._tokens[hashlib.sha256(token.encode()).digest()] = (host_id, now + self.ttl, False)
+        return token
+
+    def consume(self, token: str, *, host_id: str) -> None:
+        """Use the token (for ``host_id``); ``Unauthenticated`` if unknown, for another host,
+        expired or already used."""
+        digest = hashlib.sha256(token.encode()).digest()
+        entry = next((t for d, t in self._tokens.items() if hmac.compare_digest(d, digest)), None)
+        if entry is None or entry[0] != host_id:
+            raise Unauthenticated("unknown enrollment token", host_id=host_id)
+        owner, expires_at, used = entry
+        if used:
+            raise Unauthenticated("this enrollment token was already used", host_id=host_id)
+        if self.clock() > expires_at:
+            raise Unauthenticated("this enrollment token expired", host_id=host_id)
+        self._tokens[digest] = (owner, expires_at, True)
 
 
 class AgentClient:
@@ -60,18 +103,37 @@ class AgentClient:
         self._waiting: dict[str, asyncio.Future[TaskStatus]] = {}
         self.directory: HostDirectory[Any] = HostDirectory()
         """What this process remembers about agents between requests (tokens, heartbeats)."""
+        self.ca: ClusterCA | None = None
+        """The cluster CA (set at server start): signs agent certificates, verifies agents."""
+        self.enrollments = EnrollmentTokens()
+
+    def _key(self, ep: AgentEndpoint) -> tuple[str, str | None]:
+        """One pool per https host (its own TLS identity), one per origin for plain http."""
+        origin = urlsplit(ep.url)
+        https = origin.scheme == "https"
+        return f"{origin.scheme}://{origin.netloc}", ep.cert_pem if https else None
 
     def _client(self, ep: AgentEndpoint) -> Http1Client:
-        origin = urlsplit(ep.url)
-        key = (f"{origin.scheme}://{origin.netloc}", ep.cert_pem)
+        key = self._key(ep)
         client = self._clients.get(key)
         if client is None:
             ctx: ssl.SSLContext | None = None
-            if origin.scheme == "https":
-                ctx = pinned_context(ep.cert_pem) if ep.cert_pem else _unverified()
+            if key[0].startswith("https:"):
+                ctx = self._tls_context(ep)
             client = Http1Client(ssl_context=ctx, max_connections=200, timeout=30.0)
             self._clients[key] = client
         return client
+
+    def _tls_context(self, ep: AgentEndpoint) -> ssl.SSLContext:
+        """Verify an enrolled agent against the cluster CA and its host's name; else trust
+        exactly the pinned certificate (or, with none, anything: ``_unverified``)."""
+        if ep.cert_pem is None:
+            return _unverified()
+        if issued_host_id(ep.cert_pem) == ep.host_id:
+            if self.ca is None:
+                raise AgentError("the cluster CA is not loaded", host_id=ep.host_id)
+            return host_context(self.ca.ca_pem, ep.host_id)
+        return pinned_context(ep.cert_pem)
 
     async def close(self) -> None:
         for c in self._clients.values():
@@ -120,6 +182,33 @@ class AgentClient:
     async def attach(self, ep: AgentEndpoint, req: AttachRequest) -> AttachResponse:
         data = await self._request(ep, "POST", "/v1/attach", json=req.model_dump(mode="json"))
         return AttachResponse.model_validate(data)
+
+    async def enroll(self, ep: AgentEndpoint, req: EnrollRequest) -> EnrollChallenge:
+        """Step 1 of enrollment (``ep`` pins the agent's bootstrap certificate)."""
+        data = await self._request(ep, "POST", "/v1/enroll", json=req.model_dump(mode="json"))
+        return EnrollChallenge.model_validate(data)
+
+    async def enroll_complete(self, ep: AgentEndpoint, req: EnrollComplete) -> AttachResponse:
+        """Step 2: deliver the certificate, the CA and the host token."""
+        path = "/v1/enroll/complete"
+        data = await self._request(ep, "POST", path, json=req.model_dump(mode="json"))
+        return AttachResponse.model_validate(data)
+
+    async def detach(self, ep: AgentEndpoint, *, timeout: float = 5.0) -> bool:
+        """Best effort: tell a removed host's agent to forget this server (one attempt within
+        ``timeout``), and drop its connections. True if the agent confirmed; never raises."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._request(ep, "POST", "/v1/detach", retries=1)
+            return True
+        except (CorralError, TimeoutError) as exc:
+            log.info("host %s: could not tell its agent to detach: %s", ep.host_id, exc)
+            return False
+        finally:
+            key = self._key(ep)
+            client = self._clients.pop(key, None) if key[1] is not None else None
+            if client is not None:
+                await client.aclose()
 
     async def vms(self, ep: AgentEndpoint) -> list[VmReport]:
         data = await self._request(ep, "GET", "/v1/vms")

@@ -300,3 +300,6 @@ class TokenRow(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     expires_at: Mapped[dt.datetime] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+from corral.server.db import tables_audit  # noqa: E402, F401  (registers AuditEventRow on Base)

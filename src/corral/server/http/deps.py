@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request, Response
+from fastapi import Depends, Header, Query, Request, Response
 
 from corral.api.common import DEFAULT_PAGE, MAX_PAGE, ListQuery
 from corral.api.errors import Forbidden, InvalidInput, Unauthenticated
 from corral.api.operations import Operation
+from corral.api.signing import CONTENT_HEADER, UNSIGNED_PAYLOAD, is_signed
 from corral.server.db.tables import HostRow
 from corral.server.identity.caller import Caller
 from corral.server.identity.directory import load_caller
-from corral.server.services import auth, hosts
+from corral.server.services import access_keys, auth, hosts
 from corral.server.services.context import Services
 
 
@@ -24,7 +26,7 @@ async def services(request: Request) -> Services:
 Svc = Annotated[Services, Depends(services)]
 
 
-def _bearer(request: Request) -> str:
+def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -33,7 +35,7 @@ def _bearer(request: Request) -> str:
 
 
 async def current_user(request: Request, svc: Svc) -> str:
-    return await auth.check_token(svc=svc, token=_bearer(request))
+    return await auth.check_token(svc=svc, token=bearer_token(request))
 
 
 PROJECT_HEADER = "x-corral-project"
@@ -46,11 +48,36 @@ async def current_caller(request: Request, svc: Svc) -> Caller:
     cached: Caller | None = getattr(request.state, "caller", None)
     if cached is not None:
         return cached
-    user_id = await auth.check_token(svc=svc, token=_bearer(request))
     project = request.headers.get(PROJECT_HEADER) or request.query_params.get("project")
-    caller = await load_caller(svc.sessionmaker, svc.callers, user_id, project=project)
+    if is_signed(request.headers):
+        user_id, key_id = await _signed_user(request, svc)
+        caller = await load_caller(
+            svc.sessionmaker, svc.callers, user_id, project=project, method="access_key"
+        )
+        caller = replace(caller, access_key_id=key_id)
+    else:
+        user_id = await auth.check_token(svc=svc, token=bearer_token(request))
+        caller = await load_caller(svc.sessionmaker, svc.callers, user_id, project=project)
     request.state.caller = caller
     return caller
+
+
+async def _signed_user(request: Request, svc: Svc) -> tuple[str, str]:
+    """(user id, AccessKey id) of a request signed with an AccessKey. Streaming uploads (PUT
+    ``…/data``) may leave the body unsigned (``UNSIGNED-PAYLOAD``); every other body is hashed."""
+    streaming = request.method == "PUT" and request.url.path.endswith("/data")
+    signed_body = request.headers.get(CONTENT_HEADER, "") != UNSIGNED_PAYLOAD
+    body = await request.body() if signed_body or not streaming else None
+    return await access_keys.check_signed(
+        svc=svc,
+        guard=svc.replay_guard,
+        headers=request.headers,
+        method=request.method,
+        path=request.scope.get("raw_path", request.url.path.encode()).decode("latin-1"),
+        query=request.scope.get("query_string", b"").decode("latin-1"),
+        body=body,
+        allow_unsigned_payload=streaming,
+    )
 
 
 class Allow:
@@ -62,8 +89,7 @@ class Allow:
     def __init__(self, permission: str) -> None:
         self.permission = permission
 
-    async def __call__(self, request: Request, svc: Svc) -> Caller:
-        caller = await current_caller(request, svc)
+    async def __call__(self, caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
         if not caller.can(self.permission):
             raise Forbidden(f"you may not {self.permission}", permission=self.permission)
         return caller
@@ -77,7 +103,7 @@ def allow(permission: str) -> Any:
 async def current_host(request: Request, svc: Svc) -> HostRow:
     """The host whose agent is calling (its per-host token)."""
     try:
-        return await hosts.host_by_token(svc=svc, token=_bearer(request))
+        return await hosts.host_by_token(svc=svc, token=bearer_token(request))
     except Exception as exc:
         raise Unauthenticated("unknown agent token") from exc
 
@@ -111,6 +137,10 @@ def filters_from(request: Request, allowed: set[str]) -> dict[str, Any]:
 
 
 Listing = Annotated[ListQuery, Depends(list_query)]
+IfMatch = Annotated[
+    str | None,
+    Header(alias="If-Match", description="change only if the resource still has this ETag"),
+]
 
 
 def accepted(response: Response, op: Operation) -> Operation:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,7 +28,11 @@ def install(app: FastAPI) -> None:
             log.info("%s %s -> %s", request.method, request.url.path, exc)
         else:
             log.error("%s %s -> %s", request.method, request.url.path, exc, exc_info=exc)
-        return _json(exc.http_status, exc.to_body())
+        response = _json(exc.http_status, exc.to_body())
+        retry = exc.context.get("retry_after_s")
+        if exc.http_status == 429 and isinstance(retry, int | float):
+            response.headers["Retry-After"] = str(max(1, math.ceil(retry)))
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""Routes for operations, authentication and health."""
+"""Routes for operations and health."""
 
 from __future__ import annotations
 
@@ -8,21 +8,15 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy import text
 
 from corral import __version__
-from corral.api.auth import Health, LoginRequest, Token
+from corral.api.auth import Health
 from corral.api.common import Page
 from corral.api.operations import Operation
 from corral.server.db.tables import OperationRow
 from corral.server.http.deps import Listing, Svc, allow, filters_from
 from corral.server.identity.access import visible_operations
 from corral.server.identity.caller import Caller
-from corral.server.services import auth
 
 router = APIRouter()
-
-
-@router.post("/auth/login", response_model=Token, tags=["auth"])
-async def login(req: LoginRequest, svc: Svc) -> Token:
-    return await auth.login(svc=svc, username=req.username, password=req.password)
 
 
 @router.get("/health", response_model=Health, tags=["health"])

@@ -11,7 +11,7 @@ from corral.api.common import Page
 from corral.api.images import Image, ImageCreate
 from corral.api.operations import Operation
 from corral.api.vms import Vm, VmAction, VmCreate, VmResize, VmStop
-from corral.server.http.deps import Listing, Svc, accepted, allow, filters_from
+from corral.server.http.deps import IfMatch, Listing, Svc, accepted, allow, filters_from
 from corral.server.identity.caller import Caller
 from corral.server.services import images, vms
 
@@ -30,8 +30,12 @@ async def list_vms(
 
 
 @router.get("/vms/{ref}", response_model=Vm, tags=["vms"])
-async def get_vm(ref: str, svc: Svc, caller: Annotated[Caller, allow("vm:get")]) -> Vm:
-    return await vms.VMS.get(svc.sessionmaker, ref, vms.visible_vms(caller))
+async def get_vm(
+    ref: str, response: Response, svc: Svc, caller: Annotated[Caller, allow("vm:get")]
+) -> Vm:
+    vm = await vms.VMS.get(svc.sessionmaker, ref, vms.visible_vms(caller))
+    response.headers["ETag"] = vm.etag
+    return vm
 
 
 @router.post("/vms", **A, tags=["vms"])
@@ -43,9 +47,13 @@ async def create_vm(
 
 @router.delete("/vms/{ref}", **A, tags=["vms"])
 async def delete_vm(
-    ref: str, response: Response, svc: Svc, caller: Annotated[Caller, allow("vm:delete")]
+    ref: str,
+    response: Response,
+    svc: Svc,
+    caller: Annotated[Caller, allow("vm:delete")],
+    if_match: IfMatch = None,
 ) -> Operation:
-    return accepted(response, await vms.delete(svc=svc, ref=ref, caller=caller))
+    return accepted(response, await vms.delete(svc=svc, ref=ref, caller=caller, if_match=if_match))
 
 
 @router.post("/vms/{ref}/resize", **A, tags=["vms"])
@@ -55,8 +63,11 @@ async def resize_vm(
     response: Response,
     svc: Svc,
     caller: Annotated[Caller, allow("vm:update")],
+    if_match: IfMatch = None,
 ) -> Operation:
-    return accepted(response, await vms.resize(svc=svc, ref=ref, spec=spec, caller=caller))
+    return accepted(
+        response, await vms.resize(svc=svc, ref=ref, spec=spec, caller=caller, if_match=if_match)
+    )
 
 
 @router.post("/vms/{ref}/stop", **A, tags=["vms"])
@@ -66,16 +77,31 @@ async def stop_vm(
     svc: Svc,
     caller: Annotated[Caller, allow("vm:power")],
     spec: VmStop | None = None,
+    if_match: IfMatch = None,
 ) -> Operation:
-    op = await vms.act(svc=svc, ref=ref, action=VmAction.stop, stop=spec or VmStop(), caller=caller)
+    op = await vms.act(
+        svc=svc,
+        ref=ref,
+        action=VmAction.stop,
+        stop=spec or VmStop(),
+        caller=caller,
+        if_match=if_match,
+    )
     return accepted(response, op)
 
 
 def _action_route(action: VmAction) -> None:
     async def handler(
-        ref: str, response: Response, svc: Svc, caller: Annotated[Caller, allow("vm:power")]
+        ref: str,
+        response: Response,
+        svc: Svc,
+        caller: Annotated[Caller, allow("vm:power")],
+        if_match: IfMatch = None,
     ) -> Operation:
-        return accepted(response, await vms.act(svc=svc, ref=ref, action=action, caller=caller))
+        return accepted(
+            response,
+            await vms.act(svc=svc, ref=ref, action=action, caller=caller, if_match=if_match),
+        )
 
     handler.__name__ = f"{action.value}_vm"
     router.post(f"/vms/{{ref}}/{action.value}", **A, tags=["vms"], name=f"{action.value}_vm")(

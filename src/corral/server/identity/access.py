@@ -95,3 +95,21 @@ def visible_operations(caller: Caller, table: Any) -> ColumnElement[bool]:
     if caller.project_id is not None:
         cond = and_(cond, table.project_id == caller.project_id)
     return cond
+
+
+def check_if_match(if_match: str | None, resource_id: str, updated_at: Any) -> None:
+    """Optimistic concurrency: ``PreconditionFailed`` unless ``if_match`` (the ``If-Match``
+    header: ``*`` or a list of entity tags) names the resource's current version. No header: no
+    check."""
+    from corral.api.common import etag_of
+    from corral.api.errors import PreconditionFailed
+
+    if if_match is None:
+        return
+    wanted = {t.strip().removeprefix("W/") for t in if_match.split(",")}
+    current = etag_of(resource_id, updated_at)
+    if "*" not in wanted and current not in wanted:
+        raise PreconditionFailed(
+            "the resource changed since you read it (If-Match does not match its ETag)",
+            etag=current,
+        )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Final
 
 PLATFORM_KINDS: Final = frozenset(
-    {"zone", "cluster", "host", "offering", "user", "project", "role", "debug"}
+    {"zone", "cluster", "host", "offering", "user", "project", "role", "debug", "account"}
 )
 PROJECT_KINDS: Final = frozenset(
     {"vm", "image", "operation", "quota", "member", "audit", "tag", "access_key"}
@@ -27,6 +27,7 @@ ACTIONS: Final[dict[str, tuple[str, ...]]] = {
     "project": ("list", "get", "create", "update", "delete"),
     "role": ("list", "get", "create", "update", "delete"),
     "debug": ("faults",),
+    "account": ("manage",),
     "vm": ("list", "get", "create", "update", "delete", "power", "console", "see-all"),
     "image": ("list", "get", "create", "update", "delete", "see-all"),
     "operation": ("list", "get", "cancel", "see-all"),
@@ -39,8 +40,11 @@ ACTIONS: Final[dict[str, tuple[str, ...]]] = {
 """Every permission that exists (``kind: actions``). ``see-all``: see every resource of the kind
 in the project, not only one's own and shared ones."""
 
-EVERYONE: Final = frozenset({"offering:list", "offering:get", "project:list", "project:get"})
-"""What every authenticated user may do (platform reads a self-service user needs)."""
+EVERYONE: Final = frozenset(
+    {"offering:list", "offering:get", "project:list", "project:get", "account:manage"}
+)
+"""What every authenticated user may do (platform reads a self-service user needs; their own
+password, two-factor authentication and sessions: ``account:manage``)."""
 
 PLATFORM_ADMIN: Final = "platform-admin"
 

@@ -136,11 +136,18 @@ async def update_host(*, svc: Services, ref: str, spec: HostUpdate) -> Operation
 
 
 async def remove_host(*, svc: Services, ref: str) -> Operation:
+    """Remove a host without VMs and revoke its agent's credentials: its token (and so its
+    heartbeats, events and callbacks: 401) and its certificate (the server verifies an agent
+    against the certificate issued for the host's row, now gone). Then, best effort, tell the
+    agent to forget this server (``POST /v1/detach``) so that it can be added again."""
+    from corral.server.agents.client import AgentEndpoint
+
     async with svc.sessionmaker() as s:
         row = await get_row(s, HostRow, ref, "host")
         n = await s.scalar(select(func.count()).where(VmRow.host_id == row.id))
         if n:
             raise InUse(f"host {row.name!r} still has {n} VM(s)", vms=n)
+        ep = AgentEndpoint(host_id=row.id, url=row.url, token=row.token, cert_pem=row.cert_pem)
         await s.delete(row)
         op = svc.runner.create(
             s, type="host.remove", target_type="host", target_id=row.id, done=True
@@ -148,6 +155,7 @@ async def remove_host(*, svc: Services, ref: str) -> Operation:
         await s.commit()
     svc.agents.directory.forget_host(row.id, row.token)
     invalidate_views()
+    await svc.agents.detach(ep)
     return op_model(op)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -68,6 +69,13 @@ class _KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+IDEMPOTENCY_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "corral_idempotency_key", default=None
+)
+"""The idempotency record of the request being served (set by the HTTP layer): ``create`` stores
+it on the first operation the request creates, in the transaction of the change, and clears it."""
+
+
 class OperationRunner:
     """Owns the operations of this server process.
 
@@ -117,11 +125,13 @@ class OperationRunner:
             params=params or {},
             project_id=project_id,
             user_id=user_id,
+            idempotency_key=IDEMPOTENCY_KEY.get(),
             created_at=now,
             started_at=now if done else None,
             finished_at=now if done else None,
         )
         s.add(row)
+        IDEMPOTENCY_KEY.set(None)
         return row
 
     def launch(self, op: OperationRow) -> None:

@@ -15,7 +15,7 @@ from corral.api.operations import Operation
 from corral.api.vms import PowerState, Vm, VmAction, VmCreate, VmResize, VmStatus, VmStop
 from corral.server.db.tables import HostRow, ImageRow, OfferingRow, VmRow
 from corral.server.identity import quotas
-from corral.server.identity.access import creation_project, require, visible
+from corral.server.identity.access import check_if_match, creation_project, require, visible
 from corral.server.identity.caller import Caller
 from corral.server.services.context import Services
 from corral.server.services.images import visible_images
@@ -151,18 +151,28 @@ async def _submit(
     return op_model(op), vm
 
 
-async def _visible_vm(svc: Services, ref: str, caller: Caller, permission: str) -> VmRow:
-    """The VM ``ref`` if the caller sees it (else ``NotFound``) and may ``permission`` it."""
+async def _visible_vm(
+    svc: Services, ref: str, caller: Caller, permission: str, if_match: str | None = None
+) -> VmRow:
+    """The VM ``ref`` if the caller sees it (else ``NotFound``), may ``permission`` it (else
+    ``Forbidden``) and ``if_match`` names its current version (else ``PreconditionFailed``)."""
     async with svc.sessionmaker() as s:
         vm = await get_row(s, VmRow, ref, "vm", where=visible_vms(caller))
     require(caller, permission, vm.project_id)
+    check_if_match(if_match, vm.id, vm.updated_at)
     return vm
 
 
 async def _check(
-    svc: Services, ref: str, allowed: set[VmStatus], verb: str, caller: Caller, permission: str
+    svc: Services,
+    ref: str,
+    allowed: set[VmStatus],
+    verb: str,
+    caller: Caller,
+    permission: str,
+    if_match: str | None = None,
 ) -> VmRow:
-    vm = await _visible_vm(svc, ref, caller, permission)
+    vm = await _visible_vm(svc, ref, caller, permission, if_match)
     if VmStatus(vm.status) not in allowed:
         need = ", ".join(sorted(a.value for a in allowed))
         raise InvalidState(
@@ -174,9 +184,15 @@ async def _check(
 
 
 async def act(
-    *, svc: Services, ref: str, action: VmAction, caller: Caller, stop: VmStop | None = None
+    *,
+    svc: Services,
+    ref: str,
+    action: VmAction,
+    caller: Caller,
+    stop: VmStop | None = None,
+    if_match: str | None = None,
 ) -> Operation:
-    vm = await _visible_vm(svc, ref, caller, "vm:power")
+    vm = await _visible_vm(svc, ref, caller, "vm:power", if_match)
     check_allowed(vm, action)
     params: dict[str, Any] = {}
     if stop is not None:
@@ -185,8 +201,12 @@ async def act(
     return op
 
 
-async def resize(*, svc: Services, ref: str, spec: VmResize, caller: Caller) -> Operation:
-    vm = await _check(svc, ref, {VmStatus.stopped}, "resize (stop it first)", caller, "vm:update")
+async def resize(
+    *, svc: Services, ref: str, spec: VmResize, caller: Caller, if_match: str | None = None
+) -> Operation:
+    vm = await _check(
+        svc, ref, {VmStatus.stopped}, "resize (stop it first)", caller, "vm:update", if_match
+    )
     cpus = spec.cpus or vm.cpus
     memory_mb = spec.memory_mb or vm.memory_mb
     if (cpus, memory_mb) == (vm.cpus, vm.memory_mb):
@@ -201,8 +221,10 @@ async def resize(*, svc: Services, ref: str, spec: VmResize, caller: Caller) -> 
     return op
 
 
-async def delete(*, svc: Services, ref: str, caller: Caller) -> Operation:
+async def delete(
+    *, svc: Services, ref: str, caller: Caller, if_match: str | None = None
+) -> Operation:
     allowed = set(VmStatus) - {VmStatus.creating, VmStatus.deleting}
-    vm = await _check(svc, ref, allowed, "delete", caller, "vm:delete")
+    vm = await _check(svc, ref, allowed, "delete", caller, "vm:delete", if_match)
     op, _ = await _submit(svc, vm.id, "vm.delete", {}, caller)
     return op

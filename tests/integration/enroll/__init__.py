@@ -1,0 +1,1 @@
+"""Enrollment, revocation and API certificates over real TLS."""

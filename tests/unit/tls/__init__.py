@@ -1,0 +1,1 @@
+"""Unit tests of the cluster CA, enrollment state and TLS material."""
