@@ -26,16 +26,14 @@ from pydantic import BaseModel, ValidationError
 from corral.api.agent import Heartbeat, TaskStatus, VmEvents
 from corral.api.errors import CorralError, ErrorBody, ErrorResponse, InvalidInput, Unauthenticated
 from corral.server.db.tables import HostRow
+from corral.server.http.asgi import Asgi, Receive, Scope, Send, bearer, send_json
+from corral.server.http.errors import validation_body
 from corral.server.services import hosts
 from corral.server.services.context import Services
 
 log = logging.getLogger("corral.http")
 
 PREFIX = "/api/v1/agent/"
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
 MAX_BODY = 16 * 1024 * 1024
 
 
@@ -73,13 +71,10 @@ def _route(path: str) -> tuple[Handler, str] | None:
 
 
 def _token(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            text: str = value.decode("latin-1")
-            scheme, _, token = text.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-    raise Unauthenticated("this endpoint needs 'Authorization: Bearer <token>'; log in first")
+    token = bearer(scope)
+    if token is None:
+        raise Unauthenticated("this endpoint needs 'Authorization: Bearer <token>'; log in first")
+    return token
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -98,25 +93,12 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-def _validation_error(exc: ValidationError) -> ErrorBody:
-    errors = [
-        {"loc": list(e.get("loc", [])), "msg": str(e.get("msg", "")), "type": str(e.get("type"))}
-        for e in exc.errors()
-    ]
-    first = errors[0] if errors else {"loc": [], "msg": "invalid input"}
-    where = ".".join(str(p) for p in first["loc"])
-    message = f"{where}: {first['msg']}" if where else str(first["msg"])
-    return ErrorBody(code="invalid_input", message=message, context={"errors": errors})
-
-
 async def _respond(send: Send, status: int, payload: dict[str, Any] | BaseModel) -> None:
     if isinstance(payload, BaseModel):
         body = payload.model_dump_json().encode()
     else:
         body = json.dumps(payload, separators=(",", ":")).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, status, body)
 
 
 class AgentFastPath:
@@ -146,7 +128,7 @@ class AgentFastPath:
                 raise Unauthenticated("unknown agent token") from exc
             result = await handler(svc, host, await _read_body(receive), arg)
         except ValidationError as exc:
-            await _respond(send, 422, ErrorResponse(error=_validation_error(exc)))
+            await _respond(send, 422, ErrorResponse(error=validation_body(exc.errors())))
         except CorralError as exc:
             level = logging.INFO if exc.expected else logging.ERROR
             log.log(level, "POST %s -> %s", path, exc, exc_info=None if exc.expected else exc)

@@ -27,13 +27,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
 
 from corral.server.db import tables_audit as cols
 from corral.server.db.types import utcnow
+from corral.server.http.asgi import Asgi, Message, Receive, Scope, Send
 from corral.server.http.audit_record import (
     API_PREFIX,
     action_for,
@@ -49,11 +50,6 @@ from corral.util.redact import redact_text
 
 log = logging.getLogger("corral.audit")
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 AUDITED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SKIPPED_PREFIX = API_PREFIX + "/agent/"

@@ -12,6 +12,7 @@ from corral.api.errors import Forbidden, InvalidInput, Unauthenticated
 from corral.api.operations import Operation
 from corral.api.signing import CONTENT_HEADER, UNSIGNED_PAYLOAD, is_signed
 from corral.server.db.tables import HostRow
+from corral.server.http.asgi import bearer
 from corral.server.identity.caller import Caller
 from corral.server.identity.directory import load_caller
 from corral.server.services import access_keys, auth, hosts
@@ -27,11 +28,10 @@ Svc = Annotated[Services, Depends(services)]
 
 
 def bearer_token(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    token = bearer(request.scope)
+    if token is None:
         raise Unauthenticated("this endpoint needs 'Authorization: Bearer <token>'; log in first")
-    return token.strip()
+    return token
 
 
 async def current_user(request: Request, svc: Svc) -> str:

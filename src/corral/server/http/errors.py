@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +23,19 @@ def _json(status: int, body: ErrorBody) -> JSONResponse:
     )
 
 
+def validation_body(raw: Sequence[Any]) -> ErrorBody:
+    """``invalid_input`` naming the first invalid field, every error in ``context.errors``
+    (``raw``: pydantic's ``errors()``)."""
+    errors = [
+        {"loc": list(e.get("loc", [])), "msg": str(e.get("msg", "")), "type": str(e.get("type"))}
+        for e in raw
+    ]
+    first = errors[0] if errors else {"loc": [], "msg": "invalid input"}
+    where = ".".join(str(p) for p in first["loc"] if p != "body")
+    message = f"{where}: {first['msg']}" if where else str(first["msg"])
+    return ErrorBody(code="invalid_input", message=message, context={"errors": errors})
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(CorralError)
     async def corral_error(request: Request, exc: CorralError) -> JSONResponse:
@@ -36,20 +51,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {
-                "loc": list(e.get("loc", [])),
-                "msg": str(e.get("msg", "")),
-                "type": str(e.get("type")),
-            }
-            for e in exc.errors()
-        ]
-        first = errors[0] if errors else {"loc": [], "msg": "invalid input"}
-        where = ".".join(str(p) for p in first["loc"] if p != "body")
-        message = f"{where}: {first['msg']}" if where else str(first["msg"])
-        return _json(
-            422, ErrorBody(code="invalid_input", message=message, context={"errors": errors})
-        )
+        return _json(422, validation_body(exc.errors()))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

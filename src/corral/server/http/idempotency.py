@@ -18,25 +18,21 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from corral.api.errors import Conflict, CorralError, ErrorResponse
+from corral.api.errors import Conflict, CorralError, ErrorBody, ErrorResponse
 from corral.server.db.tables import IdempotencyRow, OperationRow
 from corral.server.db.types import utcnow
+from corral.server.http.asgi import Asgi, Receive, Scope, Send, bearer, header, send_json
 from corral.server.services import auth
 from corral.server.services.context import Services
 from corral.server.services.operations import IDEMPOTENCY_KEY as CURRENT_KEY
 from corral.server.services.operations import to_model
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 HEADER = b"idempotency-key"
 TTL = timedelta(hours=24)
@@ -53,14 +49,6 @@ class IdempotencyInProgress(Conflict):
     code = "idempotency_in_progress"
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for k, v in scope["headers"]:
-        if k == name:
-            text: str = v.decode("latin-1")
-            return text
-    return None
-
-
 class Idempotency:
     """ASGI middleware implementing the module's contract."""
 
@@ -69,7 +57,7 @@ class Idempotency:
         self.services = services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        key = _header(scope, HEADER) if scope["type"] == "http" else None
+        key = header(scope, HEADER) if scope["type"] == "http" else None
         svc = self.services() if key else None
         if (
             key is None
@@ -111,11 +99,10 @@ class Idempotency:
         await self._run(svc, scope, receive, send, record_id)
 
     async def _user(self, svc: Services, scope: Scope) -> str:
-        header = _header(scope, b"authorization") or ""
-        kind, _, token = header.partition(" ")
-        if kind.lower() != "bearer" or not token:
+        token = bearer(scope)
+        if token is None:
             raise CorralError("not a bearer token")
-        return await auth.check_token(svc=svc, token=token.strip())
+        return await auth.check_token(svc=svc, token=token)
 
     async def _claim(
         self, svc: Services, record_id: str, user_id: str, digest: str
@@ -233,20 +220,13 @@ async def _replay(send: Send, stored: dict[str, Any]) -> None:
     if isinstance(body, dict) and "_list" in body:
         body = body["_list"]
     raw = b"" if body is None else json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"idempotent-replayed", b"true"),
-               (b"content-length", str(len(raw)).encode())]  # fmt: skip
+    headers = [(b"idempotent-replayed", b"true")]
     headers += [(k.encode(), str(v).encode()) for k, v in stored["headers"].items()
                 if not k.startswith("_")]  # fmt: skip
-    await send({"type": "http.response.start", "status": stored["status"], "headers": headers})
-    await send({"type": "http.response.body", "body": raw})
+    await send_json(send, stored["status"], raw, headers)
 
 
 async def _error(send: Send, status: int, code: str, message: str, *, retry: bool = False) -> None:
-    from corral.api.errors import ErrorBody
-
     raw = ErrorResponse(error=ErrorBody(code=code, message=message)).model_dump_json().encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
-    if retry and code == "idempotency_in_progress":
-        headers.append((b"retry-after", b"1"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": raw})
+    in_progress = retry and code == "idempotency_in_progress"
+    await send_json(send, status, raw, [(b"retry-after", b"1")] if in_progress else [])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import case, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.errors import QuotaExceeded
@@ -68,7 +68,7 @@ async def adjust(s: AsyncSession, project_id: str | None, **deltas: int) -> None
 
 async def usage(s: AsyncSession, project_id: str) -> dict[str, tuple[int | None, int]]:
     """``{resource: (limit, used)}`` of a project (no row: no limits, nothing used)."""
-    row = await s.scalar(select(QuotaRow).where(QuotaRow.project_id == project_id))
+    row = await s.get(QuotaRow, project_id, populate_existing=True)
     return {
         r: (getattr(row, f"{r}_limit"), getattr(row, f"{r}_used")) if row else (None, 0)
         for r in QUOTA_RESOURCES

@@ -16,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from corral.api.errors import Conflict
 from corral.api.identity import Quota, QuotaItem, QuotaUpdate
 from corral.api.operations import Operation
-from corral.server.db.tables import QUOTA_RESOURCES, QuotaRow
+from corral.server.db.tables import QuotaRow
 from corral.server.identity.access import require
 from corral.server.identity.caller import Caller
+from corral.server.identity.quotas import usage as quota_usage
 from corral.server.services.context import Services
 from corral.server.services.projects import find_project, finish
 
@@ -26,14 +27,8 @@ from corral.server.services.projects import find_project, finish
 async def usage(s: AsyncSession, project_id: str) -> Quota:
     """A project's limit and current usage of every resource of ``QUOTA_RESOURCES`` (a project
     without a quota row has no limits and uses nothing)."""
-    row = await s.get(QuotaRow, project_id, populate_existing=True)
-    items = {
-        r: QuotaItem(
-            limit=getattr(row, f"{r}_limit") if row else None,
-            used=getattr(row, f"{r}_used") if row else 0,
-        )
-        for r in QUOTA_RESOURCES
-    }
+    counts = await quota_usage(s, project_id)
+    items = {r: QuotaItem(limit=limit, used=used) for r, (limit, used) in counts.items()}
     return Quota(project_id=project_id, **items)
 
 
