@@ -5,7 +5,9 @@ A server runs in this process (plain HTTP on loopback). The call is ``GET /api/v
 over 50 VMs' worth of rows. Baseline "no auth": the same route handler mounted a second time
 without the auth dependency, with a fixed platform-admin caller, so the difference is exactly
 what authentication and loading the caller's rights cost. The AccessKey figure includes signing
-the request on the client (HMAC, ~30 µs) as a program would. Runs alternate in rounds; p50s.
+the request on the client (HMAC, ~30 µs) as a program would. The three calls are interleaved one
+by one, in rotating order (the machine's load drifts: blocks of calls would measure the drift);
+p50s.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
-
-from fastapi import Request
 
 from bench.common import BenchContext, Figure, median
 from corral.api.common import Page
@@ -54,29 +54,19 @@ async def _default_project(s: object) -> str:
     return pid
 
 
-async def _time(
-    http: Http1Client, url: str, headers: dict[str, str] | None, n: int, path: str = PATH
-) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        r = await http.request("GET", f"{url}{path}?{QUERY}", headers=headers)
-        out.append(time.perf_counter() - t0)
-        if r.status != 200:
-            raise RuntimeError(f"GET {PATH}: {r.status} {r.text[:200]}")
-    return out
-
-
-async def _time_signed(http: Http1Client, url: str, key: tuple[str, str], n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
+async def _once(
+    http: Http1Client, url: str, headers: dict[str, str] | None, key: tuple[str, str] | None
+) -> float:
+    """Seconds one ``GET`` takes (``key``: signed on the client first, inside the timing)."""
+    path = TWIN if headers is None and key is None else PATH
+    t0 = time.perf_counter()
+    if key is not None:
         headers = signed_headers(key[0], key[1], "GET", PATH, QUERY, b"")
-        r = await http.request("GET", f"{url}{PATH}?{QUERY}", headers=headers)
-        out.append(time.perf_counter() - t0)
-        if r.status != 200:
-            raise RuntimeError(f"signed GET {PATH}: {r.status} {r.text[:200]}")
-    return out
+    r = await http.request("GET", f"{url}{path}?{QUERY}", headers=headers)
+    elapsed = time.perf_counter() - t0
+    if r.status != 200:
+        raise RuntimeError(f"GET {path}: {r.status} {r.text[:200]}")
+    return elapsed
 
 
 async def run(ctx: BenchContext) -> list[Figure]:
@@ -105,12 +95,14 @@ async def run(ctx: BenchContext) -> list[Figure]:
         none_s: list[float] = []
         token_s: list[float] = []
         key_s: list[float] = []
-        await _time(http, url, bearer, 50)  # warm-up
         _add_unauthenticated_twin(server, admin)
-        for _ in range(rounds):
-            none_s += await _time(http, url, None, n, path=TWIN)
-            token_s += await _time(http, url, bearer, n)
-            key_s += await _time_signed(http, url, key, n)
+        variants = [(none_s, None, None), (token_s, bearer, None), (key_s, None, key)]
+        for _ in range(20):  # warm-up
+            for _, headers, signing in variants:
+                await _once(http, url, headers, signing)
+        for i in range(rounds * n):  # interleaved, order rotating: a load change hits all three
+            for out, headers, signing in variants[i % 3 :] + variants[: i % 3]:
+                out.append(await _once(http, url, headers, signing))
     finally:
         await http.aclose()
         await server.stop()
@@ -131,8 +123,8 @@ def _add_unauthenticated_twin(server: Any, caller: Any) -> None:
 
     svc = server.services
 
-    async def twin(request: Request, q: Listing) -> Page[Vm]:
-        return await list_vms(request, svc, caller, q)
+    async def twin(q: Listing) -> Any:
+        return await list_vms(svc=svc, caller=caller, q=q)
 
     server.app.add_api_route(TWIN, twin, methods=["GET"], response_model=Page[Vm])
 

@@ -53,8 +53,8 @@ def seed(db: Path, vms: int) -> list[str]:
             id=image, name="img", status="ready", format="qcow2", size_bytes=1,
             virtual_size_bytes=1 << 30, created_at=now, updated_at=now))  # fmt: skip
         conn.execute(insert(HostRow), [
-            {"id": h, "name": f"h{i}", "cluster_id": cluster, "url": f"http://h{i}", "token": _hex(),
-             "status": "connected", "enabled": True, "facts": facts, "created_at": now,
+            {"id": h, "name": f"h{i}", "cluster_id": cluster, "url": f"http://h{i}",
+             "token_sealed": _hex(), "token_digest": _hex(), "status": "connected", "enabled": True, "facts": facts, "created_at": now,
              "updated_at": now} for i, h in enumerate(hosts)])  # fmt: skip
         rng = random.Random(1)
         batch = []

@@ -3,7 +3,7 @@
 usage: .venv/bin/python bench/run.py [--only NAME[,NAME…]] [--quick] [--keep]
 
 Benchmarks: latency (a), throughput (b), listing (c), memory (d) of the foundation issue; auth
-(token vs AccessKey vs no auth); see each module's docstring.
+(token vs AccessKey vs no auth), audit (audit-log write overhead); see each module's docstring.
 No asserts: a figure that misses its target is printed, not failed. The exit status is 1 only if a
 benchmark could not be measured at all (its figures then print as ``n/a``).
 ``--quick`` uses small sizes (a smoke test of the benchmarks themselves, figures not meaningful).
@@ -34,6 +34,7 @@ BENCHMARKS = {
     "listing": ("bench.listing", ["listing.vms_page_p50", "listing.vms_page_p95"]),
     "memory": ("bench.memory", ["memory.server_rss"]),
     "auth": ("bench.auth", ["auth.token_p50", "auth.access_key_p50"]),
+    "audit": ("bench.audit", ["audit.write_p50", "audit.writer_records_per_s"]),
 }
 """name -> (module, the figures it prints)."""
 

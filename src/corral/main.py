@@ -50,6 +50,9 @@ def up_command(
     if driver not in ("auto", "libvirt", "simulator"):
         raise typer.BadParameter("must be auto, libvirt or simulator", param_hint="--driver")
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    from corral.util.redact import install_log_redaction
+
+    install_log_redaction()  # after basicConfig: its handler gets the filter too
     from corral.api.errors import CorralError
     from corral.server.cli import fail
     from corral.server.settings import default_data_dir

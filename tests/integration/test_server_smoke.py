@@ -69,7 +69,7 @@ async def test_zone_cluster_offering_crud(api: httpx.AsyncClient) -> None:
     page = (await api.get("/offerings", params={"name": "small"})).json()
     assert page["total"] == 1 and page["items"][0]["memory_mb"] == 256
     r = await api.get("/offerings", params={"colour": "red"})
-    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_query"
 
 
 async def test_vm_create_bad_input_creates_nothing(api: httpx.AsyncClient) -> None:
@@ -85,6 +85,7 @@ async def test_filters_are_typed(api: httpx.AsyncClient) -> None:
     r = await api.get("/hosts", params={"enabled": "true"})
     assert r.status_code == 200 and r.json()["total"] == 0
     r = await api.get("/hosts", params={"enabled": "maybe"})
-    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_query"
+    assert r.json()["error"]["context"]["field"] == "enabled"
     r = await api.get("/vms", params={"sort": "-nope"})
-    assert r.status_code == 422
+    assert r.status_code == 400 and r.json()["error"]["context"]["field"] == "nope"

@@ -27,6 +27,7 @@ from corral.agent.http import create_agent_app
 from corral.agent.runtime import HostRuntime
 from corral.agent.settings import AgentSettings
 from corral.util.ca import host_server_name
+from corral.util.redact import install_log_redaction
 from corral.util.tls import SniContext, ensure_self_signed, fingerprint
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,9 @@ async def start(
     settings: AgentSettings, *, runtimes: dict[str, HostRuntime] | None = None
 ) -> AgentHandle:
     """Start the runtimes (``build_runtimes`` unless given) and serve them; returns once the port
-    accepts connections. ``settings.port = 0`` picks a free port (see ``AgentHandle.port``)."""
+    accepts connections. ``settings.port = 0`` picks a free port (see ``AgentHandle.port``).
+    Secrets are scrubbed from every log record from then on (``install_log_redaction``)."""
+    install_log_redaction()
     runtimes = runtimes if runtimes is not None else build_runtimes(settings)
     results = await asyncio.gather(
         *(rt.start() for rt in runtimes.values()), return_exceptions=True

@@ -10,6 +10,7 @@ import typer
 
 from corral.agent.settings import AgentSettings
 from corral.util import aio
+from corral.util.redact import install_log_redaction
 
 
 def agent_command(
@@ -60,6 +61,7 @@ def agent_command(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_log_redaction()  # after basicConfig: its handler gets the filter too
     from corral.agent.app import serve
 
     aio.run(serve(settings))

@@ -19,6 +19,13 @@ Name = Annotated[
 Ref = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 """A reference to another resource by id or by name."""
 
+TAG_PATTERN = r"^[\w.:/=+@-]{1,128}$"
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=TAG_PATTERN)]
+"""A tag: 1-128 letters, digits and ``_ . : / = + @ -`` (``env=prod``, ``team:web``); no spaces
+or commas, so a tag can always be written unquoted in a query."""
+MAX_TAGS = 50
+"""Most user tags on one resource."""
+
 
 class Model(BaseModel):
     """Base of every contract model: unknown fields are refused."""
@@ -43,12 +50,34 @@ class Resource(Model):
     updated_at: datetime
 
     etag: str = Field("", description="this version's entity tag (computed by the server)")
+    tags: list[str] = Field(
+        default_factory=list,
+        description="user tags (add: POST .../{id}/tags, remove: DELETE .../{id}/tags?tag=)",
+    )
+    system_tags: list[str] = Field(
+        default_factory=list, description="tags Corral itself sets and reads; not changeable"
+    )
 
     @model_validator(mode="after")
     def _compute_etag(self) -> Self:
         if not self.etag:
             self.etag = etag_of(self.id, self.updated_at)
         return self
+
+
+class OwnedResource(Resource):
+    """A resource of a project: ``owner_id`` created it; ``shared``: every member of the project
+    sees it (not only its owner and the project's admins)."""
+
+    project_id: str | None = Field(None, description="the project (None: a public image)")
+    owner_id: str | None = None
+    shared: bool = False
+
+
+class TagsChange(Model):
+    """Tags to add to a resource (existing ones are kept; adding one twice is not an error)."""
+
+    tags: list[Tag] = Field(min_length=1, max_length=MAX_TAGS)
 
 
 class Page(Model, Generic[T]):
@@ -62,15 +91,6 @@ class Page(Model, Generic[T]):
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
-
-
-class ListQuery(Model):
-    """Paging, sorting and filtering accepted by every list endpoint.
-
-    ``sort`` is a field name, ``-field`` for descending. Filters are ``field=value`` query parameters
-    validated per resource.
-    """
-
-    limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE)
-    offset: int = Field(0, ge=0)
-    sort: str = "created_at"
+MAX_ID = 2**63 - 1
+"""The largest offset or integer id a request may name: the databases' 64-bit INTEGER (a larger
+one cannot match anything, and the drivers refuse to bind it)."""

@@ -2,6 +2,7 @@
 
     CorralError                      500 internal
     ├── InvalidInput                 422 invalid_input          (expected)
+    │   └── InvalidQuery             400 invalid_query          (q / sort / fields of a list)
     ├── Unauthenticated              401 unauthenticated        (expected)
     │   └── OtpRequired              401 otp_required           (password right; send the 2FA code)
     ├── Forbidden                    403 forbidden              (expected)
@@ -95,6 +96,15 @@ class InvalidInput(CorralError):
     code = "invalid_input"
     http_status = 422
     expected = True
+
+
+class InvalidQuery(InvalidInput):
+    """A list endpoint's ``q``, ``sort``, ``fields`` or filter parameters name an unknown field,
+    use an operator the field does not support or a value of the wrong type. ``context.field``
+    names the field (or the condition text)."""
+
+    code = "invalid_query"
+    http_status = 400
 
 
 class Unauthenticated(CorralError):

@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from corral.api.common import Model, Name, Resource
+from corral.api.common import Model, Name, OwnedResource
 
 
 class ImageStatus(StrEnum):
@@ -15,7 +15,7 @@ class ImageStatus(StrEnum):
     error = "error"
 
 
-class Image(Resource):
+class Image(OwnedResource):
     status: ImageStatus
     format: str | None = Field(None, description="qcow2 or raw, detected on import")
     size_bytes: int = 0

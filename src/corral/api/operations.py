@@ -39,3 +39,5 @@ class Operation(Model):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    project_id: str | None = Field(None, description="the project it acts in (None: platform)")
+    user_id: str | None = Field(None, description="who started it (None: the system)")

@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from pydantic import Field, model_validator
 
-from corral.api.common import Model, Name, Ref, Resource
+from corral.api.common import Model, Name, OwnedResource, Ref
 
 
 class VmStatus(StrEnum):
@@ -42,7 +42,7 @@ class VmAction(StrEnum):
     resume = "resume"
 
 
-class Vm(Resource):
+class Vm(OwnedResource):
     status: VmStatus
     power_state: PowerState
     cpus: int

@@ -9,6 +9,8 @@ import typer
 from typer.core import TyperGroup
 
 from corral.cli import (
+    accesskey,
+    audit,
     auth,
     cluster,
     host,
@@ -137,3 +139,5 @@ app.add_typer(user.app, name="user")
 app.add_typer(project.app, name="project")
 app.add_typer(role.app, name="role")
 app.add_typer(quota.app, name="quota")
+app.add_typer(accesskey.app, name="accesskey")
+app.add_typer(audit.app, name="audit")

@@ -13,6 +13,8 @@ from corral.cli.common import (
     Offset,
     Ref,
     Sort,
+    Tags,
+    Where,
     add_show_delete,
     finish,
     state_of,
@@ -89,12 +91,16 @@ def list_clusters(
     limit: Limit = 100,
     offset: Offset = 0,
     sort: Sort = None,
+    where: Where = None,
+    tag: Tags = None,
 ) -> None:
     """List clusters."""
     state = state_of(ctx)
     client = state.client()
     zone_id = client.zones.get(zone).id if zone else None
-    page = client.clusters.list(limit=limit, offset=offset, sort=sort, zone_id=zone_id)
+    page = client.clusters.list(
+        limit=limit, offset=offset, sort=sort, q=where, tag=tag, zone_id=zone_id
+    )
     print_page(page, COLUMNS, json_output=state.json)
 
 

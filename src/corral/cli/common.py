@@ -70,6 +70,18 @@ Offset = Annotated[int, typer.Option("--offset", min=0, help="Rows to skip.")]
 Sort = Annotated[
     str | None, typer.Option("--sort", help="Field to sort on; -field for descending.")
 ]
+Where = Annotated[
+    str | None,
+    typer.Option(
+        "--q",
+        "-q",
+        help="Conditions, e.g. 'state=running,memory>=1024,host.cluster.name=c1' "
+        "(operators = != > >= < <= ~ =in:a|b =null).",
+    ),
+]
+Tags = Annotated[
+    list[str] | None, typer.Option("--tag", help="Only items carrying this tag (repeatable).")
+]
 Ref = Annotated[str, typer.Argument(help="Name or id.", show_default=False)]
 Name = Annotated[str, typer.Argument(help="Name of the new resource.", show_default=False)]
 
@@ -143,6 +155,10 @@ class _Collection(Protocol):
 
     def delete(self, ref: str) -> Operation: ...
 
+    def tag(self, ref: str, *tags: str) -> Operation: ...
+
+    def untag(self, ref: str, *tags: str) -> Operation: ...
+
 
 def add_show_delete(
     app: typer.Typer,
@@ -151,7 +167,8 @@ def add_show_delete(
     collection: Callable[[Client], _Collection],
     delete_verb: str = "delete",
 ) -> None:
-    """Register ``show REF`` and ``delete REF [--no-wait]`` (or another verb) on ``app``."""
+    """Register ``show REF``, ``delete REF [--no-wait]`` (or another verb), ``tag REF TAG...``
+    and ``untag REF TAG...`` on ``app``."""
 
     def show_command(ctx: typer.Context, ref: Ref) -> None:
         state = state_of(ctx)
@@ -162,6 +179,28 @@ def add_show_delete(
         op = collection(state.client()).delete(ref)
         finish(state, op, no_wait=no_wait, done=f"{noun[0].upper()}{noun[1:]} {ref} deleted.")
 
+    def tag_command(
+        ctx: typer.Context,
+        ref: Ref,
+        tags: Annotated[list[str], typer.Argument(help="Tags to add.", show_default=False)],
+    ) -> None:
+        state = state_of(ctx)
+        op = collection(state.client()).tag(ref, *tags)
+        finish(state, op, no_wait=False, done=f"Tagged {ref}: {', '.join(tags)}.")
+
+    def untag_command(
+        ctx: typer.Context,
+        ref: Ref,
+        tags: Annotated[list[str], typer.Argument(help="Tags to remove.", show_default=False)],
+    ) -> None:
+        state = state_of(ctx)
+        op = collection(state.client()).untag(ref, *tags)
+        finish(state, op, no_wait=False, done=f"Untagged {ref}: {', '.join(tags)}.")
+
+    tag_command.__doc__ = f"Add tags to a {noun}."
+    untag_command.__doc__ = f"Remove tags from a {noun}."
+    app.command("tag")(tag_command)
+    app.command("untag")(untag_command)
     show_command.__doc__ = f"Show a {noun}."
     delete_command.__doc__ = f"Delete a {noun}."
     app.command("show")(show_command)

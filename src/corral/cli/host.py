@@ -6,7 +6,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from corral.cli.common import Limit, NoWait, Offset, Ref, Sort, add_show_delete, finish, state_of
+from corral.cli.common import (
+    Limit,
+    NoWait,
+    Offset,
+    Ref,
+    Sort,
+    Tags,
+    Where,
+    add_show_delete,
+    finish,
+    state_of,
+)
 from corral.cli.output import Column, print_page
 
 if TYPE_CHECKING:
@@ -75,12 +86,16 @@ def list_hosts(
     limit: Limit = 100,
     offset: Offset = 0,
     sort: Sort = None,
+    where: Where = None,
+    tag: Tags = None,
 ) -> None:
     """List hosts with their capacity (used/total)."""
     state = state_of(ctx)
     client = state.client()
     cluster_id = client.clusters.get(cluster).id if cluster else None
-    page = client.hosts.list(limit=limit, offset=offset, sort=sort, cluster_id=cluster_id)
+    page = client.hosts.list(
+        limit=limit, offset=offset, sort=sort, q=where, tag=tag, cluster_id=cluster_id
+    )
     print_page(page, COLUMNS, json_output=state.json)
 
 

@@ -17,6 +17,8 @@ from corral.cli.common import (
     Offset,
     Ref,
     Sort,
+    Tags,
+    Where,
     add_show_delete,
     finish,
     state_of,
@@ -109,10 +111,14 @@ def list_images(
     limit: Limit = 100,
     offset: Offset = 0,
     sort: Sort = None,
+    where: Where = None,
+    tag: Tags = None,
 ) -> None:
     """List images."""
     state = state_of(ctx)
-    page = state.client().images.list(limit=limit, offset=offset, sort=sort, status=status)
+    page = state.client().images.list(
+        limit=limit, offset=offset, sort=sort, q=where, tag=tag, status=status
+    )
     print_page(page, COLUMNS, json_output=state.json)
 
 

@@ -6,7 +6,18 @@ from typing import Annotated
 
 import typer
 
-from corral.cli.common import Limit, Name, NoWait, Offset, Sort, add_show_delete, finish, state_of
+from corral.cli.common import (
+    Limit,
+    Name,
+    NoWait,
+    Offset,
+    Sort,
+    Tags,
+    Where,
+    add_show_delete,
+    finish,
+    state_of,
+)
 from corral.cli.output import Column, gib, mib, print_page
 from corral.cli.sizes import gib_option, mib_option
 
@@ -44,11 +55,16 @@ def create(
 
 @app.command("list")
 def list_offerings(
-    ctx: typer.Context, limit: Limit = 100, offset: Offset = 0, sort: Sort = None
+    ctx: typer.Context,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    sort: Sort = None,
+    where: Where = None,
+    tag: Tags = None,
 ) -> None:
     """List offerings."""
     state = state_of(ctx)
-    page = state.client().offerings.list(limit=limit, offset=offset, sort=sort)
+    page = state.client().offerings.list(limit=limit, offset=offset, sort=sort, q=where, tag=tag)
     print_page(page, COLUMNS, json_output=state.json)
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from corral.cli.common import Limit, Offset, Sort, finish, show, state_of
+from corral.cli.common import Limit, Offset, Sort, Tags, Where, finish, show, state_of
 from corral.cli.output import Column, print_page
 
 app = typer.Typer(help="Operations: what mutating commands started.", no_args_is_help=True)
@@ -35,11 +35,13 @@ def list_operations(
     limit: Limit = 100,
     offset: Offset = 0,
     sort: Sort = "-created_at",
+    where: Where = None,
+    tag: Tags = None,
 ) -> None:
     """List operations, newest first."""
     state = state_of(ctx)
     page = state.client().operations.list(
-        limit=limit, offset=offset, sort=sort, status=status, target_id=target
+        limit=limit, offset=offset, sort=sort, q=where, tag=tag, status=status, target_id=target
     )
     print_page(page, COLUMNS, json_output=state.json)
 

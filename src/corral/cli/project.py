@@ -13,6 +13,8 @@ from corral.cli.common import (
     Offset,
     Ref,
     Sort,
+    Tags,
+    Where,
     add_show_delete,
     finish,
     state_of,
@@ -45,11 +47,16 @@ Role = Annotated[
 
 @app.command("list")
 def list_projects(
-    ctx: typer.Context, limit: Limit = 100, offset: Offset = 0, sort: Sort = None
+    ctx: typer.Context,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    sort: Sort = None,
+    where: Where = None,
+    tag: Tags = None,
 ) -> None:
     """List your projects (platform admins: all)."""
     state = state_of(ctx)
-    page = state.client().projects.list(limit=limit, offset=offset, sort=sort)
+    page = state.client().projects.list(limit=limit, offset=offset, sort=sort, q=where, tag=tag)
     print_page(page, COLUMNS, json_output=state.json)
 
 

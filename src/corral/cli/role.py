@@ -13,6 +13,8 @@ from corral.cli.common import (
     Offset,
     Ref,
     Sort,
+    Tags,
+    Where,
     add_show_delete,
     finish,
     state_of,
@@ -51,11 +53,16 @@ def split_permissions(values: list[str] | None) -> list[str] | None:
 
 @app.command("list")
 def list_roles(
-    ctx: typer.Context, limit: Limit = 100, offset: Offset = 0, sort: Sort = None
+    ctx: typer.Context,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    sort: Sort = None,
+    where: Where = None,
+    tag: Tags = None,
 ) -> None:
     """List roles and their permissions."""
     state = state_of(ctx)
-    page = state.client().roles.list(limit=limit, offset=offset, sort=sort)
+    page = state.client().roles.list(limit=limit, offset=offset, sort=sort, q=where, tag=tag)
     print_page(page, COLUMNS, json_output=state.json)
 
 

@@ -13,6 +13,8 @@ from corral.cli.common import (
     Offset,
     Ref,
     Sort,
+    Tags,
+    Where,
     add_show_delete,
     finish,
     show,
@@ -53,12 +55,16 @@ def list_users(
     limit: Limit = 100,
     offset: Offset = 0,
     sort: Sort = None,
+    where: Where = None,
+    tag: Tags = None,
 ) -> None:
     """List users with their projects and roles."""
     state = state_of(ctx)
     client = state.client()
     project_id = client.projects.get(project).id if project else None
-    page = client.users.list(limit=limit, offset=offset, sort=sort, project_id=project_id)
+    page = client.users.list(
+        limit=limit, offset=offset, sort=sort, q=where, tag=tag, project_id=project_id
+    )
     print_page(page, COLUMNS, json_output=state.json)
 
 

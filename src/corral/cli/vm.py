@@ -13,6 +13,8 @@ from corral.cli.common import (
     Offset,
     Ref,
     Sort,
+    Tags,
+    Where,
     add_show_delete,
     finish,
     state_of,
@@ -93,12 +95,16 @@ def list_vms(
     limit: Limit = 100,
     offset: Offset = 0,
     sort: Sort = None,
+    where: Where = None,
+    tag: Tags = None,
 ) -> None:
     """List VMs."""
     state = state_of(ctx)
     client = state.client()
     host_id = client.hosts.get(host).id if host else None
-    page = client.vms.list(limit=limit, offset=offset, sort=sort, status=status, host_id=host_id)
+    page = client.vms.list(
+        limit=limit, offset=offset, sort=sort, q=where, tag=tag, status=status, host_id=host_id
+    )
     names: dict[str, str] = {}
     if not state.json and any(vm.host_id for vm in page.items):
         names = {h.id: h.name for h in client.hosts.iter()}

@@ -6,7 +6,18 @@ from typing import Annotated
 
 import typer
 
-from corral.cli.common import Limit, Name, NoWait, Offset, Sort, add_show_delete, finish, state_of
+from corral.cli.common import (
+    Limit,
+    Name,
+    NoWait,
+    Offset,
+    Sort,
+    Tags,
+    Where,
+    add_show_delete,
+    finish,
+    state_of,
+)
 from corral.cli.output import Column, print_page
 
 app = typer.Typer(help="Zones (data centers).", no_args_is_help=True)
@@ -34,11 +45,16 @@ def create(
 
 @app.command("list")
 def list_zones(
-    ctx: typer.Context, limit: Limit = 100, offset: Offset = 0, sort: Sort = None
+    ctx: typer.Context,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    sort: Sort = None,
+    where: Where = None,
+    tag: Tags = None,
 ) -> None:
     """List zones."""
     state = state_of(ctx)
-    page = state.client().zones.list(limit=limit, offset=offset, sort=sort)
+    page = state.client().zones.list(limit=limit, offset=offset, sort=sort, q=where, tag=tag)
     print_page(page, COLUMNS, json_output=state.json)
 
 

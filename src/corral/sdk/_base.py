@@ -6,7 +6,7 @@ import asyncio
 import functools
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -111,13 +111,35 @@ def quote_ref(ref: str) -> str:
     return quote(ref, safe="")
 
 
+Params = Mapping[str, str | list[str]]
+"""Query parameters of a request: a list repeats the parameter (``tag=a&tag=b``)."""
+
+
 def query(
-    filters: Mapping[str, object], *, limit: int, offset: int, sort: str | None
-) -> dict[str, str]:
-    """Query parameters of a list call; ``None`` filters are left out."""
-    params = {"limit": str(limit), "offset": str(offset)}
+    filters: Mapping[str, object],
+    *,
+    limit: int,
+    offset: int,
+    sort: str | None,
+    q: str | None = None,
+    tag: str | Sequence[str] | None = None,
+    fields: Sequence[str] | None = None,
+    count: bool = False,
+) -> dict[str, str | list[str]]:
+    """Query parameters of a list call (the server's Query API): ``q`` conditions, ``sort``,
+    ``tag`` (one or several: all must match), selected ``fields``, ``count`` only, and
+    ``field=value`` filters; ``None`` values are left out."""
+    params: dict[str, str | list[str]] = {"limit": str(limit), "offset": str(offset)}
     if sort is not None:
         params["sort"] = sort
+    if q:
+        params["q"] = q
+    if tag:
+        params["tag"] = [tag] if isinstance(tag, str) else list(tag)
+    if fields:
+        params["fields"] = ",".join(fields)
+    if count:
+        params["count"] = "true"
     for key, value in filters.items():
         if value is None:
             continue

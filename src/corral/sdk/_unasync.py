@@ -17,7 +17,15 @@ from pathlib import Path
 PACKAGE = Path(__file__).parent
 SOURCE = PACKAGE / "_async"
 TARGET = PACKAGE / "_sync"
-MODULES = ("client.py", "operation.py", "resources.py", "workloads.py", "identity.py")
+MODULES = (
+    "client.py",
+    "operation.py",
+    "resources.py",
+    "workloads.py",
+    "identity.py",
+    "access.py",
+    "audit.py",
+)
 
 RULES: tuple[tuple[str, str], ...] = (
     (r"\basync def\b", "def"),

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from fastapi import APIRouter, FastAPI
 
 from corral import __version__
+from corral.server.agents import host_tokens
 from corral.server.agents.client import AgentClient
 from corral.server.db.engine import make_engine, make_sessionmaker, migrate
 from corral.server.http import (
@@ -21,6 +22,7 @@ from corral.server.http import (
     routes_identity,
     routes_ops,
     routes_resources,
+    routes_tags,
     routes_vms,
 )
 from corral.server.http.agent_fast import AgentFastPath
@@ -39,6 +41,7 @@ from corral.server.workflows.vm_delete import VM_DELETE
 from corral.server.workflows.vm_power import VM_POWER
 from corral.server.workflows.vm_resize import VM_RESIZE
 from corral.util.ca import ClusterCA
+from corral.util.redact import install_log_redaction
 from corral.util.serving import Listener, start_listener
 from corral.util.tls import check_cert_and_key, ensure_self_signed, pkcs12_to_pem
 
@@ -66,6 +69,7 @@ def create_app(svc: Services | None = None) -> FastAPI:
     api.include_router(routes_identity.router)
     api.include_router(routes_auth.keys)
     api.include_router(routes_audit.router)
+    api.include_router(routes_tags.router)
     app.include_router(api)
     errors.install(app)
     app.add_middleware(Idempotency, services=lambda: app.state.services)
@@ -76,11 +80,14 @@ def create_app(svc: Services | None = None) -> FastAPI:
 
 
 async def build_services(settings: ServerSettings) -> Services:
-    """Create the data directory, connect to the database and apply migrations."""
+    """Create the data directory, connect to the database, apply migrations and seal the secrets
+    an older version stored in plain text (migrations have no master key)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.image_dir.mkdir(parents=True, exist_ok=True)
     db = make_engine(settings.db_url)
     await migrate(db)
+    box = SecretBox(load_master_keys(data_dir=settings.data_dir))
+    await host_tokens.seal_plain_tokens(db, box)
     sm = make_sessionmaker(db)
     agents = AgentClient(
         callback_base=settings.callback_base,
@@ -97,7 +104,7 @@ async def build_services(settings: ServerSettings) -> Services:
         engine=engine,
         runner=runner,
         agents=agents,
-        secrets=SecretBox(load_master_keys(data_dir=settings.data_dir)),
+        secrets=box,
     )
     engine.deps = svc
     return svc
@@ -144,8 +151,11 @@ async def _monitor(svc: Services) -> None:
 
 
 async def start(settings: ServerSettings, *, listen: bool = True) -> ServerHandle:
-    """Start a server: migrate, create the admin at first start, recover interrupted workflows,
-    start the host monitor and (if ``listen``) the HTTP(S) listener. Returns once it listens."""
+    """Start a server: scrub secrets from every log record (``install_log_redaction``), migrate,
+    create the admin at first start (its password is returned, never logged), recover interrupted
+    workflows, start the host monitor and (if ``listen``) the HTTP(S) listener. Returns once it
+    listens."""
+    install_log_redaction()
     svc = await build_services(settings)
     password = await auth.ensure_admin(svc=svc)
     await ensure_identity(svc.sessionmaker)

@@ -13,6 +13,7 @@ import typer
 from corral.api.errors import CorralError
 from corral.server.settings import ServerSettings, default_data_dir
 from corral.util import aio
+from corral.util.redact import install_log_redaction
 
 CertOption = Annotated[
     Path | None, typer.Option("--cert", help="API certificate, PEM (the chain may follow it)")
@@ -71,6 +72,7 @@ def server_command(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_log_redaction()  # after basicConfig: its handler gets the filter too
     try:
         settings = ServerSettings(
             data_dir=data_dir or default_data_dir(),

@@ -70,7 +70,7 @@ _SUSPECT = (
 """A cheap first look (a regex costs more): text without any of these is returned as it is."""
 _SCHEME_TOKEN = re.compile(r"\b(Bearer)\s+[A-Za-z0-9._~+/=-]+|\b(Basic)\s+[A-Za-z0-9+/=]{8,}")
 _ASSIGNMENT = re.compile(
-    r"""(?<![\w-])(?P<key>[A-Za-z_][\w-]*)(?P<sep>["']?\s*[=:]\s*)"""
+    r"""(?:(?<![\w-])|(?<=%[0-9A-Fa-f]{2}))(?P<key>[A-Za-z_][\w-]*)(?P<sep>["']?\s*(?:[=:]|%3[DdAa])\s*)"""
     r"""(?=(?P<val>"[^"]*"|'[^']*'|[^\s"',;&)}\]]+))"""
 )
 _USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://[^/\s:@]+):[^/\s@]+@", re.IGNORECASE)
@@ -94,7 +94,8 @@ def _mask_assignments(text: str) -> str:
 
 def redact_text(text: str) -> str:
     """``text`` with secrets masked: ``Bearer x``, ``Basic x``, ``password=x``, ``"token": "x"``,
-    ``Signature=x``, ``scheme://user:x@host`` and PEM private keys."""
+    ``Signature=x``, ``scheme://user:x@host`` and PEM private keys. ``=``/``:`` may be URL-encoded
+    (``?q=token%3Dx``, as in a logged request URL)."""
     lowered = text.lower()
     if not any(word in lowered for word in _SUSPECT):
         return text

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from corral.api.agent import Heartbeat
 from corral.api.errors import AgentUnreachable
+from corral.server.agents import host_tokens
 from corral.server.agents.client import AgentClient, AgentEndpoint
 from corral.server.db.tables import HostRow
 from corral.up import Stack
@@ -36,8 +37,8 @@ async def rows(stack: Stack) -> list[HostRow]:
         return list(await s.scalars(select(HostRow).order_by(HostRow.name)))
 
 
-def endpoint(row: HostRow) -> AgentEndpoint:
-    return AgentEndpoint(host_id=row.id, url=row.url, token=row.token, cert_pem=row.cert_pem)
+def endpoint(stack: Stack, row: HostRow) -> AgentEndpoint:
+    return host_tokens.endpoint(stack.server.services.secrets, row, cert_pem=row.cert_pem)
 
 
 def fresh_client(ca: ClusterCA) -> AgentClient:
@@ -91,7 +92,7 @@ async def test_agents_are_enrolled_and_verified_against_the_cluster_ca(tmp_path:
         # Server -> agent calls (tasks, VM lists) verify the agent against the CA.
         client = fresh_client(ca)
         try:
-            assert await client.vms(endpoint(hosts[0])) == []
+            assert await client.vms(endpoint(stack, hosts[0])) == []
         finally:
             await client.close()
 
@@ -108,7 +109,7 @@ async def test_another_hosts_certificate_or_another_ca_is_refused(tmp_path: Path
         async def call_h0() -> None:
             client = fresh_client(ca)
             try:
-                await client.vms(endpoint(h0))
+                await client.vms(endpoint(stack, h0))
             finally:
                 await client.close()
 
@@ -150,7 +151,7 @@ async def test_removal_revokes_the_agent_and_it_can_be_added_again(tmp_path: Pat
         async with httpx.AsyncClient(
             base_url=f"{stack.server.url}/api/v1/agent",
             verify=pinned_context(server_leaf),
-            headers={"Authorization": f"Bearer {old.token}"},
+            headers={"Authorization": f"Bearer {host_tokens.open_token(svc.secrets, old)}"},
         ) as agent_side:
             r = await agent_side.post("/heartbeat", content=beat.model_dump_json())
             assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
@@ -171,17 +172,22 @@ async def test_removal_revokes_the_agent_and_it_can_be_added_again(tmp_path: Pat
         assert svc.agents.ca is not None
         client = fresh_client(svc.agents.ca)
         try:
-            assert await client.vms(endpoint(new)) == []
+            assert await client.vms(endpoint(stack, new)) == []
             # The removed host's certificate is worth nothing for the new host's name.
             stale = AgentEndpoint(
-                host_id=old.id, url=old.url, token=new.token, cert_pem=old.cert_pem
+                host_id=old.id,
+                url=old.url,
+                token=host_tokens.open_token(svc.secrets, new),
+                cert_pem=old.cert_pem,
             )
             with pytest.raises(AgentUnreachable):
                 await client.vms(stale)
         finally:
             await client.close()
         # Heartbeats of the re-added host arrive (with its new token).
-        assert runtime.link is not None and runtime.link.attachment.token == new.token
+        assert runtime.link is not None and runtime.link.attachment.token == (
+            host_tokens.open_token(svc.secrets, new)
+        )
         since = datetime.now(UTC)
         for _ in range(100):
             beat_at = (await c.get(f"/hosts/{new.id}")).json()["last_heartbeat_at"]
@@ -202,7 +208,7 @@ async def test_restart_keeps_the_identities(tmp_path: Path) -> None:
         assert all(h.status == "connected" for h in hosts)
         ca = stack.server.services.agents.ca
         assert ca is not None
-        assert await stack.server.services.agents.vms(endpoint(hosts[1])) == []
+        assert await stack.server.services.agents.vms(endpoint(stack, hosts[1])) == []
         assert same_cert(
             await peer_cert(hosts[1].url, ca.ca_pem, hosts[1].id), hosts[1].cert_pem or ""
         )

@@ -3,14 +3,15 @@ stops the enrollment before anything is sent to the agent, the right one enrolls
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 from sqlalchemy import select
 
 from corral.api.hosts import HostStatus
 from corral.api.operations import Operation
+from corral.server.agents import host_tokens
 from corral.server.db.tables import ClusterRow, HostRow
+from corral.server.db.types import new_id
 from corral.up import Stack
 from corral.util.tls import fingerprint
 from tests.integration.enroll.conftest import tls_stack
@@ -22,11 +23,15 @@ async def add_with_fingerprint(stack: Stack, url: str, name: str, fp: str) -> Op
     async with svc.sessionmaker() as s:
         cluster = await s.scalar(select(ClusterRow.id).where(ClusterRow.name == "default"))
         assert cluster is not None
+        host_id = new_id()
+        token = host_tokens.issue(svc.secrets, host_id)
         row = HostRow(
+            id=host_id,
             name=name,
             cluster_id=cluster,
             url=url,
-            token=secrets.token_urlsafe(32),
+            token_sealed=token.sealed,
+            token_digest=token.digest,
             status=HostStatus.connecting,
         )
         s.add(row)

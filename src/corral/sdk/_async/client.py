@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -12,6 +12,8 @@ from pydantic import BaseModel
 
 from corral.api.auth import Health, LoginRequest, Token
 from corral.api.operations import Operation as OperationModel
+from corral.sdk._async.access import AsyncAccessKeys
+from corral.sdk._async.audit import AsyncAudit
 from corral.sdk._async.identity import (
     AsyncMembers,
     AsyncProjects,
@@ -31,6 +33,7 @@ from corral.sdk._async.workloads import AsyncImages, AsyncVms
 from corral.sdk._base import (
     API_PREFIX,
     DownloadSink,
+    Params,
     build,
     error_from_response,
     error_from_transport,
@@ -94,6 +97,8 @@ class AsyncClient:
         self.members = AsyncMembers(self)
         self.roles = AsyncRoles(self)
         self.quotas = AsyncQuotas(self)
+        self.access_keys = AsyncAccessKeys(self)
+        self.audit = AsyncAudit(self)
 
     @property
     def token(self) -> str | None:
@@ -147,7 +152,7 @@ class AsyncClient:
         method: str,
         path: str,
         *,
-        params: Mapping[str, str] | None = None,
+        params: Params | None = None,
         body: BaseModel | None = None,
         content: Any = None,
         headers: Mapping[str, str] | None = None,
@@ -202,6 +207,20 @@ class AsyncClient:
         except httpx.HTTPError as exc:
             raise error_from_transport(exc, self.url) from exc
         return sink.written
+
+    async def stream(self, path: str, *, params: Params | None = None) -> AsyncIterator[bytes]:
+        """``GET`` ``path`` and yield its body chunk by chunk as it arrives (nothing is held in
+        memory). A non-2xx answer raises its ``CorralError`` before the first chunk. Iterate to
+        the end, or close the iterator, to release the connection."""
+        try:
+            async with self._http.stream("GET", path, params=params) as response:
+                if response.is_error:
+                    await response.aread()
+                    raise error_from_response(response)
+                async for chunk in response.aiter_bytes():
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise error_from_transport(exc, self.url) from exc
 
     async def aclose(self) -> None:
         """Close the HTTP session."""

@@ -130,10 +130,12 @@ class AsyncMembers:
         limit: int = DEFAULT_PAGE,
         offset: int = 0,
         sort: str | None = None,
+        q: str | None = None,
         **filters: Filter,
     ) -> Page[Member]:
-        """One page of the project's members; filters ``user_id``, ``username``, ``role``."""
-        params = query(filters, limit=limit, offset=offset, sort=sort)
+        """One page of the project's members; ``q`` / filters on ``user_id``, ``username``,
+        ``role``, ``user.*``, ``role.*``."""
+        params = query(filters, limit=limit, offset=offset, sort=sort, q=q)
         response = await self._client.request("GET", self._path(project), params=params)
         return parse_page(Member, response.content)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Generic, TypeVar
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from corral.api.common import DEFAULT_PAGE, Page
+from corral.api.common import DEFAULT_PAGE, Page, TagsChange
 from corral.api.hosts import Host, HostCreate, HostUpdate
 from corral.api.offerings import Offering, OfferingCreate
 from corral.api.operations import Operation as OperationModel
@@ -29,8 +30,16 @@ R = TypeVar("R", bound=BaseModel)
 Filter = str | int | bool | None
 
 
+Tags = str | Sequence[str] | None
+Items = list[dict[str, Any]]
+"""Items with only the selected fields."""
+
+
 class AsyncListing(Generic[R]):
-    """A paged, filterable, sortable list endpoint (``GET /<collection>``)."""
+    """A list endpoint (``GET /<collection>``) with the server's Query API: ``q`` conditions
+    (``"state=running,memory>=1024,host.cluster.name=c1"``), ``sort`` (``"-memory,name"``),
+    ``tag`` filters, paging, ``field=value`` filters, field selection and counts. A query the
+    server cannot run raises ``InvalidQuery`` naming the field."""
 
     def __init__(self, client: AsyncClient, path: str, model: type[R]) -> None:
         self._client = client
@@ -43,30 +52,64 @@ class AsyncListing(Generic[R]):
         limit: int = DEFAULT_PAGE,
         offset: int = 0,
         sort: str | None = None,
+        q: str | None = None,
+        tag: Tags = None,
         **filters: Filter,
     ) -> Page[R]:
-        """One page. ``sort`` is a field name (``-field``: descending); filters are
-        ``field=value`` (e.g. ``status="running"``); ``None`` filters are ignored."""
-        params = query(filters, limit=limit, offset=offset, sort=sort)
+        """One page. ``sort``: fields, ``-field`` descending; ``tag``: carrying every one of
+        these tags; filters are ``field=value`` (e.g. ``status="running"``; ``None``: ignored)."""
+        params = query(filters, limit=limit, offset=offset, sort=sort, q=q, tag=tag)
         response = await self._client.request("GET", self._path, params=params)
         return parse_page(self._model, response.content)
 
     async def iter(
-        self, *, page_size: int = DEFAULT_PAGE, sort: str | None = None, **filters: Filter
+        self,
+        *,
+        page_size: int = DEFAULT_PAGE,
+        sort: str | None = None,
+        q: str | None = None,
+        tag: Tags = None,
+        **filters: Filter,
     ) -> AsyncIterator[R]:
         """Every match, fetching page after page."""
         offset = 0
         while True:
-            page = await self.list(limit=page_size, offset=offset, sort=sort, **filters)
+            page = await self.list(
+                limit=page_size, offset=offset, sort=sort, q=q, tag=tag, **filters
+            )
             for item in page.items:
                 yield item
             offset += len(page.items)
             if not page.items or offset >= page.total:
                 return
 
+    async def count(self, *, q: str | None = None, tag: Tags = None, **filters: Filter) -> int:
+        """How many items match (no items are fetched)."""
+        params = query(filters, limit=1, offset=0, sort=None, q=q, tag=tag, count=True)
+        response = await self._client.request("GET", self._path, params=params)
+        return int(json.loads(response.content)["total"])
+
+    async def select(
+        self,
+        fields: Sequence[str],
+        *,
+        limit: int = DEFAULT_PAGE,
+        offset: int = 0,
+        sort: str | None = None,
+        q: str | None = None,
+        tag: Tags = None,
+        **filters: Filter,
+    ) -> Items:
+        """One page of only these ``fields`` of each item, as dicts; related fields nest
+        (``"host.name"`` -> ``{"host": {"name": ...}}``)."""
+        params = query(filters, limit=limit, offset=offset, sort=sort, q=q, tag=tag, fields=fields)
+        response = await self._client.request("GET", self._path, params=params)
+        items: Items = json.loads(response.content)["items"]
+        return items
+
 
 class AsyncCollection(AsyncListing[R]):
-    """A collection of named resources: list, get by id or name, delete."""
+    """A collection of named resources: list, get by id or name, delete, tag."""
 
     async def get(self, ref: str) -> R:
         """The resource with this id or name; ``NotFound`` if none."""
@@ -76,6 +119,19 @@ class AsyncCollection(AsyncListing[R]):
     async def delete(self, ref: str) -> AsyncOperation:
         """Start deleting the resource."""
         return await self._client.operation("DELETE", f"{self._path}/{quote_ref(ref)}")
+
+    async def tag(self, ref: str, *tags: str) -> AsyncOperation:
+        """Add user tags to the resource (present ones are kept)."""
+        body = build(TagsChange, tags=list(tags))
+        return await self._client.operation(
+            "POST", f"{self._path}/{quote_ref(ref)}/tags", body=body
+        )
+
+    async def untag(self, ref: str, *tags: str) -> AsyncOperation:
+        """Remove user tags from the resource (absent ones are ignored)."""
+        return await self._client.operation(
+            "DELETE", f"{self._path}/{quote_ref(ref)}/tags", params={"tag": list(tags)}
+        )
 
 
 class AsyncZones(AsyncCollection[Zone]):

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -17,12 +17,15 @@ from corral.api.operations import Operation as OperationModel
 from corral.sdk._base import (
     API_PREFIX,
     DownloadSink,
+    Params,
     build,
     error_from_response,
     error_from_transport,
     parse,
     tls_verify,
 )
+from corral.sdk._sync.access import AccessKeys
+from corral.sdk._sync.audit import Audit
 from corral.sdk._sync.identity import (
     Members,
     Projects,
@@ -96,6 +99,8 @@ class Client:
         self.members = Members(self)
         self.roles = Roles(self)
         self.quotas = Quotas(self)
+        self.access_keys = AccessKeys(self)
+        self.audit = Audit(self)
 
     @property
     def token(self) -> str | None:
@@ -149,7 +154,7 @@ class Client:
         method: str,
         path: str,
         *,
-        params: Mapping[str, str] | None = None,
+        params: Params | None = None,
         body: BaseModel | None = None,
         content: Any = None,
         headers: Mapping[str, str] | None = None,
@@ -204,6 +209,19 @@ class Client:
         except httpx.HTTPError as exc:
             raise error_from_transport(exc, self.url) from exc
         return sink.written
+
+    def stream(self, path: str, *, params: Params | None = None) -> Iterator[bytes]:
+        """``GET`` ``path`` and yield its body chunk by chunk as it arrives (nothing is held in
+        memory). A non-2xx answer raises its ``CorralError`` before the first chunk. Iterate to
+        the end, or close the iterator, to release the connection."""
+        try:
+            with self._http.stream("GET", path, params=params) as response:
+                if response.is_error:
+                    response.read()
+                    raise error_from_response(response)
+                yield from response.iter_bytes()
+        except httpx.HTTPError as exc:
+            raise error_from_transport(exc, self.url) from exc
 
     def close(self) -> None:
         """Close the HTTP session."""

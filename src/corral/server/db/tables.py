@@ -61,14 +61,17 @@ class HostRow(Timestamped, Base):
     """A host. ``*_capacity`` = facts x cluster overcommit; ``*_used`` = sum of VM claims.
 
     Claims change only through conditional UPDATEs (``used + x <= capacity``) so parallel placements
-    can never oversubscribe a host.
+    can never oversubscribe a host. The agent's token is never stored in plain text.
     """
 
     __tablename__ = "hosts"
     name: Mapped[str] = mapped_column(String(63), unique=True)
     cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id"), index=True)
     url: Mapped[str] = mapped_column(String(512))
-    token: Mapped[str] = mapped_column(String(128))
+    token_sealed: Mapped[str] = mapped_column(String(255))
+    """The agent's bearer token, sealed with the master key (``server.agents.host_tokens``)."""
+    token_digest: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    """SHA-256 (hex) of the token: what an agent's calls are looked up by."""
     cert_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="connecting")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -6,17 +6,20 @@ from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
 
-from corral.api.common import DEFAULT_PAGE, MAX_PAGE, ListQuery
-from corral.api.errors import Forbidden, InvalidInput, Unauthenticated
+from corral.api.common import DEFAULT_PAGE, MAX_PAGE, MAX_TAGS, Page, Tag
+from corral.api.errors import Forbidden, Unauthenticated
 from corral.api.operations import Operation
 from corral.api.signing import CONTENT_HEADER, UNSIGNED_PAYLOAD, is_signed
 from corral.server.db.tables import HostRow
 from corral.server.http.asgi import bearer
 from corral.server.identity.caller import Caller
 from corral.server.identity.directory import load_caller
+from corral.server.query import MAX_TEXT
 from corral.server.services import access_keys, auth, hosts
 from corral.server.services.context import Services
+from corral.server.services.listing import FieldsPage, ListRequest
 
 
 async def services(request: Request) -> Services:
@@ -111,32 +114,58 @@ async def current_host(request: Request, svc: Svc) -> HostRow:
 User = Annotated[str, Depends(current_user)]
 AgentHost = Annotated[HostRow, Depends(current_host)]
 
-_PAGING = {"limit", "offset", "sort"}
+RESERVED = frozenset({"limit", "offset", "sort", "q", "fields", "count", "tag", "wait", "project"})
+"""Query parameters of list endpoints that are not ``field=value`` filters."""
 
 
-async def list_query(
+async def list_request(
+    request: Request,
     limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE),
     offset: int = Query(0, ge=0),
-    sort: str = Query("created_at", max_length=64, description="field, or -field for descending"),
-) -> ListQuery:
-    return ListQuery(limit=limit, offset=offset, sort=sort)
+    sort: str = Query(
+        "", max_length=MAX_TEXT, description="fields, -field for descending: -memory,name"
+    ),
+    q: str = Query(
+        "",
+        max_length=MAX_TEXT,
+        description="conditions joined by commas (AND), e.g. "
+        "state=running,memory>=1024,host.cluster.name=c1; operators = != > >= < <= ~ (glob, "
+        "case-insensitive), =in:a|b, =not-in:a|b, =null, !=null",
+    ),
+    fields: str = Query(
+        "", max_length=MAX_TEXT, description="only these fields of each item: id,name,host.name"
+    ),
+    count: bool = Query(False, description="only the total number of matches (no items)"),
+    tag: list[Tag] = Query(
+        default_factory=list, max_length=MAX_TAGS, description="carrying every one of these tags"
+    ),
+) -> ListRequest:
+    """The list request of a list endpoint. Other query parameters are ``field=value`` filters
+    (equality, checked against the kind's query spec: an unknown field is ``400``)."""
+    filters = {k: v for k, v in request.query_params.items() if k not in RESERVED}
+    return ListRequest(
+        limit=limit,
+        offset=offset,
+        sort=sort,
+        q=q,
+        fields=fields,
+        count_only=count,
+        tags=tuple(tag),
+        filters=filters,
+    )
 
 
-def filters_from(request: Request, allowed: set[str]) -> dict[str, Any]:
-    """``field=value`` query parameters; any field not in ``allowed`` is refused."""
-    out: dict[str, Any] = {}
-    for key, value in request.query_params.items():
-        if key in _PAGING or key == "wait":
-            continue
-        if key not in allowed:
-            raise InvalidInput(
-                f"cannot filter by {key!r} (allowed: {', '.join(sorted(allowed))})", field=key
-            )
-        out[key] = value
-    return out
+Listing = Annotated[ListRequest, Depends(list_request)]
 
 
-Listing = Annotated[ListQuery, Depends(list_query)]
+def listed(page: Page[Any]) -> Any:
+    """What a list route returns: the page, or, when the caller selected fields, a JSON answer
+    sent as is (the items are partial, so not validated against the full model)."""
+    if isinstance(page, FieldsPage):
+        return JSONResponse(page.model_dump(mode="json"))
+    return page
+
+
 IfMatch = Annotated[
     str | None,
     Header(alias="If-Match", description="change only if the resource still has this ETag"),

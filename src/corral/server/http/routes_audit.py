@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
 
 from corral.api.audit import AuditEvent, AuditExportFormat
-from corral.api.common import DEFAULT_PAGE, MAX_PAGE, Page
+from corral.api.common import DEFAULT_PAGE, MAX_ID, MAX_PAGE, Page
 from corral.server.db.types import utcnow
 from corral.server.http.deps import Svc, allow
 from corral.server.identity.caller import Caller
@@ -42,7 +42,7 @@ async def list_audit_events(
     until: Until = None,
     sort: str = Query("-started_at", max_length=256, description="field, -field, a,b"),
     limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_ID),
 ) -> Page[AuditEvent]:
     """Records the caller may see (platform admins: all; project admins: their projects')."""
     flt = Filter.make(caller=caller, q=q, since=since, until=until)
@@ -75,6 +75,8 @@ async def export_audit_events(
 # PERMISSION: audit:list
 @router.get("/audit-events/{event_id}", response_model=AuditEvent)
 async def get_audit_event(
-    event_id: int, svc: Svc, caller: Annotated[Caller, allow("audit:list")]
+    event_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    svc: Svc,
+    caller: Annotated[Caller, allow("audit:list")],
 ) -> AuditEvent:
     return await audit_query.get_event(sm=svc.sessionmaker, event_id=event_id, caller=caller)

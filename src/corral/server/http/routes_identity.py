@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
 from corral.api.common import Page
 from corral.api.identity import (
@@ -38,7 +38,7 @@ from corral.api.identity import (
     UserUpdate,
 )
 from corral.api.operations import Operation
-from corral.server.http.deps import Listing, Svc, accepted, allow, filters_from
+from corral.server.http.deps import Listing, Svc, accepted, allow, listed
 from corral.server.identity.caller import Caller
 from corral.server.services import members, projects, quotas, roles, users
 
@@ -47,10 +47,9 @@ A: dict[str, Any] = {"status_code": 202, "response_model": Operation}
 
 
 @router.get("/users", response_model=Page[User], tags=["users"])
-async def list_users(
-    request: Request, svc: Svc, caller: Annotated[Caller, allow("user:list")], q: Listing
-) -> Page[User]:
-    return await users.list_users(svc=svc, query=q, filters=filters_from(request, users.FILTERS))
+async def list_users(svc: Svc, caller: Annotated[Caller, allow("user:list")], q: Listing) -> Any:
+    """Users; ``project_id=`` filters the members of a project."""
+    return listed(await users.list_users(svc=svc, req=q))
 
 
 @router.get("/users/me", response_model=User, tags=["users"])
@@ -112,12 +111,11 @@ async def reset_password(
 
 @router.get("/projects", response_model=Page[Project], tags=["projects"])
 async def list_projects(
-    request: Request, svc: Svc, caller: Annotated[Caller, allow("project:list")], q: Listing
-) -> Page[Project]:
+    svc: Svc, caller: Annotated[Caller, allow("project:list")], q: Listing
+) -> Any:
     """The caller's projects (platform admins: every project)."""
-    filters = filters_from(request, {"name", "share_resources"})
-    return await projects.PROJECTS.list(
-        svc.sessionmaker, q, filters, projects.visible_projects(caller)
+    return listed(
+        await projects.PROJECTS.list(svc.sessionmaker, q, projects.visible_projects(caller))
     )
 
 
@@ -160,15 +158,9 @@ async def delete_project(
 
 @router.get("/projects/{ref}/members", response_model=Page[Member], tags=["projects"])
 async def list_members(
-    ref: str,
-    request: Request,
-    svc: Svc,
-    caller: Annotated[Caller, allow("member:list")],
-    q: Listing,
-) -> Page[Member]:
-    return await members.list_members(
-        svc=svc, project=ref, caller=caller, query=q, filters=filters_from(request, members.FILTERS)
-    )
+    ref: str, svc: Svc, caller: Annotated[Caller, allow("member:list")], q: Listing
+) -> Any:
+    return listed(await members.list_members(svc=svc, project=ref, caller=caller, req=q))
 
 
 @router.post("/projects/{ref}/members", **A, tags=["projects"])
@@ -230,11 +222,8 @@ async def update_quota(
 
 
 @router.get("/roles", response_model=Page[Role], tags=["roles"])
-async def list_roles(
-    request: Request, svc: Svc, caller: Annotated[Caller, allow("role:list")], q: Listing
-) -> Page[Role]:
-    filters = filters_from(request, {"name", "builtin"})
-    return await roles.ROLES.list(svc.sessionmaker, q, filters)
+async def list_roles(svc: Svc, caller: Annotated[Caller, allow("role:list")], q: Listing) -> Any:
+    return listed(await roles.ROLES.list(svc.sessionmaker, q))
 
 
 @router.get("/roles/{ref}", response_model=Role, tags=["roles"])

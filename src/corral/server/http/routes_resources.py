@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
 from corral.api.common import Page
 from corral.api.hosts import Host, HostCreate, HostUpdate
 from corral.api.offerings import Offering, OfferingCreate
 from corral.api.operations import Operation
 from corral.api.zones import Cluster, ClusterCreate, ClusterUpdate, Zone, ZoneCreate
-from corral.server.http.deps import Listing, Svc, accepted, allow, filters_from
+from corral.server.http.deps import Listing, Svc, accepted, allow, listed
 from corral.server.identity.caller import Caller
 from corral.server.services import hosts, inventory
 
@@ -20,10 +20,8 @@ A: dict[str, Any] = {"status_code": 202, "response_model": Operation}
 
 
 @router.get("/zones", response_model=Page[Zone], tags=["zones"])
-async def list_zones(
-    request: Request, svc: Svc, caller: Annotated[Caller, allow("zone:list")], q: Listing
-) -> Page[Zone]:
-    return await inventory.ZONES.list(svc.sessionmaker, q, filters_from(request, {"name"}))
+async def list_zones(svc: Svc, caller: Annotated[Caller, allow("zone:list")], q: Listing) -> Any:
+    return listed(await inventory.ZONES.list(svc.sessionmaker, q))
 
 
 @router.get("/zones/{ref}", response_model=Zone, tags=["zones"])
@@ -47,11 +45,9 @@ async def delete_zone(
 
 @router.get("/clusters", response_model=Page[Cluster], tags=["clusters"])
 async def list_clusters(
-    request: Request, svc: Svc, caller: Annotated[Caller, allow("cluster:list")], q: Listing
-) -> Page[Cluster]:
-    return await inventory.CLUSTERS.list(
-        svc.sessionmaker, q, filters_from(request, {"name", "zone_id"})
-    )
+    svc: Svc, caller: Annotated[Caller, allow("cluster:list")], q: Listing
+) -> Any:
+    return listed(await inventory.CLUSTERS.list(svc.sessionmaker, q))
 
 
 @router.get("/clusters/{ref}", response_model=Cluster, tags=["clusters"])
@@ -91,9 +87,9 @@ async def delete_cluster(
 
 @router.get("/offerings", response_model=Page[Offering], tags=["offerings"])
 async def list_offerings(
-    request: Request, svc: Svc, caller: Annotated[Caller, allow("offering:list")], q: Listing
-) -> Page[Offering]:
-    return await inventory.OFFERINGS.list(svc.sessionmaker, q, filters_from(request, {"name"}))
+    svc: Svc, caller: Annotated[Caller, allow("offering:list")], q: Listing
+) -> Any:
+    return listed(await inventory.OFFERINGS.list(svc.sessionmaker, q))
 
 
 @router.get("/offerings/{ref}", response_model=Offering, tags=["offerings"])
@@ -121,11 +117,8 @@ async def delete_offering(
 
 
 @router.get("/hosts", response_model=Page[Host], tags=["hosts"])
-async def list_hosts(
-    request: Request, svc: Svc, caller: Annotated[Caller, allow("host:list")], q: Listing
-) -> Page[Host]:
-    allowed = {"name", "cluster_id", "status", "enabled"}
-    return await hosts.HOSTS.list(svc.sessionmaker, q, filters_from(request, allowed))
+async def list_hosts(svc: Svc, caller: Annotated[Caller, allow("host:list")], q: Listing) -> Any:
+    return listed(await hosts.HOSTS.list(svc.sessionmaker, q))
 
 
 @router.get("/hosts/{ref}", response_model=Host, tags=["hosts"])

@@ -11,7 +11,7 @@ from corral.api.common import Page
 from corral.api.images import Image, ImageCreate
 from corral.api.operations import Operation
 from corral.api.vms import Vm, VmAction, VmCreate, VmResize, VmStop
-from corral.server.http.deps import IfMatch, Listing, Svc, accepted, allow, filters_from
+from corral.server.http.deps import IfMatch, Listing, Svc, accepted, allow, listed
 from corral.server.identity.caller import Caller
 from corral.server.services import images, vms
 
@@ -20,13 +20,8 @@ A: dict[str, Any] = {"status_code": 202, "response_model": Operation}
 
 
 @router.get("/vms", response_model=Page[Vm], tags=["vms"])
-async def list_vms(
-    request: Request, svc: Svc, caller: Annotated[Caller, allow("vm:list")], q: Listing
-) -> Page[Vm]:
-    allowed = {"name", "status", "power_state", "host_id", "image_id", "offering_id", "project_id"}
-    return await vms.VMS.list(
-        svc.sessionmaker, q, filters_from(request, allowed), vms.visible_vms(caller)
-    )
+async def list_vms(svc: Svc, caller: Annotated[Caller, allow("vm:list")], q: Listing) -> Any:
+    return listed(await vms.VMS.list(svc.sessionmaker, q, vms.visible_vms(caller)))
 
 
 @router.get("/vms/{ref}", response_model=Vm, tags=["vms"])
@@ -114,15 +109,8 @@ for _action in (VmAction.start, VmAction.reboot, VmAction.pause, VmAction.resume
 
 
 @router.get("/images", response_model=Page[Image], tags=["images"])
-async def list_images(
-    request: Request, svc: Svc, caller: Annotated[Caller, allow("image:list")], q: Listing
-) -> Page[Image]:
-    return await images.IMAGES.list(
-        svc.sessionmaker,
-        q,
-        filters_from(request, {"name", "status", "project_id"}),
-        images.visible_images(caller),
-    )
+async def list_images(svc: Svc, caller: Annotated[Caller, allow("image:list")], q: Listing) -> Any:
+    return listed(await images.IMAGES.list(svc.sessionmaker, q, images.visible_images(caller)))
 
 
 @router.get("/images/{ref}", response_model=Image, tags=["images"])

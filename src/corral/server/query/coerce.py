@@ -1,4 +1,4 @@
-"""Turn query-text values into typed values for a column, with ``InvalidInput`` naming the field."""
+"""Turn query-text values into typed values for a column, with ``InvalidQuery`` naming the field."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import re
 from typing import Any
 
-from corral.api.errors import InvalidInput
+from corral.api.errors import InvalidQuery
 from corral.server.query.schema import Field, ValueType
 
 _INT = re.compile(r"[+-]?\d{1,19}")
@@ -18,8 +18,8 @@ _FALSE = ("false", "0", "no")
 _SPACE_OFFSET = re.compile(r"(.*\d) (\d\d(?::?\d\d)?)")
 
 
-def _bad(field: str, value: str, expected: str) -> InvalidInput:
-    return InvalidInput(
+def _bad(field: str, value: str, expected: str) -> InvalidQuery:
+    return InvalidQuery(
         f"invalid value {value!r} for {field}: expected {expected}",
         field=field,
         value=value,
@@ -39,7 +39,7 @@ def parse_datetime(value: str) -> dt.datetime:
 def coerce(f: Field, field: str, value: str) -> Any:
     """``value`` as the Python type of ``f``'s column: int (64-bit), float (finite), bool
     (true/false/1/0/yes/no), datetime (ISO-8601, naive = UTC), str (an ``enum`` member's value if
-    the field has one). Raises ``InvalidInput(field=field, value=value, expected=...)``."""
+    the field has one). Raises ``InvalidQuery(field=field, value=value, expected=...)``."""
     kind = f.type
     if kind is ValueType.int:
         if not _INT.fullmatch(value) or not -_INT_LIMIT <= int(value) < _INT_LIMIT:

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import aliased
 
-from corral.api.errors import InvalidInput
+from corral.api.errors import InvalidQuery
 from corral.server.query.coerce import coerce
 from corral.server.query.parse import Condition, Op, SortKey, parse_sort
 from corral.server.query.schema import Field, QuerySpec, ValueType
@@ -58,8 +58,10 @@ class _Joins:
         self.joins: dict[tuple[str, ...], tuple[Any, ColumnElement[bool]]] = {}
 
     def resolve(self, path: Sequence[str], verb: str) -> _Target:
-        """The column at ``path``; ``InvalidInput(field=...)`` if ``path`` is not allowed."""
+        """The column at ``path``; ``InvalidQuery(field=...)`` if ``path`` is not allowed."""
         dotted = ".".join(path)
+        if len(path) == 1:
+            path = self.spec.path(path[0])
         spec, entity, via = self.spec, self.spec.table, False
         for i in range(min(len(path), _MAX_HOPS)):
             f = spec.field(".".join(path[i:]))
@@ -83,8 +85,8 @@ class _Joins:
                 why = f"{dotted!r} is a relation: name one of its fields, e.g. {dotted}.name"
             else:
                 why = f"unknown field {dotted!r} (allowed: {', '.join(allowed)})"
-            raise InvalidInput(f"cannot {verb} {dotted!r}: {why}", field=dotted, allowed=allowed)
-        raise InvalidInput(f"cannot {verb} {dotted!r}: path too long", field=dotted)
+            raise InvalidQuery(f"cannot {verb} {dotted!r}: {why}", field=dotted, allowed=allowed)
+        raise InvalidQuery(f"cannot {verb} {dotted!r}: path too long", field=dotted)
 
     def join(self, stmt: Select[Any]) -> Select[Any]:
         for alias, on in self.joins.values():
@@ -94,7 +96,7 @@ class _Joins:
 
 def _text(cond: Condition) -> str:
     if not isinstance(cond.value, str):
-        raise InvalidInput(f"{cond.field}: {cond.op} needs one value", field=cond.field)
+        raise InvalidQuery(f"{cond.field}: {cond.op} needs one value", field=cond.field)
     return cond.value
 
 
@@ -103,24 +105,24 @@ def _clause(joins: _Joins, cond: Condition) -> ColumnElement[bool]:
     col, name, op = t.column, cond.field, cond.op
     if op is Op.is_null:
         if not isinstance(cond.value, bool):
-            raise InvalidInput(f"{name}: is_null needs true or false", field=name)
+            raise InvalidQuery(f"{name}: is_null needs true or false", field=name)
         return col.is_(None) if cond.value else col.is_not(None)
     if op in (Op.in_, Op.not_in):
         if not isinstance(cond.value, list) or not cond.value:
-            raise InvalidInput(f"{name}: {op} needs a list of values", field=name)
+            raise InvalidQuery(f"{name}: {op} needs a list of values", field=name)
         values = [coerce(t.field, name, v) for v in cond.value]
         if op is Op.in_:
             return col.in_(values)
         return or_(col.not_in(values), col.is_(None)) if t.nullable else col.not_in(values)
     if op is Op.like:
         if t.field.type is not ValueType.str:
-            raise InvalidInput(f"{name}: ~ works on text fields only", field=name)
+            raise InvalidQuery(f"{name}: ~ works on text fields only", field=name)
         return func.lower(col).like(func.lower(_text(cond)), escape="\\")
     value = coerce(t.field, name, _text(cond))
     if op is Op.ne and t.nullable:
         return or_(col != value, col.is_(None))
     if op not in (Op.eq, Op.ne) and t.field.type not in _ORDERED:
-        raise InvalidInput(f"{name}: {t.field.type} fields support = and != only", field=name)
+        raise InvalidQuery(f"{name}: {t.field.type} fields support = and != only", field=name)
     clause: ColumnElement[bool] = _COMPARE[op](col, value)
     return clause
 
@@ -153,7 +155,7 @@ def apply(
     default) then id, paged by ``limit``/``offset``. ``include`` names related dotted fields
     (``host.name``) added as extra result columns labelled with the path (``row._mapping``).
 
-    Raises ``InvalidInput(field=...)`` for a field outside the spec, a value of the wrong type or
+    Raises ``InvalidQuery(field=...)`` for a field outside the spec, a value of the wrong type or
     an operator the field does not support. Nothing outside the spec can be reached.
     """
     joins = _Joins(spec)
@@ -185,7 +187,7 @@ def count_stmt(
 def split_fields(spec: QuerySpec, fields: Sequence[str]) -> tuple[list[str], list[str]]:
     """Split selected ``fields`` into the model's own (``id``, ``capacity.cpus_used``; check them
     with ``validate_fields``) and related ones reached through a relation (``host.name``; checked
-    here, pass them to ``apply(include=...)``). Raises ``InvalidInput`` for an unknown related
+    here, pass them to ``apply(include=...)``). Raises ``InvalidQuery`` for an unknown related
     field."""
     own: list[str] = []
     related: list[str] = []

@@ -9,12 +9,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from corral.api.errors import InvalidInput
+from corral.api.errors import InvalidQuery
 
 
-def _unknown(field: str, allowed: Sequence[str]) -> InvalidInput:
+def _unknown(field: str, allowed: Sequence[str]) -> InvalidQuery:
     names = sorted(allowed)
-    return InvalidInput(
+    return InvalidQuery(
         f"cannot select {field!r}: unknown field (allowed: {', '.join(names)})",
         field=field,
         allowed=names,
@@ -34,7 +34,7 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
 
 def validate_fields(model: type[BaseModel], fields: Sequence[str]) -> None:
     """Check that every dotted field names a field of ``model`` (or of a nested model, e.g.
-    ``capacity.cpus_used`` on ``Host``). Raises ``InvalidInput(field=..., allowed=...)``. Call it
+    ``capacity.cpus_used`` on ``Host``). Raises ``InvalidQuery(field=..., allowed=...)``. Call it
     before listing so an empty page still refuses unknown fields."""
     for f in fields:
         current: type[BaseModel] | None = model
@@ -51,7 +51,7 @@ def select_fields(model_dict: Mapping[str, Any], fields: Sequence[str]) -> dict[
     kept nested: ``["id", "capacity.cpus_used"]`` -> ``{"id": .., "capacity": {"cpus_used": ..}}``.
     A null object on the way yields null (``facts.hostname`` -> ``{"facts": None}``); selecting a
     whole object and one of its fields yields the whole object. No fields means everything (a
-    copy). ``model_dict`` is never modified. Unknown fields raise ``InvalidInput(field=...)``."""
+    copy). ``model_dict`` is never modified. Unknown fields raise ``InvalidQuery(field=...)``."""
     if not fields:
         return dict(model_dict)
     out: dict[str, Any] = {}

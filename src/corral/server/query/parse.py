@@ -21,7 +21,7 @@ A bare value runs to the next ``,`` (or ``|`` in a list), trimmed; it may not be
 to put ``,`` ``|`` ``"`` (as ``\\"``), surrounding spaces, or to compare with the literal text
 ``null`` / ``in:...`` (``name="null"``).
 
-Every error is ``InvalidInput`` whose message names the condition and whose ``context.field`` is the
+Every error is ``InvalidQuery`` whose message names the condition and whose ``context.field`` is the
 field path, or the raw condition text when no field could be read.
 """
 
@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from corral.api.errors import InvalidInput
+from corral.api.errors import InvalidQuery
 
 MAX_TEXT = 4096
 """Longest ``q`` / ``sort`` / ``fields`` text accepted."""
@@ -122,12 +122,12 @@ class _Parser:
         self.start = 0
         self.field: str | None = None
 
-    def fail(self, why: str) -> InvalidInput:
+    def fail(self, why: str) -> InvalidQuery:
         end = self.text.find(",", self.start)
         raw = self.text[self.start : end if end >= 0 else len(self.text)].strip()
         if not raw:
-            return InvalidInput("invalid q: empty condition (stray ',')", field="q", condition="")
-        return InvalidInput(
+            return InvalidQuery("invalid q: empty condition (stray ',')", field="q", condition="")
+        return InvalidQuery(
             f"invalid condition {raw!r}: {why}", field=self.field or raw, condition=raw
         )
 
@@ -143,7 +143,7 @@ class _Parser:
         while True:
             self.start, self.field = self.pos, None
             if len(out) == MAX_CONDITIONS:
-                raise InvalidInput(
+                raise InvalidQuery(
                     f"too many conditions (at most {MAX_CONDITIONS})",
                     field="q",
                     limit=MAX_CONDITIONS,
@@ -242,7 +242,7 @@ class _Parser:
 
 def _check_size(text: str, param: str) -> None:
     if len(text) > MAX_TEXT:
-        raise InvalidInput(
+        raise InvalidQuery(
             f"{param} is too long ({len(text)} characters, at most {MAX_TEXT})",
             field=param,
             limit=MAX_TEXT,
@@ -252,7 +252,7 @@ def _check_size(text: str, param: str) -> None:
 def parse_q(text: str) -> list[Condition]:
     """The conditions of a ``q`` parameter (see the module docstring); ``[]`` for blank text.
 
-    Raises ``InvalidInput`` (``context.field`` = the field path or raw condition) on bad syntax,
+    Raises ``InvalidQuery`` (``context.field`` = the field path or raw condition) on bad syntax,
     more than ``MAX_CONDITIONS`` conditions or more than ``MAX_TEXT`` characters.
     """
     _check_size(text, "q")
@@ -270,23 +270,23 @@ def _split(text: str, param: str) -> list[str]:
 
 def _path(raw: str, param: str) -> tuple[str, ...]:
     if not _PATH.fullmatch(raw):
-        raise InvalidInput(f"invalid {param} field {raw!r}", field=raw or param)
+        raise InvalidQuery(f"invalid {param} field {raw!r}", field=raw or param)
     path = tuple(raw.split("."))
     if len(path) > MAX_DEPTH:
-        raise InvalidInput(f"field paths have at most {MAX_DEPTH} parts: {raw!r}", field=raw)
+        raise InvalidQuery(f"field paths have at most {MAX_DEPTH} parts: {raw!r}", field=raw)
     return path
 
 
 def parse_fields(text: str) -> list[str]:
     """Dotted field paths of a ``fields`` parameter (``id,name,host.name``), in order, without
-    duplicates; ``[]`` for blank text (all fields). Syntax errors raise ``InvalidInput``."""
+    duplicates; ``[]`` for blank text (all fields). Syntax errors raise ``InvalidQuery``."""
     out: list[str] = []
     for raw in _split(text, "fields"):
         _path(raw, "fields")
         if raw not in out:
             out.append(raw)
     if len(out) > MAX_CONDITIONS:
-        raise InvalidInput(f"too many fields (at most {MAX_CONDITIONS})", field="fields")
+        raise InvalidQuery(f"too many fields (at most {MAX_CONDITIONS})", field="fields")
     return out
 
 
@@ -294,15 +294,15 @@ def parse_sort(text: str) -> list[SortKey]:
     """Sort keys of a ``sort`` parameter: ``name``, ``-created_at`` (descending), ``+name``, or
     several comma-separated keys, related fields included (``host.cluster.name,-memory_mb``).
     ``[]`` for blank text. Bad syntax, a repeated field or more than ``MAX_SORT_KEYS`` keys raise
-    ``InvalidInput``."""
+    ``InvalidQuery``."""
     out: list[SortKey] = []
     for raw in _split(text, "sort"):
         descending = raw.startswith("-")
         name = raw[1:].strip() if raw[:1] in ("-", "+") else raw
         key = SortKey(_path(name, "sort"), descending)
         if any(k.path == key.path for k in out):
-            raise InvalidInput(f"sort field {name!r} is given twice", field=name)
+            raise InvalidQuery(f"sort field {name!r} is given twice", field=name)
         out.append(key)
     if len(out) > MAX_SORT_KEYS:
-        raise InvalidInput(f"too many sort keys (at most {MAX_SORT_KEYS})", field="sort")
+        raise InvalidQuery(f"too many sort keys (at most {MAX_SORT_KEYS})", field="sort")
     return out

@@ -79,7 +79,8 @@ class QuerySpec:
     """The allow-list of one resource kind: only these names can be filtered, sorted or selected.
 
     ``fields`` maps API names (dots allowed, e.g. ``capacity.cpus_used``) to columns of ``table``;
-    ``aliases`` maps extra names to field names (``memory`` -> ``memory_mb``); ``relations`` maps
+    ``aliases`` maps extra names to field names (``memory`` -> ``memory_mb``) or to dotted paths
+    through a relation (``username`` -> ``user.name``); ``relations`` maps
     names to to-one relations walked by dotted paths (``host.cluster.name``). ``default_sort`` is a
     ``sort`` parameter text; ``id_field`` breaks ties so paging is stable. Construction checks the
     spec and raises ``CorralError`` on a programming mistake (a column of another table, an alias
@@ -107,10 +108,20 @@ class QuerySpec:
             if name in normal:
                 raise CorralError(f"{self.name}.{name}: both a field and a relation")
         for alias, target in self.aliases.items():
-            if target not in normal or alias in normal:
+            head = target.split(".", 1)[0]
+            to_relation = "." in target and head in self.relations
+            if (target not in normal and not to_relation) or alias in normal:
                 raise CorralError(f"{self.name}: bad alias {alias!r} -> {target!r}")
         if self.id_field not in normal:
             raise CorralError(f"{self.name}: id field {self.id_field!r} is not a field")
+
+    def path(self, name: str) -> list[str]:
+        """The dotted path ``name`` stands for: itself, or what an alias to a related field
+        names (``username`` -> ``["user", "name"]``)."""
+        target = self.aliases.get(name)
+        if target is not None and target not in self.fields:
+            return target.split(".")
+        return name.split(".")
 
     def field(self, name: str) -> Field | None:
         """The field called ``name`` (or aliased so), if any."""

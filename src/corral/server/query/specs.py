@@ -1,8 +1,9 @@
 """Ready-made query specs: what each list endpoint lets callers filter, sort and select.
 
-Names follow the API models (``corral.api``). Secrets and internals (``hosts.token``,
-``hosts.cert_pem``, ``vms.vnc_password``, ``vms.claimed``, JSON columns) are deliberately absent:
-a spec is an allow-list.
+Names follow the API models (``corral.api``). Secrets and internals (``hosts.token_sealed``, ``hosts.token_digest``,
+``hosts.cert_pem``, ``vms.vnc_password``, ``vms.claimed``, password hashes, TOTP secrets, JSON
+columns) are deliberately absent: a spec is an allow-list, and filtering or sorting on a secret
+would be an oracle for it.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ from corral.server.db.tables import (
     ClusterRow,
     HostRow,
     ImageRow,
+    MembershipRow,
     OfferingRow,
     OperationRow,
+    ProjectRow,
+    RoleRow,
+    UserRow,
     VmRow,
     ZoneRow,
 )
@@ -84,6 +89,64 @@ HOSTS = QuerySpec(
     },
 )
 
+USERS = QuerySpec(
+    name="user",
+    table=UserRow,
+    fields={
+        "id": UserRow.id,
+        "name": UserRow.name,
+        "email": UserRow.email,
+        "enabled": UserRow.enabled,
+        "is_platform_admin": UserRow.is_admin,
+        "totp_enabled": UserRow.totp_enabled,
+        "created_at": UserRow.created_at,
+        "updated_at": UserRow.updated_at,
+    },
+)
+
+PROJECTS = QuerySpec(
+    name="project",
+    table=ProjectRow,
+    fields={
+        "id": ProjectRow.id,
+        "name": ProjectRow.name,
+        "description": ProjectRow.description,
+        "share_resources": ProjectRow.share_resources,
+        "created_at": ProjectRow.created_at,
+        "updated_at": ProjectRow.updated_at,
+    },
+)
+
+ROLES = QuerySpec(
+    name="role",
+    table=RoleRow,
+    fields={
+        "id": RoleRow.id,
+        "name": RoleRow.name,
+        "description": RoleRow.description,
+        "builtin": RoleRow.builtin,
+        "created_at": RoleRow.created_at,
+        "updated_at": RoleRow.updated_at,
+    },
+)
+
+MEMBERS = QuerySpec(
+    name="member",
+    table=MembershipRow,
+    fields={
+        "id": MembershipRow.id,
+        "project_id": MembershipRow.project_id,
+        "user_id": MembershipRow.user_id,
+        "created_at": MembershipRow.created_at,
+    },
+    relations={
+        "user": Relation(lambda: USERS, MembershipRow.user_id),
+        "role": Relation(lambda: ROLES, MembershipRow.role_id),
+        "project": Relation(lambda: PROJECTS, MembershipRow.project_id),
+    },
+    aliases={"username": "user.name", "role": "role.name"},
+)
+
 IMAGES = QuerySpec(
     name="image",
     table=ImageRow,
@@ -96,8 +159,15 @@ IMAGES = QuerySpec(
         "virtual_size_bytes": ImageRow.virtual_size_bytes,
         "sha256": ImageRow.sha256,
         "source_url": ImageRow.source_url,
+        "project_id": ImageRow.project_id,
+        "owner_id": ImageRow.owner_id,
+        "shared": ImageRow.shared,
         "created_at": ImageRow.created_at,
         "updated_at": ImageRow.updated_at,
+    },
+    relations={
+        "project": Relation(lambda: PROJECTS, ImageRow.project_id),
+        "owner": Relation(lambda: USERS, ImageRow.owner_id),
     },
     aliases={"size": "size_bytes", "virtual_size": "virtual_size_bytes"},
 )
@@ -132,6 +202,9 @@ VMS = QuerySpec(
         "offering_id": VmRow.offering_id,
         "host_id": VmRow.host_id,
         "error": VmRow.error,
+        "project_id": VmRow.project_id,
+        "owner_id": VmRow.owner_id,
+        "shared": VmRow.shared,
         "created_at": VmRow.created_at,
         "updated_at": VmRow.updated_at,
     },
@@ -139,6 +212,8 @@ VMS = QuerySpec(
         "host": Relation(lambda: HOSTS, VmRow.host_id),
         "image": Relation(lambda: IMAGES, VmRow.image_id),
         "offering": Relation(lambda: OFFERINGS, VmRow.offering_id),
+        "project": Relation(lambda: PROJECTS, VmRow.project_id),
+        "owner": Relation(lambda: USERS, VmRow.owner_id),
     },
     aliases={"state": "power_state", "memory": "memory_mb", "disk": "disk_gb"},
 )
@@ -157,10 +232,29 @@ OPERATIONS = QuerySpec(
         "created_at": OperationRow.created_at,
         "started_at": OperationRow.started_at,
         "finished_at": OperationRow.finished_at,
+        "project_id": OperationRow.project_id,
+        "user_id": OperationRow.user_id,
+    },
+    relations={
+        "project": Relation(lambda: PROJECTS, OperationRow.project_id),
+        "user": Relation(lambda: USERS, OperationRow.user_id),
     },
 )
 
 ALL: dict[str, QuerySpec] = {
-    s.name: s for s in (ZONES, CLUSTERS, HOSTS, IMAGES, OFFERINGS, VMS, OPERATIONS)
+    s.name: s
+    for s in (
+        ZONES,
+        CLUSTERS,
+        HOSTS,
+        IMAGES,
+        OFFERINGS,
+        VMS,
+        OPERATIONS,
+        USERS,
+        PROJECTS,
+        ROLES,
+        MEMBERS,
+    )
 }
 """Every spec by resource kind name."""

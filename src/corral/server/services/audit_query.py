@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from corral.api.audit import AuditEvent, AuditExportFormat, AuditResult
 from corral.api.common import Page
-from corral.api.errors import InvalidInput, NotFound
+from corral.api.errors import InvalidQuery, NotFound
 from corral.server.db.tables_audit import AuditEventRow as Row
 from corral.server.identity.caller import Caller
 from corral.server.query import Condition, Field, QuerySpec, apply, count_stmt, parse_q, parse_sort
@@ -102,7 +102,7 @@ def _time(value: str | None, name: str) -> datetime | None:
     try:
         return parse_datetime(value)
     except ValueError as exc:
-        raise InvalidInput(
+        raise InvalidQuery(
             f"invalid {name} {value!r}: expected an ISO-8601 date-time, e.g. 2024-05-01T12:00:00Z",
             field=name,
             value=value,
@@ -119,7 +119,7 @@ class Filter:
     @classmethod
     def make(cls, *, caller: Caller, q: str, since: str | None, until: str | None) -> Filter:
         """Parse and check ``q`` (fields of ``AUDIT_EVENTS``) and the time range: ``since`` <=
-        ``started_at`` < ``until`` (ISO-8601; naive = UTC). ``InvalidInput`` on any mistake."""
+        ``started_at`` < ``until`` (ISO-8601; naive = UTC). ``InvalidQuery`` (400) on any mistake."""
         conds = parse_q(q)
         where = [visible_events(caller)]
         start, end = _time(since, "since"), _time(until, "until")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,12 +10,15 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.agent import Heartbeat, VmEvent
-from corral.api.errors import InUse, InvalidInput, NotFound
+from corral.api.errors import CorralError, InUse, InvalidInput, NotFound
 from corral.api.hosts import Host, HostCapacity, HostCreate, HostFacts, HostStatus, HostUpdate
 from corral.api.operations import Operation
 from corral.api.vms import PowerState, VmStatus
+from corral.server.agents import host_tokens
+from corral.server.agents.client import AgentEndpoint
 from corral.server.db.tables import ClusterRow, HostRow, VmRow
-from corral.server.db.types import utcnow
+from corral.server.db.types import new_id, utcnow
+from corral.server.query import specs
 from corral.server.services.context import Services
 from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import Kind, get_row
@@ -66,7 +68,7 @@ class _HostKind(Kind[HostRow, Host]):
         return [host_model(r).model_copy(update={"vm_count": counts.get(r.id, 0)}) for r in rows]
 
 
-HOSTS = _HostKind("host", HostRow, host_model)
+HOSTS = _HostKind("host", HostRow, host_model, specs.HOSTS, Host)
 _HOSTS: Table = HostRow.__table__  # type: ignore[assignment]
 
 
@@ -91,11 +93,15 @@ async def add_host(*, svc: Services, spec: HostCreate) -> Operation:
         dup = await s.scalar(select(HostRow.name).where(HostRow.url == spec.url.rstrip("/")))
         if dup is not None:
             raise InvalidInput(f"host {dup!r} already has the agent {spec.url}", url=spec.url)
+        host_id = new_id()
+        token = host_tokens.issue(svc.secrets, host_id)  # the agent gets it at enrollment
         row = HostRow(
+            id=host_id,
             name=name,
             cluster_id=cluster.id,
             url=spec.url.rstrip("/"),
-            token=secrets.token_urlsafe(32),
+            token_sealed=token.sealed,
+            token_digest=token.digest,
             status=HostStatus.connecting,
         )
         s.add(row)
@@ -140,36 +146,41 @@ async def remove_host(*, svc: Services, ref: str) -> Operation:
     heartbeats, events and callbacks: 401) and its certificate (the server verifies an agent
     against the certificate issued for the host's row, now gone). Then, best effort, tell the
     agent to forget this server (``POST /v1/detach``) so that it can be added again."""
-    from corral.server.agents.client import AgentEndpoint
-
     async with svc.sessionmaker() as s:
         row = await get_row(s, HostRow, ref, "host")
         n = await s.scalar(select(func.count()).where(VmRow.host_id == row.id))
         if n:
             raise InUse(f"host {row.name!r} still has {n} VM(s)", vms=n)
-        ep = AgentEndpoint(host_id=row.id, url=row.url, token=row.token, cert_pem=row.cert_pem)
+        try:
+            ep: AgentEndpoint | None = host_tokens.endpoint(svc.secrets, row, cert_pem=row.cert_pem)
+        except CorralError:  # sealed with a master key since lost: remove it all the same
+            log.warning("host %s: its token does not open; removing without detaching", row.id)
+            ep = None
         await s.delete(row)
         op = svc.runner.create(
             s, type="host.remove", target_type="host", target_id=row.id, done=True
         )
         await s.commit()
-    svc.agents.directory.forget_host(row.id, row.token)
+    svc.agents.directory.forget_host(row.id, row.token_digest)
     invalidate_views()
-    await svc.agents.detach(ep)
+    if ep is not None:
+        await svc.agents.detach(ep)
     return op_model(op)
 
 
 async def host_by_token(*, svc: Services, token: str) -> HostRow:
-    """The host (a detached row) whose agent holds ``token``; cached (``HostDirectory``)."""
+    """The host (a detached row) whose agent holds ``token``, found by the token's digest (the
+    database has no plain token); cached by digest (``HostDirectory``)."""
     directory = svc.agents.directory
-    row: HostRow | None = directory.host_for(token)
+    digest = host_tokens.token_digest(token)
+    row: HostRow | None = directory.host_for(digest)
     if row is not None:
         return row
     async with svc.sessionmaker() as s:
-        row = await s.scalar(select(HostRow).where(HostRow.token == token))
+        row = await s.scalar(select(HostRow).where(HostRow.token_digest == digest))
     if row is None:
         raise NotFound("no host has this token")
-    directory.remember(token, row)
+    directory.remember(digest, row)
     return row
 
 

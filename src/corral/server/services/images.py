@@ -20,6 +20,7 @@ from corral.server.db.tables import ImageRow, VmRow
 from corral.server.identity import quotas
 from corral.server.identity.access import creation_project, require, visible
 from corral.server.identity.caller import Caller
+from corral.server.query import specs
 from corral.server.services.context import Services
 from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import Kind, get_row
@@ -40,10 +41,13 @@ def image_model(r: ImageRow) -> Image:
         source_url=r.source_url,
         created_at=r.created_at,
         updated_at=r.updated_at,
+        project_id=r.project_id,
+        owner_id=r.owner_id,
+        shared=r.shared,
     )
 
 
-IMAGES = Kind("image", ImageRow, image_model)
+IMAGES = Kind("image", ImageRow, image_model, specs.IMAGES, Image)
 
 
 def visible_images(caller: Caller) -> ColumnElement[bool]:

@@ -13,6 +13,7 @@ from corral.api.offerings import Offering, OfferingCreate
 from corral.api.operations import Operation
 from corral.api.zones import Cluster, ClusterCreate, ClusterUpdate, Zone, ZoneCreate
 from corral.server.db.tables import ClusterRow, HostRow, OfferingRow, VmRow, ZoneRow
+from corral.server.query import specs
 from corral.server.services.context import Services
 from corral.server.services.listing import Kind, get_row
 from corral.server.services.operations import to_model as op_model
@@ -153,6 +154,6 @@ async def delete_offering(*, svc: Services, ref: str) -> Operation:
         return await finish(svc, s, type="offering.delete", kind="offering", target_id=row.id)
 
 
-ZONES = Kind("zone", ZoneRow, zone_model)
-CLUSTERS = Kind("cluster", ClusterRow, cluster_model)
-OFFERINGS = Kind("offering", OfferingRow, offering_model)
+ZONES = Kind("zone", ZoneRow, zone_model, specs.ZONES, Zone)
+CLUSTERS = Kind("cluster", ClusterRow, cluster_model, specs.CLUSTERS, Cluster)
+OFFERINGS = Kind("offering", OfferingRow, offering_model, specs.OFFERINGS, Offering)

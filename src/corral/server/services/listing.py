@@ -1,16 +1,39 @@
-"""Generic lookups and paged, sorted, filtered lists over any table."""
+"""Generic lookups, and the Query API of every list endpoint over any table.
+
+A list request (``ListRequest``) carries paging, ``sort``, the ``q`` conditions, legacy
+``field=value`` filters (each the same as ``q``'s ``field=value``), ``tag`` filters, ``fields``
+selection and ``count``. Everything it names is checked against the kind's ``QuerySpec`` (an
+allow-list): mistakes are ``InvalidQuery`` (400) naming the field, before any SQL runs.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, func, or_, select
+from pydantic import BaseModel
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from corral.api.common import ListQuery, Page
-from corral.api.errors import InvalidInput, NotFound
+from corral.api.common import DEFAULT_PAGE, Page
+from corral.api.errors import InvalidInput, InvalidQuery, NotFound
+from corral.server.query import (
+    Condition,
+    Op,
+    QuerySpec,
+    add_related,
+    apply,
+    count_stmt,
+    parse_fields,
+    parse_q,
+    parse_sort,
+    select_fields,
+    split_fields,
+    validate_fields,
+)
+from corral.server.query.parse import MAX_CONDITIONS
+from corral.server.services import tags as tagging
 
 R = TypeVar("R")
 
@@ -55,76 +78,126 @@ async def find_row(s: AsyncSession, table: type[R], ref: str) -> R | None:
     return await s.scalar(select(table).where(or_(cols.id == ref, cols.name == ref)).limit(1))
 
 
-def _coerce(col: Any, field: str, value: Any) -> Any:
-    """Turn a query-string value into the column's Python type (``InvalidInput`` if it cannot)."""
-    if not isinstance(value, str):
-        return value
-    try:
-        kind = col.type.python_type
-    except NotImplementedError:
-        return value
-    if kind is bool:
-        if value.lower() in ("true", "1", "yes"):
-            return True
-        if value.lower() in ("false", "0", "no"):
-            return False
-        raise InvalidInput(f"{field} must be true or false", field=field, value=value)
-    if kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError as exc:
-            raise InvalidInput(f"{field} must be a number", field=field, value=value) from exc
-    return value
+M = TypeVar("M", bound=BaseModel)
 
 
-async def list_rows(
+@dataclass(frozen=True)
+class ListRequest:
+    """What a caller asked of a list endpoint. ``sort``, ``q`` and ``fields`` are the raw query
+    texts (parsed against the kind's spec by ``plan``); ``filters`` are ``field=value`` query
+    parameters (equality, like the same text in ``q``); ``tags``: only resources carrying every
+    one of these user tags; ``count_only``: answer the total without items."""
+
+    limit: int = DEFAULT_PAGE
+    offset: int = 0
+    sort: str = ""
+    q: str = ""
+    fields: str = ""
+    count_only: bool = False
+    tags: tuple[str, ...] = ()
+    filters: Mapping[str, str] = field(default_factory=dict)
+
+    def pop(self, name: str) -> tuple[str | None, ListRequest]:
+        """The value of the ``name`` filter (handled by the caller, not the spec) and the
+        request without it."""
+        if name not in self.filters:
+            return None, self
+        rest = {k: v for k, v in self.filters.items() if k != name}
+        return self.filters[name], replace(self, filters=rest)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked list request: conditions, sort keys and the selected fields split into the
+    model's own and related ones (``apply(include=...)``)."""
+
+    conds: list[Condition]
+    sort: list[Any]
+    fields: list[str]
+    related: list[str]
+
+
+def plan(spec: QuerySpec, model: type[BaseModel] | None, req: ListRequest) -> Plan:
+    """Parse and check ``req`` against ``spec`` (and ``model`` for selected fields). Raises
+    ``InvalidQuery`` naming the field for anything the spec does not allow."""
+    conds = parse_q(req.q) if req.q else []
+    for name, value in req.filters.items():
+        conds.append(Condition(tuple(name.split(".")), Op.eq, value))
+    if len(conds) > MAX_CONDITIONS:
+        raise InvalidQuery(f"at most {MAX_CONDITIONS} conditions", field="q")
+    wanted = parse_fields(req.fields) if req.fields else []
+    own, related = split_fields(spec, wanted)
+    if model is not None:
+        validate_fields(model, own)
+    return Plan(conds, parse_sort(req.sort) if req.sort else [], wanted, related)
+
+
+class FieldsPage(Page[dict[str, Any]]):
+    """A page whose items hold only the fields the caller selected (``?fields=``): the HTTP
+    layer sends it as is, without validating items against the full model."""
+
+
+async def query_rows(
     s: AsyncSession,
-    table: type[R],
-    query: ListQuery,
-    filters: dict[str, Any],
-    where: ColumnElement[bool] | None = None,
-) -> tuple[list[R], int]:
-    """One page of rows matching ``filters`` (column == value), sorted by ``query.sort``.
-
-    Unknown filter or sort fields raise ``InvalidInput``. Ties are broken by id so pages are stable.
-    """
-    cols = getattr(table, "__table__").c  # noqa: B009
-    conds = []
-    for field, value in filters.items():
-        if field not in cols:
-            raise InvalidInput(f"cannot filter by {field!r}", field=field)
-        conds.append(cols[field] == _coerce(cols[field], field, value))
-    if where is not None:
-        conds.append(where)
-    key = query.sort.lstrip("-")
-    if key not in cols:
-        raise InvalidInput(f"cannot sort by {key!r}", field=key)
-    order = cols[key].desc() if query.sort.startswith("-") else cols[key].asc()
-    total = await s.scalar(select(func.count()).select_from(table).where(*conds))
-    rows = await s.scalars(
-        select(table)
-        .where(*conds)
-        .order_by(order, cols["id"])
-        .limit(query.limit)
-        .offset(query.offset)
+    spec: QuerySpec,
+    p: Plan,
+    req: ListRequest,
+    where: Sequence[ColumnElement[bool]] = (),
+) -> tuple[list[Any], int]:
+    """The rows (``Row``: entity first, then the related columns of ``p.related``) of one page
+    and the total count of matches; no rows when ``req.count_only``."""
+    where = [*where, *tagging.tagged(spec.name, getattr(spec.table, "id"), req.tags)]  # noqa: B009
+    stmt = apply(  # built first: it checks the sort keys and selected fields too
+        select(spec.table),
+        spec,
+        p.conds,
+        p.sort,
+        where=where,
+        include=p.related,
+        limit=req.limit,
+        offset=req.offset,
     )
-    return list(rows), int(total or 0)
+    total = int(await s.scalar(count_stmt(spec, p.conds, where=where)) or 0)
+    if req.count_only or total == 0:
+        return [], total
+    return list((await s.execute(stmt)).all()), total
 
 
-M = TypeVar("M")
+def page_of(models: list[Any], rows: list[Any], total: int, p: Plan, req: ListRequest) -> Page[Any]:
+    """The answer: a ``Page`` of models, or a ``FieldsPage`` of the selected fields."""
+    if not p.fields:
+        return Page[Any](items=models, total=total, limit=req.limit, offset=req.offset)
+    items = [
+        select_fields(
+            add_related(m.model_dump(mode="json"), {k: r._mapping[k] for k in p.related}),
+            p.fields,
+        )
+        for m, r in zip(models, rows, strict=True)
+    ]
+    return FieldsPage(items=items, total=total, limit=req.limit, offset=req.offset)
 
 
 @dataclass(frozen=True)
 class Kind(Generic[R, M]):
-    """A resource kind: its table, its name in messages and how a row becomes a contract model."""
+    """A resource kind: its table, its name in messages, how a row becomes a contract model and
+    what its list endpoint lets callers query (``spec``). Models with ``tags`` get their tags."""
 
     name: str
     table: type[R]
     to_model: Callable[[R], M]
+    spec: QuerySpec
+    model: type[M]
 
     async def models(self, s: AsyncSession, rows: list[R]) -> list[M]:
         """Rows to contract models; override to add figures computed across rows."""
         return [self.to_model(r) for r in rows]
+
+    async def tagged(self, s: AsyncSession, models: list[M]) -> list[M]:
+        """``models`` with their user and system tags (one query for all)."""
+        if not models or "tags" not in self.model.model_fields:
+            return models
+        ids = [getattr(m, "id") for m in models]  # noqa: B009
+        return tagging.with_tags(models, await tagging.tags_of(s, self.spec.name, ids))
 
     async def get(
         self,
@@ -134,20 +207,18 @@ class Kind(Generic[R, M]):
     ) -> M:
         async with sm() as s:
             row = await get_row(s, self.table, ref, self.name, where=where)
-            return (await self.models(s, [row]))[0]
+            return (await self.tagged(s, await self.models(s, [row])))[0]
 
     async def list(
         self,
         sm: async_sessionmaker[AsyncSession],
-        query: ListQuery,
-        filters: dict[str, Any],
+        req: ListRequest,
         where: ColumnElement[bool] | None = None,
-    ) -> Page[M]:
+    ) -> Page[Any]:
+        """One page of what ``req`` asks among the rows ``where`` selects (e.g. what the caller
+        may see). ``InvalidQuery`` for a request the spec does not allow."""
+        p = plan(self.spec, self.model, req)
         async with sm() as s:
-            rows, total = await list_rows(s, self.table, query, filters, where)
-            return Page[M](
-                items=await self.models(s, rows),
-                total=total,
-                limit=query.limit,
-                offset=query.offset,
-            )
+            rows, total = await query_rows(s, self.spec, p, req, [] if where is None else [where])
+            models = await self.tagged(s, await self.models(s, [r[0] for r in rows]))
+        return page_of(models, rows, total, p, req)

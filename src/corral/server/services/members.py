@@ -7,30 +7,23 @@ whose every permission they hold themselves in that project.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corral.api.common import ListQuery, Page
-from corral.api.errors import Conflict, Forbidden, InvalidInput, NotFound
+from corral.api.common import Page
+from corral.api.errors import Conflict, Forbidden, NotFound
 from corral.api.identity import Member, MemberAdd, MemberUpdate
 from corral.api.operations import Operation
 from corral.server.db.tables import MembershipRow, RoleRow, UserRow
 from corral.server.identity.access import require
 from corral.server.identity.caller import Caller, grants
+from corral.server.query import specs
 from corral.server.services.context import Services
-from corral.server.services.listing import get_row
+from corral.server.services.listing import ListRequest, get_row, page_of, plan, query_rows
 from corral.server.services.projects import find_project, finish
-
-_FIELDS: dict[str, Any] = {
-    "user_id": MembershipRow.user_id,
-    "username": UserRow.name,
-    "role": RoleRow.name,
-    "created_at": MembershipRow.created_at,
-}
-FILTERS = {"user_id", "username", "role"}
-SORTS = set(_FIELDS)
 
 
 def _may_grant(caller: Caller, project_id: str, role: RoleRow) -> None:
@@ -48,41 +41,28 @@ def _may_grant(caller: Caller, project_id: str, role: RoleRow) -> None:
 
 
 async def list_members(
-    *, svc: Services, project: str, caller: Caller, query: ListQuery, filters: dict[str, Any]
-) -> Page[Member]:
-    """A page of the project's members (``filters`` from ``FILTERS``, sort from ``SORTS``)."""
-    key = query.sort.lstrip("-")
-    if key not in SORTS:
-        raise InvalidInput(
-            f"cannot sort members by {key!r} (allowed: {', '.join(sorted(SORTS))})", field=key
-        )
+    *, svc: Services, project: str, caller: Caller, req: ListRequest
+) -> Page[Any]:
+    """A page of the project's members (the Query API over ``specs.MEMBERS``: ``username``,
+    ``role`` and ``user.*`` / ``role.*`` fields too)."""
+    p = plan(specs.MEMBERS, Member, req)
     async with svc.sessionmaker() as s:
         row = await find_project(s, project, caller)
         require(caller, "member:list", row.id)
-        conds = [MembershipRow.project_id == row.id]
-        conds += [_FIELDS[k] == v for k, v in filters.items()]
-        base = (
-            select(MembershipRow, UserRow.name, RoleRow.name)
-            .join(UserRow, UserRow.id == MembershipRow.user_id)
-            .join(RoleRow, RoleRow.id == MembershipRow.role_id)
-            .where(*conds)
+        p = replace(p, related=list(dict.fromkeys([*p.related, "user.name", "role.name"])))
+        where = [MembershipRow.project_id == row.id]
+        rows, total = await query_rows(s, specs.MEMBERS, p, req, where)
+    items = [
+        Member(
+            project_id=r[0].project_id,
+            user_id=r[0].user_id,
+            username=r._mapping["user.name"],
+            role=r._mapping["role.name"],
+            created_at=r[0].created_at,
         )
-        total = await s.scalar(select(func.count()).select_from(base.subquery()))
-        order = _FIELDS[key].desc() if query.sort.startswith("-") else _FIELDS[key].asc()
-        rows = await s.execute(
-            base.order_by(order, MembershipRow.id).limit(query.limit).offset(query.offset)
-        )
-        items = [
-            Member(
-                project_id=m.project_id,
-                user_id=m.user_id,
-                username=username,
-                role=role,
-                created_at=m.created_at,
-            )
-            for m, username, role in rows
-        ]
-    return Page[Member](items=items, total=int(total or 0), limit=query.limit, offset=query.offset)
+        for r in rows
+    ]
+    return page_of(items, rows, total, p, req)
 
 
 async def add_member(*, svc: Services, project: str, spec: MemberAdd, caller: Caller) -> Operation:

@@ -12,12 +12,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from corral.api.common import ListQuery, Page
+from corral.api.common import Page
 from corral.api.errors import CorralError, ErrorBody, NotCancellable
 from corral.api.operations import Operation, OperationStatus
 from corral.server.db.tables import OperationRow
 from corral.server.db.types import new_id, utcnow
-from corral.server.services.listing import get_row, list_rows
+from corral.server.query import specs
+from corral.server.services.listing import ListRequest, get_row, page_of, plan, query_rows
 from corral.server.workflows.engine import Workflow, WorkflowEngine
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ def to_model(row: OperationRow) -> Operation:
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        project_id=row.project_id,
+        user_id=row.user_id,
     )
 
 
@@ -258,20 +261,15 @@ class OperationRunner:
         self._notify(op_id)
         return await self.get(op_id)
 
-    async def list(
-        self,
-        query: ListQuery,
-        filters: dict[str, Any],
-        where: ColumnElement[bool] | None = None,
-    ) -> Page[Operation]:
+    async def list(self, req: ListRequest, where: ColumnElement[bool] | None = None) -> Page[Any]:
+        """A page of operations (the Query API over ``specs.OPERATIONS``), live progress
+        included, among those ``where`` selects."""
+        p = plan(specs.OPERATIONS, Operation, req)
         async with self.sessionmaker() as s:
-            rows, total = await list_rows(s, OperationRow, query, filters, where)
-            return Page[Operation](
-                items=[self._live(to_model(r)) for r in rows],
-                total=total,
-                limit=query.limit,
-                offset=query.offset,
+            rows, total = await query_rows(
+                s, specs.OPERATIONS, p, req, [] if where is None else [where]
             )
+        return page_of([self._live(to_model(r[0])) for r in rows], rows, total, p, req)
 
     async def recover(self) -> int:
         """At start-up: roll back workflows a crash interrupted; restart queued operations."""

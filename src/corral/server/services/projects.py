@@ -27,6 +27,7 @@ from corral.server.db.tables import (
     VmRow,
 )
 from corral.server.identity.caller import Caller
+from corral.server.query import specs
 from corral.server.services.context import Services
 from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import Kind, get_row
@@ -44,7 +45,7 @@ def project_model(r: ProjectRow) -> Project:
     )
 
 
-PROJECTS = Kind("project", ProjectRow, project_model)
+PROJECTS = Kind("project", ProjectRow, project_model, specs.PROJECTS, Project)
 
 
 def visible_projects(caller: Caller) -> ColumnElement[bool]:

@@ -11,6 +11,7 @@ from corral.api.operations import Operation
 from corral.server.db.tables import MembershipRow, RoleRow
 from corral.server.identity.caller import Caller
 from corral.server.identity.permissions import check_permission_names
+from corral.server.query import specs
 from corral.server.services.context import Services
 from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import Kind, get_row
@@ -29,7 +30,7 @@ def role_model(r: RoleRow) -> Role:
     )
 
 
-ROLES = Kind("role", RoleRow, role_model)
+ROLES = Kind("role", RoleRow, role_model, specs.ROLES, Role)
 
 
 def valid_permissions(perms: list[str]) -> list[str]:

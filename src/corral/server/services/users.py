@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corral.api.common import ListQuery, Page
-from corral.api.errors import InUse, InvalidInput, InvalidState
+from corral.api.common import Page
+from corral.api.errors import InUse, InvalidState
 from corral.api.identity import (
     PasswordReset,
     PasswordResetResult,
@@ -38,17 +38,12 @@ from corral.server.db.tables import (
 )
 from corral.server.db.types import utcnow
 from corral.server.identity.caller import Caller
+from corral.server.query import specs
 from corral.server.security.passwords import check_strength, generate_password, hash_password
 from corral.server.services.context import Services
 from corral.server.services.inventory import ensure_name_free
-from corral.server.services.listing import Kind, get_row
+from corral.server.services.listing import Kind, ListRequest, get_row
 from corral.server.services.projects import finish
-
-FILTERS = {"name", "email", "enabled", "is_platform_admin", "project_id"}
-"""What ``GET /users`` filters on (``project_id``: members of that project)."""
-SORTS = {"name", "email", "enabled", "is_platform_admin", "created_at", "updated_at"}
-"""What it sorts on: never a secret column (an order is an oracle)."""
-_COLUMN = {"is_platform_admin": "is_admin"}
 
 
 def user_model(r: UserRow, memberships: list[UserMembership]) -> User:
@@ -83,23 +78,18 @@ class _Users(Kind[UserRow, User]):
         return [user_model(r, found[r.id]) for r in rows]
 
 
-USERS = _Users("user", UserRow, lambda r: user_model(r, []))
+USERS = _Users("user", UserRow, lambda r: user_model(r, []), specs.USERS, User)
 
 
-async def list_users(*, svc: Services, query: ListQuery, filters: dict[str, Any]) -> Page[User]:
-    """A page of users; ``filters`` from ``FILTERS``, ``query.sort`` from ``SORTS``."""
-    key = query.sort.lstrip("-")
-    if key not in SORTS:
-        raise InvalidInput(
-            f"cannot sort users by {key!r} (allowed: {', '.join(sorted(SORTS))})", field=key
-        )
-    query = query.model_copy(update={"sort": query.sort.replace(key, _COLUMN.get(key, key))})
+async def list_users(*, svc: Services, req: ListRequest) -> Page[Any]:
+    """A page of users (the Query API over ``specs.USERS``: secret columns are not queryable);
+    the ``project_id`` filter selects the members of that project."""
+    project_id, req = req.pop("project_id")
     where: ColumnElement[bool] | None = None
-    if (project_id := filters.pop("project_id", None)) is not None:
+    if project_id is not None:
         members = select(MembershipRow.user_id).where(MembershipRow.project_id == project_id)
         where = UserRow.id.in_(members)
-    columns = {_COLUMN.get(k, k): v for k, v in filters.items()}
-    return await USERS.list(svc.sessionmaker, query, columns, where)
+    return await USERS.list(svc.sessionmaker, req, where)
 
 
 async def get_user(*, svc: Services, ref: str) -> User:

@@ -17,6 +17,7 @@ from corral.server.db.tables import HostRow, ImageRow, OfferingRow, VmRow
 from corral.server.identity import quotas
 from corral.server.identity.access import check_if_match, creation_project, require, visible
 from corral.server.identity.caller import Caller
+from corral.server.query import specs
 from corral.server.services.context import Services
 from corral.server.services.images import visible_images
 from corral.server.services.inventory import ensure_name_free
@@ -45,10 +46,13 @@ def vm_model(r: VmRow) -> Vm:
         error=r.error,
         created_at=r.created_at,
         updated_at=r.updated_at,
+        project_id=r.project_id,
+        owner_id=r.owner_id,
+        shared=r.shared,
     )
 
 
-VMS = Kind("vm", VmRow, vm_model)
+VMS = Kind("vm", VmRow, vm_model, specs.VMS, Vm)
 
 
 def vnc_password() -> str:

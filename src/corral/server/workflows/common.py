@@ -6,13 +6,15 @@ from typing import Any
 
 from corral.api.agent import TaskPayload
 from corral.api.errors import NotFound
+from corral.server.agents import host_tokens
 from corral.server.agents.client import AgentEndpoint
 from corral.server.db.tables import HostRow
 from corral.server.workflows.engine import Ctx
 
 
 async def endpoint(ctx: Ctx, host_id: str) -> AgentEndpoint:
-    """How to reach the host's agent (cached for a while: ``HostDirectory.endpoints``)."""
+    """How to reach the host's agent, its token opened (cached for a while in memory:
+    ``HostDirectory.endpoints``)."""
     directory = ctx.deps.agents.directory
     cached = directory.endpoint(host_id)
     if isinstance(cached, AgentEndpoint):
@@ -21,7 +23,7 @@ async def endpoint(ctx: Ctx, host_id: str) -> AgentEndpoint:
         host = await s.get(HostRow, host_id)
     if host is None:
         raise NotFound(f"host {host_id} not found", kind="host", ref=host_id)
-    ep = AgentEndpoint(host_id=host.id, url=host.url, token=host.token, cert_pem=host.cert_pem)
+    ep = host_tokens.endpoint(ctx.deps.secrets, host, cert_pem=host.cert_pem)
     directory.remember_endpoint(host_id, ep)
     return ep
 

@@ -10,13 +10,14 @@ server verifies the agent with it from then on (``AgentClient``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 from urllib.parse import urlsplit
 
 from corral.api.agent import EnrollComplete, EnrollRequest
 from corral.api.errors import CorralError, InvalidInput
 from corral.api.hosts import HostStatus
-from corral.server.agents.client import AgentEndpoint
+from corral.server.agents import host_tokens
 from corral.server.db.tables import ClusterRow, HostRow
 from corral.server.services.context import Services
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
@@ -61,7 +62,7 @@ async def _attach(ctx: Ctx) -> dict[str, Any]:
         assert host is not None
     bootstrap = await asyncio.to_thread(svc.agents.fetch_cert, host.url)
     _check_fingerprint(bootstrap, ctx.params.get("cert_fingerprint"), host.url)
-    ep = AgentEndpoint(host_id=host.id, url=host.url, token=host.token, cert_pem=bootstrap)
+    ep = host_tokens.endpoint(svc.secrets, host, cert_pem=bootstrap)
     server_cert = None
     if svc.settings.tls and svc.settings.cert_path.exists():
         server_cert = leaf_pem(svc.settings.cert_path.read_text())
@@ -81,7 +82,7 @@ async def _attach(ctx: Ctx) -> dict[str, Any]:
     resp = await svc.agents.enroll_complete(
         ep,
         EnrollComplete(
-            enrollment_token=token, host_token=host.token, cert_pem=cert, ca_pem=ca.ca_pem
+            enrollment_token=token, host_token=ep.token, cert_pem=cert, ca_pem=ca.ca_pem
         ),
     )
     async with svc.sessionmaker.begin() as s:
@@ -103,7 +104,8 @@ async def _on_failure(ctx: Ctx, err: CorralError) -> None:
     async with ctx.deps.sessionmaker.begin() as s:
         host = await s.get(HostRow, ctx.params["host_id"])
         if host is not None and host.status != HostStatus.connected:
-            ep = AgentEndpoint(host_id=host.id, url=host.url, token=host.token, cert_pem=None)
+            with contextlib.suppress(CorralError):  # a token that does not open: just delete
+                ep = host_tokens.endpoint(ctx.deps.secrets, host, cert_pem=None)
             await s.delete(host)
     if ep is not None:
         await ctx.deps.agents.detach(ep, timeout=2.0)
