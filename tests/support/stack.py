@@ -23,6 +23,7 @@ async def running_stack(
     database_url: str | None = None,
     agent_overrides: dict[str, Any] | None = None,
     fault_injection: bool = True,
+    server_overrides: dict[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
     stack = await start_stack(
         data_dir=data_dir,
@@ -37,6 +38,7 @@ async def running_stack(
             "database_url": database_url,
             "admin_password": ADMIN_PASSWORD,
             "fault_injection": fault_injection,
+            **(server_overrides or {}),
         },
     )
     try:

@@ -29,6 +29,7 @@ from corral.server.http.agent_fast import AgentFastPath
 from corral.server.http.idempotency import Idempotency
 from corral.server.identity.directory import ensure_identity
 from corral.server.secretbox import SecretBox, load_master_keys
+from corral.server.security.ratelimit import RateLimiter
 from corral.server.services import auth, hosts
 from corral.server.services.context import Services
 from corral.server.services.operations import OperationRunner
@@ -105,6 +106,7 @@ async def build_services(settings: ServerSettings) -> Services:
         runner=runner,
         agents=agents,
         secrets=box,
+        expensive_limiter=RateLimiter(settings.expensive_rate_per_s, settings.expensive_burst),
     )
     engine.deps = svc
     return svc

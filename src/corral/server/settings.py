@@ -48,6 +48,10 @@ class ServerSettings:
     admin_password: str | None = None
     trusted_proxy: bool = False
     """Behind a reverse proxy: take the client address from X-Forwarded-For (audit log)."""
+    expensive_rate_per_s: float = 100.0
+    expensive_burst: int = 1000
+    """Per user: how many expensive calls (VM creation, image imports and uploads, audit
+    exports) may come at once, and how many per second after that (``429`` + ``Retry-After``)."""
     cert_file: Path | None = None
     key_file: Path | None = None
     pkcs12_file: Path | None = None

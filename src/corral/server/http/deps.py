@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from corral.api.common import DEFAULT_PAGE, MAX_PAGE, MAX_TAGS, Page, Tag
-from corral.api.errors import Forbidden, Unauthenticated
+from corral.api.common import DEFAULT_PAGE, MAX_ID, MAX_PAGE, MAX_TAGS, Page, Tag
+from corral.api.errors import Forbidden, RateLimited, Unauthenticated
 from corral.api.operations import Operation
 from corral.api.signing import CONTENT_HEADER, UNSIGNED_PAYLOAD, is_signed
 from corral.server.db.tables import HostRow
@@ -103,6 +103,20 @@ def allow(permission: str) -> Any:
     return Depends(Allow(permission))
 
 
+async def _expensive(svc: Svc, caller: Annotated[Caller, Depends(current_caller)]) -> None:
+    wait = svc.expensive_limiter.hit(f"user:{caller.user_id}")
+    if wait > 0:
+        raise RateLimited(
+            "too many expensive requests (VM creation, image imports, exports): retry later",
+            retry_after_s=round(wait, 3),
+        )
+
+
+EXPENSIVE = Depends(_expensive)
+"""Route dependency of expensive calls: the caller's share of ``Services.expensive_limiter``
+(``429 rate_limited`` with ``Retry-After`` past it)."""
+
+
 async def current_host(request: Request, svc: Svc) -> HostRow:
     """The host whose agent is calling (its per-host token)."""
     try:
@@ -121,7 +135,7 @@ RESERVED = frozenset({"limit", "offset", "sort", "q", "fields", "count", "tag", 
 async def list_request(
     request: Request,
     limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_ID),
     sort: str = Query(
         "", max_length=MAX_TEXT, description="fields, -field for descending: -memory,name"
     ),

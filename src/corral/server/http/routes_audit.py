@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from corral.api.audit import AuditEvent, AuditExportFormat
 from corral.api.common import DEFAULT_PAGE, MAX_ID, MAX_PAGE, Page
 from corral.server.db.types import utcnow
-from corral.server.http.deps import Svc, allow
+from corral.server.http.deps import EXPENSIVE, Svc, allow
 from corral.server.identity.caller import Caller
 from corral.server.services import audit_query
 from corral.server.services.audit_query import Filter
@@ -52,7 +52,7 @@ async def list_audit_events(
 
 
 # PERMISSION: audit:list
-@router.get("/audit-events/export", response_class=StreamingResponse)
+@router.get("/audit-events/export", response_class=StreamingResponse, dependencies=[EXPENSIVE])
 async def export_audit_events(
     svc: Svc,
     caller: Annotated[Caller, allow("audit:list")],

@@ -39,10 +39,11 @@ from corral.api.identity import (
 )
 from corral.api.operations import Operation
 from corral.server.http.deps import Listing, Svc, accepted, allow, listed
+from corral.server.http.versioning import IF_MATCH, VersionedRoute
 from corral.server.identity.caller import Caller
 from corral.server.services import members, projects, quotas, roles, users
 
-router = APIRouter()
+router = APIRouter(route_class=VersionedRoute)
 A: dict[str, Any] = {"status_code": 202, "response_model": Operation}
 
 
@@ -72,7 +73,7 @@ async def create_user(
     return accepted(response, await users.create_user(svc=svc, spec=spec, caller=caller))
 
 
-@router.patch("/users/{ref}", **A, tags=["users"])
+@router.patch("/users/{ref}", **A, dependencies=[IF_MATCH], tags=["users"])
 async def update_user(
     ref: str,
     spec: UserUpdate,
@@ -84,7 +85,7 @@ async def update_user(
     return accepted(response, await users.update_user(svc=svc, ref=ref, spec=spec, caller=caller))
 
 
-@router.delete("/users/{ref}", **A, tags=["users"])
+@router.delete("/users/{ref}", **A, dependencies=[IF_MATCH], tags=["users"])
 async def delete_user(
     ref: str, response: Response, svc: Svc, caller: Annotated[Caller, allow("user:delete")]
 ) -> Operation:
@@ -136,7 +137,7 @@ async def create_project(
     return accepted(response, await projects.create_project(svc=svc, spec=spec, caller=caller))
 
 
-@router.patch("/projects/{ref}", **A, tags=["projects"])
+@router.patch("/projects/{ref}", **A, dependencies=[IF_MATCH], tags=["projects"])
 async def update_project(
     ref: str,
     spec: ProjectUpdate,
@@ -148,7 +149,7 @@ async def update_project(
     return accepted(response, op)
 
 
-@router.delete("/projects/{ref}", **A, tags=["projects"])
+@router.delete("/projects/{ref}", **A, dependencies=[IF_MATCH], tags=["projects"])
 async def delete_project(
     ref: str, response: Response, svc: Svc, caller: Annotated[Caller, allow("project:delete")]
 ) -> Operation:
@@ -239,7 +240,7 @@ async def create_role(
     return accepted(response, await roles.create_role(svc=svc, spec=spec, caller=caller))
 
 
-@router.patch("/roles/{ref}", **A, tags=["roles"])
+@router.patch("/roles/{ref}", **A, dependencies=[IF_MATCH], tags=["roles"])
 async def update_role(
     ref: str,
     spec: RoleUpdate,
@@ -251,7 +252,7 @@ async def update_role(
     return accepted(response, await roles.update_role(svc=svc, ref=ref, spec=spec, caller=caller))
 
 
-@router.delete("/roles/{ref}", **A, tags=["roles"])
+@router.delete("/roles/{ref}", **A, dependencies=[IF_MATCH], tags=["roles"])
 async def delete_role(
     ref: str, response: Response, svc: Svc, caller: Annotated[Caller, allow("role:delete")]
 ) -> Operation:

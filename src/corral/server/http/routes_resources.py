@@ -12,10 +12,11 @@ from corral.api.offerings import Offering, OfferingCreate
 from corral.api.operations import Operation
 from corral.api.zones import Cluster, ClusterCreate, ClusterUpdate, Zone, ZoneCreate
 from corral.server.http.deps import Listing, Svc, accepted, allow, listed
+from corral.server.http.versioning import IF_MATCH, VersionedRoute
 from corral.server.identity.caller import Caller
 from corral.server.services import hosts, inventory
 
-router = APIRouter()
+router = APIRouter(route_class=VersionedRoute)
 A: dict[str, Any] = {"status_code": 202, "response_model": Operation}
 
 
@@ -36,7 +37,7 @@ async def create_zone(
     return accepted(response, await inventory.create_zone(svc=svc, spec=spec))
 
 
-@router.delete("/zones/{ref}", **A, tags=["zones"])
+@router.delete("/zones/{ref}", **A, dependencies=[IF_MATCH], tags=["zones"])
 async def delete_zone(
     ref: str, response: Response, svc: Svc, caller: Annotated[Caller, allow("zone:delete")]
 ) -> Operation:
@@ -67,7 +68,7 @@ async def create_cluster(
     return accepted(response, await inventory.create_cluster(svc=svc, spec=spec))
 
 
-@router.patch("/clusters/{ref}", **A, tags=["clusters"])
+@router.patch("/clusters/{ref}", **A, dependencies=[IF_MATCH], tags=["clusters"])
 async def update_cluster(
     ref: str,
     spec: ClusterUpdate,
@@ -78,7 +79,7 @@ async def update_cluster(
     return accepted(response, await inventory.update_cluster(svc=svc, ref=ref, spec=spec))
 
 
-@router.delete("/clusters/{ref}", **A, tags=["clusters"])
+@router.delete("/clusters/{ref}", **A, dependencies=[IF_MATCH], tags=["clusters"])
 async def delete_cluster(
     ref: str, response: Response, svc: Svc, caller: Annotated[Caller, allow("cluster:delete")]
 ) -> Operation:
@@ -109,7 +110,7 @@ async def create_offering(
     return accepted(response, await inventory.create_offering(svc=svc, spec=spec))
 
 
-@router.delete("/offerings/{ref}", **A, tags=["offerings"])
+@router.delete("/offerings/{ref}", **A, dependencies=[IF_MATCH], tags=["offerings"])
 async def delete_offering(
     ref: str, response: Response, svc: Svc, caller: Annotated[Caller, allow("offering:delete")]
 ) -> Operation:
@@ -133,7 +134,7 @@ async def add_host(
     return accepted(response, await hosts.add_host(svc=svc, spec=spec))
 
 
-@router.patch("/hosts/{ref}", **A, tags=["hosts"])
+@router.patch("/hosts/{ref}", **A, dependencies=[IF_MATCH], tags=["hosts"])
 async def update_host(
     ref: str,
     spec: HostUpdate,
@@ -144,7 +145,7 @@ async def update_host(
     return accepted(response, await hosts.update_host(svc=svc, ref=ref, spec=spec))
 
 
-@router.delete("/hosts/{ref}", **A, tags=["hosts"])
+@router.delete("/hosts/{ref}", **A, dependencies=[IF_MATCH], tags=["hosts"])
 async def remove_host(
     ref: str, response: Response, svc: Svc, caller: Annotated[Caller, allow("host:delete")]
 ) -> Operation:

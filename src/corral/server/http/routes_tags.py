@@ -1,57 +1,18 @@
 """``POST`` / ``DELETE /<collection>/{ref}/tags`` for every tagged resource kind, generated from
 one table so a new kind gets its tag routes by adding one line."""
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from sqlalchemy import ColumnElement
 
 from corral.api.common import MAX_TAGS, Tag, TagsChange
 from corral.api.operations import Operation
 from corral.server.http.deps import Svc, accepted, allow
+from corral.server.http.kinds import KINDS, Tagged
 from corral.server.identity.caller import Caller
-from corral.server.services import (
-    hosts,
-    images,
-    inventory,
-    projects,
-    roles,
-    tag_changes,
-    users,
-    vms,
-)
-from corral.server.services.listing import Kind
+from corral.server.services import tag_changes
 
 router = APIRouter()
-
-
-@dataclass(frozen=True)
-class Tagged:
-    """A kind whose resources carry tags: where its routes live, and which of its rows a caller
-    may see (None: platform kinds, seen by the platform admins the permission admits)."""
-
-    collection: str
-    kind: Kind[Any, Any]
-    visible: Callable[[Caller], ColumnElement[bool]] | None = None
-
-    @property
-    def project_kind(self) -> bool:
-        return self.visible is not None
-
-
-KINDS = (
-    Tagged("vms", vms.VMS, vms.visible_vms),
-    Tagged("images", images.IMAGES, images.visible_images),
-    Tagged("zones", inventory.ZONES),
-    Tagged("clusters", inventory.CLUSTERS),
-    Tagged("offerings", inventory.OFFERINGS),
-    Tagged("hosts", hosts.HOSTS),
-    Tagged("users", users.USERS),
-    Tagged("projects", projects.PROJECTS),
-    Tagged("roles", roles.ROLES),
-)
 
 
 def _permission(t: Tagged, action: str) -> str:

@@ -11,11 +11,12 @@ from corral.api.common import Page
 from corral.api.images import Image, ImageCreate
 from corral.api.operations import Operation
 from corral.api.vms import Vm, VmAction, VmCreate, VmResize, VmStop
-from corral.server.http.deps import IfMatch, Listing, Svc, accepted, allow, listed
+from corral.server.http.deps import EXPENSIVE, IfMatch, Listing, Svc, accepted, allow, listed
+from corral.server.http.versioning import IF_MATCH, VersionedRoute
 from corral.server.identity.caller import Caller
 from corral.server.services import images, vms
 
-router = APIRouter()
+router = APIRouter(route_class=VersionedRoute)
 A: dict[str, Any] = {"status_code": 202, "response_model": Operation}
 
 
@@ -33,7 +34,7 @@ async def get_vm(
     return vm
 
 
-@router.post("/vms", **A, tags=["vms"])
+@router.post("/vms", **A, dependencies=[EXPENSIVE], tags=["vms"])
 async def create_vm(
     spec: VmCreate, response: Response, svc: Svc, caller: Annotated[Caller, allow("vm:create")]
 ) -> Operation:
@@ -118,7 +119,7 @@ async def get_image(ref: str, svc: Svc, caller: Annotated[Caller, allow("image:g
     return await images.IMAGES.get(svc.sessionmaker, ref, images.visible_images(caller))
 
 
-@router.post("/images", **A, tags=["images"])
+@router.post("/images", **A, dependencies=[EXPENSIVE], tags=["images"])
 async def create_image(
     spec: ImageCreate,
     response: Response,
@@ -128,7 +129,7 @@ async def create_image(
     return accepted(response, await images.create_image(svc=svc, spec=spec, caller=caller))
 
 
-@router.put("/images/{ref}/data", **A, tags=["images"])
+@router.put("/images/{ref}/data", **A, dependencies=[IF_MATCH, EXPENSIVE], tags=["images"])
 async def upload_image(
     ref: str,
     request: Request,
@@ -151,7 +152,7 @@ async def download_image(
     )
 
 
-@router.delete("/images/{ref}", **A, tags=["images"])
+@router.delete("/images/{ref}", **A, dependencies=[IF_MATCH], tags=["images"])
 async def delete_image(
     ref: str, response: Response, svc: Svc, caller: Annotated[Caller, allow("image:delete")]
 ) -> Operation:

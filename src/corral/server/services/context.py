@@ -30,6 +30,8 @@ class Services:
     callers: CallerCache = field(default_factory=CallerCache)
     """Loaded callers (memberships, roles); clear it when they change."""
     login_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(2.0, 20))
+    expensive_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(100.0, 1000))
+    """Per user, for the calls ``deps.expensive`` marks (settings ``expensive_*``)."""
     """Login attempts per client address: 2/s sustained, bursts of 20."""
     replay_guard: ReplayGuard = field(default_factory=ReplayGuard)
     """Nonces of signed (AccessKey) requests seen in the last minutes: a replay is refused."""
