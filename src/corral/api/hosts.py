@@ -62,6 +62,12 @@ class HostCreate(Model):
     url: str = Field(description="agent URL, e.g. https://host1:7070", min_length=8, max_length=512)
     cluster: Ref = Field(description="cluster id or name")
     name: Name | None = Field(None, description="defaults to the host name the agent reports")
+    cert_fingerprint: str | None = Field(
+        None,
+        description="SHA-256 fingerprint of the agent's bootstrap certificate (the agent logs it "
+        "at start): enrollment stops if the agent presents another one. Unset: trust on first use",
+        pattern=r"^([Ss][Hh][Aa]256:)?([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$",
+    )
 
 
 class HostUpdate(Model):

@@ -45,12 +45,20 @@ def add(
     name: Annotated[
         str | None, typer.Option("--name", help="Defaults to the agent's host name.")
     ] = None,
+    fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            "--fingerprint",
+            help="SHA-256 fingerprint of the agent's certificate (the agent logs it at start); "
+            "enrollment stops if the agent presents another one.",
+        ),
+    ] = None,
     no_wait: NoWait = False,
 ) -> None:
     """Add a host to a cluster (the server connects to its agent)."""
     state = state_of(ctx)
     client = state.client()
-    op = client.hosts.add(url, cluster, name)
+    op = client.hosts.add(url, cluster, name, fingerprint=fingerprint)
 
     def done(o: Operation) -> str:
         host = client.hosts.get(o.target_id or name or url)

@@ -128,6 +128,10 @@ async def test_query_filters_and_visibility(any_stack: Stack) -> None:
             assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_query", bad
         r = await c.get(f"/audit-events/{one[0]['id']}")
         assert r.status_code == 200 and r.json() == one[0]
+        r = await c.get("/audit-events", params={"q": "action=vm.create", "fields": "id,action"})
+        assert r.json()["items"] == [{"id": one[0]["id"], "action": "vm.create"}]
+        r = await c.get("/audit-events", params={"q": "result=failure", "count": "true"})
+        assert r.json()["total"] == len(failures) and r.json()["items"] == []
 
         # a project admin sees their project's records only; others may not read the log
         r = await p.get("/audit-events", params={"limit": 1000})

@@ -5,47 +5,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
 from sqlalchemy import select
 
-from corral.api.hosts import HostStatus
+from corral.api.hosts import HostCreate
 from corral.api.operations import Operation
-from corral.server.agents import host_tokens
-from corral.server.db.tables import ClusterRow, HostRow
-from corral.server.db.types import new_id
+from corral.server.db.tables import HostRow
 from corral.up import Stack
 from corral.util.tls import fingerprint
 from tests.integration.enroll.conftest import tls_stack
 
 
 async def add_with_fingerprint(stack: Stack, url: str, name: str, fp: str) -> Operation:
-    """What ``add_host`` does, with the ``cert_fingerprint`` op param of ``host add --fingerprint``."""
+    """``corral host add URL --cluster default --name NAME --fingerprint FP``, waited for."""
+    from corral.server.services import hosts
+
     svc = stack.server.services
-    async with svc.sessionmaker() as s:
-        cluster = await s.scalar(select(ClusterRow.id).where(ClusterRow.name == "default"))
-        assert cluster is not None
-        host_id = new_id()
-        token = host_tokens.issue(svc.secrets, host_id)
-        row = HostRow(
-            id=host_id,
-            name=name,
-            cluster_id=cluster,
-            url=url,
-            token_sealed=token.sealed,
-            token_digest=token.digest,
-            status=HostStatus.connecting,
-        )
-        s.add(row)
-        await s.flush()
-        op = svc.runner.create(
-            s,
-            type="host.add",
-            target_type="host",
-            target_id=row.id,
-            lock_key=f"host:{row.id}",
-            params={"host_id": row.id, "named": True, "cert_fingerprint": fp},
-        )
-        await s.commit()
-    svc.runner.launch(op)
+    spec = HostCreate(url=url, cluster="default", name=name, cert_fingerprint=fp)
+    op = await hosts.add_host(svc=svc, spec=spec)
     return await svc.runner.wait(op.id, 30)
 
 
@@ -61,6 +39,8 @@ async def test_fingerprint_is_checked(tmp_path: Path) -> None:
         runtime = next(iter(stack.agent.runtimes.values()))
         assert runtime.attachment.current is None
 
+        with pytest.raises(ValidationError):  # not a SHA-256 fingerprint: refused up front
+            HostCreate(url=old.url, cluster="default", cert_fingerprint="AB:CD")
         wrong = await add_with_fingerprint(stack, old.url, "wrong", "AB:" * 31 + "AB")
         assert wrong.error is not None and wrong.error.code == "invalid_input"
         assert "fingerprint" in wrong.error.message

@@ -194,14 +194,20 @@ class AsyncHosts(AsyncCollection[Host]):
     def __init__(self, client: AsyncClient) -> None:
         super().__init__(client, "/hosts", Host)
 
-    async def create(self, url: str, cluster: str, name: str | None = None) -> AsyncOperation:
-        """Add the host whose agent listens at ``url`` to ``cluster`` (id or name)."""
-        body = build(HostCreate, url=url, cluster=cluster, name=name)
+    async def create(
+        self, url: str, cluster: str, name: str | None = None, *, fingerprint: str | None = None
+    ) -> AsyncOperation:
+        """Add the host whose agent listens at ``url`` to ``cluster`` (id or name); with
+        ``fingerprint`` (SHA-256 of the agent's bootstrap certificate, as the agent logs it)
+        enrollment stops if the agent presents another certificate."""
+        body = build(HostCreate, url=url, cluster=cluster, name=name, cert_fingerprint=fingerprint)
         return await self._client.operation("POST", self._path, body=body)
 
-    async def add(self, url: str, cluster: str, name: str | None = None) -> AsyncOperation:
+    async def add(
+        self, url: str, cluster: str, name: str | None = None, *, fingerprint: str | None = None
+    ) -> AsyncOperation:
         """Same as ``create``."""
-        return await self.create(url, cluster, name)
+        return await self.create(url, cluster, name, fingerprint=fingerprint)
 
     async def update(self, ref: str, *, enabled: bool | None = None) -> AsyncOperation:
         """Enable or disable scheduling on the host."""

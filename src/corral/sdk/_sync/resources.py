@@ -191,14 +191,20 @@ class Hosts(Collection[Host]):
     def __init__(self, client: Client) -> None:
         super().__init__(client, "/hosts", Host)
 
-    def create(self, url: str, cluster: str, name: str | None = None) -> Operation:
-        """Add the host whose agent listens at ``url`` to ``cluster`` (id or name)."""
-        body = build(HostCreate, url=url, cluster=cluster, name=name)
+    def create(
+        self, url: str, cluster: str, name: str | None = None, *, fingerprint: str | None = None
+    ) -> Operation:
+        """Add the host whose agent listens at ``url`` to ``cluster`` (id or name); with
+        ``fingerprint`` (SHA-256 of the agent's bootstrap certificate, as the agent logs it)
+        enrollment stops if the agent presents another certificate."""
+        body = build(HostCreate, url=url, cluster=cluster, name=name, cert_fingerprint=fingerprint)
         return self._client.operation("POST", self._path, body=body)
 
-    def add(self, url: str, cluster: str, name: str | None = None) -> Operation:
+    def add(
+        self, url: str, cluster: str, name: str | None = None, *, fingerprint: str | None = None
+    ) -> Operation:
         """Same as ``create``."""
-        return self.create(url, cluster, name)
+        return self.create(url, cluster, name, fingerprint=fingerprint)
 
     def update(self, ref: str, *, enabled: bool | None = None) -> Operation:
         """Enable or disable scheduling on the host."""

@@ -3,15 +3,15 @@ changes or deletes a record (PUT/PATCH/DELETE answer 405)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
 
 from corral.api.audit import AuditEvent, AuditExportFormat
-from corral.api.common import DEFAULT_PAGE, MAX_ID, MAX_PAGE, Page
+from corral.api.common import MAX_ID, Page
 from corral.server.db.types import utcnow
-from corral.server.http.deps import EXPENSIVE, Svc, allow
+from corral.server.http.deps import EXPENSIVE, Listing, Svc, allow, listed
 from corral.server.identity.caller import Caller
 from corral.server.services import audit_query
 from corral.server.services.audit_query import Filter
@@ -37,18 +37,17 @@ _MEDIA = {
 async def list_audit_events(
     svc: Svc,
     caller: Annotated[Caller, allow("audit:list")],
-    q: Q = "",
+    req: Listing,
     since: Since = None,
     until: Until = None,
-    sort: str = Query("-started_at", max_length=256, description="field, -field, a,b"),
-    limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE),
-    offset: int = Query(0, ge=0, le=MAX_ID),
-) -> Page[AuditEvent]:
-    """Records the caller may see (platform admins: all; project admins: their projects')."""
-    flt = Filter.make(caller=caller, q=q, since=since, until=until)
-    return await audit_query.list_events(
-        sm=svc.sessionmaker, flt=flt, sort=sort, limit=limit, offset=offset
-    )
+) -> Any:
+    """Records the caller may see (platform admins: all; project admins: their projects'),
+    newest first unless ``sort`` says otherwise; the Query API's ``q``, ``fields`` and
+    ``count`` too."""
+    _, req = req.pop("since")
+    _, req = req.pop("until")
+    flt = Filter.make(caller=caller, q="", since=since, until=until)
+    return listed(await audit_query.list_events(sm=svc.sessionmaker, flt=flt, req=req))
 
 
 # PERMISSION: audit:list

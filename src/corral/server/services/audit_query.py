@@ -25,6 +25,7 @@ from corral.server.db.tables_audit import AuditEventRow as Row
 from corral.server.identity.caller import Caller
 from corral.server.query import Condition, Field, QuerySpec, apply, count_stmt, parse_q, parse_sort
 from corral.server.query.coerce import parse_datetime
+from corral.server.services.listing import ListRequest, page_of, plan, query_rows
 
 AUDIT_EVENTS = QuerySpec(
     name="audit_event",
@@ -133,23 +134,14 @@ class Filter:
 
 
 async def list_events(
-    *,
-    sm: async_sessionmaker[AsyncSession],
-    flt: Filter,
-    sort: str,
-    limit: int,
-    offset: int,
-) -> Page[AuditEvent]:
-    """One page of the records ``flt`` selects, ordered by ``sort`` (default newest first)."""
-    keys = parse_sort(sort)
-    stmt = apply(select(Row), AUDIT_EVENTS, flt.conds, keys, where=flt.where,
-                 limit=limit, offset=offset)  # fmt: skip
+    *, sm: async_sessionmaker[AsyncSession], flt: Filter, req: ListRequest
+) -> Page[Any]:
+    """One page of the records ``flt`` (visibility, time range) and the list request ``req``
+    (``q``, ``sort``: default newest first, ``fields``, ``count``) select."""
+    p = plan(AUDIT_EVENTS, AuditEvent, req)
     async with sm() as s:
-        total = await s.scalar(count_stmt(AUDIT_EVENTS, flt.conds, where=flt.where))
-        rows = list(await s.scalars(stmt))
-    return Page[AuditEvent](
-        items=[to_model(r) for r in rows], total=int(total or 0), limit=limit, offset=offset
-    )
+        rows, total = await query_rows(s, AUDIT_EVENTS, p, req, [*flt.where])
+    return page_of([to_model(r[0]) for r in rows], rows, total, p, req)
 
 
 async def get_event(

@@ -112,7 +112,11 @@ async def add_host(*, svc: Services, spec: HostCreate) -> Operation:
             target_type="host",
             target_id=row.id,
             lock_key=f"host:{row.id}",
-            params={"host_id": row.id, "named": spec.name is not None},
+            params={
+                "host_id": row.id,
+                "named": spec.name is not None,
+                "cert_fingerprint": spec.cert_fingerprint,
+            },
         )
         await s.commit()
     svc.runner.launch(op)
