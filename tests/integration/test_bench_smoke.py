@@ -22,6 +22,8 @@ FIGURES = [
     "memory.server_rss",
     "auth.token_p50",
     "auth.access_key_p50",
+    "audit.write_p50",
+    "audit.writer_records_per_s",
 ]
 
 

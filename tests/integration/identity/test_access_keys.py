@@ -62,3 +62,36 @@ async def test_signed_requests(tmp_path: Path) -> None:
                 raise AssertionError("a disabled key must be refused")
             except Unauthenticated:
                 pass
+
+
+async def test_disabled_key_is_refused_at_once_and_bodies_are_always_checked(
+    tmp_path: Path,
+) -> None:
+    """The key cache never lets a disabled key through on this server, and skipping the body read
+    of body-less requests never skips a body that was sent."""
+    async with running_stack(tmp_path) as stack:
+        await make_user(stack, "ivy", {await make_project(stack, "p"): "member"})
+        async with client_as(stack, "ivy") as ivy:
+            r = await ivy.post("/access-keys", json={})
+            key_id, secret = r.json()["id"], r.json()["secret"]
+            path = "/api/v1/vms"
+
+            def signed(body: bytes = b"", signed_body: bytes = b"") -> dict[str, str]:
+                return signed_headers(key_id, secret, "GET", path, "", signed_body)
+
+            async with httpx.AsyncClient(base_url=stack.server.url) as raw:
+                assert (await raw.get(path, headers=signed())).status_code == 200  # cached now
+                # a GET carrying a body that its signature does not cover
+                r = await raw.request("GET", path, headers=signed(), content=b"smuggled")
+                assert r.status_code == 401 and "does not match" in r.text, r.text
+                r = await raw.request(
+                    "GET", path, headers=signed(signed_body=b"signed"), content=b"signed"
+                )
+                assert r.status_code == 200, r.text
+                r = await ivy.patch(f"/access-keys/{key_id}", json={"enabled": False})
+                assert r.status_code == 200
+                assert (await raw.get(path, headers=signed())).status_code == 401
+                r = await ivy.patch(f"/access-keys/{key_id}", json={"enabled": True})
+                assert (await raw.get(path, headers=signed())).status_code == 200
+                assert (await ivy.delete(f"/access-keys/{key_id}")).status_code in (200, 204)
+                assert (await raw.get(path, headers=signed())).status_code == 401

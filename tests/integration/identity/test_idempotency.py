@@ -3,6 +3,7 @@ crash before the answer was stored) and never creates a second VM."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -74,3 +75,41 @@ async def test_retries_return_the_first_answer(tmp_path: Path) -> None:
             assert after.headers["idempotent-replayed"] == "true"
     finally:
         await server.stop()
+
+
+async def test_retries_signed_with_an_access_key(tmp_path: Path) -> None:
+    """A program using an AccessKey retries with the same Idempotency-Key (each retry signed
+    anew): the first answer comes back, the VM is created once; a forged retry with another
+    user's key id is refused before anything is looked up."""
+    from corral.api.signing import signed_headers
+
+    qcow = make_qcow2(tmp_path / "tiny.qcow2")
+    async with running_stack(tmp_path / "s", sim_hosts=1) as stack, api_client(stack) as c:
+        await c.post("/images", json={"name": "tiny"})
+        await c.put("/images/tiny/data", content=qcow.read_bytes())
+        created = (await c.post("/access-keys", json={"description": "ci"})).json()
+        key_id, secret = created["id"], created["secret"]
+        body = json.dumps(VM).encode()
+        path = "/api/v1/vms"
+
+        async def post(payload: bytes, secret_used: str = secret) -> httpx.Response:
+            headers = signed_headers(key_id, secret_used, "POST", path, "", payload)
+            headers |= {"Idempotency-Key": "sdk-create-1", "Content-Type": "application/json"}
+            async with httpx.AsyncClient(base_url=stack.server.url) as raw:
+                return await raw.post(path, content=payload, headers=headers)
+
+        first = await post(body)
+        assert first.status_code == 202, first.text
+        again = await post(body)
+        assert again.status_code == 202, again.text
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json()["id"] == first.json()["id"]
+        assert (await wait_op(c, first.json()))["status"] == "succeeded"
+        assert await _vm_count(stack) == 1
+        other = await post(json.dumps({**VM, "name": "web2"}).encode())
+        assert other.status_code == 409, other.text
+        assert other.json()["error"]["code"] == "idempotency_key_reused"
+        forged = await post(body, secret_used="not-the-secret")
+        assert forged.status_code == 401, forged.text
+        assert "idempotent-replayed" not in forged.headers
+        assert await _vm_count(stack) == 1

@@ -14,8 +14,10 @@ from corral.api.signing import (
     MAX_SKEW,
     UNSIGNED_PAYLOAD,
     ReplayGuard,
+    canonical_path,
     canonical_query,
     canonical_request,
+    format_date,
     new_access_key,
     parse_authorization,
     parse_signed_headers,
@@ -101,6 +103,33 @@ def test_query_order_and_encoding_do_not_matter() -> None:
     check(headers, query="limit=10&name=a+b")
     check(headers, query=[("name", "a b"), ("limit", "10")])
     assert canonical_query("b=1&a=2") == canonical_query([("a", "2"), ("b", "1")])
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["", "limit=10", "b=2&a=1&a=0", "a", "a=", "&&a=1&", "a=b=c", "a+b=c", "a=%41", "a=x~y.z-_",
+     "A=1&a=1", "é=1", "a=1;b=2", "a=%2B&b=+", "=x", "a&a=&a=1"],
+)  # fmt: skip
+def test_the_fast_canonical_query_is_the_general_one(query: str) -> None:
+    """Plain queries skip decoding and re-encoding: the result must not change."""
+    from urllib.parse import parse_qsl
+
+    assert canonical_query(query) == canonical_query(parse_qsl(query, keep_blank_values=True))
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/vms", "/", "/a//b/", "/a%2Fb", "/web%2d1", "/a b", "/~x/y.z_-", "/é", "/a+b"]
+)
+def test_the_fast_canonical_path_is_the_general_one(path: str) -> None:
+    from urllib.parse import quote, unquote
+
+    general = "/".join(quote(unquote(segment), safe="-_.~") for segment in path.split("/"))
+    assert canonical_path(path) == general
+
+
+def test_format_date_is_strftime() -> None:
+    for moment in (NOW, datetime(2026, 1, 2, 3, 4, 5, 999999, tzinfo=UTC), datetime(2026, 12, 31)):
+        assert format_date(moment) == moment.replace(tzinfo=UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def test_path_percent_encoding_is_normalized() -> None:

@@ -189,9 +189,11 @@ class AgentClient:
         return EnrollChallenge.model_validate(data)
 
     async def enroll_complete(self, ep: AgentEndpoint, req: EnrollComplete) -> AttachResponse:
-        """Step 2: deliver the certificate, the CA and the host token."""
+        """Step 2: deliver the certificate, the CA and the host token. Sent once: the token works
+        once, so a retry after a lost answer could only fail (the workflow rolls back)."""
         path = "/v1/enroll/complete"
-        data = await self._request(ep, "POST", path, json=req.model_dump(mode="json"))
+        body = req.model_dump(mode="json")
+        data = await self._request(ep, "POST", path, json=body, retries=1)
         return AttachResponse.model_validate(data)
 
     async def detach(self, ep: AgentEndpoint, *, timeout: float = 5.0) -> bool:

@@ -11,13 +11,14 @@ from fastapi.responses import JSONResponse
 from corral.api.common import DEFAULT_PAGE, MAX_ID, MAX_PAGE, MAX_TAGS, Page, Tag
 from corral.api.errors import Forbidden, RateLimited, Unauthenticated
 from corral.api.operations import Operation
-from corral.api.signing import CONTENT_HEADER, UNSIGNED_PAYLOAD, is_signed
+from corral.api.signing import is_signed
 from corral.server.db.tables import HostRow
+from corral.server.http import signed
 from corral.server.http.asgi import bearer
 from corral.server.identity.caller import Caller
 from corral.server.identity.directory import load_caller
 from corral.server.query import MAX_TEXT
-from corral.server.services import access_keys, auth, hosts
+from corral.server.services import auth, hosts
 from corral.server.services.context import Services
 from corral.server.services.listing import FieldsPage, ListRequest
 
@@ -66,21 +67,33 @@ async def current_caller(request: Request, svc: Svc) -> Caller:
 
 
 async def _signed_user(request: Request, svc: Svc) -> tuple[str, str]:
-    """(user id, AccessKey id) of a request signed with an AccessKey. Streaming uploads (PUT
-    ``…/data``) may leave the body unsigned (``UNSIGNED-PAYLOAD``); every other body is hashed."""
-    streaming = request.method == "PUT" and request.url.path.endswith("/data")
-    signed_body = request.headers.get(CONTENT_HEADER, "") != UNSIGNED_PAYLOAD
-    body = await request.body() if signed_body or not streaming else None
-    return await access_keys.check_signed(
-        svc=svc,
-        guard=svc.replay_guard,
-        headers=request.headers,
-        method=request.method,
-        path=request.scope.get("raw_path", request.url.path.encode()).decode("latin-1"),
-        query=request.scope.get("query_string", b"").decode("latin-1"),
-        body=body,
-        allow_unsigned_payload=streaming,
-    )
+    """(user id, AccessKey id) of a request signed with an AccessKey (checked once: maybe by the
+    idempotency middleware already). Streaming uploads (PUT ``…/data``) may leave the body
+    unsigned (``UNSIGNED-PAYLOAD``); every other body is hashed (a request that HTTP/1 framing
+    gives no body is checked against the empty body unread)."""
+    scope = request.scope
+    if (done := signed.checked(scope)) is not None:
+        return done
+    body: bytes | None = None
+    if signed.body_is_signed(scope):
+        body = b"" if _no_body(request) else await request.body()
+    return await signed.verify(svc, scope, body)
+
+
+def _no_body(request: Request) -> bool:
+    """Whether an HTTP/1.x request has no body by its framing (no ``Transfer-Encoding``, no or a
+    zero ``Content-Length``): the server reads none, so awaiting it only costs time."""
+    if request.scope.get("http_version") not in ("1.0", "1.1"):
+        return False
+    length: bytes | None = None
+    for key, value in request.scope.get("headers", ()):
+        if key == b"transfer-encoding":
+            return False
+        if key == b"content-length":
+            if length is not None:
+                return False
+            length = value
+    return length is None or length.strip() == b"0"
 
 
 class Allow:

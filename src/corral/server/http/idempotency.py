@@ -24,10 +24,13 @@ from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
+from starlette.datastructures import Headers
 
 from corral.api.errors import Conflict, CorralError, ErrorBody, ErrorResponse
+from corral.api.signing import is_signed
 from corral.server.db.tables import IdempotencyRow, OperationRow
 from corral.server.db.types import utcnow
+from corral.server.http import signed
 from corral.server.http.asgi import Asgi, Receive, Scope, Send, bearer, header, send_json
 from corral.server.services import auth
 from corral.server.services.context import Services
@@ -68,15 +71,15 @@ class Idempotency:
         ):
             await self.app(scope, receive, send)
             return
-        try:
-            user_id = await self._user(svc, scope)
-        except CorralError:
-            await self.app(scope, receive, send)  # the app answers 401 itself
-            return
         if len(key) > MAX_KEY:
             await _error(send, 422, "invalid_input", f"Idempotency-Key is longer than {MAX_KEY}")
             return
         body, receive = await _buffer(receive)
+        try:
+            user_id = await self._user(svc, scope, body)
+        except CorralError:
+            await self.app(scope, receive, send)  # the app answers 401 itself
+            return
         digest = hashlib.sha256(
             b"\0".join(
                 [
@@ -98,7 +101,14 @@ class Idempotency:
             return
         await self._run(svc, scope, receive, send, record_id)
 
-    async def _user(self, svc: Services, scope: Scope) -> str:
+    async def _user(self, svc: Services, scope: Scope, body: bytes) -> str:
+        """The user of a bearer token or of a valid AccessKey signature (checked here, once:
+        ``signed.verify`` leaves the result for the app); ``CorralError`` otherwise."""
+        if is_signed(Headers(scope=scope)):
+            user_id, _ = await signed.verify(
+                svc, scope, body if signed.body_is_signed(scope) else None
+            )
+            return user_id
         token = bearer(scope)
         if token is None:
             raise CorralError("not a bearer token")

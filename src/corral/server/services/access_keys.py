@@ -21,7 +21,41 @@ MAX_KEYS_PER_USER = 20
 KEY_CACHE_S = 10.0
 """How long a checked key (and its unsealed secret) is reused; disabling or deleting a key
 through this process drops it at once, other server nodes notice within this time."""
-_CACHE: dict[str, tuple[float, AccessKeyRow, str]] = {}
+
+
+class KeyCache:
+    """Checked keys with their unsealed secrets (``KEY_CACHE_S``, at most ``max_entries``).
+
+    ``invalidate`` drops a key and bumps ``epoch``: a lookup that read the database before an
+    invalidation does not put what it read in the cache (``put`` with the epoch read before the
+    lookup), so a key disabled while a request was looking it up is not cached enabled.
+    """
+
+    def __init__(self, ttl_s: float = KEY_CACHE_S, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.epoch = 0
+        self._entries: dict[str, tuple[float, AccessKeyRow, str]] = {}
+
+    def get(self, key_id: str) -> tuple[AccessKeyRow, str] | None:
+        hit = self._entries.get(key_id)
+        if hit is None or hit[0] <= time.monotonic():
+            return None
+        return hit[1], hit[2]
+
+    def put(self, row: AccessKeyRow, secret: str, epoch: int) -> None:
+        if epoch != self.epoch:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[row.id] = (time.monotonic() + self.ttl_s, row, secret)
+
+    def invalidate(self, key_id: str) -> None:
+        self.epoch += 1
+        self._entries.pop(key_id, None)
+
+
+_CACHE = KeyCache()
 
 
 def _context(key_id: str) -> str:
@@ -71,20 +105,27 @@ async def _own(s: AsyncSession, caller: Caller, key_id: str) -> AccessKeyRow:
 
 
 async def update(*, svc: Services, caller: Caller, key_id: str, spec: AccessKeyUpdate) -> AccessKey:
-    _CACHE.pop(key_id, None)
-    async with svc.sessionmaker.begin() as s:
-        row = await _own(s, caller, key_id)
-        if spec.enabled is not None:
-            row.enabled = spec.enabled
-        if spec.description is not None:
-            row.description = spec.description
-        return _model(row)
+    _CACHE.invalidate(key_id)
+    try:
+        async with svc.sessionmaker.begin() as s:
+            row = await _own(s, caller, key_id)
+            if spec.enabled is not None:
+                row.enabled = spec.enabled
+            if spec.description is not None:
+                row.description = spec.description
+            model = _model(row)
+    finally:  # a lookup that ran during the transaction may have cached the old row
+        _CACHE.invalidate(key_id)
+    return model
 
 
 async def delete(*, svc: Services, caller: Caller, key_id: str) -> None:
-    _CACHE.pop(key_id, None)
-    async with svc.sessionmaker.begin() as s:
-        await s.delete(await _own(s, caller, key_id))
+    _CACHE.invalidate(key_id)
+    try:
+        async with svc.sessionmaker.begin() as s:
+            await s.delete(await _own(s, caller, key_id))
+    finally:
+        _CACHE.invalidate(key_id)
 
 
 async def check_signed(
@@ -96,17 +137,16 @@ async def check_signed(
     signed = parse_signed_headers(headers)
     now = utcnow()
     hit = _CACHE.get(signed.key_id)
-    if hit is not None and hit[0] > time.monotonic():
-        row, secret = hit[1], hit[2]
+    if hit is not None:
+        row, secret = hit
     else:
+        epoch = _CACHE.epoch
         async with svc.sessionmaker() as s:
             found = await s.get(AccessKeyRow, signed.key_id)
         if found is None:
             raise Unauthenticated("unknown, disabled or expired AccessKey")
         row, secret = found, svc.secrets.open(found.secret, _context(found.id))
-        if len(_CACHE) > 10_000:
-            _CACHE.clear()
-        _CACHE[row.id] = (time.monotonic() + KEY_CACHE_S, row, secret)
+        _CACHE.put(row, secret, epoch)
     if not row.enabled or (row.expires_at is not None and row.expires_at < now):
         raise Unauthenticated("unknown, disabled or expired AccessKey")
     verify(signed, secret=secret, method=method, path=path, query=query, body=body,
