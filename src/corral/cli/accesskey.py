@@ -59,7 +59,7 @@ def parse_when(text: str, *, future: bool) -> datetime:
 def list_keys(ctx: typer.Context) -> None:
     """List your AccessKeys (platform admins: everyone's); secrets are never shown."""
     state = state_of(ctx)
-    keys = state.client().access_keys.list()
+    keys = state.client().access_keys.list(limit=1000).items
     if state.json:
         emit_json(keys)
     else:

@@ -24,8 +24,12 @@ async def test_signed_requests(tmp_path: Path) -> None:
             r = await hank.post("/access-keys", json={"description": "ci"})
             assert r.status_code == 201, r.text
             key_id, secret = r.json()["id"], r.json()["secret"]
-            listed = (await hank.get("/access-keys")).json()
+            listed = (await hank.get("/access-keys")).json()["items"]
             assert [k["id"] for k in listed] == [key_id] and "secret" not in listed[0]
+            r = await hank.get("/access-keys", params={"q": "enabled=false"})
+            assert r.json()["total"] == 0
+            r = await hank.get("/access-keys", params={"q": "secret~*"})  # never queryable
+            assert r.status_code == 400 and r.json()["error"]["context"]["field"] == "secret"
         async with stack.server.services.sessionmaker() as s:
             stored = await s.scalar(select(AccessKeyRow.secret).where(AccessKeyRow.id == key_id))
         assert stored is not None and secret not in stored  # sealed

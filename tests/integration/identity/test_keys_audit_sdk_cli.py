@@ -85,7 +85,7 @@ def test_access_key_lifecycle(admin: Client, served: Served) -> None:
     assert key.id.startswith("CK") and key.secret and key.enabled
     assert key.description == "sdk ci" and key.expires_at is not None
     assert abs((key.expires_at - expires).total_seconds()) < 1
-    listed = {k.id: k for k in admin.access_keys.list()}
+    listed = {k.id: k for k in admin.access_keys.list().items}
     assert key.id in listed and not hasattr(listed[key.id], "secret")
 
     with (
@@ -97,7 +97,7 @@ def test_access_key_lifecycle(admin: Client, served: Served) -> None:
         assert signed.users.me().name == "admin"  # a signed GET
         signed.projects.create("signed-p").wait()  # a signed POST with a JSON body
         assert admin.projects.get("signed-p").name == "signed-p"
-        assert next(k for k in admin.access_keys.list() if k.id == key.id).last_used_at
+        assert next(k for k in admin.access_keys.list().items if k.id == key.id).last_used_at
 
         disabled = admin.access_keys.disable(key.id)
         assert disabled.id == key.id and disabled.enabled is False
@@ -111,7 +111,7 @@ def test_access_key_lifecycle(admin: Client, served: Served) -> None:
         admin.access_keys.delete(key.id)
         with pytest.raises(Unauthenticated):
             signed.users.me()
-    assert key.id not in {k.id for k in admin.access_keys.list()}
+    assert key.id not in {k.id for k in admin.access_keys.list().items}
     with pytest.raises(NotFound):
         admin.access_keys.delete(key.id)
     admin.projects.delete("signed-p").wait()
@@ -184,7 +184,7 @@ def test_audit_list_get_iter_export(admin: Client, served: Served, tmp_path: Pat
 async def test_async_sdk(served: Served) -> None:
     async with await AsyncClient.login(served.url, "admin", ADMIN_PASSWORD) as admin:
         key = await admin.access_keys.create("async")
-        assert key.id in {k.id for k in await admin.access_keys.list()}
+        assert key.id in {k.id for k in (await admin.access_keys.list()).items}
         async with AsyncClient(served.url, access_key=(key.id, key.secret)) as signed:
             assert (await signed.users.me()).name == "admin"
             await admin.access_keys.disable(key.id)

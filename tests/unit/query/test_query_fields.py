@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from corral.api.auth import AccessKey
 from corral.api.errors import InvalidInput
 from corral.api.hosts import Host
 from corral.api.identity import Member, Project, Role, User
@@ -107,6 +108,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "project": Project,
     "role": Role,
     "member": Member,
+    "access_key": AccessKey,
 }
 NOT_IN_MODEL = {"member": {"id"}}
 """Spec fields a model does not show (the membership's own id only breaks sorting ties)."""

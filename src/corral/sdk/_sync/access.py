@@ -11,28 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from pydantic import TypeAdapter, ValidationError
-
 from corral.api.auth import AccessKey, AccessKeyCreate, AccessKeyCreated, AccessKeyUpdate
-from corral.api.errors import CorralError
-from corral.sdk._base import build, parse, quote_ref
+from corral.api.common import DEFAULT_PAGE, Page
+from corral.sdk._base import build, parse, parse_page, query, quote_ref
 
 if TYPE_CHECKING:
     from corral.sdk._sync.client import Client
-
-KeyList = list[AccessKey]
-_KEY_LIST: TypeAdapter[KeyList] = TypeAdapter(KeyList)
-
-
-def parse_keys(content: bytes) -> KeyList:
-    """Parse a ``list[AccessKey]`` body; one that does not match the contract is a
-    ``CorralError``."""
-    try:
-        return _KEY_LIST.validate_json(content)
-    except ValidationError as exc:
-        raise CorralError(
-            f"the server answered with an unexpected AccessKey list: {exc.error_count()} errors"
-        ) from exc
 
 
 class AccessKeys:
@@ -43,10 +27,20 @@ class AccessKeys:
         self._client = client
         self._path = "/access-keys"
 
-    def list(self) -> KeyList:
-        """The caller's keys, oldest first (a platform admin gets every user's); never secrets."""
-        response = self._client.request("GET", self._path)
-        return parse_keys(response.content)
+    def list(
+        self,
+        *,
+        q: str | None = None,
+        sort: str | None = None,
+        limit: int = DEFAULT_PAGE,
+        offset: int = 0,
+    ) -> Page[AccessKey]:
+        """A page of the caller's keys, oldest first unless ``sort`` says otherwise (a platform
+        admin gets every user's); ``q`` conditions as on every list (``enabled=true``,
+        ``user.name=alice``); never secrets."""
+        params = query({}, limit=limit, offset=offset, sort=sort, q=q)
+        response = self._client.request("GET", self._path, params=params)
+        return parse_page(AccessKey, response.content)
 
     def create(
         self, description: str = "", *, expires_at: datetime | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 
@@ -19,7 +19,8 @@ from corral.api.auth import (
     TotpDisable,
     TotpEnrolment,
 )
-from corral.server.http.deps import Svc, allow, bearer_token
+from corral.api.common import Page
+from corral.server.http.deps import Listing, Svc, allow, bearer_token, listed
 from corral.server.identity.caller import Caller
 from corral.server.services import access_keys, auth
 
@@ -79,10 +80,10 @@ async def totp_disable(req: TotpDisable, svc: Svc, caller: Account) -> Response:
 keys = APIRouter(prefix="/access-keys", tags=["access-keys"])
 
 
-@keys.get("", response_model=list[AccessKey])
-async def list_access_keys(svc: Svc, caller: Account) -> list[AccessKey]:
+@keys.get("", response_model=Page[AccessKey])
+async def list_access_keys(svc: Svc, caller: Account, q: Listing) -> Any:
     """One's AccessKeys (platform admins: everyone's); never their secrets."""
-    return await access_keys.list_keys(svc=svc, caller=caller)
+    return listed(await access_keys.list_keys(svc=svc, caller=caller, req=q))
 
 
 @keys.post("", response_model=AccessKeyCreated, status_code=201)

@@ -13,6 +13,7 @@ from corral.api.images import ImageStatus
 from corral.api.operations import OperationStatus
 from corral.api.vms import PowerState, VmStatus
 from corral.server.db.tables import (
+    AccessKeyRow,
     ClusterRow,
     HostRow,
     ImageRow,
@@ -147,6 +148,21 @@ MEMBERS = QuerySpec(
     aliases={"username": "user.name", "role": "role.name"},
 )
 
+ACCESS_KEYS = QuerySpec(
+    name="access_key",
+    table=AccessKeyRow,
+    fields={
+        "id": AccessKeyRow.id,
+        "user_id": AccessKeyRow.user_id,
+        "description": AccessKeyRow.description,
+        "enabled": AccessKeyRow.enabled,
+        "created_at": AccessKeyRow.created_at,
+        "last_used_at": AccessKeyRow.last_used_at,
+        "expires_at": AccessKeyRow.expires_at,
+    },
+    relations={"user": Relation(lambda: USERS, AccessKeyRow.user_id)},
+)
+
 IMAGES = QuerySpec(
     name="image",
     table=ImageRow,
@@ -255,6 +271,7 @@ ALL: dict[str, QuerySpec] = {
         PROJECTS,
         ROLES,
         MEMBERS,
+        ACCESS_KEYS,
     )
 }
 """Every spec by resource kind name."""

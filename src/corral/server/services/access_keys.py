@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import ColumnElement, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.auth import AccessKey, AccessKeyCreate, AccessKeyCreated, AccessKeyUpdate
+from corral.api.common import Page
 from corral.api.errors import NotFound, Unauthenticated
 from corral.api.signing import ReplayGuard, new_access_key, parse_signed_headers, verify
 from corral.server.db.tables import AccessKeyRow
 from corral.server.db.types import utcnow
 from corral.server.identity.caller import Caller
+from corral.server.query import specs
 from corral.server.services.context import Services
+from corral.server.services.listing import ListRequest, page_of, plan, query_rows
 
 MAX_KEYS_PER_USER = 20
 KEY_CACHE_S = 10.0
@@ -89,12 +93,13 @@ async def create(*, svc: Services, caller: Caller, spec: AccessKeyCreate) -> Acc
         return AccessKeyCreated(**_model(row).model_dump(), secret=secret)
 
 
-async def list_keys(*, svc: Services, caller: Caller) -> list[AccessKey]:
+async def list_keys(*, svc: Services, caller: Caller, req: ListRequest) -> Page[Any]:
+    """The caller's keys (platform admins: everyone's), through the Query API over
+    ``specs.ACCESS_KEYS`` (oldest first by default); never their secrets."""
+    p = plan(specs.ACCESS_KEYS, AccessKey, req)
     async with svc.sessionmaker() as s:
-        rows = await s.scalars(
-            select(AccessKeyRow).where(_mine(caller)).order_by(AccessKeyRow.created_at)
-        )
-        return [_model(r) for r in rows]
+        rows, total = await query_rows(s, specs.ACCESS_KEYS, p, req, [_mine(caller)])
+    return page_of([_model(r[0]) for r in rows], rows, total, p, req)
 
 
 async def _own(s: AsyncSession, caller: Caller, key_id: str) -> AccessKeyRow:
