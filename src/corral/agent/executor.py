@@ -87,7 +87,7 @@ class TaskExecutor:
         existed = old is not None or await self.compute.power_state(vm_id) != PowerState.absent
         await self.compute.define(spec, disk_path)
         try:
-            self.specs.put(StoredSpec(spec=spec, disk_path=disk_path))
+            await self.specs.put_async(StoredSpec(spec=spec, disk_path=disk_path))
         except BaseException:
             await self._undo_define(vm_id, old, existed)
             raise

@@ -26,6 +26,11 @@ EVENTS_PATH = "/api/v1/agent/events"
 FACTS_REFRESH_S = 30.0
 """How long a change of free disk space alone may wait before a heartbeat carries it."""
 
+EVENT_WINDOW_S = 0.15
+"""How long events are collected after the first one before they are POSTed. A VM's create sends
+two (defined: stopped, started: running) a few tens of milliseconds apart: this window makes them
+(and those of the host's other VMs) one request, still well within "within seconds"."""
+
 LinkGetter = Callable[[], ServerLink | None]
 
 
@@ -159,7 +164,7 @@ class EventPusher:
     RETRY_DELAYS = (0.2, 1.0)
 
     def __init__(
-        self, *, name: str, link: LinkGetter, window: float = 0.05, max_buffer: int = 1000
+        self, *, name: str, link: LinkGetter, window: float = EVENT_WINDOW_S, max_buffer: int = 1000
     ) -> None:
         self.name = name
         self.window = window

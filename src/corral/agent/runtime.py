@@ -22,7 +22,7 @@ from corral.agent.attach import Attachment, AttachStore
 from corral.agent.compute.driver import ComputeDriver
 from corral.agent.executor import TaskExecutor, payload_vm_id
 from corral.agent.faults import FaultPlan
-from corral.agent.heartbeat import EventPusher, Heartbeater
+from corral.agent.heartbeat import EVENT_WINDOW_S, EventPusher, Heartbeater
 from corral.agent.reconcile import reconcile, vm_reports
 from corral.agent.reporter import ServerLink
 from corral.agent.specs import SpecStore
@@ -65,7 +65,7 @@ class HostRuntime:
         heartbeat_interval: float = 2.0,
         inline_wait: float = 0.5,
         shutdown_grace: float = 10.0,
-        event_window: float = 0.05,
+        event_window: float = EVENT_WINDOW_S,
         startup: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.name = name

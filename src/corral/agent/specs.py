@@ -11,6 +11,7 @@ Undefine first renames the file to ``<vm_id>.json.deleting`` (``begin_delete``);
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -45,7 +46,8 @@ class StoredSpec(Model):
 class SpecStore:
     """The spec files of one host, with an in-memory cache (the files are the truth at start-up).
 
-    Not thread-safe: used from the event loop only. Writes are small and synchronous.
+    Used from the event loop, except ``put`` run by ``put_async`` in a worker thread (file I/O,
+    then one atomic dict store in the cache).
     """
 
     def __init__(self, directory: Path) -> None:
@@ -78,6 +80,12 @@ class SpecStore:
         vm_id = check_vm_id(stored.spec.vm_id)
         write_private(self._path(vm_id), stored.model_dump_json(indent=2).encode())
         self._cache[vm_id] = stored
+
+    async def put_async(self, stored: StoredSpec) -> None:
+        """``put`` in a worker thread, so the event loop does not stall on the fsyncs; returns once
+        the file is durable. The caller must not write the same VM's spec concurrently (the agent
+        runs the tasks of one VM one after the other)."""
+        await asyncio.to_thread(self.put, stored)
 
     def delete(self, vm_id: str) -> None:
         """Remove the spec file. Absent is success."""

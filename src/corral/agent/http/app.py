@@ -7,6 +7,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from corral.agent.http import enroll
 from corral.agent.http.errors import install_error_handlers
+from corral.agent.http.fast import is_task_submit, serve_task
 from corral.agent.http.routes import RUNTIME_KEY, router
 from corral.agent.runtime import HostRuntime, agent_version
 from corral.api.common import Model
@@ -33,7 +34,8 @@ def create_host_app(runtime: HostRuntime | None) -> FastAPI:
 class _Dispatcher:
     """ASGI app: requests under a runtime's prefix go to the shared host app with that runtime (as
     a Starlette mount would, ``root_path`` extended), anything else to the root app. A dict lookup
-    per request, whatever the number of hosts (1,000 mounts would be tried one by one)."""
+    per request, whatever the number of hosts (1,000 mounts would be tried one by one).
+    ``POST <prefix>/v1/tasks`` is answered by ``fast.serve_task``."""
 
     def __init__(self, root: ASGIApp, hosts: ASGIApp, runtimes: dict[str, HostRuntime]) -> None:
         self.root, self.hosts = root, hosts
@@ -50,6 +52,9 @@ class _Dispatcher:
                 prefix = "/".join(parts[: depth + 1])
                 runtime = self.runtimes.get(prefix)
                 if runtime is not None and len(parts) > depth:
+                    if is_task_submit(scope, rest[len(prefix) :]):
+                        await serve_task(runtime, scope, receive, send)
+                        return
                     scope = {
                         **scope,
                         "app_root_path": scope.get("app_root_path", root_path),
@@ -61,6 +66,24 @@ class _Dispatcher:
         await self.root(scope, receive, send)
 
 
+class _OneHost:
+    """ASGI app of a host served at the root: ``POST /v1/tasks`` by ``fast.serve_task``, the rest
+    by the host's FastAPI app."""
+
+    def __init__(self, app: ASGIApp, runtime: HostRuntime) -> None:
+        self.app, self.runtime = app, runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            root_path = scope.get("root_path", "")
+            path: str = scope["path"]
+            rest = path[len(root_path) :] if root_path and path.startswith(root_path) else path
+            if is_task_submit(scope, rest):
+                await serve_task(self.runtime, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_agent_app(runtimes: dict[str, HostRuntime]) -> ASGIApp:
     """Serve ``runtimes`` by mount path: ``{"": rt}`` (or ``"/"``) serves one host at the root;
     ``{"/sim/0": rt0, "/sim/1": rt1, …}`` serves each under its prefix, with ``GET /v1/health`` at
@@ -68,7 +91,8 @@ def create_agent_app(runtimes: dict[str, HostRuntime]) -> ASGIApp:
     if not runtimes:
         raise ValueError("no host runtime to serve")
     if len(runtimes) == 1 and next(iter(runtimes)) in ("", "/"):
-        return create_host_app(next(iter(runtimes.values())))
+        runtime = next(iter(runtimes.values()))
+        return _OneHost(create_host_app(runtime), runtime)
     app = FastAPI(title="Corral agent (simulated hosts)", version=agent_version())
     install_error_handlers(app)
     prefixes = list(runtimes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import case, or_, update
+from sqlalchemy import bindparam, case, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.errors import QuotaExceeded
@@ -20,6 +20,33 @@ from corral.server.db.tables import QUOTA_RESOURCES, QuotaRow
 def vm_usage(cpus: int, memory_mb: int, disk_gb: int) -> dict[str, int]:
     """What one VM counts against its project's quota."""
     return {"vms": 1, "vcpus": cpus, "memory_mb": memory_mb, "volume_gb": disk_gb}
+
+
+_STATEMENTS: dict[tuple[tuple[str, bool], ...], Any] = {}
+
+
+def _adjust_statement(shape: tuple[tuple[str, bool], ...]) -> Any:
+    """The conditional UPDATE for deltas of these resources (and signs), built once per shape:
+    deltas are bound parameters ``d_<resource>``, the project ``b_project``."""
+    stmt = _STATEMENTS.get(shape)
+    if stmt is None:
+        table: Any = QuotaRow.__table__
+        values: dict[str, Any] = {}
+        conds = []
+        for name, positive in shape:
+            used, limit = table.c[f"{name}_used"], table.c[f"{name}_limit"]
+            d = bindparam(f"d_{name}", type_=used.type)
+            values[f"{name}_used"] = case((used + d < 0, 0), else_=used + d)
+            if positive:
+                conds.append(or_(limit.is_(None), used + d <= limit))
+        stmt = (
+            update(table)
+            .where(table.c.project_id == bindparam("b_project"), *conds)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        _STATEMENTS[shape] = stmt
+    return stmt
 
 
 async def adjust(s: AsyncSession, project_id: str | None, **deltas: int) -> None:
@@ -32,17 +59,11 @@ async def adjust(s: AsyncSession, project_id: str | None, **deltas: int) -> None
     unknown = set(deltas) - set(QUOTA_RESOURCES)
     if unknown:
         raise ValueError(f"unknown quota resources: {sorted(unknown)}")
-    table: Any = QuotaRow.__table__
-    values: dict[str, Any] = {}
-    conds = []
-    for name, d in deltas.items():
-        used, limit = table.c[f"{name}_used"], table.c[f"{name}_limit"]
-        values[f"{name}_used"] = case((used + d < 0, 0), else_=used + d)
-        if d > 0:
-            conds.append(or_(limit.is_(None), used + d <= limit))
-    stmt = update(table).where(table.c.project_id == project_id, *conds).values(**values)
+    stmt = _adjust_statement(tuple((name, d > 0) for name, d in deltas.items()))
+    params: dict[str, Any] = {f"d_{name}": d for name, d in deltas.items()}
+    params["b_project"] = project_id
     for attempt in range(2):
-        res = await s.execute(stmt.execution_options(synchronize_session=False))
+        res = await s.execute(stmt, params)
         if getattr(res, "rowcount", 0):
             return
         row = await s.get(QuotaRow, project_id)

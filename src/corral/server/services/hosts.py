@@ -6,7 +6,18 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    Table,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.agent import Heartbeat, VmEvent
@@ -17,7 +28,7 @@ from corral.api.vms import PowerState, VmStatus
 from corral.server.agents import host_tokens
 from corral.server.agents.client import AgentEndpoint
 from corral.server.db.tables import ClusterRow, HostRow, VmRow
-from corral.server.db.types import new_id, utcnow
+from corral.server.db.types import UTCDateTime, new_id, utcnow
 from corral.server.query import specs
 from corral.server.services.context import Services
 from corral.server.services.inventory import ensure_name_free
@@ -207,35 +218,71 @@ async def apply_power_state(
     follows it (a guest that shut itself down becomes ``stopped``); a VM under an operation keeps
     its status. A report older than the VM's last change is stale (an operation finished after it
     was observed) and is ignored. Agent and server clocks are assumed in sync (NTP)."""
-    async with svc.sessionmaker.begin() as s:
-        await _apply_power_state_in(s, host_id, vm_id, power, observed_at)
+    await _apply_power_states(svc, host_id, [(vm_id, power, observed_at)])
 
 
-async def _apply_power_state_in(
-    s: AsyncSession, host_id: str, vm_id: str, power: PowerState, observed_at: datetime
-) -> None:
-    vm = (
-        await s.execute(
-            select(VmRow.host_id, VmRow.power_state, VmRow.status, VmRow.updated_at).where(
-                VmRow.id == vm_id
-            )
+_VMS: Table = VmRow.__table__  # type: ignore[assignment]
+_STEADY_SQL: list[ColumnElement[Any]] = [literal_column(f"'{s.value}'") for s in sorted(_STEADY)]
+"""The steady statuses as SQL literals (an expanding IN cannot be used with ``executemany``)."""
+
+
+def _power_update(with_status: bool) -> Any:
+    """One conditional UPDATE that applies a report (``executemany``-able): only a VM of the
+    reporting host, whose power state differs, and that did not change after the observation;
+    with ``with_status``, a VM in a steady status also takes the status of the power state."""
+    c = _VMS.c
+    values: dict[str, Any] = {"power_state": bindparam("p"), "updated_at": bindparam("now")}
+    if with_status:
+        values["status"] = case(
+            (c.status.in_(_STEADY_SQL), bindparam("st", type_=String())),
+            else_=c.status,
         )
-    ).first()
-    if vm is None or vm.host_id != host_id or vm.power_state == power:
+    return (
+        update(_VMS)
+        .where(
+            c.id == bindparam("vm"),
+            c.host_id == bindparam("host"),
+            c.power_state != bindparam("p"),
+            or_(c.updated_at.is_(None), c.updated_at <= bindparam("at", type_=UTCDateTime())),
+        )
+        .values(values)
+    )
+
+
+_HOST_VMS = select(_VMS.c.id, _VMS.c.power_state).where(_VMS.c.host_id == bindparam("b_host"))
+_SET_POWER = _power_update(False)
+_SET_POWER_AND_STATUS = _power_update(True)
+
+
+async def _apply_power_states(
+    svc: Services, host_id: str, reports: list[tuple[str, PowerState, datetime]]
+) -> None:
+    """Apply ``(vm_id, power, observed_at)`` reports in order, in one transaction, without reading
+    the VMs first: each is one conditional UPDATE (see ``_power_update``; same rules as
+    ``apply_power_state``), grouped into runs of one statement shape for ``executemany``."""
+    if not reports:
         return
-    if vm.updated_at is not None and observed_at < vm.updated_at:
-        return
-    values: dict[str, Any] = {"power_state": power}
-    if VmStatus(vm.status) in _STEADY and power in STATUS_OF_POWER:
-        values["status"] = STATUS_OF_POWER[power]
-    await s.execute(update(VmRow).where(VmRow.id == vm_id).values(**values))
+    now = utcnow()
+    runs: list[tuple[Any, list[dict[str, Any]]]] = []
+    for vm_id, power, at in reports:
+        params: dict[str, Any] = {"vm": vm_id, "host": host_id, "p": power.value, "at": at}
+        params["now"] = now
+        status = STATUS_OF_POWER.get(power)
+        stmt = _SET_POWER if status is None else _SET_POWER_AND_STATUS
+        if status is not None:
+            params["st"] = status.value
+        if runs and runs[-1][0] is stmt:
+            runs[-1][1].append(params)
+        else:
+            runs.append((stmt, [params]))
+    async with svc.db.begin() as conn:
+        for stmt, params_list in runs:
+            await conn.execute(stmt, params_list)
 
 
 async def record_events(*, svc: Services, host: HostRow, events: list[VmEvent]) -> None:
     """Apply a batch of lifecycle events (in order, one transaction)."""
-    async with svc.sessionmaker.begin() as s:
-        for ev in events:
-            await _apply_power_state_in(s, host.id, ev.vm_id, ev.power_state, ev.at)
+    await _apply_power_states(svc, host.id, [(e.vm_id, e.power_state, e.at) for e in events])
 
 
 async def record_heartbeat(*, svc: Services, host: HostRow, beat: Heartbeat) -> None:
@@ -266,12 +313,15 @@ async def record_heartbeat(*, svc: Services, host: HostRow, beat: Heartbeat) -> 
     if not directory.report_is_new(host.id, digest, REPORT_RECHECK_S):
         return
     observed_at = utcnow() - timedelta(seconds=HEARTBEAT_AGE_S)
-    async with svc.sessionmaker() as s:
-        rows = await s.execute(select(VmRow.id, VmRow.power_state).where(VmRow.host_id == host.id))
+    async with svc.db.connect() as conn:
+        rows = await conn.execute(_HOST_VMS, {"b_host": host.id})
         known = {vm_id: power for vm_id, power in rows}
-    for report in beat.vms:
-        if report.vm_id in known and known[report.vm_id] != report.power_state:
-            await apply_power_state(svc, host.id, report.vm_id, report.power_state, observed_at)
+    changed = [
+        (r.vm_id, r.power_state, observed_at)
+        for r in beat.vms
+        if r.vm_id in known and known[r.vm_id] != r.power_state
+    ]
+    await _apply_power_states(svc, host.id, changed)
     directory.report_compared(host.id, digest)
 
 

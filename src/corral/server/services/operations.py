@@ -9,21 +9,42 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import ColumnElement, Table, bindparam, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from corral.api.common import Page
-from corral.api.errors import CorralError, ErrorBody, NotCancellable
+from corral.api.errors import CorralError, ErrorBody, NotCancellable, NotFound
 from corral.api.operations import Operation, OperationStatus
 from corral.server.db.tables import OperationRow
 from corral.server.db.types import new_id, utcnow
 from corral.server.query import specs
 from corral.server.services.listing import ListRequest, get_row, page_of, plan, query_rows
 from corral.server.workflows.engine import Workflow, WorkflowEngine
+from corral.server.workflows.journal import STEPS, JournalRow
 
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted"
+
+_OPS: Table = OperationRow.__table__  # type: ignore[assignment]
+_INSERT_OP = insert(_OPS)
+_MODEL_COLUMNS = [
+    _OPS.c[name]
+    for name in (
+        "id", "type", "target_type", "target_id", "status", "progress", "message", "error",
+        "created_at", "started_at", "finished_at", "project_id", "user_id",
+    )
+]  # fmt: skip
+"""The columns ``to_model`` reads."""
+_GET_OP = select(*_MODEL_COLUMNS).where(_OPS.c.id == bindparam("b_op"))
+
+_RUN_STATE = (
+    select(_OPS.c.status, _OPS.c.params, STEPS.c.idx, STEPS.c.name, STEPS.c.state, STEPS.c.result)
+    .select_from(_OPS.outerjoin(STEPS, STEPS.c.operation_id == _OPS.c.id))
+    .where(_OPS.c.id == bindparam("b_op"))
+    .order_by(STEPS.c.idx)
+)
+"""What a run starts from, in one SELECT: the operation's status and params, and its journal."""
 
 
 def to_model(row: OperationRow) -> Operation:
@@ -79,6 +100,39 @@ IDEMPOTENCY_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 it on the first operation the request creates, in the transaction of the change, and clears it."""
 
 
+def _new_row(
+    type: str,
+    target_type: str,
+    target_id: str | None,
+    params: dict[str, Any] | None,
+    lock_key: str | None,
+    done: bool,
+    project_id: str | None,
+    user_id: str | None,
+) -> dict[str, Any]:
+    """A new operation row's columns; takes the request's ``IDEMPOTENCY_KEY`` (once)."""
+    now = utcnow()
+    values = {
+        "id": new_id(),
+        "type": type,
+        "target_type": target_type,
+        "target_id": target_id,
+        "lock_key": lock_key,
+        "status": OperationStatus.succeeded if done else OperationStatus.queued,
+        "progress": 100 if done else 0,
+        "message": "",
+        "params": params or {},
+        "project_id": project_id,
+        "user_id": user_id,
+        "idempotency_key": IDEMPOTENCY_KEY.get(),
+        "created_at": now,
+        "started_at": now if done else None,
+        "finished_at": now if done else None,
+    }
+    IDEMPOTENCY_KEY.set(None)
+    return values
+
+
 class OperationRunner:
     """Owns the operations of this server process.
 
@@ -89,6 +143,7 @@ class OperationRunner:
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], engine: WorkflowEngine):
         self.sessionmaker = sessionmaker
+        self._db: AsyncEngine = sessionmaker.kw["bind"]
         self.engine = engine
         self.workflows: dict[str, Workflow] = {}
         self._locks = _KeyedLocks()
@@ -115,27 +170,30 @@ class OperationRunner:
         user_id: str | None = None,
     ) -> OperationRow:
         """Add an operation row to ``s``. ``done=True`` records an already finished operation."""
-        now = utcnow()
-        row = OperationRow(
-            id=new_id(),
-            type=type,
-            target_type=target_type,
-            target_id=target_id,
-            lock_key=lock_key,
-            status=OperationStatus.succeeded if done else OperationStatus.queued,
-            progress=100 if done else 0,
-            message="",
-            params=params or {},
-            project_id=project_id,
-            user_id=user_id,
-            idempotency_key=IDEMPOTENCY_KEY.get(),
-            created_at=now,
-            started_at=now if done else None,
-            finished_at=now if done else None,
-        )
+        values = _new_row(type, target_type, target_id, params, lock_key, done, project_id, user_id)
+        row = OperationRow(**values)
         s.add(row)
-        IDEMPOTENCY_KEY.set(None)
         return row
+
+    async def insert(
+        self,
+        s: AsyncSession,
+        *,
+        type: str,
+        target_type: str,
+        target_id: str | None,
+        params: dict[str, Any] | None = None,
+        lock_key: str | None = None,
+        project_id: str | None = None,
+        user_id: str | None = None,
+    ) -> OperationRow:
+        """``create`` written at once with one Core INSERT in ``s``'s transaction (no ORM unit of
+        work); the returned row is not in the session."""
+        values = _new_row(
+            type, target_type, target_id, params, lock_key, False, project_id, user_id
+        )
+        await s.execute(_INSERT_OP, values)
+        return OperationRow(**values)
 
     def launch(self, op: OperationRow) -> None:
         """Start running a committed queued operation in the background."""
@@ -164,12 +222,14 @@ class OperationRunner:
 
     async def _run_locked(self, op_id: str, lock_key: str | None, wf: Workflow) -> None:
         async with self._locks.hold(lock_key):
-            async with self.sessionmaker() as s:
-                row = await s.get(OperationRow, op_id)
-                if row is None or row.status != OperationStatus.queued:
-                    return  # cancelled while queued
-                params = dict(row.params)
-                journal = await self.engine.journal_in(s, op_id)
+            async with self._db.connect() as conn:
+                rows = (await conn.execute(_RUN_STATE, {"b_op": op_id})).all()
+            if not rows or rows[0].status != OperationStatus.queued:
+                return  # cancelled while queued
+            params = dict(rows[0].params)
+            journal = [
+                JournalRow(r.idx, r.name, r.state, r.result) for r in rows if r.idx is not None
+            ]
             try:
                 # "running" is committed with the first journal write, "succeeded" with the last
                 await self.engine.run(
@@ -210,10 +270,15 @@ class OperationRunner:
                 self.engine.forget(op_id)
 
     async def get(self, op_id: str, where: ColumnElement[bool] | None = None) -> Operation:
-        """The operation (``NotFound`` if absent or not selected by ``where``)."""
-        async with self.sessionmaker() as s:
-            row = await get_row(s, OperationRow, op_id, "operation", by_name=False, where=where)
-            return self._live(to_model(row))
+        """The operation (``NotFound`` if absent or not selected by ``where``).
+
+        Read with one Core SELECT (no ORM session: this is the long-poll's hot read)."""
+        stmt = _GET_OP if where is None else _GET_OP.where(where)
+        async with self._db.connect() as conn:
+            row = (await conn.execute(stmt, {"b_op": op_id})).first()
+        if row is None:
+            raise NotFound(f"operation {op_id!r} not found", kind="operation", ref=op_id)
+        return self._live(to_model(row))  # type: ignore[arg-type]
 
     def _live(self, op: Operation) -> Operation:
         """``op`` with the progress of its run in this process (newer than the database's)."""
@@ -228,10 +293,13 @@ class OperationRunner:
         deadline = loop.time() + timeout
         while True:
             ev = self._changed.setdefault(op_id, asyncio.Event())
-            op = await self.get(op_id)
             left = deadline - loop.time()
-            if op.status.done or left <= 0:
-                return op
+            if op_id not in self._here or left <= 0:
+                # an operation run here is not done while it is in ``_here`` (its run notifies
+                # once done, after its last write): no need to read it before it changes
+                op = await self.get(op_id)
+                if op.status.done or left <= 0:
+                    return op
             # an operation run by this process notifies its waiters; one run by another node
             # is polled every second
             poll = left if op_id in self._here else min(left, 1.0)
@@ -258,6 +326,7 @@ class OperationRunner:
 
             ctx = self.engine.context(op_id, params, [])
             await wf.on_failure(ctx, OperationCancelled("cancelled by the user"))
+        self._here.discard(op_id)  # done: its waiters read it (its queued run will see it)
         self._notify(op_id)
         return await self.get(op_id)
 

@@ -23,18 +23,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql import Executable
 
 from corral.api.errors import CorralError, InjectedFault
-from corral.server.db.tables import StepRow
 from corral.server.db.types import utcnow
-from corral.server.workflows.journal import JournalWriter, PendingJournal
+from corral.server.workflows.journal import (
+    STEPS,
+    Deferred,
+    JournalRow,
+    JournalWriter,
+    PendingJournal,
+    read_journal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +91,14 @@ class Ctx:
     engine: WorkflowEngine
     memo: dict[str, Any] = field(default_factory=dict)
     """Scratch space of one run (e.g. rows read by one step and reused by the next)."""
-    deferred: list[Executable] = field(default_factory=list)
+    deferred: list[Deferred] = field(default_factory=list)
 
-    def write_with_journal(self, stmt: Executable) -> None:
-        """Execute ``stmt`` in the transaction that journals the running step ``done`` (before
-        the next step runs); dropped if the step fails. Only for a step's ``do``."""
-        self.deferred.append(stmt)
+    def write_with_journal(self, stmt: Executable, params: dict[str, Any] | None = None) -> None:
+        """Execute ``stmt`` (with ``params``) in the transaction that journals the running step
+        ``done`` (before the next step runs); dropped if the step fails. Only for a step's ``do``.
+        The same statement object with params, deferred by several runs journaled together, is
+        executed once for all of them (``executemany``): build such statements once."""
+        self.deferred.append((stmt, params))
 
     async def progress(self, percent: int, message: str = "") -> None:
         await self.engine.set_progress(self.op_id, percent, message)
@@ -163,18 +171,12 @@ class WorkflowEngine:
         """Drop the in-memory progress of a finished operation."""
         self._live.pop(op_id, None)
 
-    async def journal(self, op_id: str) -> list[StepRow]:
-        async with self.sessionmaker() as s:
-            return await self.journal_in(s, op_id)
+    async def journal(self, op_id: str) -> list[JournalRow]:
+        """The operation's journal, in step order."""
+        async with self.writer.db.connect() as conn:
+            return await read_journal(conn, op_id)
 
-    @staticmethod
-    async def journal_in(s: AsyncSession, op_id: str) -> list[StepRow]:
-        rows = await s.scalars(
-            select(StepRow).where(StepRow.operation_id == op_id).order_by(StepRow.idx)
-        )
-        return list(rows)
-
-    def context(self, op_id: str, params: dict[str, Any], journal: list[StepRow]) -> Ctx:
+    def context(self, op_id: str, params: dict[str, Any], journal: Sequence[JournalRow]) -> Ctx:
         results = {r.name: dict(r.result or {}) for r in journal if r.state == "done"}
         return Ctx(op_id=op_id, params=params, results=results, deps=self.deps, engine=self)
 
@@ -184,7 +186,7 @@ class WorkflowEngine:
         op_id: str,
         params: dict[str, Any],
         *,
-        journal: list[StepRow] | None = None,
+        journal: Sequence[JournalRow] | None = None,
         on_start: dict[str, Any] | None = None,
         on_success: Callable[[], dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
@@ -299,15 +301,14 @@ class WorkflowEngine:
     async def prejournal(
         self, s: AsyncSession, op_id: str, wf: Workflow, results: dict[str, Any]
     ) -> None:
-        """Journal steps that the request itself already did (in the request's transaction)."""
-        for name, result in results.items():
-            s.add(
-                StepRow(
-                    operation_id=op_id,
-                    idx=wf.step_index(name),
-                    name=name,
-                    state="done",
-                    result=result,
-                    updated_at=utcnow(),
-                )
-            )
+        """Journal steps that the request itself already did (in the request's transaction, after
+        its operation row: one Core INSERT)."""
+        await s.flush()  # the operation row first, if it is pending in the session
+        now = utcnow()
+        rows = [
+            {"operation_id": op_id, "idx": wf.step_index(name), "name": name, "state": "done",
+             "result": result, "updated_at": now}
+            for name, result in results.items()
+        ]  # fmt: skip
+        if rows:
+            await s.execute(insert(STEPS), rows)

@@ -15,10 +15,11 @@ transaction fails, its writes are retried one by one so that one run's bad write
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
@@ -26,17 +27,66 @@ from corral.server.db.tables import OperationRow, StepRow
 from corral.server.db.types import utcnow
 
 STEPS: Table = StepRow.__table__  # type: ignore[assignment]
+Deferred = tuple[Executable, dict[str, Any] | None]
+"""A statement a step asked to commit with its ``done`` (``Ctx.write_with_journal``), and its
+parameters (None: none)."""
 OPERATIONS: Table = OperationRow.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class JournalRow:
+    """One journaled step as read back (``WorkflowEngine.journal``)."""
+
+    idx: int
+    name: str
+    state: str
+    result: dict[str, Any] | None
+
+
+async def read_journal(conn: AsyncConnection, op_id: str) -> list[JournalRow]:
+    """The journal of operation ``op_id`` in step order (one Core SELECT)."""
+    rows = await conn.execute(_READ, {"b_op": op_id})
+    return [JournalRow(idx, name, state, result) for idx, name, state, result in rows]
+
+
+_READ = (
+    select(STEPS.c.idx, STEPS.c.name, STEPS.c.state, STEPS.c.result)
+    .where(STEPS.c.operation_id == bindparam("b_op"))
+    .order_by(STEPS.c.idx)
+)
+_STEP_WHERE = (STEPS.c.operation_id == bindparam("b_op"), STEPS.c.idx == bindparam("b_idx"))
+_STEP_DONE = (
+    update(STEPS)
+    .where(*_STEP_WHERE)
+    .values(state=bindparam("state"), result=bindparam("result"), updated_at=bindparam("at"))
+)
+_STEP_STATE = (
+    update(STEPS).where(*_STEP_WHERE).values(state=bindparam("state"), updated_at=bindparam("at"))
+)
+_OP_UPDATES: dict[tuple[str, ...], Any] = {}
+
+
+def _op_update(keys: tuple[str, ...]) -> Any:
+    """``UPDATE operations SET <keys> WHERE id = :b_id``, built once per set of keys."""
+    stmt = _OP_UPDATES.get(keys)
+    if stmt is None:
+        stmt = (
+            update(OPERATIONS)
+            .where(OPERATIONS.c.id == bindparam("b_id"))
+            .values({k: bindparam(k) for k in keys if k != "b_id"})
+        )
+        _OP_UPDATES[keys] = stmt
+    return stmt
 
 
 class PendingJournal:
     """What one run has to write: journal rows, operation changes, and which rows exist."""
 
-    def __init__(self, rows: list[StepRow], op: dict[str, Any] | None = None) -> None:
+    def __init__(self, rows: Sequence[JournalRow], op: dict[str, Any] | None = None) -> None:
         self.known = {r.idx for r in rows}
         self.rows: list[tuple[int, str, str, dict[str, Any] | None]] = []
         self.op: dict[str, Any] = dict(op or {})
-        self.extra: list[Executable] = []
+        self.extra: list[Deferred] = []
         self.progress: tuple[int, str] | None = None  # as last written
 
     def add(self, idx: int, name: str, state: str, result: dict[str, Any] | None = None) -> None:
@@ -51,7 +101,7 @@ class _Write:
     inserts: list[dict[str, Any]] = field(default_factory=list)
     updates: list[dict[str, Any]] = field(default_factory=list)
     op: dict[str, Any] | None = None
-    extra: list[Executable] = field(default_factory=list)
+    extra: list[Deferred] = field(default_factory=list)
     done: asyncio.Future[None] | None = None
 
 
@@ -144,26 +194,25 @@ async def _execute(conn: AsyncConnection, batch: list[_Write]) -> None:
         for u in w.updates
         if u["result"] is None
     ]
-    where = (STEPS.c.operation_id == bindparam("b_op"), STEPS.c.idx == bindparam("b_idx"))
     if with_result:
-        stmt = update(STEPS).where(*where)
-        await conn.execute(
-            stmt.values(state=bindparam("state"), result=bindparam("result"),
-                        updated_at=bindparam("at")),
-            with_result,
-        )  # fmt: skip
+        await conn.execute(_STEP_DONE, with_result)
     if without:
-        stmt = update(STEPS).where(*where)
-        await conn.execute(
-            stmt.values(state=bindparam("state"), updated_at=bindparam("at")), without
-        )
+        await conn.execute(_STEP_STATE, without)
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for w in batch:
         if w.op is not None:
             shapes.setdefault(tuple(sorted(w.op)), []).append(w.op)
     for keys, params in shapes.items():
-        stmt = update(OPERATIONS).where(OPERATIONS.c.id == bindparam("b_id"))
-        await conn.execute(stmt.values({k: bindparam(k) for k in keys if k != "b_id"}), params)
+        await conn.execute(_op_update(keys), params)
+    # Deferred statements: one run's in order; a statement with parameters that is a run's only
+    # one is executed once for every run that deferred it (rows of different runs are unrelated).
+    grouped: dict[int, tuple[Executable, list[dict[str, Any]]]] = {}
     for w in batch:
-        for extra in w.extra:
-            await conn.execute(extra)
+        only = w.extra[0] if len(w.extra) == 1 else None
+        if only is not None and only[1] is not None:
+            grouped.setdefault(id(only[0]), (only[0], []))[1].append(only[1])
+            continue
+        for extra, extra_params in w.extra:
+            await conn.execute(extra, extra_params)
+    for extra, params_list in grouped.values():
+        await conn.execute(extra, params_list)

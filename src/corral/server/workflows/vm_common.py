@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.agent import ImageRef, TaskPayload, VmSpec
@@ -15,6 +15,14 @@ from corral.server.db.tables import ImageRow, VmRow
 from corral.server.identity import quotas
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import Ctx
+
+_VMS: Table = VmRow.__table__  # type: ignore[assignment]
+_IMAGES: Table = ImageRow.__table__  # type: ignore[assignment]
+_VM_AND_IMAGE = (
+    select(_VMS, _IMAGES)
+    .select_from(_VMS.outerjoin(_IMAGES, _IMAGES.c.id == _VMS.c.image_id))
+    .where(_VMS.c.id == bindparam("b_vm"))
+)
 
 
 def vm_spec(vm: VmRow) -> VmSpec:
@@ -55,13 +63,15 @@ async def load_vm_and_image(ctx: Ctx) -> tuple[VmRow, ImageRow]:
     if hit is not None:
         return hit  # type: ignore[no-any-return]
     vid = ctx.params["vm_id"]
-    async with ctx.deps.sessionmaker() as s:
-        vm: VmRow | None = await s.get(VmRow, vid)
-        img = await s.get(ImageRow, vm.image_id) if vm is not None and vm.image_id else None
-    if vm is None:
+    async with ctx.deps.db.connect() as conn:  # one Core SELECT: no ORM session on this path
+        row = (await conn.execute(_VM_AND_IMAGE, {"b_vm": vid})).first()
+    if row is None:
         raise NotFound(f"VM {vid} not found", kind="vm", ref=vid)
-    if img is None:
+    n = len(_VMS.c)
+    vm = VmRow(**dict(zip(_VMS.c.keys(), row[:n], strict=True)))
+    if row[n] is None:  # the image's id
         raise NotFound(f"image of VM {vid} not found", kind="image", ref=vm.image_id)
+    img = ImageRow(**dict(zip(_IMAGES.c.keys(), row[n:], strict=True)))
     ctx.memo["vm_and_image"] = (vm, img)
     return vm, img
 
@@ -76,9 +86,29 @@ async def forget_vm(s: AsyncSession, vm: VmRow) -> None:
     await s.delete(vm)
 
 
+_SET_VM: dict[tuple[str, ...], Any] = {}
+
+
+def _set_vm_statement(columns: tuple[str, ...]) -> Any:
+    """``UPDATE vms SET <columns> WHERE id = :b_vm`` with bound values ``v_<column>``, built once
+    per column set (so that runs journaled together share one ``executemany``)."""
+    stmt = _SET_VM.get(columns)
+    if stmt is None:
+        stmt = (
+            update(_VMS)
+            .where(_VMS.c.id == bindparam("b_vm"))
+            .values({c: bindparam(f"v_{c}", type_=_VMS.c[c].type) for c in columns})
+        )
+        _SET_VM[columns] = stmt
+    return stmt
+
+
 def set_vm_with_journal(ctx: Ctx, **values: Any) -> None:
     """``set_vm`` committed with the running step's ``done`` (``Ctx.write_with_journal``)."""
-    ctx.write_with_journal(update(VmRow).where(VmRow.id == ctx.params["vm_id"]).values(**values))
+    columns = tuple(sorted(values))
+    params = {f"v_{c}": values[c] for c in columns}
+    params["b_vm"] = ctx.params["vm_id"]
+    ctx.write_with_journal(_set_vm_statement(columns), params)
 
 
 async def set_vm(ctx: Ctx, **values: Any) -> None:
