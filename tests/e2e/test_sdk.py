@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from corral.agent.heartbeat import EVENT_WINDOW_S
 from corral.api.errors import (
     CorralError,
     InvalidInput,
@@ -251,7 +252,7 @@ def test_a_late_power_event_does_not_undo_a_newer_operation(
     monkeypatch.setattr(hosts, "record_events", slow_link)
     try:
         client.vms.stop("late1").wait()
-        time.sleep(0.2)  # past the agent's event batching window: two separate batches
+        time.sleep(EVENT_WINDOW_S + 0.1)  # past the agent's event batching window: two batches
         client.vms.start("late1").wait()
         seen = []
         deadline = time.monotonic() + 2.5

@@ -232,15 +232,10 @@ async def test_agent_killed_while_answering_the_task(cluster: Cluster) -> None:
     assert op["status"] == "failed", op
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an agent down for more than a few seconds fails the step and then the undos "
-    "(AgentClient gives up after ~1.4 s of transport errors, the engine after 3 undo attempts "
-    "~6 s): the create ends in error instead of rolled back (see the report)",
-)
 async def test_agent_down_for_a_while_during_a_create(cluster: Cluster) -> None:
-    """The agent is killed while it runs a step and comes back 12 s later: the server should
-    wait for it (the task id makes asking again safe) and then roll back completely."""
+    """The agent is killed while it runs a step and comes back 12 s later: the server waits for
+    it (the task id makes asking again safe: ``engine.UNDO_UNREACHABLE_S``) and then rolls back
+    completely."""
     name = "agent-down"
     op_id, vm_id = await start_create(cluster, name)
     try:

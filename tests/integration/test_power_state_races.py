@@ -6,7 +6,7 @@ Without that check an event or heartbeat built before an operation finished but 
 flips the status back (``running`` -> ``stopped`` right after a create
 that started the VM) until the next event or heartbeat, and an action requested in that window is
 refused (``cannot pause VM: it is stopped``). The create's own events (``stopped`` when defined,
-``running`` when started, batched for 50 ms) routinely arrive after the create finished.
+``running`` when started, batched for ``EVENT_WINDOW_S``) routinely arrive after the create finished.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from corral.cli import (
     image,
     offering,
     op,
+    pool,
     project,
     quota,
     role,
@@ -133,6 +134,7 @@ app.add_typer(cluster.app, name="cluster")
 app.add_typer(host.app, name="host")
 app.add_typer(image.app, name="image")
 app.add_typer(offering.app, name="offering")
+app.add_typer(pool.app, name="pool")
 app.add_typer(vm.app, name="vm")
 app.add_typer(op.app, name="op")
 app.add_typer(user.app, name="user")

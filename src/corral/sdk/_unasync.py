@@ -25,6 +25,7 @@ MODULES = (
     "identity.py",
     "access.py",
     "audit.py",
+    "storage.py",
 )
 
 RULES: tuple[tuple[str, str], ...] = (

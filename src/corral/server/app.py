@@ -22,6 +22,7 @@ from corral.server.http import (
     routes_identity,
     routes_ops,
     routes_resources,
+    routes_storage,
     routes_tags,
     routes_vms,
 )
@@ -70,6 +71,7 @@ def create_app(svc: Services | None = None) -> FastAPI:
     api.include_router(routes_identity.router)
     api.include_router(routes_auth.keys)
     api.include_router(routes_audit.router)
+    api.include_router(routes_storage.router)
     api.include_router(routes_tags.router)
     app.include_router(api)
     errors.install(app)

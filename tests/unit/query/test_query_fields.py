@@ -15,6 +15,7 @@ from corral.api.identity import Member, Project, Role, User
 from corral.api.images import Image
 from corral.api.offerings import Offering
 from corral.api.operations import Operation
+from corral.api.storage import StoragePool
 from corral.api.vms import Vm
 from corral.api.zones import Cluster, Zone
 from corral.server.query import add_related, select_fields, split_fields, validate_fields
@@ -109,6 +110,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "role": Role,
     "member": Member,
     "access_key": AccessKey,
+    "storage_pool": StoragePool,
 }
 NOT_IN_MODEL = {"member": {"id"}}
 """Spec fields a model does not show (the membership's own id only breaks sorting ties)."""

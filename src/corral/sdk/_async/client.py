@@ -29,6 +29,7 @@ from corral.sdk._async.resources import (
     AsyncOperations,
     AsyncZones,
 )
+from corral.sdk._async.storage import AsyncStoragePools
 from corral.sdk._async.workloads import AsyncImages, AsyncVms
 from corral.sdk._base import (
     API_PREFIX,
@@ -90,6 +91,7 @@ class AsyncClient:
         self.hosts = AsyncHosts(self)
         self.images = AsyncImages(self)
         self.offerings = AsyncOfferings(self)
+        self.storage_pools = AsyncStoragePools(self)
         self.vms = AsyncVms(self)
         self.operations = AsyncOperations(self)
         self.users = AsyncUsers(self)

@@ -41,6 +41,7 @@ from corral.sdk._sync.resources import (
     Operations,
     Zones,
 )
+from corral.sdk._sync.storage import StoragePools
 from corral.sdk._sync.workloads import Images, Vms
 from corral.sdk.auth import AccessKeyAuth
 
@@ -92,6 +93,7 @@ class Client:
         self.hosts = Hosts(self)
         self.images = Images(self)
         self.offerings = Offerings(self)
+        self.storage_pools = StoragePools(self)
         self.vms = Vms(self)
         self.operations = Operations(self)
         self.users = Users(self)

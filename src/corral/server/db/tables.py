@@ -306,3 +306,33 @@ class TokenRow(Base):
 
 
 from corral.server.db import tables_audit  # noqa: E402, F401  (registers AuditEventRow on Base)
+
+
+class StoragePoolRow(Timestamped, Base):
+    """A storage pool (``corral.api.storage``). ``settings``: the type's connection settings (no
+    secrets); ``credentials_sealed``: the pool's credentials sealed with the master key
+    (context ``storage_pool:<id>:credentials``), None when it has none."""
+
+    __tablename__ = "storage_pools"
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    type: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default="enabled")
+    settings: Mapped[dict[str, Any]] = mapped_column()
+    credentials_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    overcommit: Mapped[float] = mapped_column(Float, default=1.0)
+    total_gb: Mapped[float] = mapped_column(Float, default=0)
+    used_gb: Mapped[float] = mapped_column(Float, default=0)
+    allocated_gb: Mapped[float] = mapped_column(Float, default=0)
+
+
+class StoragePoolClusterRow(Base):
+    """A cluster attached to a storage pool (removed with either)."""
+
+    __tablename__ = "storage_pool_clusters"
+    pool_id: Mapped[str] = mapped_column(
+        ForeignKey("storage_pools.id", ondelete="CASCADE"), primary_key=True
+    )
+    cluster_id: Mapped[str] = mapped_column(
+        ForeignKey("clusters.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

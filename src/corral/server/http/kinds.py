@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement
 
 from corral.server.identity.caller import Caller
-from corral.server.services import hosts, images, inventory, projects, roles, users, vms
+from corral.server.services import hosts, images, inventory, pools, projects, roles, users, vms
 from corral.server.services.listing import Kind
 
 
@@ -37,5 +37,6 @@ KINDS = (
     Tagged("users", users.USERS),
     Tagged("projects", projects.PROJECTS),
     Tagged("roles", roles.ROLES),
+    Tagged("storage-pools", pools.POOLS),
 )
 BY_COLLECTION = {t.collection: t for t in KINDS}

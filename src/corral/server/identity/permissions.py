@@ -1,8 +1,8 @@
 """The permission catalog and the built-in roles.
 
-A permission is ``kind:action``. Kinds of the platform (zones, clusters, hosts, offerings, users,
-projects, roles, debug) are managed by platform admins only: no project role can grant them, except
-reading offerings and the caller's own projects. Project kinds (VMs, images, operations, quotas,
+A permission is ``kind:action``. Kinds of the platform (zones, clusters, hosts, offerings, storage
+pools, users, projects, roles, debug) are managed by platform admins only: no project role can
+grant them, except reading offerings and the caller's own projects. Project kinds (VMs, images, operations, quotas,
 members, audit, tags, AccessKeys) are granted by the caller's role in the resource's project.
 A role lists permissions, ``kind:*`` (every action on a kind) or ``*`` (everything of the project).
 """
@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Final
 
 PLATFORM_KINDS: Final = frozenset(
-    {"zone", "cluster", "host", "offering", "user", "project", "role", "debug", "account"}
-)
+    {"zone", "cluster", "host", "offering", "storage_pool", "user", "project", "role", "debug",
+     "account"}
+)  # fmt: skip
 PROJECT_KINDS: Final = frozenset(
     {"vm", "image", "operation", "quota", "member", "audit", "tag", "access_key"}
 )
@@ -23,6 +24,7 @@ ACTIONS: Final[dict[str, tuple[str, ...]]] = {
     "cluster": ("list", "get", "create", "update", "delete"),
     "host": ("list", "get", "create", "update", "delete"),
     "offering": ("list", "get", "create", "update", "delete"),
+    "storage_pool": ("list", "get", "create", "update", "delete"),
     "user": ("list", "get", "create", "update", "delete"),
     "project": ("list", "get", "create", "update", "delete"),
     "role": ("list", "get", "create", "update", "delete"),

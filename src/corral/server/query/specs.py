@@ -11,6 +11,7 @@ from __future__ import annotations
 from corral.api.hosts import HostStatus
 from corral.api.images import ImageStatus
 from corral.api.operations import OperationStatus
+from corral.api.storage import PoolState, PoolType
 from corral.api.vms import PowerState, VmStatus
 from corral.server.db.tables import (
     AccessKeyRow,
@@ -22,6 +23,7 @@ from corral.server.db.tables import (
     OperationRow,
     ProjectRow,
     RoleRow,
+    StoragePoolRow,
     UserRow,
     VmRow,
     ZoneRow,
@@ -257,6 +259,25 @@ OPERATIONS = QuerySpec(
     },
 )
 
+STORAGE_POOLS = QuerySpec(
+    name="storage_pool",
+    table=StoragePoolRow,
+    fields={
+        "id": StoragePoolRow.id,
+        "name": StoragePoolRow.name,
+        "type": Field(StoragePoolRow.type, PoolType),
+        "state": Field(StoragePoolRow.state, PoolState),
+        "overcommit": StoragePoolRow.overcommit,
+        "capacity.total_gb": StoragePoolRow.total_gb,
+        "capacity.used_gb": StoragePoolRow.used_gb,
+        "capacity.allocated_gb": StoragePoolRow.allocated_gb,
+        "created_at": StoragePoolRow.created_at,
+        "updated_at": StoragePoolRow.updated_at,
+    },
+    aliases={name: f"capacity.{name}" for name in ("total_gb", "used_gb", "allocated_gb")},
+)
+"""Storage pools: ``settings`` (JSON) and the sealed credentials are deliberately absent."""
+
 ALL: dict[str, QuerySpec] = {
     s.name: s
     for s in (
@@ -272,6 +293,7 @@ ALL: dict[str, QuerySpec] = {
         ROLES,
         MEMBERS,
         ACCESS_KEYS,
+        STORAGE_POOLS,
     )
 }
 """Every spec by resource kind name."""

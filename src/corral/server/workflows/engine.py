@@ -31,7 +31,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql import Executable
 
-from corral.api.errors import CorralError, InjectedFault
+from corral.api.errors import AgentUnreachable, CorralError, InjectedFault
 from corral.server.db.types import utcnow
 from corral.server.workflows.journal import (
     STEPS,
@@ -140,6 +140,10 @@ def as_corral_error(exc: BaseException) -> CorralError:
 
 UNDO_ATTEMPTS = 3
 FORWARD_ATTEMPTS = 3
+UNDO_UNREACHABLE_S = 300.0
+"""How long an undo keeps asking while the agent is unreachable (a restarting agent, a network
+cut): agent tasks carry their id, so asking again is safe, and an agent that comes back within
+this time gets its half-done work rolled back instead of leaving the resource in error."""
 
 
 class WorkflowEngine:
@@ -262,6 +266,29 @@ class WorkflowEngine:
             except Exception:
                 log.exception("on_failure hook of %s failed", wf.type)
 
+    async def _undo(self, wf: Workflow, step: Step, ctx: Ctx, failures: list[str]) -> bool:
+        """Run ``step``'s undo: up to ``UNDO_ATTEMPTS`` tries, or while the agent is unreachable
+        until ``UNDO_UNREACHABLE_S`` have passed. False (the failure appended) if it gave up."""
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        attempt = 0
+        while True:
+            try:
+                await step.undo(ctx)
+                return True
+            except Exception as exc:
+                log.warning("undo of %s/%s failed (%s): %s", wf.type, step.name, attempt, exc)
+                if isinstance(exc, AgentUnreachable):
+                    deadline = deadline or loop.time() + UNDO_UNREACHABLE_S
+                    give_up = loop.time() >= deadline
+                else:
+                    give_up = attempt >= UNDO_ATTEMPTS - 1
+                if give_up:
+                    failures.append(f"{step.name}: {exc}")
+                    return False
+                attempt += 1
+                await asyncio.sleep(min(5.0, 0.5 * attempt))
+
     async def rollback(
         self, wf: Workflow, op_id: str, params: dict[str, Any], err: CorralError
     ) -> list[str]:
@@ -278,21 +305,11 @@ class WorkflowEngine:
                 j.add(row.idx, row.name, "undone")
                 await self._flush(op_id, j)
                 continue
-            for attempt in range(UNDO_ATTEMPTS):
-                try:
-                    await step.undo(ctx)
-                except Exception as exc:
-                    log.warning("undo of %s/%s failed (%s): %s", wf.type, step.name, attempt, exc)
-                    if attempt == UNDO_ATTEMPTS - 1:
-                        failures.append(f"{step.name}: {exc}")
-                        j.add(row.idx, row.name, "undo_failed")
-                        await self._flush(op_id, j)
-                    else:
-                        await asyncio.sleep(0.5 * (attempt + 1))
-                else:
-                    j.add(row.idx, row.name, "undone")
-                    await self._flush(op_id, j)
-                    break
+            if await self._undo(wf, step, ctx, failures):
+                j.add(row.idx, row.name, "undone")
+            else:
+                j.add(row.idx, row.name, "undo_failed")
+            await self._flush(op_id, j)
         if failures:
             err.context["rollback_failures"] = failures
         await self._on_failure(wf, ctx, err)

@@ -1,0 +1,71 @@
+"""Storage pools (``client.storage_pools``): list, get, create, update, attach/detach clusters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from corral.api.storage import PoolClusterAttach, StoragePool, StoragePoolCreate, StoragePoolUpdate
+from corral.sdk._async.operation import AsyncOperation
+from corral.sdk._async.resources import AsyncCollection
+from corral.sdk._base import build, quote_ref
+
+if TYPE_CHECKING:
+    from corral.sdk._async.client import AsyncClient
+
+
+class AsyncStoragePools(AsyncCollection[StoragePool]):
+    """``client.storage_pools``: where VM disks live (platform admins). Credentials are sent,
+    never read back (``has_credentials``)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        super().__init__(client, "/storage-pools", StoragePool)
+
+    async def create(
+        self,
+        name: str,
+        *,
+        type: str,
+        settings: Mapping[str, Any],
+        credentials: str | None = None,
+        overcommit: float = 1.0,
+        clusters: Sequence[str] = (),
+    ) -> AsyncOperation:
+        """A pool of ``type`` (local, nfs, iscsi, rbd) with that type's ``settings`` (local:
+        path; nfs: server, export; iscsi: portal, iqn; rbd: monitors, pool, user), attached to
+        ``clusters`` (ids or names)."""
+        body = build(
+            StoragePoolCreate,
+            name=name,
+            type=type,
+            settings=dict(settings),
+            credentials=credentials,
+            overcommit=overcommit,
+            clusters=list(clusters),
+        )
+        return await self._client.operation("POST", self._path, body=body)
+
+    async def update(
+        self,
+        ref: str,
+        *,
+        state: str | None = None,
+        overcommit: float | None = None,
+        credentials: str | None = None,
+    ) -> AsyncOperation:
+        """Change the given fields (``None``: unchanged); ``credentials`` replaces the stored."""
+        body = build(StoragePoolUpdate, state=state, overcommit=overcommit, credentials=credentials)
+        return await self._client.operation("PATCH", f"{self._path}/{quote_ref(ref)}", body=body)
+
+    async def attach(self, ref: str, cluster: str) -> AsyncOperation:
+        """Attach a cluster (id or name) to the pool."""
+        body = build(PoolClusterAttach, cluster=cluster)
+        return await self._client.operation(
+            "POST", f"{self._path}/{quote_ref(ref)}/clusters", body=body
+        )
+
+    async def detach(self, ref: str, cluster: str) -> AsyncOperation:
+        """Detach a cluster (id or name) from the pool."""
+        return await self._client.operation(
+            "DELETE", f"{self._path}/{quote_ref(ref)}/clusters/{quote_ref(cluster)}"
+        )

@@ -1,0 +1,88 @@
+"""Routes for storage pools (platform admins): ``/storage-pools`` and their attached clusters."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Response
+
+from corral.api.common import Page
+from corral.api.operations import Operation
+from corral.api.storage import PoolClusterAttach, StoragePool, StoragePoolCreate, StoragePoolUpdate
+from corral.server.http.deps import Listing, Svc, accepted, allow, listed
+from corral.server.http.versioning import IF_MATCH, VersionedRoute
+from corral.server.identity.caller import Caller
+from corral.server.services import pools
+
+router = APIRouter(route_class=VersionedRoute)
+A: dict[str, Any] = {"status_code": 202, "response_model": Operation, "tags": ["storage-pools"]}
+T: list[str | Enum] = ["storage-pools"]
+
+
+@router.get("/storage-pools", response_model=Page[StoragePool], tags=T)
+async def list_storage_pools(
+    svc: Svc, caller: Annotated[Caller, allow("storage_pool:list")], q: Listing
+) -> Any:
+    return listed(await pools.POOLS.list(svc.sessionmaker, q))
+
+
+@router.get("/storage-pools/{ref}", response_model=StoragePool, tags=T)
+async def get_storage_pool(
+    ref: str, svc: Svc, caller: Annotated[Caller, allow("storage_pool:get")]
+) -> StoragePool:
+    return await pools.POOLS.get(svc.sessionmaker, ref)
+
+
+@router.post("/storage-pools", **A)
+async def create_storage_pool(
+    spec: StoragePoolCreate,
+    response: Response,
+    svc: Svc,
+    caller: Annotated[Caller, allow("storage_pool:create")],
+) -> Operation:
+    return accepted(response, await pools.create_pool(svc=svc, spec=spec))
+
+
+@router.patch("/storage-pools/{ref}", **A, dependencies=[IF_MATCH])
+async def update_storage_pool(
+    ref: str,
+    spec: StoragePoolUpdate,
+    response: Response,
+    svc: Svc,
+    caller: Annotated[Caller, allow("storage_pool:update")],
+) -> Operation:
+    return accepted(response, await pools.update_pool(svc=svc, ref=ref, spec=spec))
+
+
+@router.post("/storage-pools/{ref}/clusters", **A, dependencies=[IF_MATCH])
+async def attach_storage_pool_cluster(
+    ref: str,
+    spec: PoolClusterAttach,
+    response: Response,
+    svc: Svc,
+    caller: Annotated[Caller, allow("storage_pool:update")],
+) -> Operation:
+    """Attach a cluster: its hosts may use the pool (attached already: nothing changes)."""
+    return accepted(response, await pools.attach_cluster(svc=svc, ref=ref, cluster=spec.cluster))
+
+
+@router.delete("/storage-pools/{ref}/clusters/{cluster}", **A, dependencies=[IF_MATCH])
+async def detach_storage_pool_cluster(
+    ref: str,
+    cluster: str,
+    response: Response,
+    svc: Svc,
+    caller: Annotated[Caller, allow("storage_pool:update")],
+) -> Operation:
+    """Detach a cluster from the pool (not attached: nothing changes)."""
+    return accepted(response, await pools.detach_cluster(svc=svc, ref=ref, cluster=cluster))
+
+
+@router.delete("/storage-pools/{ref}", **A, dependencies=[IF_MATCH])
+async def delete_storage_pool(
+    ref: str, response: Response, svc: Svc, caller: Annotated[Caller, allow("storage_pool:delete")]
+) -> Operation:
+    """Delete the pool: only when it holds no volumes, and, while clusters are attached, only in
+    ``maintenance`` (else 409)."""
+    return accepted(response, await pools.delete_pool(svc=svc, ref=ref))

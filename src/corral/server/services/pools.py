@@ -1,0 +1,189 @@
+"""Storage pools as management-plane records: create, update, attach/detach clusters, delete.
+
+Every change is one transaction that ends with a finished operation (``inventory.finish``).
+Credentials are sealed with the master key (``svc.secrets``, context ``credentials_context``)
+before they reach the database; no answer and no query ever carries them (``has_credentials``
+only says whether some are stored). Capacity stays zero until the agents report it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from corral.api.errors import InUse, InvalidInput, InvalidState
+from corral.api.operations import Operation
+from corral.api.storage import (
+    CREDENTIAL_TYPES,
+    PoolCapacity,
+    PoolState,
+    PoolType,
+    StoragePool,
+    StoragePoolCreate,
+    StoragePoolUpdate,
+    typed_settings,
+)
+from corral.server.db.tables import ClusterRow, StoragePoolClusterRow, StoragePoolRow
+from corral.server.db.types import new_id, utcnow
+from corral.server.query import specs
+from corral.server.services.context import Services
+from corral.server.services.inventory import ensure_name_free, finish
+from corral.server.services.listing import Kind, get_row
+
+KIND = "storage_pool"
+
+
+def credentials_context(pool_id: str) -> str:
+    """The sealing context of a pool's credentials: a token copied to another pool won't open."""
+    return f"storage_pool:{pool_id}:credentials"
+
+
+def to_model(r: StoragePoolRow, cluster_ids: Sequence[str] = ()) -> StoragePool:
+    return StoragePool(
+        id=r.id,
+        name=r.name,
+        type=PoolType(r.type),
+        state=PoolState(r.state),
+        settings=typed_settings(r.type, r.settings),
+        cluster_ids=sorted(cluster_ids),
+        has_credentials=r.credentials_sealed is not None,
+        overcommit=r.overcommit,
+        capacity=PoolCapacity(total_gb=r.total_gb, used_gb=r.used_gb, allocated_gb=r.allocated_gb),
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+    )
+
+
+async def clusters_of(s: AsyncSession, pool_ids: Sequence[str]) -> dict[str, list[str]]:
+    """The attached cluster ids of each pool of ``pool_ids`` (one query)."""
+    out: dict[str, list[str]] = {pid: [] for pid in pool_ids}
+    if not pool_ids:
+        return out
+    rows = await s.execute(
+        select(StoragePoolClusterRow.pool_id, StoragePoolClusterRow.cluster_id).where(
+            StoragePoolClusterRow.pool_id.in_(pool_ids)
+        )
+    )
+    for pool_id, cluster_id in rows:
+        out[pool_id].append(cluster_id)
+    return out
+
+
+class PoolKind(Kind[StoragePoolRow, StoragePool]):
+    """Pools with their attached clusters."""
+
+    async def models(self, s: AsyncSession, rows: list[StoragePoolRow]) -> list[StoragePool]:
+        attached = await clusters_of(s, [r.id for r in rows])
+        return [to_model(r, attached[r.id]) for r in rows]
+
+
+POOLS = PoolKind(KIND, StoragePoolRow, to_model, specs.STORAGE_POOLS, StoragePool)
+
+
+async def count_pool_volumes(s: AsyncSession, pool_id: str) -> int:
+    """How many volumes the pool holds: always 0 for now, as no volume table exists yet; once
+    volumes are stored, this counts them and ``delete_pool`` refuses a pool that holds some."""
+    return 0
+
+
+async def _attach(s: AsyncSession, pool_id: str, cluster_ref: str) -> bool:
+    """Attach the cluster (``NotFound`` if none); False if it was attached already."""
+    cluster = await get_row(s, ClusterRow, cluster_ref, "cluster")
+    key = (pool_id, cluster.id)
+    if await s.get(StoragePoolClusterRow, key) is not None:
+        return False
+    s.add(StoragePoolClusterRow(pool_id=pool_id, cluster_id=cluster.id))
+    return True
+
+
+async def create_pool(*, svc: Services, spec: StoragePoolCreate) -> Operation:
+    """A new pool (``enabled``) attached to ``spec.clusters``. ``NameTaken`` if the name is used,
+    ``NotFound`` if a cluster is unknown: then nothing is created."""
+    async with svc.sessionmaker() as s:
+        await ensure_name_free(s, StoragePoolRow, spec.name, KIND)
+        pool_id = new_id()
+        sealed = None
+        if spec.credentials is not None:
+            sealed = svc.secrets.seal(spec.credentials, credentials_context(pool_id))
+        row = StoragePoolRow(
+            id=pool_id,
+            name=spec.name,
+            type=spec.type,
+            state="enabled",
+            settings=spec.settings.model_dump(mode="json"),
+            credentials_sealed=sealed,
+            overcommit=spec.overcommit,
+        )
+        s.add(row)
+        await s.flush()
+        for ref in dict.fromkeys(spec.clusters):
+            await _attach(s, pool_id, ref)
+        return await finish(svc, s, type="storage_pool.create", kind=KIND, target_id=pool_id)
+
+
+async def update_pool(*, svc: Services, ref: str, spec: StoragePoolUpdate) -> Operation:
+    """Change state and overcommit; ``credentials`` replaces the stored ones (sealed anew).
+    ``InvalidInput`` (422, from the model) for credentials on a type that takes none."""
+    async with svc.sessionmaker() as s:
+        row = await get_row(s, StoragePoolRow, ref, KIND)
+        if spec.credentials is not None:
+            if row.type not in CREDENTIAL_TYPES:
+                raise InvalidInput(f"a {row.type} pool takes no credentials", field="credentials")
+            row.credentials_sealed = svc.secrets.seal(spec.credentials, credentials_context(row.id))
+        if spec.state is not None:
+            row.state = spec.state
+        if spec.overcommit is not None:
+            row.overcommit = spec.overcommit
+        row.updated_at = utcnow()
+        return await finish(svc, s, type="storage_pool.update", kind=KIND, target_id=row.id)
+
+
+async def attach_cluster(*, svc: Services, ref: str, cluster: str) -> Operation:
+    """Attach a cluster to the pool: its hosts may use the pool. Attaching an attached cluster
+    changes nothing and is not an error; an unknown cluster is ``NotFound``."""
+    async with svc.sessionmaker() as s:
+        row = await get_row(s, StoragePoolRow, ref, KIND)
+        if await _attach(s, row.id, cluster):
+            row.updated_at = utcnow()
+        return await finish(svc, s, type="storage_pool.attach", kind=KIND, target_id=row.id)
+
+
+async def detach_cluster(*, svc: Services, ref: str, cluster: str) -> Operation:
+    """Detach a cluster from the pool (a cluster that is not attached: nothing changes); an
+    unknown cluster is ``NotFound``."""
+    async with svc.sessionmaker() as s:
+        row = await get_row(s, StoragePoolRow, ref, KIND)
+        found = await get_row(s, ClusterRow, cluster, "cluster")
+        link = await s.get(StoragePoolClusterRow, (row.id, found.id))
+        if link is not None:
+            await s.delete(link)
+            row.updated_at = utcnow()
+        return await finish(svc, s, type="storage_pool.detach", kind=KIND, target_id=row.id)
+
+
+async def delete_pool(*, svc: Services, ref: str) -> Operation:
+    """Remove the pool record (its cluster attachments go with it).
+
+    Refused with ``InUse`` (409 ``in_use``) while it holds volumes (``count_pool_volumes``), and
+    with ``InvalidState`` (409 ``invalid_state``) while it is ``enabled`` or ``disabled`` with
+    clusters attached: an attached pool is deleted only in ``maintenance`` (put it there, or
+    detach its clusters, first), so a pool hosts may be using never vanishes by one call.
+    """
+    async with svc.sessionmaker() as s:
+        row = await get_row(s, StoragePoolRow, ref, KIND)
+        if n := await count_pool_volumes(s, row.id):
+            raise InUse(f"storage pool {row.name!r} still holds {n} volume(s)", volumes=n)
+        attached = int(
+            await s.scalar(select(func.count()).where(StoragePoolClusterRow.pool_id == row.id)) or 0
+        )
+        if attached and row.state != "maintenance":
+            raise InvalidState(
+                f"storage pool {row.name!r} is attached to {attached} cluster(s): put it in "
+                "maintenance or detach them first",
+                state=row.state,
+                clusters=attached,
+            )
+        await s.delete(row)
+        return await finish(svc, s, type="storage_pool.delete", kind=KIND, target_id=row.id)

@@ -1,0 +1,106 @@
+"""Storage pools through the SDK and the CLI (one in-process stack, real HTTP)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from corral.api.errors import InvalidInput, InvalidState
+from corral.cli.app import app
+from corral.cli.common import CliState
+from corral.sdk import Client
+from tests.e2e.inprocess import threaded_stack
+from tests.support.stack import ADMIN_PASSWORD
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with threaded_stack(tmp_path_factory.mktemp("stack")) as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def admin(url: str) -> Iterator[Client]:
+    with Client.login(url, "admin", ADMIN_PASSWORD) as c:
+        yield c
+
+
+def corral(*args: str, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(app, list(args), obj=CliState(), input=stdin)
+
+
+@pytest.fixture
+def cli(admin: Client, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORRAL_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("CORRAL_URL", url)
+    monkeypatch.setenv("CORRAL_TOKEN", str(admin.token))
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+def test_sdk_pool_lifecycle(admin: Client) -> None:
+    admin.zones.create("zsp").wait()
+    admin.clusters.create("csp", zone="zsp").wait()
+    with pytest.raises(InvalidInput):  # checked on the client side already
+        admin.storage_pools.create("bad", type="local", settings={"path": "rel"})
+    op = admin.storage_pools.create(
+        "sdk-iscsi",
+        type="iscsi",
+        settings={"portal": "tgt.lan:3260", "iqn": "iqn.2026-01.lan.tgt:disks"},
+        credentials="chapuser:chapsecret",
+        clusters=["csp"],
+    ).wait()
+    pool = admin.storage_pools.get("sdk-iscsi")
+    assert pool.id == op.target_id and pool.has_credentials and pool.type == "iscsi"
+    assert pool.settings.model_dump() == {
+        "portal": "tgt.lan:3260",
+        "iqn": "iqn.2026-01.lan.tgt:disks",
+    }
+    assert "chapsecret" not in pool.model_dump_json()
+    cluster_id = admin.clusters.get("csp").id
+    assert pool.cluster_ids == [cluster_id]
+    with pytest.raises(InvalidState):
+        admin.storage_pools.delete("sdk-iscsi")
+    admin.storage_pools.detach("sdk-iscsi", "csp").wait()
+    assert admin.storage_pools.get("sdk-iscsi").cluster_ids == []
+    admin.storage_pools.attach("sdk-iscsi", cluster_id).wait()
+    admin.storage_pools.update("sdk-iscsi", state="maintenance", overcommit=1.5).wait()
+    assert admin.storage_pools.count(q="state=maintenance,overcommit>1") == 1
+    admin.storage_pools.delete("sdk-iscsi").wait()
+    assert admin.storage_pools.count(q="name=sdk-iscsi") == 0
+
+
+def test_cli_pool_commands(admin: Client, cli: None) -> None:
+    admin.zones.create("zcli").wait()
+    admin.clusters.create("ccli", zone="zcli").wait()
+    r = corral("pool", "create", "cli-rbd", "--type", "rbd", "--monitor", "mon1:6789",
+               "--monitor", "mon2", "--rbd-pool", "vms", "--cluster", "ccli",
+               "--credentials-stdin", stdin="AQBsecretcephxkey==\n")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "Storage pool cli-rbd created" in r.stdout
+    pool = admin.storage_pools.get("cli-rbd")
+    assert pool.has_credentials and pool.settings.model_dump() == {
+        "monitors": ["mon1:6789", "mon2"], "pool": "vms", "user": "admin"}  # fmt: skip
+    r = corral("pool", "list")
+    assert r.exit_code == 0, r.output
+    assert "cli-rbd" in r.stdout and "rbd" in r.stdout
+    r = corral("-o", "json", "pool", "show", "cli-rbd")
+    assert r.exit_code == 0, r.output
+    shown = json.loads(r.stdout)
+    assert shown["has_credentials"] is True and "AQBsecret" not in r.stdout
+    r = corral("pool", "create", "cli-bad", "--type", "nfs", "--server", "nas")
+    assert r.exit_code != 0 and "export" in r.output
+    assert admin.storage_pools.count(q="name=cli-bad") == 0
+    assert corral("pool", "detach", "cli-rbd", "ccli").exit_code == 0
+    assert corral("pool", "attach", "cli-rbd", "ccli").exit_code == 0
+    r = corral("pool", "delete", "cli-rbd")
+    assert r.exit_code != 0 and "maintenance" in r.output
+    r = corral("pool", "update", "cli-rbd", "--state", "maintenance", "--overcommit", "2")
+    assert r.exit_code == 0, r.output
+    assert admin.storage_pools.get("cli-rbd").overcommit == 2
+    r = corral("pool", "delete", "cli-rbd")
+    assert r.exit_code == 0, r.output
+    assert admin.storage_pools.count() == 0
