@@ -237,3 +237,15 @@ async def test_tags(tmp_path: Path, database_url: str | None) -> None:
         async with svc.sessionmaker() as s:
             n = await s.scalar(select(func.count()).select_from(TagRow))
         assert n == 5  # web1: web; web2: web; host: rack1 + maintenance; project: billing=42
+
+        # a deleted resource takes its tags along
+        zone = done(await admin.post("/zones", json={"name": "zt"}))["target_id"]
+        done(await admin.post("/zones/zt/tags", json={"tags": ["short-lived"]}))
+        async with svc.sessionmaker.begin() as s:
+            await tagging.add(s, "zone", zone, ["sys"], system=True)
+        done(await admin.delete("/zones/zt"))
+        async with svc.sessionmaker() as s:
+            left = await s.scalar(
+                select(func.count()).select_from(TagRow).where(TagRow.resource_id == zone)
+            )
+        assert left == 0

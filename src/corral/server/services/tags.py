@@ -10,13 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, insert, select
+from sqlalchemy import ColumnElement, Connection, and_, delete, event, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapper
 
 from corral.api.common import MAX_TAGS
 from corral.api.errors import Conflict
 from corral.server.db.tables import TagRow
+from corral.server.query import specs
 
 
 def tagged(kind: str, id_column: Any, tags: Sequence[str]) -> list[ColumnElement[bool]]:
@@ -125,3 +127,17 @@ async def forget(s: AsyncSession, kind: str, resource_id: str) -> None:
     await s.execute(
         delete(TagRow).where(TagRow.resource_type == kind, TagRow.resource_id == resource_id)
     )
+
+
+def _forget_on_delete(kind: str) -> Any:
+    def forget_tags(_mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+        connection.execute(
+            delete(TagRow).where(TagRow.resource_type == kind, TagRow.resource_id == target.id)
+        )
+
+    return forget_tags
+
+
+for _spec in specs.ALL.values():
+    # a row deleted through the ORM takes its tags along, in the same transaction
+    event.listen(_spec.table, "after_delete", _forget_on_delete(_spec.name))
