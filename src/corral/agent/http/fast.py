@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 from fastapi.encoders import jsonable_encoder
@@ -22,15 +22,12 @@ from pydantic import ValidationError
 from corral.agent.runtime import HostRuntime
 from corral.api.agent import AgentTask
 from corral.api.errors import CorralError, ErrorResponse, InvalidInput
+from corral.util.asgi import Receive, Send, header, read_body, send_json
 
 log = logging.getLogger("corral.agent.http.errors")
 
 TASKS_PATH = "/v1/tasks"
 MAX_BODY = 16 * 1024 * 1024
-
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 
 class _Invalid(Exception):
@@ -51,8 +48,8 @@ async def serve_task(
 ) -> None:
     """Answer ``POST /v1/tasks`` for ``runtime`` (see the module docstring)."""
     try:
-        runtime.authenticate(_authorization(scope))
-        body = await _read_body(receive)
+        runtime.authenticate(header(scope, b"authorization"))
+        body = await read_body(receive, MAX_BODY)
         try:
             task = AgentTask.model_validate(json.loads(body))
         except json.JSONDecodeError as exc:  # as FastAPI reports it
@@ -76,30 +73,7 @@ async def serve_task(
         log.error("POST %s crashed", scope.get("path"), exc_info=exc)
         await _error(scope, send, CorralError("unexpected error in the agent"), status=500)
     else:
-        await _respond(send, 200, status.model_dump_json().encode())
-
-
-def _authorization(scope: MutableMapping[str, Any]) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            return bytes(value).decode("latin-1")
-    return None
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ConnectionError("client went away")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise InvalidInput("request body too large", limit=MAX_BODY)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+        await send_json(send, 200, status.model_dump_json().encode())
 
 
 async def _error(
@@ -111,10 +85,4 @@ async def _error(
         else:
             log.error("POST %s -> %s", scope.get("path"), exc, exc_info=exc)
     body = ErrorResponse(error=exc.to_body()).model_dump_json().encode()
-    await _respond(send, status or exc.http_status, body)
-
-
-async def _respond(send: Send, status: int, body: bytes) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, status or exc.http_status, body)

@@ -26,10 +26,10 @@ from pydantic import BaseModel, ValidationError
 from corral.api.agent import Heartbeat, TaskStatus, VmEvents
 from corral.api.errors import CorralError, ErrorBody, ErrorResponse, InvalidInput, Unauthenticated
 from corral.server.db.tables import HostRow
-from corral.server.http.asgi import Asgi, Receive, Scope, Send, bearer, send_json
 from corral.server.http.errors import validation_body
 from corral.server.services import hosts
 from corral.server.services.context import Services
+from corral.util.asgi import Asgi, Receive, Scope, Send, bearer, read_body, send_json
 
 log = logging.getLogger("corral.http")
 
@@ -77,22 +77,6 @@ def _token(scope: Scope) -> str:
     return token
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ConnectionError("client went away")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise InvalidInput("request body too large", limit=MAX_BODY)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
 async def _respond(send: Send, status: int, payload: dict[str, Any] | BaseModel) -> None:
     if isinstance(payload, BaseModel):
         body = payload.model_dump_json().encode()
@@ -126,7 +110,7 @@ class AgentFastPath:
                 host = await hosts.host_by_token(svc=svc, token=token)
             except CorralError as exc:
                 raise Unauthenticated("unknown agent token") from exc
-            result = await handler(svc, host, await _read_body(receive), arg)
+            result = await handler(svc, host, await read_body(receive, MAX_BODY), arg)
         except ValidationError as exc:
             await _respond(send, 422, ErrorResponse(error=validation_body(exc.errors())))
         except CorralError as exc:

@@ -34,7 +34,6 @@ from fastapi import FastAPI
 
 from corral.server.db import tables_audit as cols
 from corral.server.db.types import utcnow
-from corral.server.http.asgi import Asgi, Message, Receive, Scope, Send
 from corral.server.http.audit_record import (
     API_PREFIX,
     action_for,
@@ -46,6 +45,7 @@ from corral.server.http.audit_record import (
 from corral.server.identity.caller import Caller
 from corral.server.services.audit import COLUMNS, LOGIN_ACTIONS, AuditWriter
 from corral.server.services.context import Services
+from corral.util.asgi import Asgi, Message, Receive, Scope, Send
 from corral.util.redact import redact_text
 
 log = logging.getLogger("corral.audit")

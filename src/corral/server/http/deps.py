@@ -14,13 +14,13 @@ from corral.api.operations import Operation
 from corral.api.signing import is_signed
 from corral.server.db.tables import HostRow
 from corral.server.http import signed
-from corral.server.http.asgi import bearer
 from corral.server.identity.caller import Caller
 from corral.server.identity.directory import load_caller
 from corral.server.query import MAX_TEXT
 from corral.server.services import auth, hosts
 from corral.server.services.context import Services
 from corral.server.services.listing import FieldsPage, ListRequest
+from corral.util.asgi import bearer
 
 
 async def services(request: Request) -> Services:

@@ -31,11 +31,11 @@ from corral.api.signing import is_signed
 from corral.server.db.tables import IdempotencyRow, OperationRow
 from corral.server.db.types import utcnow
 from corral.server.http import signed
-from corral.server.http.asgi import Asgi, Receive, Scope, Send, bearer, header, send_json
 from corral.server.services import auth
 from corral.server.services.context import Services
 from corral.server.services.operations import IDEMPOTENCY_KEY as CURRENT_KEY
 from corral.server.services.operations import to_model
+from corral.util.asgi import Asgi, Message, Receive, Scope, Send, bearer, header, send_json
 
 HEADER = b"idempotency-key"
 TTL = timedelta(hours=24)
@@ -162,7 +162,7 @@ class Idempotency:
         headers: list[tuple[bytes, bytes]] = []
         chunks: list[bytes] = []
 
-        async def capture(message: dict[str, Any]) -> None:
+        async def capture(message: Message) -> None:
             nonlocal status, headers
             if message["type"] == "http.response.start":
                 status, headers = message["status"], list(message.get("headers", []))
@@ -215,7 +215,7 @@ async def _buffer(receive: Receive) -> tuple[bytes, Receive]:
     body = b"".join(chunks)
     sent = False
 
-    async def replay() -> dict[str, Any]:
+    async def replay() -> Message:
         nonlocal sent
         if not sent:
             sent = True

@@ -1,13 +1,13 @@
-"""What the pure ASGI middlewares (agent fast path, idempotency, audit) share: types, header
-lookups and a JSON answer."""
+"""What the pure ASGI code of server and agent (fast paths, idempotency, audit) shares: types,
+header lookups, reading a bounded body and a JSON answer."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 Scope = dict[str, Any]
-Message = dict[str, Any]
+Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -28,6 +28,26 @@ def bearer(scope: Mapping[str, Any]) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body; ``ConnectionError`` if the client went away, ``InvalidInput`` if
+    it is longer than ``limit`` bytes."""
+    from corral.api.errors import InvalidInput
+
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionError("client went away")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise InvalidInput("request body too large", limit=limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 async def send_json(
