@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 def _libvirt_runtime(settings: AgentSettings, common: dict[str, Any]) -> HostRuntime:
     from corral.agent.compute.libvirt import LibvirtDriver
     from corral.agent.storage.dirpool import DirPool
+    from corral.agent.storage.volumes import real_backends
 
     pool = DirPool(settings.data_dir / "pool")
     compute = LibvirtDriver(
@@ -53,6 +54,7 @@ def _libvirt_runtime(settings: AgentSettings, common: dict[str, Any]) -> HostRun
         data_dir=settings.data_dir,
         compute=compute,
         volumes=pool,
+        backends=real_backends(),
         startup=[traversable, pool.prepare],
         **common,
     )
@@ -60,6 +62,7 @@ def _libvirt_runtime(settings: AgentSettings, common: dict[str, Any]) -> HostRun
 
 def _simulated_runtime(settings: AgentSettings, index: int, common: dict[str, Any]) -> HostRuntime:
     from corral.agent.compute.simulator import SimHost, SimLatencies, simulated_host
+    from corral.agent.storage.volumes import simulated_backends
 
     data_dir = settings.data_dir / "sim" / str(index)
     image_cache = None
@@ -86,6 +89,9 @@ def _simulated_runtime(settings: AgentSettings, index: int, common: dict[str, An
         data_dir=data_dir,
         compute=compute,
         volumes=pool,
+        backends=simulated_backends(
+            host_name=host.name, faults=faults, capacity_gb=settings.sim_disk_gb
+        ),
         faults=faults,
         **common,
     )

@@ -13,6 +13,12 @@ Ordering rules (so that a crash at any point leaves a state reconcile handles co
 - ``vm.undefine``: the spec file is renamed to ``.deleting`` first, then the driver undefines, then
   the file is removed. If the driver fails, the file is renamed back. A crash leaves a ``.deleting``
   file that reconcile finishes (undefine again, remove), so a deleted VM never comes back.
+- ``volume.*``: see ``volume_tasks`` (driver first, then the spec, undone the same way). The VM's
+  data disks are defined with it: ``vm.define`` hands the driver each disk of the spec with its
+  source (from the pool's backend).
+
+Tasks are serialized per ``payload_key``: the VM id, or ``volume:<volume_id>`` for the volume
+tasks that have no VM (create, delete, resize of a detached volume).
 """
 
 from __future__ import annotations
@@ -23,18 +29,70 @@ from corral.agent.compute.driver import ComputeDriver
 from corral.agent.faults import FaultPlan
 from corral.agent.specs import SpecStore, StoredSpec, check_vm_id
 from corral.agent.storage.driver import Fetcher, VolumeDriver
-from corral.api.agent import DiskCreate, DiskDelete, VmDefine, VmPower, VmSpec, VmUndefine
+from corral.agent.storage.volumes import Backends
+from corral.agent.volume_tasks import VolumeTasks, check_volume_id
+from corral.api.agent import (
+    DiskCreate,
+    DiskDelete,
+    VmDefine,
+    VmPower,
+    VmSpec,
+    VmUndefine,
+    VolumeAttachTask,
+    VolumeCreateTask,
+    VolumeDeleteTask,
+    VolumeDetachTask,
+    VolumeQosTask,
+    VolumeResizeTask,
+)
 from corral.api.errors import CorralError
 from corral.api.vms import PowerState
 
 log = logging.getLogger(__name__)
 
-Payload = DiskCreate | DiskDelete | VmDefine | VmUndefine | VmPower
+Payload = (
+    DiskCreate
+    | DiskDelete
+    | VmDefine
+    | VmUndefine
+    | VmPower
+    | VolumeCreateTask
+    | VolumeDeleteTask
+    | VolumeAttachTask
+    | VolumeDetachTask
+    | VolumeResizeTask
+    | VolumeQosTask
+)
 
 
-def payload_vm_id(payload: Payload) -> str:
-    """The VM a task is about (tasks on one VM are serialized on it)."""
-    return payload.spec.vm_id if isinstance(payload, VmDefine) else payload.vm_id
+def payload_vm_id(payload: Payload) -> str | None:
+    """The VM a task is about; None for volume tasks without one."""
+    match payload:
+        case VmDefine():
+            return payload.spec.vm_id
+        case VolumeCreateTask() | VolumeDeleteTask():
+            return None
+        case _:
+            return payload.vm_id
+
+
+def payload_volume_id(payload: Payload) -> str | None:
+    """The data volume a task is about; None for VM tasks."""
+    match payload:
+        case VolumeCreateTask() | VolumeDeleteTask() | VolumeResizeTask():
+            return payload.volume.volume_id
+        case VolumeAttachTask():
+            return payload.disk.volume.volume_id
+        case VolumeDetachTask() | VolumeQosTask():
+            return payload.volume_id
+        case _:
+            return None
+
+
+def payload_key(payload: Payload) -> str:
+    """What the task is serialized on: its VM id, else ``volume:<volume_id>``."""
+    vm_id = payload_vm_id(payload)
+    return vm_id if vm_id is not None else f"volume:{payload_volume_id(payload)}"
 
 
 class TaskExecutor:
@@ -50,6 +108,7 @@ class TaskExecutor:
         faults: FaultPlan,
         fetch: Fetcher,
         drift: dict[str, list[str]],
+        backends: Backends | None = None,
     ) -> None:
         self.compute = compute
         self.volumes = volumes
@@ -57,35 +116,71 @@ class TaskExecutor:
         self.faults = faults
         self.fetch = fetch
         self.drift = drift
+        self.backends = backends if backends is not None else Backends({})
+        self.volume_tasks = VolumeTasks(
+            compute=compute, backends=self.backends, specs=specs, drift=drift
+        )
 
     async def run(self, payload: Payload) -> dict[str, object]:
-        """Do the task; returns its result or raises a ``CorralError``."""
-        vm_id = check_vm_id(payload_vm_id(payload))
+        """Do the task; returns its result or raises a ``CorralError`` (``InvalidInput`` for a
+        VM or volume id the agent cannot use, before anything happens)."""
+        vm_id = payload_vm_id(payload)
+        if vm_id is not None:
+            check_vm_id(vm_id)
+        volume_id = payload_volume_id(payload)
+        if volume_id is not None:
+            check_volume_id(volume_id)
         self.faults.check(f"agent.{payload.kind}")
+        if volume_id is not None:
+            return await self._volume_task(payload)
         match payload:
             case DiskCreate():
                 path = await self.volumes.create_vm_disk(
-                    vm_id, payload.image, payload.size_gb, self.fetch
+                    payload.vm_id, payload.image, payload.size_gb, self.fetch
                 )
                 return {"path": path}
             case DiskDelete():
-                await self.volumes.delete_vm_disk(vm_id)
+                await self.volumes.delete_vm_disk(payload.vm_id)
                 return {}
             case VmDefine():
                 await self.define(payload.spec)
                 return {}
             case VmUndefine():
-                await self.undefine(vm_id)
+                await self.undefine(payload.vm_id)
                 return {}
             case VmPower():
                 return {"power_state": await self.power(payload)}
+        raise AssertionError(f"unhandled task {payload.kind}")  # pragma: no cover
+
+    async def _volume_task(self, payload: Payload) -> dict[str, object]:
+        tasks = self.volume_tasks
+        match payload:
+            case VolumeCreateTask():
+                await tasks.create(payload.volume)
+            case VolumeDeleteTask():
+                await tasks.delete(payload.volume)
+            case VolumeAttachTask():
+                await tasks.attach(payload.vm_id, payload.disk)
+            case VolumeDetachTask():
+                await tasks.detach(payload.vm_id, payload.volume_id, payload.timeout)
+            case VolumeResizeTask():
+                live = await tasks.resize(payload.volume, payload.size_gb, payload.vm_id)
+                return {"live": live}
+            case VolumeQosTask():
+                await tasks.set_qos(payload.vm_id, payload.volume_id, payload.qos)
+            case _:
+                raise AssertionError(f"not a volume task: {payload.kind}")  # pragma: no cover
+        return {}
 
     async def define(self, spec: VmSpec) -> None:
+        """Define the VM with its data disks (each with its source from the pool's backend),
+        then store the spec; see the module docstring."""
         vm_id = spec.vm_id
         disk_path = self.volumes.disk_path(vm_id)
+        disks = self.volume_tasks.sources(spec.disks)
         old = self.specs.get(vm_id)
         existed = old is not None or await self.compute.power_state(vm_id) != PowerState.absent
-        await self.compute.define(spec, disk_path)
+        await self.compute.define(spec, disk_path, disks)
         try:
             await self.specs.put_async(StoredSpec(spec=spec, disk_path=disk_path))
         except BaseException:
@@ -96,7 +191,8 @@ class TaskExecutor:
     async def _undo_define(self, vm_id: str, old: StoredSpec | None, existed: bool) -> None:
         try:
             if old is not None:
-                await self.compute.define(old.spec, old.disk_path)
+                old_disks = self.volume_tasks.sources(old.spec.disks)
+                await self.compute.define(old.spec, old.disk_path, old_disks)
             elif not existed:
                 await self.compute.undefine(vm_id)
         except CorralError as exc:

@@ -11,6 +11,8 @@ import logging
 
 from corral.agent.compute.driver import ComputeDriver
 from corral.agent.specs import SpecStore, StoredSpec
+from corral.agent.storage.volumes import Backends
+from corral.agent.volume_tasks import VOLUMES_KEY, disk_sources
 from corral.api.agent import VmReport
 from corral.api.errors import CorralError
 from corral.api.vms import PowerState
@@ -23,9 +25,13 @@ MISSING = "in local spec but not defined"
 CORRUPT = "local spec unreadable"
 
 
-async def reconcile(*, compute: ComputeDriver, specs: SpecStore) -> dict[str, list[str]]:
+async def reconcile(
+    *, compute: ComputeDriver, specs: SpecStore, backends: Backends | None = None
+) -> dict[str, list[str]]:
     """Bring the hypervisor in line with the spec store where it is safe; return drift notes by
-    vm id. Driver errors for one VM become that VM's notes; only ``list_vms`` failing raises."""
+    vm id. Driver errors for one VM become that VM's notes; only ``list_vms`` failing raises.
+    ``backends`` give the sources of the data disks of VMs that must be redefined."""
+    backends = backends if backends is not None else Backends({})
     notes: dict[str, list[str]] = {}
     for vm_id in specs.pending_deletes():
         try:
@@ -37,7 +43,7 @@ async def reconcile(*, compute: ComputeDriver, specs: SpecStore) -> dict[str, li
     vms = await compute.list_vms()
     for vm_id, stored in specs.all().items():
         if vms.get(vm_id, PowerState.absent) == PowerState.absent:
-            notes[vm_id] = await _redefine(compute, stored)
+            notes[vm_id] = await _redefine(compute, stored, backends)
         else:
             notes[vm_id] = await _compare(compute, stored)
     for vm_id in specs.corrupt:
@@ -45,10 +51,11 @@ async def reconcile(*, compute: ComputeDriver, specs: SpecStore) -> dict[str, li
     return {vm_id: n for vm_id, n in notes.items() if n}
 
 
-async def _redefine(compute: ComputeDriver, stored: StoredSpec) -> list[str]:
+async def _redefine(compute: ComputeDriver, stored: StoredSpec, backends: Backends) -> list[str]:
     vm_id = stored.spec.vm_id
     try:
-        await compute.define(stored.spec, stored.disk_path)
+        disks = disk_sources(backends, stored.spec.disks)
+        await compute.define(stored.spec, stored.disk_path, disks)
     except CorralError as exc:
         log.warning("vm %s: cannot redefine from local spec: %s", vm_id, exc)
         return [f"redefine from local spec failed: {exc.message}"]
@@ -58,7 +65,8 @@ async def _redefine(compute: ComputeDriver, stored: StoredSpec) -> list[str]:
 
 async def _compare(compute: ComputeDriver, stored: StoredSpec) -> list[str]:
     """Drift between what the hypervisor has and the spec (``describe`` keys ``cpus``,
-    ``memory_mb``, ``disk_path``; keys a driver does not report are not compared)."""
+    ``memory_mb``, ``disk_path`` (the root disk), ``volumes`` (sorted data volume ids); keys a
+    driver does not report are not compared)."""
     try:
         actual = await compute.describe(stored.spec.vm_id)
     except CorralError as exc:
@@ -67,6 +75,7 @@ async def _compare(compute: ComputeDriver, stored: StoredSpec) -> list[str]:
         "cpus": stored.spec.cpus,
         "memory_mb": stored.spec.memory_mb,
         "disk_path": stored.disk_path,
+        VOLUMES_KEY: sorted(d.volume.volume_id for d in stored.spec.disks),
     }
     return [
         f"{key} {actual[key]} != spec {value}"

@@ -20,13 +20,14 @@ from typing import Any
 
 from corral.agent.attach import Attachment, AttachStore
 from corral.agent.compute.driver import ComputeDriver
-from corral.agent.executor import TaskExecutor, payload_vm_id
+from corral.agent.executor import TaskExecutor, payload_key
 from corral.agent.faults import FaultPlan
 from corral.agent.heartbeat import EVENT_WINDOW_S, EventPusher, Heartbeater
 from corral.agent.reconcile import reconcile, vm_reports
 from corral.agent.reporter import ServerLink
 from corral.agent.specs import SpecStore
 from corral.agent.storage.driver import VolumeDriver
+from corral.agent.storage.volumes import Backends
 from corral.agent.tasks import TaskRegistry
 from corral.agent.taskstore import TaskStore
 from corral.api.agent import (
@@ -51,7 +52,10 @@ def agent_version() -> str:
 
 
 class HostRuntime:
-    """Everything the agent does for one host (one per ``/sim/<i>`` in simulator mode)."""
+    """Everything the agent does for one host (one per ``/sim/<i>`` in simulator mode).
+
+    ``volumes`` holds the VMs' root disks, ``backends`` the data volumes by pool type (without
+    any, volume tasks and VMs with data disks fail with ``InvalidInput``)."""
 
     def __init__(
         self,
@@ -60,6 +64,7 @@ class HostRuntime:
         data_dir: Path,
         compute: ComputeDriver,
         volumes: VolumeDriver,
+        backends: Backends | None = None,
         faults: FaultPlan | None = None,
         fault_injection: bool = False,
         heartbeat_interval: float = 2.0,
@@ -72,6 +77,7 @@ class HostRuntime:
         self.data_dir = data_dir
         self.compute = compute
         self.volumes = volumes
+        self.backends = backends if backends is not None else Backends({})
         self.faults = faults if faults is not None else FaultPlan()
         self.fault_injection = fault_injection
         self.shutdown_grace = shutdown_grace
@@ -90,6 +96,7 @@ class HostRuntime:
             faults=self.faults,
             fetch=self._fetch,
             drift=self.drift,
+            backends=self.backends,
         )
         self.link: ServerLink | None = None
         self.heartbeat = Heartbeater(
@@ -125,7 +132,9 @@ class HostRuntime:
             await self._close_resources()
             raise
         try:
-            self.drift.update(await reconcile(compute=self.compute, specs=self.specs))
+            self.drift.update(
+                await reconcile(compute=self.compute, specs=self.specs, backends=self.backends)
+            )
         except CorralError as exc:
             log.error("%s: reconcile failed: %s", self.name, exc)
         self.heartbeat.start()
@@ -191,7 +200,7 @@ class HostRuntime:
         """Run a task once per task id (see ``TaskRegistry``)."""
         payload = task.payload
         return await self.tasks.submit(
-            task, key=payload_vm_id(payload), run=lambda: self.executor.run(payload)
+            task, key=payload_key(payload), run=lambda: self.executor.run(payload)
         )
 
     def task_status(self, task_id: str) -> TaskStatus:

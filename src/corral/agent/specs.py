@@ -1,7 +1,8 @@
 """The agent's local copy of every VM spec: one JSON file per VM, written atomically.
 
 Layout: ``<data>/vms/<vm_id>.json`` holds a ``StoredSpec`` (the ``VmSpec`` and the disk path the VM
-was defined with). Files are mode 0600 (the spec holds the VNC password).
+was defined with). Files are mode 0600 (the spec holds the VNC password and, in its data disks,
+the credentials of their pools).
 
 Invariant kept by the task executor: a spec file exists only for a definition the hypervisor has
 accepted, so "spec without a VM" at start-up means the definition was lost and may be redefined.
@@ -74,6 +75,14 @@ class SpecStore:
     def all(self) -> dict[str, StoredSpec]:
         """A copy of every stored spec by vm id."""
         return dict(self._cache)
+
+    def users_of(self, volume_id: str) -> list[str]:
+        """The VMs (sorted ids) whose stored spec lists data volume ``volume_id``."""
+        return sorted(
+            vm_id
+            for vm_id, stored in self._cache.items()
+            if any(d.volume.volume_id == volume_id for d in stored.spec.disks)
+        )
 
     def put(self, stored: StoredSpec) -> None:
         """Write (or replace) the spec file of ``stored.spec.vm_id`` atomically."""

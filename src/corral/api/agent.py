@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -37,6 +37,7 @@ from corral.api.common import Model
 from corral.api.errors import ErrorBody
 from corral.api.hosts import HostFacts
 from corral.api.vms import PowerState
+from corral.api.volumes import VolumeQos
 
 
 class AttachRequest(Model):
@@ -88,6 +89,38 @@ class ImageRef(Model):
     download_path: str = Field(description="path on the server, relative to the server URL")
 
 
+class PoolRef(Model):
+    """A storage pool as an agent needs it to reach volumes. ``credentials`` are the unsealed
+    secret (cephx key, CHAP ``user:secret``): sent over the agent's TLS link, kept by the agent
+    only in 0600 files, never logged."""
+
+    id: str
+    type: Literal["local", "nfs", "iscsi", "rbd"]
+    settings: dict[str, Any]
+    credentials: str | None = None
+
+
+class VolumeRef(Model):
+    """One volume on a pool. ``name`` is where it is on the pool, chosen by the server: a file
+    name (local, nfs), a LUN number (iscsi) or an RBD image name."""
+
+    volume_id: str
+    pool: PoolRef
+    name: str
+    size_gb: int
+    format: Literal["qcow2", "raw"] = "qcow2"
+
+
+class DataDisk(Model):
+    """A data volume in a VM's definition: virtio disk ``device`` (vdb…), serial = the first
+    20 characters of the volume id (``/dev/disk/by-id/virtio-<serial>`` in the guest)."""
+
+    volume: VolumeRef
+    device: str = Field(pattern=r"^vd[b-z]$")
+    shareable: bool = False
+    qos: VolumeQos = Field(default_factory=VolumeQos)
+
+
 class VmSpec(Model):
     """Everything a host needs to define a VM. The agent keeps a JSON copy of it on disk."""
 
@@ -97,6 +130,7 @@ class VmSpec(Model):
     memory_mb: int
     disk_gb: int
     vnc_password: str
+    disks: list[DataDisk] = Field(default_factory=list, description="data volumes, in order")
 
 
 class DiskCreate(Model):
@@ -132,8 +166,71 @@ class VmPower(Model):
     timeout: float = 60.0
 
 
+class VolumeCreateTask(Model):
+    """Create the volume on its pool (blank, ``size_gb``). Existing is success."""
+
+    kind: Literal["volume.create"] = "volume.create"
+    volume: VolumeRef
+
+
+class VolumeDeleteTask(Model):
+    """Delete the volume from its pool. Absent is success; attached to a VM defined here is
+    ``InvalidState``."""
+
+    kind: Literal["volume.delete"] = "volume.delete"
+    volume: VolumeRef
+
+
+class VolumeAttachTask(Model):
+    """Add the disk to the VM's definition and hot-plug it if the VM runs. Attached is success."""
+
+    kind: Literal["volume.attach"] = "volume.attach"
+    vm_id: str
+    disk: DataDisk
+
+
+class VolumeDetachTask(Model):
+    """Hot-unplug the volume (waiting up to ``timeout`` s for the guest to release it) and remove
+    it from the VM's definition. Not attached is success."""
+
+    kind: Literal["volume.detach"] = "volume.detach"
+    vm_id: str
+    volume_id: str
+    timeout: float = Field(30.0, ge=0, le=600)
+
+
+class VolumeResizeTask(Model):
+    """Grow the volume to ``size_gb``: live (block resize) when ``vm_id`` runs it, else on the
+    pool. Already that size or larger is success."""
+
+    kind: Literal["volume.resize"] = "volume.resize"
+    volume: VolumeRef
+    size_gb: int
+    vm_id: str | None = None
+
+
+class VolumeQosTask(Model):
+    """Set the I/O limits of an attached volume (live if the VM runs, and in its definition)."""
+
+    kind: Literal["volume.qos"] = "volume.qos"
+    vm_id: str
+    volume_id: str
+    qos: VolumeQos
+
+
 TaskPayload = Annotated[
-    DiskCreate | DiskDelete | VmDefine | VmUndefine | VmPower, Field(discriminator="kind")
+    DiskCreate
+    | DiskDelete
+    | VmDefine
+    | VmUndefine
+    | VmPower
+    | VolumeCreateTask
+    | VolumeDeleteTask
+    | VolumeAttachTask
+    | VolumeDetachTask
+    | VolumeResizeTask
+    | VolumeQosTask,
+    Field(discriminator="kind"),
 ]
 
 

@@ -170,6 +170,12 @@ class QuotaExceeded(Conflict):
     code = "quota_exceeded"
 
 
+class PoolFull(Conflict):
+    """The storage pool cannot hold more (allocated would exceed total x overcommit)."""
+
+    code = "pool_full"
+
+
 class NoHostAvailable(CorralError):
     code = "no_host_available"
     http_status = 409

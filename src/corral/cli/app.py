@@ -23,6 +23,7 @@ from corral.cli import (
     role,
     user,
     vm,
+    volume,
     zone,
 )
 from corral.cli.common import CliState, OutputFormat
@@ -136,6 +137,7 @@ app.add_typer(image.app, name="image")
 app.add_typer(offering.app, name="offering")
 app.add_typer(pool.app, name="pool")
 app.add_typer(vm.app, name="vm")
+app.add_typer(volume.app, name="volume")
 app.add_typer(op.app, name="op")
 app.add_typer(user.app, name="user")
 app.add_typer(project.app, name="project")

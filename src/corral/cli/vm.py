@@ -21,6 +21,7 @@ from corral.cli.common import (
 )
 from corral.cli.output import Column, gib, mib, print_page
 from corral.cli.sizes import gib_option, mib_option
+from corral.cli.volume import print_volumes
 
 if TYPE_CHECKING:
     from corral.sdk import Client, Operation
@@ -174,6 +175,23 @@ def resize(
     state = state_of(ctx)
     op = state.client().vms.resize(ref, cpus=cpus, memory_mb=memory)
     finish(state, op, no_wait=no_wait, done=f"VM {ref} resized.")
+
+
+@app.command("volumes")
+def volumes(
+    ctx: typer.Context,
+    ref: Ref,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    sort: Sort = None,
+    where: Where = None,
+    tag: Tags = None,
+) -> None:
+    """List the data volumes attached to a VM."""
+    state = state_of(ctx)
+    client = state.client()
+    page = client.volumes.of_vm(ref, limit=limit, offset=offset, sort=sort, q=where, tag=tag)
+    print_volumes(state, client, page)
 
 
 add_show_delete(app, noun="VM", collection=lambda c: c.vms)

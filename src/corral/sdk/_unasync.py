@@ -26,6 +26,7 @@ MODULES = (
     "access.py",
     "audit.py",
     "storage.py",
+    "volumes.py",
 )
 
 RULES: tuple[tuple[str, str], ...] = (

@@ -25,6 +25,7 @@ from corral.server.http import (
     routes_storage,
     routes_tags,
     routes_vms,
+    routes_volumes,
 )
 from corral.server.http.agent_fast import AgentFastPath
 from corral.server.http.idempotency import Idempotency
@@ -42,6 +43,11 @@ from corral.server.workflows.vm_create import VM_CREATE
 from corral.server.workflows.vm_delete import VM_DELETE
 from corral.server.workflows.vm_power import VM_POWER
 from corral.server.workflows.vm_resize import VM_RESIZE
+from corral.server.workflows.volume_attach import VOLUME_ATTACH
+from corral.server.workflows.volume_delete import VOLUME_DELETE
+from corral.server.workflows.volume_detach import VOLUME_DETACH
+from corral.server.workflows.volume_qos import VOLUME_QOS
+from corral.server.workflows.volume_resize import VOLUME_RESIZE
 from corral.util.ca import ClusterCA
 from corral.util.redact import install_log_redaction
 from corral.util.serving import Listener, start_listener
@@ -72,6 +78,7 @@ def create_app(svc: Services | None = None) -> FastAPI:
     api.include_router(routes_auth.keys)
     api.include_router(routes_audit.router)
     api.include_router(routes_storage.router)
+    api.include_router(routes_volumes.router)
     api.include_router(routes_tags.router)
     app.include_router(api)
     errors.install(app)
@@ -99,7 +106,19 @@ async def build_services(settings: ServerSettings) -> Services:
     )
     engine = WorkflowEngine(sm, deps=None)
     runner = OperationRunner(sm, engine)
-    runner.register(HOST_ADD, IMAGE_IMPORT, VM_CREATE, VM_DELETE, VM_RESIZE, *VM_POWER.values())
+    runner.register(
+        HOST_ADD,
+        IMAGE_IMPORT,
+        VM_CREATE,
+        VM_DELETE,
+        VM_RESIZE,
+        *VM_POWER.values(),
+        VOLUME_ATTACH,
+        VOLUME_DETACH,
+        VOLUME_RESIZE,
+        VOLUME_DELETE,
+        VOLUME_QOS,
+    )
     svc = Services(
         settings=settings,
         db=db,

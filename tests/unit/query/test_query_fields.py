@@ -17,6 +17,7 @@ from corral.api.offerings import Offering
 from corral.api.operations import Operation
 from corral.api.storage import StoragePool
 from corral.api.vms import Vm
+from corral.api.volumes import Volume
 from corral.api.zones import Cluster, Zone
 from corral.server.query import add_related, select_fields, split_fields, validate_fields
 from corral.server.query.specs import ALL, VMS
@@ -111,6 +112,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "member": Member,
     "access_key": AccessKey,
     "storage_pool": StoragePool,
+    "volume": Volume,
 }
 NOT_IN_MODEL = {"member": {"id"}}
 """Spec fields a model does not show (the membership's own id only breaks sorting ties)."""

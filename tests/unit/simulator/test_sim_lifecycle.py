@@ -30,6 +30,7 @@ async def test_define_start_stop_undefine_with_events(
         "cpus": 2,
         "memory_mb": 1024,
         "disk_path": "sim://sim1/vm-1/root.qcow2",
+        "volumes": [],
         "vnc_port": None,
     }
     await sim.start("vm-1")
@@ -117,6 +118,7 @@ async def test_redefine_changes_a_stopped_vm_but_not_a_running_one(sim: Simulato
         "cpus": 4,
         "memory_mb": 2048,
         "disk_path": "p2",
+        "volumes": [],
         "vnc_port": None,
     }
     await sim.start("vm-1")

@@ -8,17 +8,22 @@ Contract shared by all methods:
   ``DriverError`` for hypervisor failures. Foreign exceptions are translated at the driver boundary.
 - On failure they leave nothing behind that they created in the same call.
 - ``vm_id`` is Corral's VM id; how the hypervisor names the VM is the driver's business.
+- Data volumes are identified by their volume id; a VM has each volume at most once. "Live"
+  means the hypervisor runs the VM (running or paused); the persistent definition is always
+  changed too, so a stopped and started VM keeps what was attached.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from corral.api.agent import VmEvent, VmSpec
+from corral.agent.storage.backend import DiskSource
+from corral.api.agent import DataDisk, VmEvent, VmSpec
 from corral.api.hosts import HostFacts
 from corral.api.vms import PowerState
+from corral.api.volumes import VolumeQos
 
 EventSink = Callable[[VmEvent], None]
 """Called (from the event loop thread) whenever a VM's power state changes."""
@@ -48,9 +53,13 @@ class ComputeDriver(Protocol):
     async def facts(self) -> HostFacts:
         """Describe the host: CPU, memory, disk, hypervisor, whether KVM is usable."""
 
-    async def define(self, spec: VmSpec, disk_path: str) -> None:
-        """Define the VM (persistently) or replace its definition. The VM must be stopped to change
-        CPUs or memory (``InvalidState`` otherwise, unless ``live_resize``)."""
+    async def define(
+        self, spec: VmSpec, disk_path: str, disks: Sequence[tuple[DataDisk, DiskSource]] = ()
+    ) -> None:
+        """Define the VM (persistently) or replace its definition: root disk ``disk_path``, then
+        the data ``disks`` in order, each with how to reach it (``spec.disks`` is not read). The
+        VM must be stopped to change CPUs or memory (``InvalidState`` otherwise, unless
+        ``live_resize``); a running VM gets a changed disk list at its next start."""
 
     async def undefine(self, vm_id: str) -> None:
         """Power the VM off if needed and remove its definition. Absent is success."""
@@ -78,5 +87,27 @@ class ComputeDriver(Protocol):
         """Every Corral VM defined on this host, by vm id."""
 
     async def describe(self, vm_id: str) -> dict[str, object]:
-        """What the hypervisor has for the VM (cpus, memory_mb, disk path, vnc port), for drift
-        detection. ``NotFound`` if absent."""
+        """What the hypervisor has for the VM (cpus, memory_mb, disk_path of the root disk,
+        volumes: the sorted ids of its data volumes, vnc port), for drift detection.
+        ``NotFound`` if absent."""
+
+    async def attach_disk(self, vm_id: str, disk: DataDisk, source: DiskSource) -> None:
+        """Add the data volume to the VM's definition as ``disk.device`` and hot-plug it if the
+        VM is live. Attached (same volume) is success. ``NotFound`` if the VM is not defined,
+        ``InvalidState`` if another disk holds the device, ``InvalidInput`` for a disk the
+        hypervisor cannot use (a shareable disk must be raw)."""
+
+    async def detach_disk(self, vm_id: str, volume_id: str, timeout: float) -> None:
+        """Hot-unplug the volume if the VM is live, waiting up to ``timeout`` s for the guest to
+        release it, then remove it from the definition. ``InvalidState`` ("the guest did not
+        release the disk") if it does not, with the definition left as it was. Not attached,
+        or the VM not defined, is success."""
+
+    async def resize_disk(self, vm_id: str, volume_id: str, size_bytes: int) -> None:
+        """Grow the attached volume of a live VM to ``size_bytes`` (the guest sees it at once);
+        that size or larger is success. ``InvalidState`` if the VM is not live (grow the volume
+        on its pool instead), ``NotFound`` if the VM or the disk is not there."""
+
+    async def set_disk_qos(self, vm_id: str, volume_id: str, qos: VolumeQos) -> None:
+        """Replace the attached volume's I/O limits (live if the VM is live, and in the
+        definition); all-zero ``qos`` lifts them. ``NotFound`` if the VM or disk is not there."""

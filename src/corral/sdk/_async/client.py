@@ -30,6 +30,7 @@ from corral.sdk._async.resources import (
     AsyncZones,
 )
 from corral.sdk._async.storage import AsyncStoragePools
+from corral.sdk._async.volumes import AsyncVolumes
 from corral.sdk._async.workloads import AsyncImages, AsyncVms
 from corral.sdk._base import (
     API_PREFIX,
@@ -93,6 +94,7 @@ class AsyncClient:
         self.offerings = AsyncOfferings(self)
         self.storage_pools = AsyncStoragePools(self)
         self.vms = AsyncVms(self)
+        self.volumes = AsyncVolumes(self)
         self.operations = AsyncOperations(self)
         self.users = AsyncUsers(self)
         self.projects = AsyncProjects(self)

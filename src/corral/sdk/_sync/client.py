@@ -42,6 +42,7 @@ from corral.sdk._sync.resources import (
     Zones,
 )
 from corral.sdk._sync.storage import StoragePools
+from corral.sdk._sync.volumes import Volumes
 from corral.sdk._sync.workloads import Images, Vms
 from corral.sdk.auth import AccessKeyAuth
 
@@ -95,6 +96,7 @@ class Client:
         self.offerings = Offerings(self)
         self.storage_pools = StoragePools(self)
         self.vms = Vms(self)
+        self.volumes = Volumes(self)
         self.operations = Operations(self)
         self.users = Users(self)
         self.projects = Projects(self)

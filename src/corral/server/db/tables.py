@@ -336,3 +336,40 @@ class StoragePoolClusterRow(Base):
         ForeignKey("clusters.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class VolumeRow(Timestamped, Owned, Base):
+    """A data volume (``corral.api.volumes``). ``pool_name`` is its name on the pool (file or
+    image name), fixed at creation; ``host_id`` is set when a volume of a ``local`` pool is
+    instantiated (it lives on that host). Names are unique within a project."""
+
+    __tablename__ = "volumes"
+    name: Mapped[str] = mapped_column(String(63), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="available")
+    size_gb: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(16), default="qcow2")
+    pool_id: Mapped[str] = mapped_column(ForeignKey("storage_pools.id"), index=True)
+    pool_name: Mapped[str] = mapped_column(String(128))
+    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), nullable=True, index=True)
+    instantiated: Mapped[bool] = mapped_column(Boolean, default=False)
+    shareable: Mapped[bool] = mapped_column(Boolean, default=False)
+    qos: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_volumes_project_name"),)
+
+
+class VolumeAttachmentRow(Base):
+    """A volume attached to a VM as disk ``device``. One device name per VM."""
+
+    __tablename__ = "volume_attachments"
+    volume_id: Mapped[str] = mapped_column(
+        ForeignKey("volumes.id", ondelete="CASCADE"), primary_key=True
+    )
+    vm_id: Mapped[str] = mapped_column(
+        ForeignKey("vms.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    device: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("vm_id", "device", name="uq_volume_attachments_device"),)

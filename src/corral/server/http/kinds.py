@@ -9,7 +9,17 @@ from typing import Any
 from sqlalchemy import ColumnElement
 
 from corral.server.identity.caller import Caller
-from corral.server.services import hosts, images, inventory, pools, projects, roles, users, vms
+from corral.server.services import (
+    hosts,
+    images,
+    inventory,
+    pools,
+    projects,
+    roles,
+    users,
+    vms,
+    volumes,
+)
 from corral.server.services.listing import Kind
 
 
@@ -38,5 +48,6 @@ KINDS = (
     Tagged("projects", projects.PROJECTS),
     Tagged("roles", roles.ROLES),
     Tagged("storage-pools", pools.POOLS),
+    Tagged("volumes", volumes.VOLUMES, volumes.visible_volumes),
 )
 BY_COLLECTION = {t.collection: t for t in KINDS}

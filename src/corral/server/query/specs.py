@@ -13,6 +13,7 @@ from corral.api.images import ImageStatus
 from corral.api.operations import OperationStatus
 from corral.api.storage import PoolState, PoolType
 from corral.api.vms import PowerState, VmStatus
+from corral.api.volumes import VolumeStatus
 from corral.server.db.tables import (
     AccessKeyRow,
     ClusterRow,
@@ -26,6 +27,7 @@ from corral.server.db.tables import (
     StoragePoolRow,
     UserRow,
     VmRow,
+    VolumeRow,
     ZoneRow,
 )
 from corral.server.query.schema import Field, QuerySpec, Relation
@@ -278,6 +280,36 @@ STORAGE_POOLS = QuerySpec(
 )
 """Storage pools: ``settings`` (JSON) and the sealed credentials are deliberately absent."""
 
+VOLUMES = QuerySpec(
+    name="volume",
+    table=VolumeRow,
+    fields={
+        "id": VolumeRow.id,
+        "name": VolumeRow.name,
+        "status": Field(VolumeRow.status, VolumeStatus),
+        "size_gb": VolumeRow.size_gb,
+        "format": VolumeRow.format,
+        "pool_id": VolumeRow.pool_id,
+        "host_id": VolumeRow.host_id,
+        "instantiated": VolumeRow.instantiated,
+        "shareable": VolumeRow.shareable,
+        "error": VolumeRow.error,
+        "project_id": VolumeRow.project_id,
+        "owner_id": VolumeRow.owner_id,
+        "shared": VolumeRow.shared,
+        "created_at": VolumeRow.created_at,
+        "updated_at": VolumeRow.updated_at,
+    },
+    relations={
+        "pool": Relation(lambda: STORAGE_POOLS, VolumeRow.pool_id),
+        "host": Relation(lambda: HOSTS, VolumeRow.host_id),
+        "project": Relation(lambda: PROJECTS, VolumeRow.project_id),
+        "owner": Relation(lambda: USERS, VolumeRow.owner_id),
+    },
+    aliases={"size": "size_gb", "state": "status"},
+)
+"""Volumes: ``qos`` (JSON) and attachments are not queryable yet."""
+
 ALL: dict[str, QuerySpec] = {
     s.name: s
     for s in (
@@ -294,6 +326,7 @@ ALL: dict[str, QuerySpec] = {
         MEMBERS,
         ACCESS_KEYS,
         STORAGE_POOLS,
+        VOLUMES,
     )
 }
 """Every spec by resource kind name."""

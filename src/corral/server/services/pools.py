@@ -25,19 +25,15 @@ from corral.api.storage import (
     StoragePoolUpdate,
     typed_settings,
 )
-from corral.server.db.tables import ClusterRow, StoragePoolClusterRow, StoragePoolRow
+from corral.server.db.tables import ClusterRow, StoragePoolClusterRow, StoragePoolRow, VolumeRow
 from corral.server.db.types import new_id, utcnow
 from corral.server.query import specs
 from corral.server.services.context import Services
 from corral.server.services.inventory import ensure_name_free, finish
 from corral.server.services.listing import Kind, get_row
+from corral.server.workflows.volume_common import credentials_context
 
 KIND = "storage_pool"
-
-
-def credentials_context(pool_id: str) -> str:
-    """The sealing context of a pool's credentials: a token copied to another pool won't open."""
-    return f"storage_pool:{pool_id}:credentials"
 
 
 def to_model(r: StoragePoolRow, cluster_ids: Sequence[str] = ()) -> StoragePool:
@@ -83,9 +79,11 @@ POOLS = PoolKind(KIND, StoragePoolRow, to_model, specs.STORAGE_POOLS, StoragePoo
 
 
 async def count_pool_volumes(s: AsyncSession, pool_id: str) -> int:
-    """How many volumes the pool holds: always 0 for now, as no volume table exists yet; once
-    volumes are stored, this counts them and ``delete_pool`` refuses a pool that holds some."""
-    return 0
+    """How many volumes the pool holds (``delete_pool`` refuses a pool that holds some)."""
+    n = await s.scalar(
+        select(func.count()).select_from(VolumeRow).where(VolumeRow.pool_id == pool_id)
+    )
+    return int(n or 0)
 
 
 async def _attach(s: AsyncSession, pool_id: str, cluster_ref: str) -> bool:

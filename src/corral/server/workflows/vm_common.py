@@ -15,6 +15,7 @@ from corral.server.db.tables import ImageRow, VmRow
 from corral.server.identity import quotas
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import Ctx
+from corral.server.workflows.volume_common import release_vm_volumes, vm_disks
 
 _VMS: Table = VmRow.__table__  # type: ignore[assignment]
 _IMAGES: Table = ImageRow.__table__  # type: ignore[assignment]
@@ -34,6 +35,11 @@ def vm_spec(vm: VmRow) -> VmSpec:
         disk_gb=vm.disk_gb,
         vnc_password=vm.vnc_password,
     )
+
+
+async def full_spec(ctx: Ctx, vm: VmRow) -> VmSpec:
+    """``vm_spec`` with the VM's attached data volumes (what a redefinition must keep)."""
+    return vm_spec(vm).model_copy(update={"disks": await vm_disks(ctx, vm.id)})
 
 
 def image_ref(img: ImageRow) -> ImageRef:
@@ -77,7 +83,9 @@ async def load_vm_and_image(ctx: Ctx) -> tuple[VmRow, ImageRow]:
 
 
 async def forget_vm(s: AsyncSession, vm: VmRow) -> None:
-    """Delete the VM's row and give its quota usage back (in the caller's transaction)."""
+    """Delete the VM's row and give its quota usage back (in the caller's transaction); its
+    data volumes stay, detached."""
+    await release_vm_volumes(s, vm.id)
     await quotas.adjust(
         s,
         vm.project_id,

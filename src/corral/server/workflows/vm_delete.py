@@ -21,11 +21,11 @@ from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
 from corral.server.workflows.vm_common import (
     forget_vm,
+    full_spec,
     load_vm,
     repeatable_task,
     set_vm,
     vm_absent,
-    vm_spec,
 )
 
 
@@ -94,7 +94,7 @@ async def _redefine(ctx: Ctx) -> None:
     host = _host(ctx)
     if host is not None:
         vm = await load_vm(ctx)
-        await repeatable_task(ctx, host, "undo-undefine", VmDefine(spec=vm_spec(vm)))
+        await repeatable_task(ctx, host, "undo-undefine", VmDefine(spec=await full_spec(ctx, vm)))
 
 
 async def _delete_disk(ctx: Ctx) -> dict[str, Any]:

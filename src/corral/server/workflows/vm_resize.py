@@ -12,7 +12,7 @@ from corral.server.identity import quotas
 from corral.server.services.placement import resize_claim
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import Ctx, Step, Workflow
-from corral.server.workflows.vm_common import load_vm, set_vm, vm_spec
+from corral.server.workflows.vm_common import full_spec, load_vm, set_vm
 from corral.server.workflows.vm_power import restore_status
 
 
@@ -45,14 +45,14 @@ async def _unclaim(ctx: Ctx) -> None:
 
 async def _redefine(ctx: Ctx) -> dict[str, Any]:
     vm = await load_vm(ctx)
-    await agent_task(ctx, ctx.params["host_id"], "define", VmDefine(spec=vm_spec(vm)))
+    await agent_task(ctx, ctx.params["host_id"], "define", VmDefine(spec=await full_spec(ctx, vm)))
     await set_vm(ctx, status=VmStatus.stopped)
     return {}
 
 
 async def _define_old(ctx: Ctx) -> None:
     vm = await load_vm(ctx)
-    spec = vm_spec(vm).model_copy(
+    spec = (await full_spec(ctx, vm)).model_copy(
         update={"cpus": ctx.params["old_cpus"], "memory_mb": ctx.params["old_memory_mb"]}
     )
     await agent_task(ctx, ctx.params["host_id"], "undo-define", VmDefine(spec=spec))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,14 +14,17 @@ import libvirt
 from corral.agent.compute.driver import Capabilities, EventSink
 from corral.agent.compute.libvirt import domains
 from corral.agent.compute.libvirt.connection import Connection
+from corral.agent.compute.libvirt.disk_ops import LibvirtDiskOps
 from corral.agent.compute.libvirt.errors import libvirt_errors
 from corral.agent.compute.libvirt.facts import host_facts
 from corral.agent.compute.libvirt.naming import vm_id_of
 from corral.agent.compute.libvirt.probe import DEFAULT_TIMEOUT, probe_kvm
+from corral.agent.compute.libvirt.secrets import ensure_secret
 from corral.agent.compute.libvirt.states import event_power_state
 from corral.agent.compute.libvirt.xml.compose import console_log_path, vm_domain
 from corral.agent.compute.libvirt.xml.parse import parse_domain
-from corral.api.agent import VmEvent, VmSpec
+from corral.agent.storage.backend import DiskSource
+from corral.api.agent import DataDisk, VmEvent, VmSpec
 from corral.api.errors import DriverError, InvalidState
 from corral.api.hosts import HostFacts
 from corral.api.vms import PowerState
@@ -32,10 +35,10 @@ T = TypeVar("T")
 _OFF = (PowerState.stopped, PowerState.crashed)
 
 
-class LibvirtDriver:
+class LibvirtDriver(LibvirtDiskOps):
     """Runs Corral VMs as libvirt domains named ``corral-<vm_id>`` on ``uri``.
 
-    Every libvirt call runs in a worker thread (``asyncio.to_thread``); lifecycle events arrive
+    Data volumes: see ``LibvirtDiskOps``. Every libvirt call runs in a worker thread (``asyncio.to_thread``); lifecycle events arrive
     on libvirt's event thread and are handed to the sink on the event loop that called ``open``.
     The connection is opened on first use and reopened after libvirtd drops it. Whether KVM works
     is probed once (by booting a throwaway guest, ~2-5 s) unless ``kvm`` is given, and cached.
@@ -155,17 +158,28 @@ class LibvirtDriver:
 
     # -- VMs -------------------------------------------------------------------------------------
 
-    async def define(self, spec: VmSpec, disk_path: str) -> None:
-        """Define or redefine; a running VM keeps running and gets the new definition at its
-        next start, but its CPUs and memory cannot change (``InvalidState``)."""
+    async def define(
+        self, spec: VmSpec, disk_path: str, disks: Sequence[tuple[DataDisk, DiskSource]] = ()
+    ) -> None:
+        """Define or redefine (root disk, then the data ``disks``, their pools' secrets set
+        first); a running VM keeps running and gets the new definition at its next start, but
+        its CPUs and memory cannot change (``InvalidState``)."""
         kvm = await self.kvm_usable()
         xml = vm_domain(
-            spec, disk_path=disk_path, console_dir=self.console_dir, kvm=kvm, machine=self.machine
+            spec,
+            disk_path=disk_path,
+            console_dir=self.console_dir,
+            kvm=kvm,
+            machine=self.machine,
+            disks=disks,
         ).to_xml()
+        auths = {source.auth for _, source in disks if source.auth is not None}
 
         def define() -> None:
             self._prepare_console_dir()
             conn = self._conn.get()
+            for auth in auths:
+                ensure_secret(conn, auth)
             dom = domains.lookup(conn, spec.vm_id)
             if dom is not None:
                 domains.check_resize(
@@ -250,8 +264,9 @@ class LibvirtDriver:
         return await self._run(lambda: domains.corral_vms(self._conn.get()))
 
     async def describe(self, vm_id: str) -> dict[str, object]:
-        """vm_id, name, cpus, memory_mb, disk_path, vnc_port (None unless running),
-        domain_type, power_state and console_log, from the live definition."""
+        """vm_id, name, cpus, memory_mb, disk_path (the root disk), volumes (the data volume
+        ids, sorted), vnc_port (None unless running), domain_type, power_state and console_log,
+        from the live definition."""
 
         def describe() -> dict[str, object]:
             dom = self._dom(vm_id)
@@ -263,6 +278,7 @@ class LibvirtDriver:
                 "cpus": facts.cpus,
                 "memory_mb": facts.memory_mb,
                 "disk_path": facts.disk_path,
+                "volumes": sorted(d.volume_id for d in facts.data_disks),
                 "vnc_port": facts.vnc_port,
                 "domain_type": facts.domain_type,
                 "power_state": domains.state_of(dom).value,

@@ -6,12 +6,13 @@ from pathlib import Path
 
 from corral.agent.compute.simulator.capacity import SimCapacity
 from corral.agent.compute.simulator.driver import SimulatorDriver
-from corral.agent.compute.simulator.model import SimHost, SimLatencies, SimUsage, SimVm
+from corral.agent.compute.simulator.model import SimDisk, SimHost, SimLatencies, SimUsage, SimVm
 from corral.agent.faults import FaultPlan
 from corral.agent.storage.simulated import SimulatedPool
 
 __all__ = [
     "SimCapacity",
+    "SimDisk",
     "SimHost",
     "SimLatencies",
     "SimUsage",

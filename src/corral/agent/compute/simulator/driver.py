@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
 
 from corral.agent.compute.driver import Capabilities, EventSink
 from corral.agent.compute.simulator.capacity import SimCapacity
+from corral.agent.compute.simulator.disks import SimDiskOps, disks_of
 from corral.agent.compute.simulator.model import SimHost, SimLatencies, SimUsage, SimVm
 from corral.agent.faults import FaultPlan
+from corral.agent.storage.backend import DiskSource
 from corral.agent.storage.driver import VolumeDriver
-from corral.api.agent import VmEvent, VmSpec
+from corral.api.agent import DataDisk, VmEvent, VmSpec
 from corral.api.errors import CorralError, DriverError, InvalidState, NotFound
 from corral.api.hosts import HostFacts
 from corral.api.vms import PowerState
@@ -24,13 +26,15 @@ log = logging.getLogger(__name__)
 _FIRST_VNC_PORT = 5900
 
 
-class SimulatorDriver:
+class SimulatorDriver(SimDiskOps):
     """A ``ComputeDriver`` whose VMs live in a dict; every operation is O(1) and needs no thread.
 
     Beyond the Protocol contract:
     - Each mutating operation calls ``faults.check(op)`` first (ops ``vm.define``, ``vm.undefine``,
-      ``vm.start``, ``vm.stop``, ``vm.reboot``, ``vm.pause``, ``vm.resume``), then sleeps its
-      ``SimLatencies`` delay, then acts on the state as it is after the sleep.
+      ``vm.start``, ``vm.stop``, ``vm.reboot``, ``vm.pause``, ``vm.resume``, and for data volumes
+      ``vm.attach_disk``, ``vm.detach_disk``, ``vm.resize_disk``, ``vm.set_disk_qos``; see
+      ``SimDiskOps``), then sleeps its ``SimLatencies`` delay, then acts on the state as it is
+      after the sleep.
     - Capacity claims (see ``SimHost``, ``SimCapacity``): a claim beyond the host raises
       ``DriverError`` with ``context["reason"] == "host_capacity"`` and sets
       ``overcommitted_ever``; ``capacity`` keeps usage, peaks and refusals.
@@ -60,6 +64,7 @@ class SimulatorDriver:
         self._events: EventSink | None = None
         self._vms: dict[str, SimVm] = {}
         self._stop_waiters: dict[str, asyncio.Event] = {}
+        self._releases: dict[tuple[str, str], asyncio.Event] = {}
         self._next_port = _FIRST_VNC_PORT
         self._free_ports: list[int] = []
 
@@ -90,12 +95,16 @@ class SimulatorDriver:
             driver="simulator",
         )
 
-    async def define(self, spec: VmSpec, disk_path: str) -> None:
+    async def define(
+        self, spec: VmSpec, disk_path: str, disks: Sequence[tuple[DataDisk, DiskSource]] = ()
+    ) -> None:
         await self._begin("vm.define", self.latencies.define)
         vm = self._vms.get(spec.vm_id)
+        data_disks = disks_of(spec.vm_id, vm, disks)
         if vm is None:
             self.capacity.check_define(spec.vm_id, spec.cpus, spec.memory_mb)
             vm = SimVm(spec=spec, disk_path=disk_path, cpus=spec.cpus, memory_mb=spec.memory_mb)
+            vm.disks = data_disks
             self._vms[spec.vm_id] = vm
             self.capacity.add(vm)
             self._emit(spec.vm_id, PowerState.stopped, "defined")
@@ -109,6 +118,7 @@ class SimulatorDriver:
         self.capacity.check_define(spec.vm_id, spec.cpus - vm.cpus, spec.memory_mb - vm.memory_mb)
         self.capacity.add(vm, sign=-1)
         vm.spec, vm.disk_path, vm.cpus, vm.memory_mb = spec, disk_path, spec.cpus, spec.memory_mb
+        vm.disks = data_disks
         self.capacity.add(vm)
 
     async def undefine(self, vm_id: str) -> None:
@@ -190,6 +200,7 @@ class SimulatorDriver:
             "cpus": vm.cpus,
             "memory_mb": vm.memory_mb,
             "disk_path": vm.disk_path,
+            "volumes": sorted(vm.disks),
             "vnc_port": vm.vnc_port,
         }
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from corral.api.agent import VmSpec
+from corral.agent.storage.backend import DiskSource
+from corral.api.agent import DataDisk, VmSpec
 from corral.api.vms import PowerState
+
+GIB = 1024**3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,9 +46,29 @@ class SimLatencies:
     resume: float = 0.0
     disk_create: float = 0.0
     disk_delete: float = 0.0
+    attach_disk: float = 0.0
+    detach_disk: float = 0.0
+    resize_disk: float = 0.0
+    set_disk_qos: float = 0.0
 
 
 _ACTIVE = frozenset({PowerState.running, PowerState.paused})
+
+
+@dataclass(slots=True)
+class SimDisk:
+    """A data volume in a simulated VM: as attached (``disk``, whose ``qos`` is kept current),
+    where it comes from, the size the guest sees, and whether the guest refuses to release it
+    (``held``: a hot-unplug then times out)."""
+
+    disk: DataDisk
+    source: DiskSource
+    size_bytes: int
+    held: bool = False
+
+    @staticmethod
+    def of(disk: DataDisk, source: DiskSource) -> SimDisk:
+        return SimDisk(disk=disk, source=source, size_bytes=disk.volume.size_gb * GIB)
 
 
 @dataclass(slots=True)
@@ -60,6 +83,8 @@ class SimVm:
     vnc_port: int | None = None
     acpi: bool = True
     boots: int = 0
+    disks: dict[str, SimDisk] = field(default_factory=dict)
+    """Data volumes by volume id, in device order of attachment."""
 
     @property
     def active(self) -> bool:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from corral.agent.compute.libvirt.naming import domain_name, domain_uuid
 from corral.agent.compute.libvirt.xml.channel import GuestAgentChannel
 from corral.agent.compute.libvirt.xml.cpu import Cpu, Vcpu
-from corral.agent.compute.libvirt.xml.disk import Disk
+from corral.agent.compute.libvirt.xml.disk import (
+    USER_ALIAS,
+    Disk,
+    DiskAuthRef,
+    IoTune,
+    NetworkSource,
+)
 from corral.agent.compute.libvirt.xml.domain import Domain
 from corral.agent.compute.libvirt.xml.features import Features
 from corral.agent.compute.libvirt.xml.graphics import VncGraphics
@@ -15,10 +22,17 @@ from corral.agent.compute.libvirt.xml.input import Tablet
 from corral.agent.compute.libvirt.xml.memory import Memory
 from corral.agent.compute.libvirt.xml.metadata import VmMetadata
 from corral.agent.compute.libvirt.xml.os import Os
+from corral.agent.compute.libvirt.xml.parse import VOLUME_ALIAS_PREFIX
 from corral.agent.compute.libvirt.xml.rng import Rng
 from corral.agent.compute.libvirt.xml.serial import FileSerial
 from corral.agent.compute.libvirt.xml.video import Video
-from corral.api.agent import VmSpec
+from corral.agent.storage.backend import DiskSource
+from corral.api.agent import DataDisk, VmSpec
+from corral.api.errors import InvalidInput
+from corral.api.volumes import VolumeQos
+
+SERIAL_CHARS = 20
+"""virtio-blk serials hold at most 20 characters."""
 
 
 def console_log_path(console_dir: Path, vm_id: str) -> Path:
@@ -26,12 +40,75 @@ def console_log_path(console_dir: Path, vm_id: str) -> Path:
     return console_dir / f"{vm_id}.log"
 
 
+def disk_alias(volume_id: str) -> str:
+    """The user alias of a data volume's disk (``ua-vol-<volume_id>``): how the driver finds it
+    again. ``InvalidInput`` for ids libvirt cannot carry in an alias."""
+    alias = VOLUME_ALIAS_PREFIX + volume_id
+    if not volume_id or not USER_ALIAS.match(alias):
+        raise InvalidInput("volume id is not usable in a libvirt device alias", volume_id=volume_id)
+    return alias
+
+
+def disk_serial(volume_id: str) -> str:
+    """The serial the guest sees: the first 20 characters of the volume id."""
+    return volume_id[:SERIAL_CHARS]
+
+
+def secret_usage(pool_id: str) -> str:
+    """The usage name of the libvirt secret holding a pool's credentials."""
+    return f"corral-pool-{pool_id}"
+
+
+def iotune(qos: VolumeQos) -> IoTune:
+    return IoTune(**qos.model_dump())
+
+
+def data_disk(disk: DataDisk, source: DiskSource) -> Disk:
+    """The ``<disk>`` of a data volume: virtio ``disk.device``, serial and alias from the volume
+    id, ``<shareable/>``, ``<iotune>`` from its QoS and the source (file or network, with the
+    pool's secret). ``InvalidInput`` for a source the XML cannot express (e.g. shareable qcow2)."""
+    volume_id = disk.volume.volume_id
+    where: str | NetworkSource
+    if source.kind == "file":
+        where = source.path
+    elif source.protocol:
+        where = NetworkSource(protocol=source.protocol, name=source.name, hosts=source.hosts)
+    else:
+        raise InvalidInput("network disk source without a protocol", volume_id=volume_id)
+    auth = None
+    if source.auth is not None:
+        a = source.auth
+        auth = DiskAuthRef(type=a.type, username=a.username, usage=secret_usage(a.pool_id))
+    return Disk(
+        source=where,
+        target=disk.device,
+        format=source.format,
+        auth=auth,
+        serial=disk_serial(volume_id),
+        alias=disk_alias(volume_id),
+        shareable=disk.shareable,
+        iotune=iotune(disk.qos),
+    )
+
+
 def vm_domain(
-    spec: VmSpec, *, disk_path: str, console_dir: Path, kvm: bool, machine: str = "pc"
+    spec: VmSpec,
+    *,
+    disk_path: str,
+    console_dir: Path,
+    kvm: bool,
+    machine: str = "pc",
+    disks: Sequence[tuple[DataDisk, DiskSource]] = (),
 ) -> Domain:
-    """The domain of ``spec``: one qcow2 virtio disk booted as ``hd``, serial console to
-    ``<console_dir>/<vm_id>.log``, VNC on the loopback, guest agent channel, virtio-rng.
-    ``kvm`` chooses hardware virtualization (host-model CPU) over TCG (QEMU's default CPU)."""
+    """The domain of ``spec``: one qcow2 virtio disk ``vda`` booted as ``hd``, then the data
+    ``disks`` (see ``data_disk``) in order, serial console to ``<console_dir>/<vm_id>.log``, VNC
+    on the loopback, guest agent channel, virtio-rng. ``kvm`` chooses hardware virtualization
+    (host-model CPU) over TCG (QEMU's default CPU). ``InvalidInput`` if two data disks share a
+    device or a volume."""
+    devices = [disk.device for disk, _ in disks]
+    volumes = [disk.volume.volume_id for disk, _ in disks]
+    if len(set(devices)) != len(devices) or len(set(volumes)) != len(volumes):
+        raise InvalidInput("data disks must have distinct devices and volumes", vm_id=spec.vm_id)
     return Domain(
         type="kvm" if kvm else "qemu",
         name=domain_name(spec.vm_id),
@@ -45,6 +122,7 @@ def vm_domain(
         cpu=Cpu(cores=spec.cpus, mode="host-model" if kvm else None),
         devices=(
             Disk(source=disk_path),
+            *(data_disk(disk, source) for disk, source in disks),
             FileSerial(path=str(console_log_path(console_dir, spec.vm_id))),
             GuestAgentChannel(),
             VncGraphics(password=spec.vnc_password),

@@ -11,6 +11,18 @@ _KIB_PER = {"b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "kib": 1, "kb": 1000 / 102
 _KIB_PER |= {"m": 1024, "mib": 1024, "mb": 1000**2 / 1024, "g": 1024**2, "gib": 1024**2}
 
 
+VOLUME_ALIAS_PREFIX = "ua-vol-"
+
+
+@dataclass(frozen=True)
+class DataDiskFacts:
+    """A data volume's disk in a domain: found by its alias ``ua-vol-<volume_id>``."""
+
+    volume_id: str
+    target: str
+    source: str | None
+
+
 @dataclass(frozen=True)
 class DomainFacts:
     """The parts of a domain definition Corral compares with its spec."""
@@ -23,6 +35,10 @@ class DomainFacts:
     memory_mb: int
     disk_path: str | None
     vnc_port: int | None
+    data_disks: tuple[DataDiskFacts, ...] = ()
+
+    def data_disk(self, volume_id: str) -> DataDiskFacts | None:
+        return next((d for d in self.data_disks if d.volume_id == volume_id), None)
 
 
 def _memory_mib(element: ET.Element | None) -> int:
@@ -32,12 +48,51 @@ def _memory_mib(element: ET.Element | None) -> int:
     return int(kib // 1024)
 
 
+def _source(disk: ET.Element) -> str | None:
+    source = disk.find("source")
+    if source is None:
+        return None
+    return source.get("file") or source.get("dev") or source.get("name")
+
+
 def _disk_path(domain: ET.Element) -> str | None:
-    for disk in domain.iterfind("devices/disk[@device='disk']"):
-        source = disk.find("source")
-        if source is not None:
-            return source.get("file") or source.get("dev") or source.get("name")
+    """The root disk's source: target ``vda``, else the first disk that is not a data volume."""
+    disks = list(domain.iterfind("devices/disk[@device='disk']"))
+    for disk in disks:
+        if disk.find("target[@dev='vda']") is not None:
+            return _source(disk)
+    for disk in disks:
+        if _volume_id(disk) is None and (path := _source(disk)) is not None:
+            return path
     return None
+
+
+def _volume_id(disk: ET.Element) -> str | None:
+    alias = disk.find("alias")
+    name = alias.get("name", "") if alias is not None else ""
+    if name.startswith(VOLUME_ALIAS_PREFIX) and len(name) > len(VOLUME_ALIAS_PREFIX):
+        return name[len(VOLUME_ALIAS_PREFIX) :]
+    return None
+
+
+def _data_disks(domain: ET.Element) -> tuple[DataDiskFacts, ...]:
+    found: list[DataDiskFacts] = []
+    for disk in domain.iterfind("devices/disk"):
+        volume_id = _volume_id(disk)
+        if volume_id is not None:
+            target = disk.find("target")
+            dev = target.get("dev", "") if target is not None else ""
+            found.append(DataDiskFacts(volume_id=volume_id, target=dev, source=_source(disk)))
+    return tuple(found)
+
+
+def disk_targets(xml: str) -> dict[str, str | None]:
+    """Every disk's target device in a domain XML, with its data volume id (None for others)."""
+    return {
+        target.get("dev", ""): _volume_id(disk)
+        for disk in ET.fromstring(xml).iterfind("devices/disk")
+        if (target := disk.find("target")) is not None
+    }
 
 
 def _vnc_port(domain: ET.Element) -> int | None:
@@ -60,4 +115,5 @@ def parse_domain(xml: str) -> DomainFacts:
         memory_mb=_memory_mib(domain.find("memory")),
         disk_path=_disk_path(domain),
         vnc_port=_vnc_port(domain),
+        data_disks=_data_disks(domain),
     )

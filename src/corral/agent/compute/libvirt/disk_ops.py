@@ -1,0 +1,121 @@
+"""The data-volume half of ``LibvirtDriver``: attach, detach, live grow and I/O limits.
+
+Blocking work is in ``disks`` (run in worker threads through the driver's ``_run``); this class
+adds the waiting (a hot-unplug polls the live definition until the guest released the disk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from corral.agent.compute.libvirt import disks as data_disks
+from corral.agent.compute.libvirt import domains
+from corral.agent.compute.libvirt.connection import Connection
+from corral.agent.compute.libvirt.secrets import ensure_secret
+from corral.agent.compute.libvirt.xml.compose import data_disk, disk_alias, iotune
+from corral.agent.compute.libvirt.xml.util import render
+from corral.agent.storage.backend import DiskAuth, DiskSource
+from corral.api.agent import DataDisk
+from corral.api.errors import InvalidState
+from corral.api.vms import PowerState
+from corral.api.volumes import VolumeQos
+
+T = TypeVar("T")
+
+
+class LibvirtDiskOps:
+    """Data volumes of Corral's domains, found by their alias ``ua-vol-<volume_id>``."""
+
+    _conn: Connection
+    _poll: float
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        raise NotImplementedError
+
+    def _dom(self, vm_id: str) -> Any:
+        raise NotImplementedError
+
+    async def power_state(self, vm_id: str) -> PowerState:
+        raise NotImplementedError
+
+    def _dom_or_none(self, vm_id: str) -> Any | None:
+        return domains.lookup(self._conn.get(), vm_id)
+
+    async def attach_disk(self, vm_id: str, disk: DataDisk, source: DiskSource) -> None:
+        """Add the volume's disk to the persistent definition and hot-plug it if QEMU runs
+        (running or paused); the pool's secret is set first. Attached is success; ``NotFound``
+        if the VM is not defined, ``InvalidState`` if another disk holds ``disk.device``."""
+        xml = render(data_disk(disk, source).element())
+        volume_id = disk.volume.volume_id
+        auth: DiskAuth | None = source.auth
+
+        def attach() -> None:
+            dom = self._dom(vm_id)
+            if auth is not None:
+                ensure_secret(self._conn.get(), auth)
+            data_disks.attach(dom, vm_id=vm_id, volume_id=volume_id, device=disk.device, xml=xml)
+
+        await self._run(attach)
+
+    async def detach_disk(self, vm_id: str, volume_id: str, timeout: float) -> None:
+        """Hot-unplug the disk if QEMU has it, waiting up to ``timeout`` s (polling the live
+        definition) for the guest to release it, then remove it from the persistent definition.
+        If the guest keeps it: ``InvalidState`` ("the guest did not release the disk"), the
+        persistent definition untouched (the unplug request stays pending: a later detach
+        finishes once the guest lets go). Not attached, or VM not defined, is success."""
+        disk_alias(volume_id)  # InvalidInput for an unusable id, before anything happens
+
+        def request() -> bool:
+            dom = self._dom_or_none(vm_id)
+            if dom is None:
+                return False
+            return data_disks.request_unplug(dom, vm_id=vm_id, volume_id=volume_id)
+
+        def plugged() -> bool:
+            dom = self._dom_or_none(vm_id)
+            return dom is not None and data_disks.plugged(dom, vm_id=vm_id, volume_id=volume_id)
+
+        def remove() -> None:
+            dom = self._dom_or_none(vm_id)
+            if dom is not None:
+                data_disks.remove_config(dom, vm_id=vm_id, volume_id=volume_id)
+
+        if await self._run(request):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while await self._run(plugged):
+                if loop.time() >= deadline:
+                    state = await self.power_state(vm_id)
+                    raise InvalidState(
+                        f"the guest did not release the disk within {timeout:g} s"
+                        + (" (the VM is paused)" if state == PowerState.paused else ""),
+                        vm_id=vm_id,
+                        volume_id=volume_id,
+                        timeout=timeout,
+                        power_state=state.value,
+                    )
+                await asyncio.sleep(self._poll)
+        await self._run(remove)
+
+    async def resize_disk(self, vm_id: str, volume_id: str, size_bytes: int) -> None:
+        """Grow the plugged disk live (``blockResize``); at least that size is success.
+        ``InvalidState`` unless QEMU runs the VM, ``NotFound`` if the disk is not plugged."""
+
+        def grow() -> None:
+            dom = self._dom(vm_id)
+            data_disks.grow(dom, vm_id=vm_id, volume_id=volume_id, size_bytes=size_bytes)
+
+        await self._run(grow)
+
+    async def set_disk_qos(self, vm_id: str, volume_id: str, qos: VolumeQos) -> None:
+        """Set the disk's I/O limits, live if QEMU runs and in the persistent definition.
+        ``NotFound`` if the VM or the disk is not there."""
+        tune = iotune(qos)
+
+        def apply() -> None:
+            dom = self._dom(vm_id)
+            data_disks.set_iotune(dom, vm_id=vm_id, volume_id=volume_id, tune=tune)
+
+        await self._run(apply)

@@ -1,0 +1,144 @@
+"""Data volumes of simulated VMs: attach, detach, live grow and I/O limits on the in-memory model.
+
+The simulated hypervisor has one definition per VM (no separate live and persistent copies):
+a change made while the VM is live (running or paused) is a hot-plug and applies to both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from corral.agent.compute.simulator.model import SimDisk, SimLatencies, SimVm
+from corral.agent.storage.backend import DiskSource
+from corral.api.agent import DataDisk
+from corral.api.errors import InvalidInput, InvalidState, NotFound
+from corral.api.volumes import VolumeQos
+
+
+def check_disk(vm_id: str, disk: DataDisk, source: DiskSource) -> None:
+    """``InvalidInput`` for what libvirt refuses too: a shareable disk that is not raw."""
+    if disk.shareable and source.format != "raw":
+        raise InvalidInput(
+            "a shareable disk must be raw (QEMU cannot share a qcow2 image)",
+            vm_id=vm_id,
+            volume_id=disk.volume.volume_id,
+            format=source.format,
+        )
+
+
+def disks_of(
+    vm_id: str, old: SimVm | None, disks: Sequence[tuple[DataDisk, DiskSource]]
+) -> dict[str, SimDisk]:
+    """The data disks of a (re)definition, keeping what the guest saw of volumes it already had
+    (a live-grown size, a held disk). ``InvalidInput`` for duplicates or a bad disk."""
+    result: dict[str, SimDisk] = {}
+    devices: set[str] = set()
+    for disk, source in disks:
+        check_disk(vm_id, disk, source)
+        volume_id = disk.volume.volume_id
+        if volume_id in result or disk.device in devices:
+            raise InvalidInput("data disks must have distinct devices and volumes", vm_id=vm_id)
+        devices.add(disk.device)
+        new = SimDisk.of(disk, source)
+        previous = old.disks.get(volume_id) if old is not None else None
+        if previous is not None:
+            new.size_bytes = max(new.size_bytes, previous.size_bytes)
+            new.held = previous.held
+        result[volume_id] = new
+    return result
+
+
+class SimDiskOps:
+    """The data-volume half of ``SimulatorDriver`` (fault ops ``vm.attach_disk``,
+    ``vm.detach_disk``, ``vm.resize_disk``, ``vm.set_disk_qos``; latencies of the same names)."""
+
+    latencies: SimLatencies
+    _releases: dict[tuple[str, str], asyncio.Event]
+
+    def _require(self, vm_id: str) -> SimVm:
+        raise NotImplementedError
+
+    async def _begin(self, op: str, latency: float) -> None:
+        raise NotImplementedError
+
+    async def attach_disk(self, vm_id: str, disk: DataDisk, source: DiskSource) -> None:
+        await self._begin("vm.attach_disk", self.latencies.attach_disk)
+        vm = self._require(vm_id)
+        volume_id = disk.volume.volume_id
+        if volume_id in vm.disks:
+            return
+        check_disk(vm_id, disk, source)
+        for other in vm.disks.values():
+            if other.disk.device == disk.device:
+                raise InvalidState(
+                    f"device {disk.device} of VM {vm_id} is used by another disk",
+                    vm_id=vm_id,
+                    volume_id=volume_id,
+                    device=disk.device,
+                    used_by=other.disk.volume.volume_id,
+                )
+        vm.disks[volume_id] = SimDisk.of(disk, source)
+
+    async def detach_disk(self, vm_id: str, volume_id: str, timeout: float) -> None:
+        """A live VM whose guest holds the disk (``guest_holds_disk``) keeps it unless the guest
+        lets go within ``timeout``: then ``InvalidState``."""
+        await self._begin("vm.detach_disk", self.latencies.detach_disk)
+        try:
+            vm = self._require(vm_id)
+        except NotFound:
+            return
+        sim_disk = vm.disks.get(volume_id)
+        if sim_disk is None:
+            return
+        if vm.active and sim_disk.held:
+            released = self._releases.setdefault((vm_id, volume_id), asyncio.Event())
+            try:
+                await asyncio.wait_for(released.wait(), timeout)
+            except TimeoutError:
+                raise InvalidState(
+                    f"the guest did not release the disk within {timeout:g} s",
+                    vm_id=vm_id,
+                    volume_id=volume_id,
+                    timeout=timeout,
+                    power_state=vm.state.value,
+                ) from None
+        vm.disks.pop(volume_id, None)
+
+    async def resize_disk(self, vm_id: str, volume_id: str, size_bytes: int) -> None:
+        await self._begin("vm.resize_disk", self.latencies.resize_disk)
+        vm = self._require(vm_id)
+        if not vm.active:
+            raise InvalidState(
+                f"VM {vm_id} is {vm.state.value}, not running", vm_id=vm_id, volume_id=volume_id
+            )
+        sim_disk = self._disk(vm, volume_id)
+        sim_disk.size_bytes = max(sim_disk.size_bytes, size_bytes)
+
+    async def set_disk_qos(self, vm_id: str, volume_id: str, qos: VolumeQos) -> None:
+        await self._begin("vm.set_disk_qos", self.latencies.set_disk_qos)
+        sim_disk = self._disk(self._require(vm_id), volume_id)
+        sim_disk.disk = sim_disk.disk.model_copy(update={"qos": qos})
+
+    # --- test helpers ------------------------------------------------------------------------
+
+    def guest_holds_disk(self, vm_id: str, volume_id: str, hold: bool = True) -> None:
+        """Make the guest refuse (``hold``) or accept hot-unplugs of the disk; accepting
+        completes a detach that is waiting."""
+        sim_disk = self._disk(self._require(vm_id), volume_id)
+        sim_disk.held = hold
+        waiter = self._releases.pop((vm_id, volume_id), None)
+        if not hold and waiter is not None:
+            waiter.set()
+
+    @staticmethod
+    def _disk(vm: SimVm, volume_id: str) -> SimDisk:
+        sim_disk = vm.disks.get(volume_id)
+        if sim_disk is None:
+            vm_id = vm.spec.vm_id
+            raise NotFound(
+                f"volume {volume_id} is not attached to VM {vm_id}",
+                vm_id=vm_id,
+                volume_id=volume_id,
+            )
+        return sim_disk

@@ -1,0 +1,247 @@
+"""Data volumes of ``nfs`` pools, through QEMU's userspace NFS client only (nothing is mounted).
+
+Layout on the export: ``<export>/corral-volumes/<VolumeRef.name>`` (``vol-<id>.qcow2``),
+created 0600 by ``qemu-img create nfs://…`` as ``<name>.part`` and renamed when complete (an
+NFS RENAME is atomic on the server), so an existing volume file is always a good one.
+``qemu-img`` makes, inspects and grows the files; the rest (mkdir, exists, rename, unlink,
+statvfs) goes through libnfs in a child process (``libnfs.py``: Debian 12's libnfs-utils has no
+nfs-rm / nfs-mkdir / nfs-stat). Every child process has a timeout and is killed on cancel.
+
+What was verified (QEMU 7.2, libvirt 9.0, libnfs 4.0, nfs-ganesha 4 with NFSv3 on this testbed):
+
+- QEMU's URL is ``nfs://<server>/<export>/corral-volumes/<name>[?uid=N&gid=N]``: QEMU splits
+  the path at its last ``/`` and MOUNTs the directory part (``<export>/corral-volumes``, a
+  sub-directory of the export: ganesha and Linux knfsd allow that for NFSv3), so the directory
+  must exist first (else MNT3ERR_ACCES). libnfs asks the server's portmapper for the ports; no
+  port is configurable. ``uid``/``gid`` are the AUTH_SYS identity (default: the caller's uid,
+  root for the agent); this backend passes ``uid=0&gid=0`` explicitly (``uid``/``gid`` of the
+  constructor). With root squashing on the server every access is the anonymous user instead,
+  which is still consistent as long as QEMU uses the same identity.
+- ``qemu-img create`` over an existing file truncates it: hence the existence check and the
+  ``.part`` name (calls for one volume are serialized in this process).
+- libvirt's ``<disk type='network'><source protocol='nfs' name='/<export>/corral-volumes/<name>'>
+  <host name='<server>'/>`` becomes ``{"driver":"nfs","server":{"type":"inet","host":…},
+  "path":"/<export>/corral-volumes/<name>"}`` (checked with ``virsh domxml-to-native``). libvirt
+  9.0 rejects a ``port`` on an nfs ``<host>`` ("port cannot be specified in 'nfs' protocol
+  host"): ``DiskSource.hosts`` says 2049 for information, the domain XML must omit it. Without
+  ``<identity user= group=/>`` (required by libvirt's schema for nfs) QEMU runs as libvirt-qemu
+  and uses that uid over NFS, which cannot open the 0600 root-owned files made here: the domain
+  XML needs ``<identity user='root' group='root'/>`` (then QEMU gets ``"user":0,"group":0``).
+- usage: NFSv3 FSSTAT of the export (libnfs ``nfs_statvfs64``): ``total`` and ``free`` (the
+  space available to the client, ``f_bavail``), as ``df`` shows them on the server.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from corral.agent.storage import libnfs
+from corral.agent.storage.backend import DiskSource, PoolUsage
+from corral.agent.storage.common import (
+    GIB,
+    PART_SUFFIX,
+    KeyedLocks,
+    pool_settings,
+    safe_name,
+    volume_error,
+)
+from corral.agent.storage.qemu_img import QEMU_IMG
+from corral.agent.storage.tools import run_tool
+from corral.api.agent import PoolRef, VolumeRef
+from corral.api.errors import StorageError
+from corral.api.storage import NfsSettings
+
+VOLUMES_DIR = "corral-volumes"
+NFS_PORT = 2049
+
+
+class NfsBackend:
+    """A ``VolumeBackend`` for ``nfs`` pools (see the module docstring).
+
+    ``uid``/``gid``: the AUTH_SYS identity of every access (the compute driver must give QEMU
+    the same one). ``timeout``: seconds allowed to each qemu-img or libnfs child process.
+    """
+
+    def __init__(
+        self,
+        *,
+        qemu_img: str = QEMU_IMG,
+        python: str = sys.executable,
+        uid: int = 0,
+        gid: int = 0,
+        timeout: float = 120.0,
+    ) -> None:
+        self.qemu_img = qemu_img
+        self.python = python
+        self.uid = uid
+        self.gid = gid
+        self.timeout = timeout
+        self._locks = KeyedLocks()
+
+    def url(self, volume: VolumeRef, *, suffix: str = "") -> str:
+        """QEMU's ``nfs://`` URL of the volume's file (with this backend's uid/gid)."""
+        settings, name = self._where(volume)
+        path = quote(f"{_export(settings)}/{VOLUMES_DIR}/{name}{suffix}")
+        return f"nfs://{_url_host(settings.server)}{path}?uid={self.uid}&gid={self.gid}"
+
+    async def create(self, volume: VolumeRef) -> None:
+        """Make the file unless it exists (an existing file is kept); creates the
+        ``corral-volumes`` directory if absent."""
+        _, name = self._where(volume)
+        final, part = _rel(name), _rel(name + PART_SUFFIX)
+        async with self._locks.hold(self._key(volume)):
+            started = False
+            try:
+                _, exists = await self._nfs(
+                    volume.pool, ["mkdir", f"/{VOLUMES_DIR}"], ["exists", final]
+                )
+                if exists:
+                    return
+                started = True
+                size = str(volume.size_gb * GIB)
+                url = self.url(volume, suffix=PART_SUFFIX)
+                await self._qemu_img("create", "-q", "-f", volume.format, url, size)
+                await self._nfs(volume.pool, ["rename", part, final])
+            except BaseException as exc:
+                if started:
+                    await self._discard(volume.pool, part)
+                if isinstance(exc, Exception):
+                    raise volume_error("create", volume, exc) from exc
+                raise
+
+    async def delete(self, volume: VolumeRef) -> None:
+        """Remove the file (and a ``.part`` left by a crash) over NFS; absent is success."""
+        _, name = self._where(volume)
+        async with self._locks.hold(self._key(volume)):
+            try:
+                part = _rel(name + PART_SUFFIX)
+                await self._nfs(volume.pool, ["unlink", _rel(name)], ["unlink", part])
+            except Exception as exc:
+                raise volume_error("delete", volume, exc) from exc
+
+    async def resize(self, volume: VolumeRef, size_gb: int) -> None:
+        """Grow the file's virtual size to ``size_gb``; already that size or larger: nothing.
+        ``StorageError`` (context ``reason="not_found"``) if the volume does not exist."""
+        _, name = self._where(volume)
+        async with self._locks.hold(self._key(volume)):
+            try:
+                (exists,) = await self._nfs(volume.pool, ["exists", _rel(name)])
+                if not exists:
+                    raise StorageError(
+                        f"volume {volume.volume_id} does not exist", reason="not_found"
+                    )
+                out = await self._qemu_img(
+                    "info", "--output=json", "-U", "-f", volume.format, self.url(volume)
+                )
+                if _virtual_size(out) >= size_gb * GIB:
+                    return
+                await self._qemu_img(
+                    "resize", "-q", "-f", volume.format, self.url(volume), str(size_gb * GIB)
+                )
+            except Exception as exc:
+                raise volume_error("resize", volume, exc) from exc
+
+    def source(self, volume: VolumeRef) -> DiskSource:
+        settings, name = self._where(volume)
+        return DiskSource(
+            kind="network",
+            protocol="nfs",
+            name=f"{_export(settings)}/{VOLUMES_DIR}/{name}",
+            hosts=((_bare_host(settings.server), NFS_PORT),),
+            format=volume.format,
+        )
+
+    async def usage(self, pool: PoolRef) -> PoolUsage:
+        """Total and free (available) space of the export, from the server (NFSv3 FSSTAT)."""
+        (stat,) = await self._nfs(pool, ["statvfs", "/"])
+        return PoolUsage(total_gb=int(stat["total"]) / GIB, free_gb=int(stat["free"]) / GIB)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _where(self, volume: VolumeRef) -> tuple[NfsSettings, str]:
+        return pool_settings(volume.pool, NfsSettings), safe_name(volume)
+
+    def _key(self, volume: VolumeRef) -> str:
+        return f"{volume.pool.id}/{volume.name}"
+
+    async def _qemu_img(self, *args: str) -> str:
+        result = await run_tool([self.qemu_img, *args], timeout=self.timeout)
+        return result.stdout
+
+    async def _nfs(self, pool: PoolRef, *ops: list[str], timeout: float | None = None) -> list[Any]:
+        """Run ``ops`` (see ``libnfs``) against the pool's export in one child process.
+
+        ``StorageError`` (context ``pool_id``, ``op``, ``path``, ``errno``) when one fails."""
+        settings = pool_settings(pool, NfsSettings)
+        timeout = self.timeout if timeout is None else timeout
+        request = {
+            "server": _bare_host(settings.server),
+            "export": _export(settings) or "/",
+            "uid": self.uid,
+            "gid": self.gid,
+            "timeout_s": max(1, int(timeout / 2)),
+            "ops": list(ops),
+        }
+        result = await run_tool(
+            [self.python, "-I", str(Path(libnfs.__file__))],
+            stdin=json.dumps(request).encode(),
+            timeout=timeout,
+            check=False,
+        )
+        try:
+            answer: dict[str, Any] = json.loads(result.stdout)
+        except ValueError:
+            answer = {}
+        if result.returncode == 0 and "results" in answer:
+            return list(answer["results"])
+        error = answer.get("error") or {}
+        message = error.get("message") or result.stderr or f"exit status {result.returncode}"
+        where = f"{settings.server}:{_export(settings)}{error.get('path', '')}"
+        raise StorageError(
+            f"NFS {error.get('op') or 'request'} failed on {where}: {message}",
+            pool_id=pool.id,
+            op=error.get("op"),
+            path=error.get("path"),
+            errno=error.get("errno"),
+            returncode=result.returncode,
+        )
+
+    async def _discard(self, pool: PoolRef, path: str) -> None:
+        """Remove a half-made ``.part``; best effort, within 10 s (one left behind is replaced
+        by the next create of the volume, removed by its delete)."""
+        try:
+            await self._nfs(pool, ["unlink", path], timeout=min(self.timeout, 10.0))
+        except Exception:
+            pass
+
+
+def _rel(name: str) -> str:
+    """A file's path relative to the export, as libnfs wants it."""
+    return f"/{VOLUMES_DIR}/{name}"
+
+
+def _export(settings: NfsSettings) -> str:
+    """The export path without a trailing ``/`` (``""`` for ``/``)."""
+    stripped = settings.export.strip("/")
+    return f"/{stripped}" if stripped else ""
+
+
+def _bare_host(server: str) -> str:
+    """``server`` without the brackets of an IPv6 literal (libvirt's and libnfs's form)."""
+    return server[1:-1] if server.startswith("[") and server.endswith("]") else server
+
+
+def _url_host(server: str) -> str:
+    host = _bare_host(server)
+    return f"[{host}]" if ":" in host else host
+
+
+def _virtual_size(out: str) -> int:
+    try:
+        return int(json.loads(out)["virtual-size"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StorageError("unexpected output of qemu-img info", output=out[:2000]) from exc

@@ -1,0 +1,317 @@
+"""Data volumes of ``rbd`` pools: Ceph RBD images, driven with the ``rbd`` and ``ceph`` CLIs.
+
+Every call connects with the pool's settings alone: monitors (``-m host:port,…``, port 6789 when
+absent, as libvirt hands them to QEMU), ``--id <user>`` and the cephx key from
+``pool.credentials`` in a temporary 0600 keyfile (``--keyfile``; never on a command line, in an
+error or a log) next to an empty ``ceph.conf`` (the host's /etc/ceph is not used), both deleted
+when the call ends. A pool without credentials is refused (``InvalidInput``): cephx is assumed.
+
+What the tools answer (Ceph 16.2, verified on the testbed): ``rbd create`` of an existing image
+exits 17 (EEXIST), ``rbd rm``/``info`` of an absent one 2 (ENOENT), ``rbd rm`` of an image with
+snapshots 39 (ENOTEMPTY) and of one still open (watchers, e.g. a running QEMU) 16 (EBUSY),
+``rbd resize`` to a smaller size 22 without ``--allow-shrink`` (never passed). A wrong key fails
+with 13 (EACCES) over msgr v1, but over msgr v2 the client keeps retrying until
+``client_mount_timeout`` and exits 110 (ETIMEDOUT), like unreachable monitors: ``connect_timeout``
+bounds that. ``ceph df -f json`` works with the ``profile rbd`` caps libvirt clients have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from corral.agent.storage.backend import DiskAuth, DiskSource, PoolUsage
+from corral.agent.storage.common import GIB, MIB, KeyedLocks, pool_settings, volume_error
+from corral.agent.storage.tools import ToolResult, run_tool
+from corral.api.agent import PoolRef, VolumeRef
+from corral.api.errors import InvalidInput, StorageError
+from corral.api.storage import RbdSettings
+
+MON_PORT = 6789
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+[+-]\d{4} ")
+ENOENT, EBUSY, EEXIST, ENOTEMPTY, EACCES, ETIMEDOUT = 2, 16, 17, 39, 13, 110
+
+
+@dataclass(frozen=True)
+class _Conn:
+    """What one call needs to reach the pool."""
+
+    settings: RbdSettings
+    key: str
+    monitors: tuple[tuple[str, int], ...]
+
+    @property
+    def mon_arg(self) -> str:
+        return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.monitors)
+
+
+class RbdBackend:
+    """A ``VolumeBackend`` for ``rbd`` pools (see the module docstring).
+
+    ``timeout``: seconds allowed to each ``rbd``/``ceph`` process; ``connect_timeout``: seconds
+    to reach and authenticate with the monitors (Ceph's ``client_mount_timeout``).
+    """
+
+    def __init__(
+        self,
+        *,
+        rbd: str = "rbd",
+        ceph: str = "ceph",
+        timeout: float = 120.0,
+        connect_timeout: float = 15.0,
+        tmp_dir: Path | None = None,
+    ) -> None:
+        self.rbd = rbd
+        self.ceph = ceph
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.tmp_dir = tmp_dir
+        self._locks = KeyedLocks()
+
+    async def create(self, volume: VolumeRef) -> None:
+        """Make the image (thin) unless it exists; an image this call made is removed again if
+        the call fails or is cancelled half-way."""
+        conn, spec = self._where(volume)
+        async with self._locks.hold(spec):
+            made = False
+            try:
+                if await self._size(volume, conn, spec) is not None:
+                    return
+                made = True
+                size = str(volume.size_gb * GIB // MIB)
+                done = await self._rbd(volume.pool, conn, "create", "--size", size, spec)
+                if done.returncode == EEXIST:  # made meanwhile by another host
+                    made = False
+                elif done.returncode != 0:
+                    made = False  # rbd rolls back a create that fails (not one that is killed)
+                    raise _failure(done, "rbd create")
+            except BaseException as exc:
+                if made:
+                    await self._remove_quietly(volume.pool, conn, spec)
+                if isinstance(exc, Exception):
+                    raise volume_error("create", volume, exc) from exc
+                raise
+
+    async def delete(self, volume: VolumeRef) -> None:
+        """Remove the image; absent is success. ``StorageError`` with ``reason`` ``in_use``
+        (a client still has it open) or ``has_snapshots`` when Ceph refuses."""
+        conn, spec = self._where(volume)
+        async with self._locks.hold(spec):
+            try:
+                done = await self._rbd(volume.pool, conn, "rm", "--no-progress", spec)
+                if done.returncode in (0, ENOENT):
+                    return
+                if done.returncode == EBUSY:
+                    raise StorageError(
+                        f"image {spec} is still open by a client (a running VM?); it can be"
+                        " deleted once that client closes it or has been gone for 30 s",
+                        reason="in_use",
+                        returncode=done.returncode,
+                    )
+                if done.returncode == ENOTEMPTY:
+                    raise StorageError(
+                        f"image {spec} has snapshots, which Corral did not make; remove them"
+                        " first (rbd snap purge)",
+                        reason="has_snapshots",
+                        returncode=done.returncode,
+                    )
+                raise _failure(done, "rbd rm")
+            except Exception as exc:
+                raise volume_error("delete", volume, exc) from exc
+
+    async def resize(self, volume: VolumeRef, size_gb: int) -> None:
+        """Grow the image to ``size_gb``; already that size or larger: nothing. ``StorageError``
+        (context ``reason="not_found"``) if the image does not exist."""
+        conn, spec = self._where(volume)
+        async with self._locks.hold(spec):
+            try:
+                size = await self._size(volume, conn, spec)
+                if size is None:
+                    raise StorageError(f"image {spec} does not exist", reason="not_found")
+                if size >= size_gb * GIB:
+                    return
+                mib = str(size_gb * GIB // MIB)
+                args = ("resize", "--no-progress", "--size", mib, spec)
+                done = await self._rbd(volume.pool, conn, *args)
+                if done.returncode != 0:
+                    raise _failure(done, "rbd resize")
+            except Exception as exc:
+                raise volume_error("resize", volume, exc) from exc
+
+    def source(self, volume: VolumeRef) -> DiskSource:
+        conn, spec = self._where(volume)
+        return DiskSource(
+            kind="network",
+            protocol="rbd",
+            name=spec,
+            hosts=conn.monitors,
+            format="raw",
+            auth=DiskAuth(
+                type="ceph", username=conn.settings.user, secret=conn.key, pool_id=volume.pool.id
+            ),
+        )
+
+    async def usage(self, pool: PoolRef) -> PoolUsage:
+        """The pool's space as ``ceph df`` reports it: ``free`` is its ``max_avail`` (what can
+        still be written, replication accounted for), ``total`` that plus what is ``stored``."""
+        conn = self._conn(pool)
+        args = ("--connect-timeout", self._ct(), "df", "-f", "json")
+        done = await self._run(pool, conn, self.ceph, *args)
+        try:
+            if done.returncode != 0:
+                raise _failure(done, "ceph df")
+            stats = _pool_stats(done.stdout, conn.settings.pool)
+            stored, free = int(stats["stored"]), int(stats["max_avail"])
+        except StorageError as exc:
+            raise StorageError(
+                f"cannot get the usage of pool {pool.id}: {exc.message}",
+                **{**exc.context, "pool_id": pool.id},
+            ) from exc
+        return PoolUsage(total_gb=(stored + free) / GIB, free_gb=free / GIB)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _where(self, volume: VolumeRef) -> tuple[_Conn, str]:
+        conn = self._conn(volume.pool)
+        if not _IMAGE.match(volume.name):
+            raise InvalidInput(
+                f"invalid RBD image name {volume.name!r}",
+                pool_id=volume.pool.id,
+                volume_id=volume.volume_id,
+                name=volume.name,
+            )
+        if volume.format != "raw":
+            raise InvalidInput(
+                f"RBD volumes are raw, not {volume.format}",
+                pool_id=volume.pool.id,
+                volume_id=volume.volume_id,
+                format=volume.format,
+            )
+        return conn, f"{conn.settings.pool}/{volume.name}"
+
+    def _conn(self, pool: PoolRef) -> _Conn:
+        settings = pool_settings(pool, RbdSettings)
+        if not pool.credentials:
+            raise InvalidInput(
+                f"rbd pool {pool.id} has no credentials (the cephx key of client.{settings.user})",
+                pool_id=pool.id,
+            )
+        return _Conn(
+            settings, pool.credentials.strip(), tuple(map(parse_monitor, settings.monitors))
+        )
+
+    def _ct(self) -> str:
+        return f"{max(1, round(self.connect_timeout))}"
+
+    async def _size(self, volume: VolumeRef, conn: _Conn, spec: str) -> int | None:
+        """The image's size in bytes, None if it does not exist."""
+        done = await self._rbd(volume.pool, conn, "info", "--format", "json", spec)
+        if done.returncode == ENOENT:
+            return None
+        if done.returncode != 0:
+            raise _failure(done, "rbd info")
+        try:
+            return int(json.loads(done.stdout)["size"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError("unexpected output of rbd info", output=done.stdout[:2000]) from exc
+
+    async def _rbd(self, pool: PoolRef, conn: _Conn, *args: str) -> ToolResult:
+        return await self._run(pool, conn, self.rbd, "--client_mount_timeout", self._ct(), *args)
+
+    async def _run(
+        self, pool: PoolRef, conn: _Conn, tool: str, *args: str, timeout: float | None = None
+    ) -> ToolResult:
+        """Run ``tool`` against the cluster with a temporary keyfile; the result whatever the
+        exit status (``StorageError`` if it cannot start or times out)."""
+        tmp = await asyncio.to_thread(_key_dir, conn.key, self.tmp_dir)
+        try:
+            argv = [tool, "-c", str(tmp / "ceph.conf"), "-m", conn.mon_arg]
+            argv += ["--id", conn.settings.user, "--keyfile", str(tmp / "key"), *args]
+            try:
+                return await run_tool(
+                    argv,
+                    timeout=self.timeout if timeout is None else timeout,
+                    check=False,
+                    secrets=[conn.key],
+                )
+            except StorageError as exc:
+                exc.context["pool_id"] = pool.id
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # inline: survives cancellation
+
+    async def _remove_quietly(self, pool: PoolRef, conn: _Conn, spec: str) -> None:
+        """Best effort, within 10 s: remove an image a failed create may have left."""
+        try:
+            args = ("--client_mount_timeout", "5", "rm", "--no-progress", spec)
+            await self._run(pool, conn, self.rbd, *args, timeout=min(self.timeout, 10.0))
+        except Exception:
+            pass
+
+
+def parse_monitor(monitor: str) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` as (host without brackets, port);
+    the port defaults to 6789."""
+    if monitor.startswith("["):
+        host, _, rest = monitor[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = monitor.partition(":")
+    return host, int(port) if port else MON_PORT
+
+
+def _failure(done: ToolResult, what: str) -> StorageError:
+    """A failed ``rbd``/``ceph`` run as a ``StorageError`` with the tool's own message (its log
+    noise dropped) and a ``reason`` for the connection failures."""
+    message = _message(done.stderr) or f"exit status {done.returncode}"
+    context: dict[str, Any] = {"returncode": done.returncode, "stderr": done.stderr}
+    if done.returncode == EACCES or "permission denied" in message.lower():
+        context["reason"] = "auth"
+        message += " (wrong cephx key or user, or missing caps)"
+    elif done.returncode == ETIMEDOUT or message.endswith("timed out"):
+        context["reason"] = "unreachable"
+        message += " (monitors unreachable, or the cephx key or user is wrong)"
+    return StorageError(f"{what} failed: {message}", **context)
+
+
+def _message(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    own = [ln for ln in lines if ln.startswith(("rbd:", "Error", "[errno"))]
+    if own:
+        return "; ".join(own)
+    plain = [ln for ln in lines if not _LOG_LINE.match(ln)]
+    return plain[-1] if plain else (lines[-1] if lines else "")
+
+
+def _pool_stats(out: str, pool: str) -> dict[str, Any]:
+    try:
+        pools: Sequence[dict[str, Any]] = json.loads(out)["pools"]
+        for entry in pools:
+            if entry["name"] == pool:
+                return dict(entry["stats"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StorageError("unexpected output of ceph df", output=out[:2000]) from exc
+    raise StorageError(f"ceph df does not list pool {pool}", reason="not_found")
+
+
+def _key_dir(key: str, parent: Path | None) -> Path:
+    """A new 0700 directory with ``key`` (0600) and an empty ``ceph.conf``."""
+    path = Path(tempfile.mkdtemp(prefix="corral-rbd-", dir=parent))
+    try:
+        fd = os.open(path / "key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+        (path / "ceph.conf").write_text("")
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    return path

@@ -1,0 +1,77 @@
+"""The simulator's data-volume backend: volumes as sizes in memory, no I/O.
+
+Cheap enough for hundreds of simulated hosts in one process: one dict per pool.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from corral.agent.faults import FaultPlan
+from corral.agent.storage.backend import DiskSource, PoolUsage
+from corral.api.agent import PoolRef, VolumeRef
+
+
+class SimulatedBackend:
+    """A ``VolumeBackend`` for every pool type that keeps ``{volume_id: size_gb}`` per pool.
+
+    - ``faults.check("volume.create")`` (``volume.delete``, ``volume.resize``,
+      ``volume.usage``) runs first in each call, as the simulated compute driver does.
+    - Idempotent like the real backends: creating an existing volume keeps it (and its size),
+      deleting an absent one succeeds, growing to a smaller size does nothing.
+    - Volumes are thin: creation never fails for space; ``usage`` reports ``capacity_gb`` per
+      pool as total and what the volumes' sizes leave of it (not below 0) as free.
+    - ``source`` is ``sim://<host>/volumes/<name>`` (kind ``file``), in the volume's format.
+    """
+
+    def __init__(
+        self, *, host_name: str, faults: FaultPlan | None = None, capacity_gb: float = 1000.0
+    ) -> None:
+        self.host_name = host_name
+        self.faults = faults if faults is not None else FaultPlan()
+        self.capacity_gb = capacity_gb
+        self.calls: Counter[str] = Counter()
+        self._pools: dict[str, dict[str, int]] = {}
+
+    async def create(self, volume: VolumeRef) -> None:
+        self._enter("volume.create")
+        self._pools.setdefault(volume.pool.id, {}).setdefault(volume.volume_id, volume.size_gb)
+
+    async def delete(self, volume: VolumeRef) -> None:
+        self._enter("volume.delete")
+        pool = self._pools.get(volume.pool.id)
+        if pool is not None:
+            pool.pop(volume.volume_id, None)
+            if not pool:
+                del self._pools[volume.pool.id]
+
+    async def resize(self, volume: VolumeRef, size_gb: int) -> None:
+        """Grow the volume; an absent one is created at ``size_gb`` (the simulator is lenient:
+        a simulated agent restarts empty while the server still knows its volumes)."""
+        self._enter("volume.resize")
+        pool = self._pools.setdefault(volume.pool.id, {})
+        pool[volume.volume_id] = max(pool.get(volume.volume_id, 0), size_gb)
+
+    def source(self, volume: VolumeRef) -> DiskSource:
+        return DiskSource(
+            kind="file",
+            path=f"sim://{self.host_name}/volumes/{volume.name}",
+            format=volume.format,
+        )
+
+    async def usage(self, pool: PoolRef) -> PoolUsage:
+        self._enter("volume.usage")
+        used = sum(self._pools.get(pool.id, {}).values())
+        return PoolUsage(
+            total_gb=float(self.capacity_gb), free_gb=float(max(0.0, self.capacity_gb - used))
+        )
+
+    def volumes(self, pool_id: str) -> Mapping[str, int]:
+        """Size in GB of each volume of a pool, by volume id (read-only view)."""
+        return MappingProxyType(self._pools.get(pool_id, {}))
+
+    def _enter(self, op: str) -> None:
+        self.calls[op] += 1
+        self.faults.check(op)

@@ -1,0 +1,107 @@
+"""Data volumes: disks of their own, on a storage pool, attached to at most one VM at a time
+(several when ``shareable``).
+
+A volume is *instantiated* lazily: creating one only records it (``host_id`` None, nothing on any
+host); its first attach creates it on the pool, from the VM's host. On a ``local`` pool the volume
+then lives on that host (``host_id``) and can only be attached to VMs on it; on shared pools
+(nfs, iscsi, rbd) every host of the pool's clusters reaches it.
+
+Sizes are GiB (2^30 bytes). Volumes only grow (``resize``); a running VM sees the new size at
+once. ``qos`` limits the disk's I/O (libvirt ``iotune``): 0 or absent means unlimited.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field, model_validator
+
+from corral.api.common import Model, Name, OwnedResource, Ref
+
+MAX_VOLUME_GB = 64 * 1024
+MAX_DATA_VOLUMES = 24
+"""Most data volumes on one VM (virtio disks ``vdb`` … ``vdy``)."""
+
+
+class VolumeStatus(StrEnum):
+    """``available``: not attached; ``in_use``: attached to a VM (``attachments``); the ``-ing`` states while
+    an operation runs; ``error``: an operation failed and could not be undone (``error`` says
+    why; deleting the volume cleans up)."""
+
+    available = "available"
+    attaching = "attaching"
+    in_use = "in_use"
+    detaching = "detaching"
+    resizing = "resizing"
+    deleting = "deleting"
+    error = "error"
+
+
+class VolumeQos(Model):
+    """I/O limits of a volume (per second; 0 = unlimited). ``total_*`` and the read/write pair
+    of the same unit are exclusive (libvirt refuses both)."""
+
+    total_iops_sec: int = Field(0, ge=0, le=10**9)
+    read_iops_sec: int = Field(0, ge=0, le=10**9)
+    write_iops_sec: int = Field(0, ge=0, le=10**9)
+    total_bytes_sec: int = Field(0, ge=0, le=10**13)
+    read_bytes_sec: int = Field(0, ge=0, le=10**13)
+    write_bytes_sec: int = Field(0, ge=0, le=10**13)
+
+    @model_validator(mode="after")
+    def _exclusive(self) -> VolumeQos:
+        if self.total_iops_sec and (self.read_iops_sec or self.write_iops_sec):
+            raise ValueError("total_iops_sec excludes read_iops_sec and write_iops_sec")
+        if self.total_bytes_sec and (self.read_bytes_sec or self.write_bytes_sec):
+            raise ValueError("total_bytes_sec excludes read_bytes_sec and write_bytes_sec")
+        return self
+
+    @property
+    def unlimited(self) -> bool:
+        return not any(self.model_dump().values())
+
+
+class VolumeAttachment(Model):
+    vm_id: str
+    device: str = Field(description="the disk's name in the VM (vdb …)")
+
+
+class Volume(OwnedResource):
+    status: VolumeStatus
+    size_gb: int
+    format: str = Field(description="qcow2 (file pools) or raw (iscsi, rbd)")
+    pool_id: str
+    host_id: str | None = Field(None, description="where it lives, for a local pool")
+    instantiated: bool = Field(description="whether it exists on its pool yet (first attach)")
+    attachments: list[VolumeAttachment] = Field(
+        default_factory=list, description="the VMs using it (several only when shareable)"
+    )
+    shareable: bool = Field(False, description="may be attached to several VMs at once")
+    qos: VolumeQos = Field(default_factory=VolumeQos)
+    error: str | None = None
+
+
+class VolumeCreate(Model):
+    """Record a blank data volume on ``pool`` (created on the pool at its first attach)."""
+
+    name: Name
+    size_gb: int = Field(ge=1, le=MAX_VOLUME_GB)
+    pool: Ref = Field(description="storage pool id or name")
+    shareable: bool = False
+    qos: VolumeQos | None = None
+    vm: Ref | None = Field(None, description="attach to this VM at once (id or name)")
+
+
+class VolumeUpdate(Model):
+    """Rename a volume or change its I/O limits (applied live when it is attached)."""
+
+    name: Name | None = None
+    qos: VolumeQos | None = None
+
+
+class VolumeAttach(Model):
+    vm: Ref = Field(description="VM id or name")
+
+
+class VolumeResize(Model):
+    size_gb: int = Field(ge=1, le=MAX_VOLUME_GB, description="the new size; volumes only grow")

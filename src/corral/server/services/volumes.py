@@ -1,0 +1,539 @@
+"""Data volumes: create (a record; created on the pool at first attach), attach, detach, grow,
+I/O limits, delete.
+
+Each request checks everything and makes its state change in one transaction (a conditional
+status change guards against a concurrent operation on the same volume), then the workflow does
+the host work. Quota (``volume_gb``) and the pool's ``allocated_gb`` are charged when the
+volume is recorded or grown and given back when it is deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from corral.api.errors import InUse, InvalidInput, InvalidState, NameTaken, PoolFull
+from corral.api.operations import Operation
+from corral.api.vms import VmStatus
+from corral.api.volumes import (
+    MAX_DATA_VOLUMES,
+    Volume,
+    VolumeAttach,
+    VolumeAttachment,
+    VolumeCreate,
+    VolumeQos,
+    VolumeResize,
+    VolumeStatus,
+    VolumeUpdate,
+)
+from corral.server.db.tables import (
+    HostRow,
+    StoragePoolClusterRow,
+    StoragePoolRow,
+    VmRow,
+    VolumeAttachmentRow,
+    VolumeRow,
+)
+from corral.server.db.types import new_id
+from corral.server.identity import quotas
+from corral.server.identity.access import check_if_match, creation_project, require, visible
+from corral.server.identity.caller import Caller
+from corral.server.query import specs
+from corral.server.services.context import Services
+from corral.server.services.inventory import ensure_name_free
+from corral.server.services.listing import Kind, get_row
+from corral.server.services.operations import to_model as op_model
+from corral.server.workflows.volume_attach import VOLUME_ATTACH
+from corral.server.workflows.volume_common import pool_host
+from corral.server.workflows.volume_delete import VOLUME_DELETE, forget_volume
+from corral.server.workflows.volume_detach import VOLUME_DETACH
+from corral.server.workflows.volume_qos import VOLUME_QOS
+from corral.server.workflows.volume_resize import VOLUME_RESIZE
+
+KIND = "volume"
+DEVICES = tuple(f"vd{c}" for c in "bcdefghijklmnopqrstuvwxy")[:MAX_DATA_VOLUMES]
+ATTACHABLE_VM = {VmStatus.running, VmStatus.stopped, VmStatus.paused}
+"""VM states in which volumes may be attached or detached."""
+RAW_POOLS = frozenset({"iscsi", "rbd"})
+
+
+def to_model(r: VolumeRow, attachments: Sequence[tuple[str, str]] = ()) -> Volume:
+    return Volume(
+        id=r.id,
+        name=r.name,
+        status=VolumeStatus(r.status),
+        size_gb=r.size_gb,
+        format=r.format,
+        pool_id=r.pool_id,
+        host_id=r.host_id,
+        instantiated=r.instantiated,
+        attachments=[VolumeAttachment(vm_id=v, device=d) for v, d in sorted(attachments)],
+        shareable=r.shareable,
+        qos=VolumeQos.model_validate(r.qos or {}),
+        error=r.error,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+        project_id=r.project_id,
+        owner_id=r.owner_id,
+        shared=r.shared,
+    )
+
+
+async def attachments_of(s: AsyncSession, ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    """``(vm_id, device)`` of each volume of ``ids`` (one query)."""
+    out: dict[str, list[tuple[str, str]]] = {i: [] for i in ids}
+    if ids:
+        rows = await s.execute(
+            select(
+                VolumeAttachmentRow.volume_id, VolumeAttachmentRow.vm_id, VolumeAttachmentRow.device
+            ).where(VolumeAttachmentRow.volume_id.in_(ids))
+        )
+        for vid, vm_id, device in rows:
+            out[vid].append((vm_id, device))
+    return out
+
+
+class VolumeKind(Kind[VolumeRow, Volume]):
+    """Volumes with their attachments."""
+
+    async def models(self, s: AsyncSession, rows: list[VolumeRow]) -> list[Volume]:
+        att = await attachments_of(s, [r.id for r in rows])
+        return [to_model(r, att[r.id]) for r in rows]
+
+
+VOLUMES = VolumeKind(KIND, VolumeRow, to_model, specs.VOLUMES, Volume)
+
+
+def _op(
+    svc: Services,
+    s: AsyncSession,
+    type: str,
+    volume_id: str,
+    project_id: str | None,
+    caller: Caller,
+    *,
+    lock_key: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> Any:
+    """An operation on a volume, added to ``s``: queued for a workflow when ``params`` are
+    given, else recorded as finished (a change the request made by itself)."""
+    return svc.runner.create(
+        s,
+        type=type,
+        target_type=KIND,
+        target_id=volume_id,
+        lock_key=lock_key,
+        project_id=project_id,
+        user_id=caller.user_id,
+        params=params,
+        done=params is None,
+    )
+
+
+def visible_volumes(caller: Caller) -> ColumnElement[bool]:
+    return visible(caller, VolumeRow, KIND)
+
+
+def _check_room(pool: StoragePoolRow, more_gb: int) -> None:
+    """``PoolFull`` if the pool's known capacity cannot take ``more_gb`` (capacity unknown:
+    total 0, no check)."""
+    if pool.total_gb <= 0:
+        return
+    limit = pool.total_gb * pool.overcommit
+    if pool.allocated_gb + more_gb > limit:
+        raise PoolFull(
+            f"storage pool {pool.name!r} cannot take {more_gb} GiB more"
+            f" ({pool.allocated_gb:.0f} of {limit:.0f} GiB allocated)",
+            pool=pool.name,
+            allocated_gb=pool.allocated_gb,
+            allocatable_gb=limit,
+            requested_gb=more_gb,
+        )
+
+
+async def _visible_volume(
+    s: AsyncSession, ref: str, caller: Caller, permission: str, if_match: str | None = None
+) -> VolumeRow:
+    vol = await get_row(s, VolumeRow, ref, KIND, where=visible_volumes(caller))
+    require(caller, permission, vol.project_id)
+    check_if_match(if_match, vol.id, vol.updated_at)
+    return vol
+
+
+async def _claim_status(
+    s: AsyncSession, vol: VolumeRow, allowed: set[VolumeStatus], new: VolumeStatus, verb: str
+) -> None:
+    """Move the volume to ``new`` if it is (still) in one of ``allowed``: a conditional UPDATE,
+    so two requests cannot both pass. ``InvalidState`` otherwise."""
+    result: Any = await s.execute(
+        update(VolumeRow)
+        .where(VolumeRow.id == vol.id, VolumeRow.status.in_([a.value for a in allowed]))
+        .values(status=new.value)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        need = ", ".join(sorted(a.value for a in allowed))
+        raise InvalidState(
+            f"cannot {verb} volume {vol.name!r}: it is {vol.status} (needs {need})",
+            volume=vol.name,
+            status=vol.status,
+        )
+
+
+async def create_volume(*, svc: Services, spec: VolumeCreate, caller: Caller) -> Operation:
+    """Record a blank volume on ``spec.pool`` (an ``enabled`` pool) in the caller's project,
+    charging the quota and the pool; with ``spec.vm`` the attach follows in the same request
+    (its operation is returned). Nothing is recorded on a 4xx."""
+    project_id = creation_project(caller, "volume:create")
+    async with svc.sessionmaker() as s:
+        pool = await get_row(s, StoragePoolRow, spec.pool, "storage_pool")
+        if pool.state != "enabled":
+            raise InvalidState(
+                f"storage pool {pool.name!r} is {pool.state}: no new volumes go there",
+                pool=pool.name,
+                state=pool.state,
+            )
+        _check_room(pool, spec.size_gb)
+        await ensure_name_free(s, VolumeRow, spec.name, KIND, project_id=project_id)
+        vid = new_id()
+        raw = pool.type in RAW_POOLS or spec.shareable  # QEMU shares raw images only
+        suffix = "" if pool.type in RAW_POOLS else (".raw" if raw else ".qcow2")
+        vol = VolumeRow(
+            id=vid,
+            name=spec.name,
+            project_id=project_id,
+            owner_id=caller.user_id,
+            status=VolumeStatus.available.value,
+            size_gb=spec.size_gb,
+            format="raw" if raw else "qcow2",
+            pool_id=pool.id,
+            pool_name=f"vol-{vid}{suffix}",
+            shareable=spec.shareable,
+            qos=(spec.qos or VolumeQos()).model_dump(),
+        )
+        s.add(vol)
+        await quotas.adjust(s, project_id, volume_gb=spec.size_gb)
+        pool.allocated_gb += spec.size_gb
+        try:
+            await s.flush()
+        except IntegrityError as exc:
+            raise NameTaken(f"a volume named {spec.name!r} exists already", name=spec.name) from exc
+        if spec.vm is not None:
+            op = await _attach_in(svc, s, vol, spec.vm, caller)
+        else:
+            op = _op(svc, s, "volume.create", vid, project_id, caller)
+        await s.commit()
+    if spec.vm is not None:
+        svc.runner.launch(op)
+    return op_model(op)
+
+
+async def update_volume(
+    *, svc: Services, ref: str, spec: VolumeUpdate, caller: Caller, if_match: str | None = None
+) -> Operation:
+    """Rename and/or change the I/O limits. Limits of an attached volume are applied to its VMs
+    by the ``volume.qos`` workflow (and recorded once applied)."""
+    async with svc.sessionmaker() as s:
+        vol = await _visible_volume(s, ref, caller, "volume:update", if_match)
+        if spec.name is not None and spec.name != vol.name:
+            await ensure_name_free(s, VolumeRow, spec.name, KIND, project_id=vol.project_id)
+            vol.name = spec.name
+        new_qos = spec.qos.model_dump() if spec.qos is not None else None
+        attached = await attachments_of(s, [vol.id])
+        if new_qos is not None and new_qos != (vol.qos or VolumeQos().model_dump()):
+            if attached[vol.id] and vol.status != VolumeStatus.in_use:
+                raise InvalidState(
+                    f"volume {vol.name!r} is {vol.status}: retry when it is in_use",
+                    volume=vol.name,
+                    status=vol.status,
+                )
+            if not attached[vol.id]:
+                vol.qos = new_qos
+            else:
+                hosts = dict(
+                    (await s.execute(select(VmRow.id, VmRow.host_id).where(
+                        VmRow.id.in_([v for v, _ in attached[vol.id]])
+                    ))).all()
+                )  # fmt: skip
+                op = _op(
+                    svc,
+                    s,
+                    VOLUME_QOS.type,
+                    vol.id,
+                    vol.project_id,
+                    caller,
+                    lock_key=f"volume:{vol.id}",
+                    params={
+                        "volume_id": vol.id,
+                        "qos": new_qos,
+                        "old_qos": vol.qos or VolumeQos().model_dump(),
+                        "attachments": [[v, hosts.get(v)] for v, _ in attached[vol.id]],
+                    },
+                )
+                await _commit_named(s, vol.name)
+                svc.runner.launch(op)
+                return op_model(op)
+        op = _op(svc, s, "volume.update", vol.id, vol.project_id, caller)
+        await _commit_named(s, vol.name)
+    return op_model(op)
+
+
+async def _commit_named(s: AsyncSession, name: str) -> None:
+    try:
+        await s.commit()
+    except IntegrityError as exc:
+        raise NameTaken(f"a volume named {name!r} exists already", name=name) from exc
+
+
+async def attach(
+    *, svc: Services, ref: str, spec: VolumeAttach, caller: Caller, if_match: str | None = None
+) -> Operation:
+    """Attach the volume to ``spec.vm`` (see ``_attach_in``)."""
+    async with svc.sessionmaker() as s:
+        vol = await _visible_volume(s, ref, caller, "volume:update", if_match)
+        op = await _attach_in(svc, s, vol, spec.vm, caller)
+        await s.commit()
+    svc.runner.launch(op)
+    return op_model(op)
+
+
+async def _attach_in(
+    svc: Services, s: AsyncSession, vol: VolumeRow, vm_ref: str, caller: Caller
+) -> Any:
+    """In the caller's transaction: check that the VM (same project, running/stopped/paused,
+    on a host of a cluster the pool is attached to, on the volume's own host for a local
+    volume) may take the volume, reserve its next free device and queue ``volume.attach``.
+    ``InvalidState`` / ``InUse`` otherwise (nothing changed)."""
+    vm = await get_row(s, VmRow, vm_ref, "vm", where=visible(caller, VmRow, "vm"))
+    require(caller, "vm:update", vm.project_id)
+    if vm.project_id != vol.project_id:
+        raise InvalidInput("the volume and the VM are in different projects", vm=vm.name)
+    if VmStatus(vm.status) not in ATTACHABLE_VM or vm.host_id is None:
+        raise InvalidState(
+            f"cannot attach to VM {vm.name!r}: it is {vm.status}", vm=vm.name, status=vm.status
+        )
+    attached = (await attachments_of(s, [vol.id]))[vol.id]
+    if any(v == vm.id for v, _ in attached):
+        raise InvalidState(f"volume {vol.name!r} is attached to this VM already", vm=vm.name)
+    if attached and not vol.shareable:
+        raise InUse(f"volume {vol.name!r} is attached to another VM", vms=[v for v, _ in attached])
+    host = await s.get(HostRow, vm.host_id)
+    reachable = await s.scalar(
+        select(func.count())
+        .select_from(StoragePoolClusterRow)
+        .where(
+            StoragePoolClusterRow.pool_id == vol.pool_id,
+            StoragePoolClusterRow.cluster_id == (host.cluster_id if host else None),
+        )
+    )
+    if not reachable:
+        raise InvalidState(
+            f"the volume's storage pool is not attached to the cluster of VM {vm.name!r}'s host",
+            vm=vm.name,
+            pool_id=vol.pool_id,
+        )
+    if vol.host_id is not None and vol.host_id != vm.host_id:
+        raise InvalidState(
+            f"volume {vol.name!r} lives on another host (local pool)",
+            volume_host_id=vol.host_id,
+            vm_host_id=vm.host_id,
+        )
+    used = set(
+        await s.scalars(
+            select(VolumeAttachmentRow.device).where(VolumeAttachmentRow.vm_id == vm.id)
+        )
+    )
+    free = [d for d in DEVICES if d not in used]
+    if not free:
+        raise InvalidState(f"VM {vm.name!r} has {len(DEVICES)} data volumes already", vm=vm.name)
+    allowed = {VolumeStatus.available} | ({VolumeStatus.in_use} if vol.shareable else set())
+    await _claim_status(s, vol, allowed, VolumeStatus.attaching, "attach")
+    s.add(VolumeAttachmentRow(volume_id=vol.id, vm_id=vm.id, device=free[0]))
+    try:
+        await s.flush()
+    except IntegrityError as exc:
+        raise InvalidState("the VM's device list changed meanwhile: retry", vm=vm.name) from exc
+    return _op(
+        svc,
+        s,
+        VOLUME_ATTACH.type,
+        vol.id,
+        vol.project_id,
+        caller,
+        lock_key=f"vm:{vm.id}",
+        params={
+            "volume_id": vol.id,
+            "vm_id": vm.id,
+            "host_id": vm.host_id,
+            "device": free[0],
+            "instantiate": not vol.instantiated,
+        },
+    )
+
+
+async def detach(
+    *,
+    svc: Services,
+    ref: str,
+    caller: Caller,
+    vm_ref: str | None = None,
+    timeout: float = 30.0,
+    if_match: str | None = None,
+) -> Operation:
+    """Detach the volume from its VM (``vm_ref`` required when a shareable volume has several)."""
+    async with svc.sessionmaker() as s:
+        vol = await _visible_volume(s, ref, caller, "volume:update", if_match)
+        attached = (await attachments_of(s, [vol.id]))[vol.id]
+        if not attached:
+            raise InvalidState(f"volume {vol.name!r} is not attached", volume=vol.name)
+        if vm_ref is not None:
+            vm = await get_row(s, VmRow, vm_ref, "vm", where=visible(caller, VmRow, "vm"))
+            if vm.id not in {v for v, _ in attached}:
+                raise InvalidState(f"volume {vol.name!r} is not attached to VM {vm.name!r}")
+        elif len(attached) > 1:
+            raise InvalidInput(
+                "the volume is attached to several VMs: say which (vm)",
+                vms=[v for v, _ in attached],
+            )
+        else:
+            vm = await get_row(s, VmRow, attached[0][0], "vm")
+        require(caller, "vm:update", vm.project_id)
+        if VmStatus(vm.status) not in ATTACHABLE_VM:
+            raise InvalidState(
+                f"cannot detach from VM {vm.name!r}: it is {vm.status}",
+                vm=vm.name,
+                status=vm.status,
+            )
+        await _claim_status(s, vol, {VolumeStatus.in_use}, VolumeStatus.detaching, "detach")
+        op = _op(
+            svc,
+            s,
+            VOLUME_DETACH.type,
+            vol.id,
+            vol.project_id,
+            caller,
+            lock_key=f"vm:{vm.id}",
+            params={
+                "volume_id": vol.id,
+                "vm_id": vm.id,
+                "host_id": vm.host_id,
+                "timeout": timeout,
+            },
+        )
+        await s.commit()
+    svc.runner.launch(op)
+    return op_model(op)
+
+
+async def resize(
+    *, svc: Services, ref: str, spec: VolumeResize, caller: Caller, if_match: str | None = None
+) -> Operation:
+    """Grow the volume to ``spec.size_gb`` (``InvalidInput`` for a shrink or the same size),
+    charging quota and pool now; live when its VM runs (``volume.resize``), a record change
+    while the volume does not exist on its pool yet."""
+    async with svc.sessionmaker() as s:
+        vol = await _visible_volume(s, ref, caller, "volume:update", if_match)
+        if spec.size_gb <= vol.size_gb:
+            raise InvalidInput(
+                f"volumes only grow: {vol.name!r} has {vol.size_gb} GiB",
+                size_gb=vol.size_gb,
+                requested_gb=spec.size_gb,
+            )
+        attached = (await attachments_of(s, [vol.id]))[vol.id]
+        if len(attached) > 1:
+            raise InvalidState("detach the volume from all but one VM to grow it", volume=vol.name)
+        pool = await s.get(StoragePoolRow, vol.pool_id)
+        assert pool is not None  # foreign key
+        delta = spec.size_gb - vol.size_gb
+        _check_room(pool, delta)
+        old = vol.size_gb
+        await _claim_status(
+            s, vol, {VolumeStatus.available, VolumeStatus.in_use}, VolumeStatus.resizing, "resize"
+        )
+        await quotas.adjust(s, vol.project_id, volume_gb=delta)
+        pool.allocated_gb += delta
+        await s.execute(
+            update(VolumeRow).where(VolumeRow.id == vol.id).values(size_gb=spec.size_gb)
+        )
+        if not vol.instantiated:
+            await s.execute(
+                update(VolumeRow)
+                .where(VolumeRow.id == vol.id)
+                .values(status=VolumeStatus.available.value)
+            )
+            op = _op(svc, s, VOLUME_RESIZE.type, vol.id, vol.project_id, caller)
+            await s.commit()
+            return op_model(op)
+        vm_id = attached[0][0] if attached else None
+        if vm_id is not None:
+            host_id = await s.scalar(select(VmRow.host_id).where(VmRow.id == vm_id))
+        else:
+            host_id = await pool_host(s, pool.id, vol)
+        op = _op(
+            svc,
+            s,
+            VOLUME_RESIZE.type,
+            vol.id,
+            vol.project_id,
+            caller,
+            lock_key=f"vm:{vm_id}" if vm_id else f"volume:{vol.id}",
+            params={
+                "volume_id": vol.id,
+                "size_gb": spec.size_gb,
+                "old_size_gb": old,
+                "host_id": host_id,
+                "vm_id": vm_id,
+            },
+        )
+        await s.commit()
+    svc.runner.launch(op)
+    return op_model(op)
+
+
+async def delete(
+    *, svc: Services, ref: str, caller: Caller, if_match: str | None = None
+) -> Operation:
+    """Delete a volume that no VM uses (``InUse`` with the VMs otherwise): at once if it was
+    never created on its pool, else through ``volume.delete``. A volume in ``error`` may be
+    deleted (that is how a failed operation's leftovers are cleaned up)."""
+    async with svc.sessionmaker() as s:
+        vol = await _visible_volume(s, ref, caller, "volume:delete", if_match)
+        attached = (await attachments_of(s, [vol.id]))[vol.id]
+        if attached:
+            raise InUse(
+                f"volume {vol.name!r} is attached: detach it first",
+                vms=[v for v, _ in attached],
+            )
+        if not vol.instantiated:
+            await _claim_status(
+                s,
+                vol,
+                {VolumeStatus.available, VolumeStatus.error},
+                VolumeStatus.deleting,
+                "delete",
+            )
+            await forget_volume(s, vol)
+            op = _op(svc, s, VOLUME_DELETE.type, vol.id, vol.project_id, caller)
+            await s.commit()
+            return op_model(op)
+        host_id = await pool_host(s, vol.pool_id, vol)
+        await _claim_status(
+            s, vol, {VolumeStatus.available, VolumeStatus.error}, VolumeStatus.deleting, "delete"
+        )
+        op = _op(
+            svc,
+            s,
+            VOLUME_DELETE.type,
+            vol.id,
+            vol.project_id,
+            caller,
+            lock_key=f"volume:{vol.id}",
+            params={"volume_id": vol.id, "host_id": host_id},
+        )
+        await s.commit()
+    svc.runner.launch(op)
+    return op_model(op)

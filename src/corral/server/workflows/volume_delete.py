@@ -1,0 +1,57 @@
+"""volume.delete: remove the volume from its pool, then its row (giving back quota and pool
+allocation).
+
+Params: ``volume_id``, ``host_id`` (a host that reaches the pool). Past the request there is no
+way back (``forward_from="unpool"``): the agent's delete is idempotent and retried; if it keeps
+failing the volume is left in ``error`` and deleting it again retries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from corral.api.agent import VolumeDeleteTask
+from corral.api.errors import CorralError
+from corral.server.db.tables import StoragePoolRow, VolumeRow
+from corral.server.identity import quotas
+from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
+from corral.server.workflows.vm_common import repeatable_task
+from corral.server.workflows.volume_common import load_volume, set_volume, volume_ref
+
+
+async def _unpool(ctx: Ctx) -> dict[str, Any]:
+    vol, pool = await load_volume(ctx)
+    await ctx.progress(30, "deleting the volume from its pool")
+    payload = VolumeDeleteTask(volume=volume_ref(ctx.deps.secrets, vol, pool))
+    await repeatable_task(ctx, ctx.params["host_id"], "volume-delete", payload)
+    return {}
+
+
+async def _forget(ctx: Ctx) -> dict[str, Any]:
+    async with ctx.deps.sessionmaker.begin() as s:
+        vol = await s.get(VolumeRow, ctx.params["volume_id"])
+        if vol is not None:
+            await forget_volume(s, vol)
+    return {}
+
+
+async def forget_volume(s: Any, vol: VolumeRow) -> None:
+    """Delete the volume's row, giving its size back to the project's quota and its pool (in
+    the caller's transaction)."""
+    await quotas.adjust(s, vol.project_id, volume_gb=-vol.size_gb)
+    pool = await s.get(StoragePoolRow, vol.pool_id)
+    if pool is not None:
+        pool.allocated_gb = max(0.0, pool.allocated_gb - vol.size_gb)
+    await s.delete(vol)
+
+
+async def _on_failure(ctx: Ctx, err: CorralError) -> None:
+    await set_volume(ctx, status="error", error=f"delete failed: {err.message}")
+
+
+VOLUME_DELETE = Workflow(
+    "volume.delete",
+    steps=(Step("unpool", _unpool, NO_UNDO), Step("forget", _forget, NO_UNDO)),
+    on_failure=_on_failure,
+    forward_from="unpool",
+)

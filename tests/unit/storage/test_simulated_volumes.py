@@ -1,0 +1,103 @@
+"""SimulatedBackend and the backend factories: in-memory volumes, faults, usage."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from corral.agent.faults import FaultPlan
+from corral.agent.storage.backend import DiskSource, PoolUsage, VolumeBackend
+from corral.agent.storage.local import LocalBackend
+from corral.agent.storage.nfs import NfsBackend
+from corral.agent.storage.rbd import RbdBackend
+from corral.agent.storage.simulated_volumes import SimulatedBackend
+from corral.agent.storage.volumes import real_backends, simulated_backends
+from corral.api.agent import PoolRef, VolumeRef
+from corral.api.errors import InjectedFault, InvalidInput, StorageError
+
+POOL = PoolRef(id="pool-1", type="rbd", settings={"monitors": ["m1"], "pool": "vms"})
+
+
+def vref(volume_id: str = "vol-1", size_gb: int = 10, pool: PoolRef = POOL) -> VolumeRef:
+    return VolumeRef(
+        volume_id=volume_id, pool=pool, name=f"vol-{volume_id}", size_gb=size_gb, format="raw"
+    )
+
+
+@pytest.fixture
+def backend() -> SimulatedBackend:
+    return SimulatedBackend(host_name="sim-3", capacity_gb=100)
+
+
+async def test_volumes_live_in_memory_per_pool(backend: SimulatedBackend) -> None:
+    checked: VolumeBackend = backend
+    await checked.create(vref("a", 10))
+    await checked.create(vref("a", 50))  # exists: kept as it is
+    await checked.create(vref("b", 20))
+    other = PoolRef(id="pool-2", type="local", settings={"path": "/x"})
+    await checked.create(vref("c", 5, pool=other))
+    assert dict(backend.volumes("pool-1")) == {"a": 10, "b": 20}
+    assert dict(backend.volumes("pool-2")) == {"c": 5}
+    assert await checked.usage(POOL) == PoolUsage(total_gb=100, free_gb=70)
+    await checked.resize(vref("a"), 30)
+    await checked.resize(vref("a"), 15)  # smaller: nothing
+    assert backend.volumes("pool-1")["a"] == 30
+    await checked.delete(vref("b"))
+    await checked.delete(vref("b"))  # absent: success
+    assert dict(backend.volumes("pool-1")) == {"a": 30}
+    assert checked.source(vref("a")) == DiskSource(
+        kind="file", path="sim://sim-3/volumes/vol-a", format="raw"
+    )
+
+
+async def test_usage_is_thin_and_never_negative(backend: SimulatedBackend) -> None:
+    for i in range(3):
+        await backend.create(vref(str(i), 60))
+    assert await backend.usage(POOL) == PoolUsage(total_gb=100, free_gb=0)
+
+
+@pytest.mark.parametrize("op", ["volume.create", "volume.delete", "volume.resize", "volume.usage"])
+async def test_planned_faults_fail_the_next_call_only(op: str) -> None:
+    faults = FaultPlan()
+    backend = SimulatedBackend(host_name="sim-0", faults=faults, capacity_gb=10)
+    await backend.create(vref())
+    backend.calls.clear()
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "volume.create": lambda: backend.create(vref("new")),
+        "volume.delete": lambda: backend.delete(vref()),
+        "volume.resize": lambda: backend.resize(vref(), 20),
+        "volume.usage": lambda: backend.usage(POOL),
+    }
+    faults.fail_next(op, StorageError("disk on fire"))
+    with pytest.raises(StorageError, match="disk on fire"):
+        await calls[op]()
+    faults.fail_next(op)
+    with pytest.raises(InjectedFault):
+        await calls[op]()
+    await calls[op]()
+    assert faults.pending() == {}
+    assert backend.calls[op] == 3
+
+
+def test_simulated_backends_serve_every_pool_type_with_one_backend() -> None:
+    faults = FaultPlan()
+    backends = simulated_backends(host_name="sim-7", faults=faults, capacity_gb=42)
+    assert backends.types == ["iscsi", "local", "nfs", "rbd"]
+    chosen = {id(backends.for_pool(POOL.model_copy(update={"type": t}))) for t in backends.types}
+    assert len(chosen) == 1
+    only = backends.for_pool(POOL)
+    assert isinstance(only, SimulatedBackend)
+    assert (only.host_name, only.faults, only.capacity_gb) == ("sim-7", faults, 42)
+
+
+def test_real_backends_are_local_nfs_and_rbd() -> None:
+    backends = real_backends()
+    assert backends.types == ["local", "nfs", "rbd"]
+    by_type = {
+        t: type(backends.for_pool(POOL.model_copy(update={"type": t}))) for t in backends.types
+    }
+    assert by_type == {"local": LocalBackend, "nfs": NfsBackend, "rbd": RbdBackend}
+    with pytest.raises(InvalidInput) as err:
+        backends.for_pool(POOL.model_copy(update={"type": "iscsi"}))
+    assert err.value.context["supported"] == ["local", "nfs", "rbd"]
