@@ -3,7 +3,8 @@
 usage: .venv/bin/python bench/run.py [--only NAME[,NAME…]] [--quick] [--keep]
 
 Benchmarks: latency (a), throughput (b), listing (c), memory (d) of the foundation issue; auth
-(token vs AccessKey vs no auth), audit (audit-log write overhead); see each module's docstring.
+(token vs AccessKey vs no auth), audit (audit-log write overhead), snapshots (snapshot create and
+delete-by-merge of a data volume on a running guest); see each module's docstring.
 No asserts: a figure that misses its target is printed, not failed. The exit status is 1 only if a
 benchmark could not be measured at all (its figures then print as ``n/a``).
 ``--quick`` uses small sizes (a smoke test of the benchmarks themselves, figures not meaningful).
@@ -35,6 +36,10 @@ BENCHMARKS = {
     "memory": ("bench.memory", ["memory.server_rss"]),
     "auth": ("bench.auth", ["auth.token_p50", "auth.access_key_p50"]),
     "audit": ("bench.audit", ["audit.write_p50", "audit.writer_records_per_s"]),
+    "snapshots": (
+        "bench.snapshots",
+        ["snapshots.create_live", "snapshots.merge_live", "snapshots.merge_offline"],
+    ),
 }
 """name -> (module, the figures it prints)."""
 

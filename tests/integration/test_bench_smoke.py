@@ -24,6 +24,9 @@ FIGURES = [
     "auth.access_key_p50",
     "audit.write_p50",
     "audit.writer_records_per_s",
+    "snapshots.create_live",
+    "snapshots.merge_live",
+    "snapshots.merge_offline",
 ]
 
 

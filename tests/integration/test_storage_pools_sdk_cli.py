@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,3 +105,31 @@ def test_cli_pool_commands(admin: Client, cli: None) -> None:
     r = corral("pool", "delete", "cli-rbd")
     assert r.exit_code == 0, r.output
     assert admin.storage_pools.count() == 0
+
+
+def test_sdk_and_cli_pool_hosts(admin: Client, cli: None, tmp_path: Path) -> None:
+    """The stack's simulated hosts report a pool attached to their cluster."""
+    cluster_id = admin.hosts.list().items[0].cluster_id
+    hosts = sorted(h.name for h in admin.hosts.iter() if h.cluster_id == cluster_id)
+    admin.storage_pools.create(
+        "cli-loc", type="local", settings={"path": str(tmp_path / "p")}, clusters=[cluster_id]
+    ).wait()
+    deadline = time.monotonic() + 20
+    while len([r for r in admin.storage_pools.hosts("cli-loc") if r.ok]) < len(hosts):
+        assert time.monotonic() < deadline, "the hosts never reported the pool"
+        time.sleep(0.1)  # polling interval
+    reports = admin.storage_pools.hosts("cli-loc")
+    assert [r.host_name for r in reports] == hosts
+    assert all(r.ok and r.total_gb > 0 and r.error is None for r in reports)
+    pool = admin.storage_pools.get("cli-loc")
+    assert pool.hosts.model_dump() == {"ok": len(hosts), "failed": 0}
+    assert pool.capacity.total_gb == sum(r.total_gb for r in reports)
+    r = corral("pool", "hosts", "cli-loc")
+    assert r.exit_code == 0, r.output
+    assert all(name in r.stdout for name in hosts) and "yes" in r.stdout
+    r = corral("-o", "json", "pool", "hosts", "cli-loc")
+    assert r.exit_code == 0, r.output
+    assert [h["host_id"] for h in json.loads(r.stdout)] == [x.host_id for x in reports]
+    assert "HOSTS OK/FAILED" in corral("pool", "list").stdout
+    admin.storage_pools.update("cli-loc", state="maintenance").wait()
+    admin.storage_pools.delete("cli-loc").wait()

@@ -270,3 +270,23 @@ def test_a_member_uses_volumes_and_a_viewer_reads_them(
             viewer.volumes.create("nope", size_gb=1, pool=POOL)
     assert admin.volumes.get(vol.id).tags == ["team"]
     admin.volumes.delete(vol.id).wait()
+
+
+def test_snapshot_schedule_by_sdk_and_cli(admin: Client, cli: None) -> None:
+    admin.volumes.create("sched-data", size_gb=1, pool=POOL).wait()
+    admin.volumes.schedule_snapshots("sched-data", every_minutes=30, keep=4).wait()
+    got = admin.volumes.get("sched-data").snapshot_schedule
+    assert got is not None and (got.every_minutes, got.keep) == (30, 4)
+    admin.volumes.unschedule_snapshots("sched-data").wait()
+    assert admin.volumes.get("sched-data").snapshot_schedule is None
+
+    r = corral("volume", "schedule", "sched-data", "--every", "60", "--keep", "2")
+    assert r.exit_code == 0, r.output
+    assert "a snapshot every 60 min, keeping 2" in r.stdout
+    got = admin.volumes.get("sched-data").snapshot_schedule
+    assert got is not None and (got.every_minutes, got.keep) == (60, 2)
+    assert corral("volume", "schedule", "sched-data", "--every", "5").exit_code != 0
+    r = corral("volume", "schedule", "sched-data", "--off")
+    assert r.exit_code == 0, r.output
+    assert admin.volumes.get("sched-data").snapshot_schedule is None
+    admin.volumes.delete("sched-data").wait()

@@ -103,6 +103,7 @@ def build_runtimes(settings: AgentSettings) -> dict[str, HostRuntime]:
     common: dict[str, Any] = {
         "fault_injection": settings.fault_injection,
         "heartbeat_interval": settings.heartbeat_interval,
+        "pool_report_interval": settings.pool_report_interval,
         "inline_wait": settings.inline_wait,
         "shutdown_grace": settings.shutdown_grace,
     }

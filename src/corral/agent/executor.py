@@ -13,12 +13,15 @@ Ordering rules (so that a crash at any point leaves a state reconcile handles co
 - ``vm.undefine``: the spec file is renamed to ``.deleting`` first, then the driver undefines, then
   the file is removed. If the driver fails, the file is renamed back. A crash leaves a ``.deleting``
   file that reconcile finishes (undefine again, remove), so a deleted VM never comes back.
-- ``volume.*``: see ``volume_tasks`` (driver first, then the spec, undone the same way). The VM's
+- ``volume.*``: see ``volume_tasks`` (driver first, then the spec, undone the same way);
+  ``snapshot.*``: see ``snapshot_tasks`` (serialized like the volume tasks). The VM's
   data disks are defined with it: ``vm.define`` hands the driver each disk of the spec with its
   source (from the pool's backend).
 
 Tasks are serialized per ``payload_key``: the VM id, or ``volume:<volume_id>`` for the volume
-tasks that have no VM (create, delete, resize of a detached volume).
+tasks that have no VM (create, delete, resize of a detached volume), or ``pools`` for
+``pools.sync`` (see ``corral.agent.pools``: stores the host's pool set, prepares and measures
+each pool, answers ``{"pools": [PoolReport...], "digest": ...}``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import logging
 
 from corral.agent.compute.driver import ComputeDriver
 from corral.agent.faults import FaultPlan
+from corral.agent.pools import HostPools
+from corral.agent.snapshot_tasks import SnapshotPayload, SnapshotTasks
 from corral.agent.specs import SpecStore, StoredSpec, check_vm_id
 from corral.agent.storage.driver import Fetcher, VolumeDriver
 from corral.agent.storage.volumes import Backends
@@ -34,6 +39,11 @@ from corral.agent.volume_tasks import VolumeTasks, check_volume_id
 from corral.api.agent import (
     DiskCreate,
     DiskDelete,
+    PoolsSync,
+    SnapshotCreateTask,
+    SnapshotDeleteFileTask,
+    SnapshotRebaseTask,
+    SnapshotRevertTask,
     VmDefine,
     VmPower,
     VmSpec,
@@ -45,7 +55,7 @@ from corral.api.agent import (
     VolumeQosTask,
     VolumeResizeTask,
 )
-from corral.api.errors import CorralError
+from corral.api.errors import CorralError, InvalidInput
 from corral.api.vms import PowerState
 
 log = logging.getLogger(__name__)
@@ -62,6 +72,8 @@ Payload = (
     | VolumeDetachTask
     | VolumeResizeTask
     | VolumeQosTask
+    | PoolsSync
+    | SnapshotPayload
 )
 
 
@@ -70,7 +82,7 @@ def payload_vm_id(payload: Payload) -> str | None:
     match payload:
         case VmDefine():
             return payload.spec.vm_id
-        case VolumeCreateTask() | VolumeDeleteTask():
+        case VolumeCreateTask() | VolumeDeleteTask() | PoolsSync() | SnapshotDeleteFileTask():
             return None
         case _:
             return payload.vm_id
@@ -81,6 +93,13 @@ def payload_volume_id(payload: Payload) -> str | None:
     match payload:
         case VolumeCreateTask() | VolumeDeleteTask() | VolumeResizeTask():
             return payload.volume.volume_id
+        case (
+            SnapshotCreateTask()
+            | SnapshotRevertTask()
+            | SnapshotRebaseTask()
+            | SnapshotDeleteFileTask()
+        ):
+            return payload.volume.volume_id
         case VolumeAttachTask():
             return payload.disk.volume.volume_id
         case VolumeDetachTask() | VolumeQosTask():
@@ -90,7 +109,10 @@ def payload_volume_id(payload: Payload) -> str | None:
 
 
 def payload_key(payload: Payload) -> str:
-    """What the task is serialized on: its VM id, else ``volume:<volume_id>``."""
+    """What the task is serialized on: its VM id, else ``volume:<volume_id>`` (``pools`` for
+    ``pools.sync``)."""
+    if isinstance(payload, PoolsSync):
+        return "pools"
     vm_id = payload_vm_id(payload)
     return vm_id if vm_id is not None else f"volume:{payload_volume_id(payload)}"
 
@@ -109,6 +131,7 @@ class TaskExecutor:
         fetch: Fetcher,
         drift: dict[str, list[str]],
         backends: Backends | None = None,
+        pools: HostPools | None = None,
     ) -> None:
         self.compute = compute
         self.volumes = volumes
@@ -117,8 +140,12 @@ class TaskExecutor:
         self.fetch = fetch
         self.drift = drift
         self.backends = backends if backends is not None else Backends({})
+        self.pools = pools
         self.volume_tasks = VolumeTasks(
             compute=compute, backends=self.backends, specs=specs, drift=drift
+        )
+        self.snapshot_tasks = SnapshotTasks(
+            compute=compute, backends=self.backends, specs=specs, define=self.define
         )
 
     async def run(self, payload: Payload) -> dict[str, object]:
@@ -131,6 +158,8 @@ class TaskExecutor:
         if volume_id is not None:
             check_volume_id(volume_id)
         self.faults.check(f"agent.{payload.kind}")
+        if isinstance(payload, PoolsSync):
+            return await self._pools_sync(payload)
         if volume_id is not None:
             return await self._volume_task(payload)
         match payload:
@@ -152,9 +181,23 @@ class TaskExecutor:
                 return {"power_state": await self.power(payload)}
         raise AssertionError(f"unhandled task {payload.kind}")  # pragma: no cover
 
+    async def _pools_sync(self, payload: PoolsSync) -> dict[str, object]:
+        pools = self.pools
+        if pools is None:
+            raise InvalidInput("this agent keeps no storage pools")
+        reports = await pools.sync(payload.pools)
+        return {"pools": [r.model_dump(mode="json") for r in reports], "digest": pools.digest}
+
     async def _volume_task(self, payload: Payload) -> dict[str, object]:
         tasks = self.volume_tasks
         match payload:
+            case (
+                SnapshotCreateTask()
+                | SnapshotRevertTask()
+                | SnapshotRebaseTask()
+                | SnapshotDeleteFileTask()
+            ):
+                return await self.snapshot_tasks.run(payload)
             case VolumeCreateTask():
                 await tasks.create(payload.volume)
             case VolumeDeleteTask():

@@ -13,8 +13,9 @@ import random
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from corral.agent.pools import reports_due
 from corral.agent.reporter import ServerLink
-from corral.api.agent import Heartbeat, VmEvent, VmEvents, VmReport
+from corral.api.agent import Heartbeat, PoolReport, VmEvent, VmEvents, VmReport
 from corral.api.errors import CorralError
 from corral.api.hosts import HostFacts
 
@@ -25,6 +26,10 @@ EVENTS_PATH = "/api/v1/agent/events"
 
 FACTS_REFRESH_S = 30.0
 """How long a change of free disk space alone may wait before a heartbeat carries it."""
+
+POOLS_REFRESH_S = 300.0
+"""Pool reports go with a heartbeat when they changed noticeably (``pools.reports_due``), and at
+least this often."""
 
 EVENT_WINDOW_S = 0.15
 """How long events are collected after the first one before they are POSTed. A VM's create sends
@@ -40,6 +45,11 @@ class Heartbeater:
     ``facts`` are included in the first successful beat and whenever they differ from the last
     facts the server accepted (only free disk space changed: at most every ``FACTS_REFRESH_S``). A beat is skipped (not sent with an empty VM list) when the VMs
     cannot be listed: the server must never conclude that VMs vanished because the driver failed.
+
+    Storage pools: every beat carries ``pools_digest()`` (the digest of the pool set the agent
+    holds); the latest reports handed to ``pool_reports`` go with a beat when they differ
+    noticeably from those the server last accepted (``pools.reports_due``), or every
+    ``POOLS_REFRESH_S``, or after ``wake(resend_facts=True)``.
     """
 
     def __init__(
@@ -51,6 +61,7 @@ class Heartbeater:
         facts: Callable[[], Awaitable[HostFacts]],
         vms: Callable[[], Awaitable[list[VmReport]]],
         started_at: datetime,
+        pools_digest: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.name = name
         self.interval = interval
@@ -61,6 +72,10 @@ class Heartbeater:
         self.seq = 0
         self._sent_facts: HostFacts | None = None
         self._sent_facts_at = 0.0
+        self._pools_digest = pools_digest
+        self._pool_reports: list[PoolReport] | None = None
+        self._sent_pools: dict[str, PoolReport] | None = None
+        self._sent_pools_at = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -81,7 +96,21 @@ class Heartbeater:
         """Beat now (e.g. after attach); with ``resend_facts`` the next beat carries the facts."""
         if resend_facts:
             self._sent_facts = None
+            self._sent_pools = None
         self._wake.set()
+
+    def pool_reports(self, reports: list[PoolReport]) -> None:
+        """The latest reports of every stored pool (sent with a beat when due, see the class)."""
+        self._pool_reports = list(reports)
+
+    def _pools_due(self) -> list[PoolReport] | None:
+        reports = self._pool_reports
+        if reports is None or (not reports and not self._sent_pools):
+            return None  # nothing measured yet, or no pool and none reported before
+        if reports_due(self._sent_pools, reports):
+            return reports
+        age = asyncio.get_running_loop().time() - self._sent_pools_at
+        return reports if age >= POOLS_REFRESH_S else None
 
     async def beat_once(self) -> bool:
         """Send one heartbeat; True if the server accepted it."""
@@ -99,6 +128,7 @@ class Heartbeater:
         except CorralError as exc:
             log.warning("%s: cannot read host facts: %s", self.name, exc)
         send_facts = facts if facts is not None and self._facts_due(facts) else None
+        send_pools = self._pools_due()
         self.seq += 1
         beat = Heartbeat(
             host_id=link.attachment.host_id,
@@ -106,6 +136,8 @@ class Heartbeater:
             agent_started_at=self.started_at,
             facts=send_facts,
             vms=vms,
+            pools=send_pools,
+            pools_digest=self._pools_digest(),
         )
         try:
             await link.post(HEARTBEAT_PATH, beat, timeout=max(self.interval * 2, 5.0))
@@ -113,9 +145,13 @@ class Heartbeater:
             link.reachable(False, exc)
             return False
         link.reachable(True)
+        now = asyncio.get_running_loop().time()
         if send_facts is not None:
             self._sent_facts = send_facts
-            self._sent_facts_at = asyncio.get_running_loop().time()
+            self._sent_facts_at = now
+        if send_pools is not None:
+            self._sent_pools = {r.pool_id: r for r in send_pools}
+            self._sent_pools_at = now
         return True
 
     def _facts_due(self, facts: HostFacts) -> bool:

@@ -5,13 +5,18 @@ requests, ``await stop()``. Neither ever stops or destroys a VM: restarting the 
 VMs running.
 
 Data directory layout: ``attach.json`` (0600), ``vms/<vm_id>.json`` (specs, 0600),
-``tasks.sqlite3`` (task statuses).
+``tasks.sqlite3`` (task statuses), ``pools.json`` (the storage pools the server sent, 0600).
+
+Storage pools (``corral.agent.pools``): the set is loaded at start; every
+``pool_report_interval`` seconds each pool is measured and the reports handed to the heartbeater,
+which sends them when they changed noticeably.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
@@ -23,6 +28,7 @@ from corral.agent.compute.driver import ComputeDriver
 from corral.agent.executor import TaskExecutor, payload_key
 from corral.agent.faults import FaultPlan
 from corral.agent.heartbeat import EVENT_WINDOW_S, EventPusher, Heartbeater
+from corral.agent.pools import HostPools, PoolStore
 from corral.agent.reconcile import reconcile, vm_reports
 from corral.agent.reporter import ServerLink
 from corral.agent.specs import SpecStore
@@ -71,6 +77,7 @@ class HostRuntime:
         inline_wait: float = 0.5,
         shutdown_grace: float = 10.0,
         event_window: float = EVENT_WINDOW_S,
+        pool_report_interval: float = 30.0,
         startup: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.name = name
@@ -89,6 +96,9 @@ class HostRuntime:
             store=self.task_store, notify=self._notify, inline_wait=inline_wait
         )
         self.drift: dict[str, list[str]] = {}
+        self.pool_store = PoolStore(data_dir / "pools.json")
+        self.pools = HostPools(name=name, store=self.pool_store, backends=self.backends)
+        self.pool_report_interval = pool_report_interval
         self.executor = TaskExecutor(
             compute=compute,
             volumes=volumes,
@@ -97,6 +107,7 @@ class HostRuntime:
             fetch=self._fetch,
             drift=self.drift,
             backends=self.backends,
+            pools=self.pools,
         )
         self.link: ServerLink | None = None
         self.heartbeat = Heartbeater(
@@ -106,7 +117,9 @@ class HostRuntime:
             facts=self.facts,
             vms=self.vm_reports,
             started_at=self.started_at,
+            pools_digest=lambda: self.pool_store.digest,
         )
+        self.pools.on_reports = self.heartbeat.pool_reports
         self.events = EventPusher(name=name, link=lambda: self.link, window=event_window)
         self._startup = list(startup)
         self._background: set[asyncio.Task[None]] = set()
@@ -123,6 +136,7 @@ class HostRuntime:
             if current is not None:
                 self.link = ServerLink(current, name=self.name)
             self.specs.open()
+            self.pool_store.load()
             self.task_store.open()
             for prepare in self._startup:
                 await prepare()
@@ -141,6 +155,7 @@ class HostRuntime:
         self.events.start()
         self._started = True
         self._spawn(self._warm_up())
+        self._spawn(self._report_pools())
         for status, url in interrupted:
             if url is not None:
                 self._spawn(self._notify(status, url))
@@ -210,6 +225,30 @@ class HostRuntime:
         """Every VM with its power state and drift (spec store vs hypervisor)."""
         vms = await self.compute.list_vms()
         return vm_reports(vms, self.specs.all(), self.drift)
+
+    async def _report_pools(self) -> None:
+        """Measure every stored pool now and every ``pool_report_interval`` seconds; the reports
+        go to the heartbeater (``HostPools.on_reports``)."""
+        while True:
+            try:
+                await self.pools.measure()
+            except Exception:
+                log.exception("%s: measuring the storage pools failed", self.name)
+            # +-10 % jitter: hundreds of simulated hosts do not measure in lockstep
+            await asyncio.sleep(self.pool_report_interval * random.uniform(0.9, 1.1))
+
+    async def forget_pools(self) -> None:
+        """The host was removed: forget every storage pool (their credentials go with the file).
+        Never raises."""
+        try:
+            await self.pools.sync([])
+        except CorralError as exc:
+            log.warning("%s: cannot forget the storage pools: %s", self.name, exc)
+
+    async def reload_pools(self) -> None:
+        """Read ``pools.json`` again (tests: a lost file) and measure at once."""
+        self.pool_store.load()
+        await self.pools.measure()
 
     async def _warm_up(self) -> None:
         """Read the facts once in the background: the first call may be slow (libvirt probes

@@ -30,6 +30,9 @@ class AgentSettings(BaseModel):
     fault_injection: bool = Field(False, description="enable /v1/debug/faults (tests only)")
     tls: bool = True
     heartbeat_interval: float = Field(2.0, gt=0)
+    pool_report_interval: float = Field(
+        30.0, gt=0, description="seconds between two measurements of the storage pools"
+    )
     inline_wait: float = Field(0.5, ge=0)
     shutdown_grace: float = Field(10.0, ge=0)
     log_level: str = "info"

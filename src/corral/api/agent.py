@@ -27,6 +27,9 @@ and never runs the task twice.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -98,6 +101,29 @@ class PoolRef(Model):
     type: Literal["local", "nfs", "iscsi", "rbd"]
     settings: dict[str, Any]
     credentials: str | None = None
+
+
+def pools_digest(pools: Iterable[PoolRef]) -> str:
+    """What identifies a set of pools (``PoolsSync``, ``Heartbeat.pools_digest``): SHA-256 (hex)
+    of the canonical JSON of each pool's id, type, settings and credentials, sorted by id. The
+    server and the agent both compute it with this function, so they agree; the credentials are
+    part of the input (a rotation changes the digest), the digest itself is never logged."""
+    canonical = [
+        [p.id, p.type, p.settings, p.credentials] for p in sorted(pools, key=lambda p: p.id)
+    ]
+    data = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+class PoolReport(Model):
+    """What one host sees of one pool (GiB). ``ok`` false: the pool could not be prepared or
+    measured here, ``error`` says why (never with credentials); the sizes are then 0."""
+
+    pool_id: str
+    ok: bool
+    total_gb: float = 0
+    free_gb: float = 0
+    error: str | None = None
 
 
 class VolumeRef(Model):
@@ -218,6 +244,68 @@ class VolumeQosTask(Model):
     qos: VolumeQos
 
 
+class SnapshotCreateTask(Model):
+    """Freeze the volume's active file ``volume.name`` as a snapshot and continue on a new,
+    empty qcow2 overlay ``new_name`` backed by it (in the same place on the pool). When ``vm_id``
+    runs the volume: a live disk-only external snapshot (``quiesce``: through the guest agent,
+    failing if it does not answer); otherwise ``qemu-img create``, and the VM's definition (if
+    ``vm_id`` is given) is switched to ``new_name``. Done already (``new_name`` is the disk's
+    file) is success."""
+
+    kind: Literal["snapshot.create"] = "snapshot.create"
+    volume: VolumeRef
+    new_name: str
+    vm_id: str | None = None
+    quiesce: bool = False
+
+
+class SnapshotRevertTask(Model):
+    """Make ``new_name`` (a new empty overlay backed by the snapshot file ``target``) the
+    volume's active file and delete the old active file ``volume.name``; the VM ``vm_id`` (if
+    given) must be stopped and its definition is switched. Done already is success."""
+
+    kind: Literal["snapshot.revert"] = "snapshot.revert"
+    volume: VolumeRef
+    target: str
+    new_name: str
+    vm_id: str | None = None
+
+
+class SnapshotRebaseTask(Model):
+    """Rebase the file ``name`` of the volume's pool onto ``backing`` (None: standalone),
+    copying the data it got from the layers in between, so that what it holds for a reader
+    does not change. ``live``: ``name`` is the active file of the running VM ``vm_id`` (a libvirt
+    block pull with ``backing`` as base); else ``name`` must not be open by any VM (``qemu-img
+    rebase``). Already on ``backing`` is success."""
+
+    kind: Literal["snapshot.rebase"] = "snapshot.rebase"
+    volume: VolumeRef
+    name: str
+    backing: str | None
+    vm_id: str | None = None
+    live: bool = False
+
+
+class SnapshotDeleteFileTask(Model):
+    """Delete the file ``name`` (a merged snapshot's image) from the volume's pool. Absent is
+    success. The server sends it only once no other file has ``name`` as backing."""
+
+    kind: Literal["snapshot.delete"] = "snapshot.delete"
+    volume: VolumeRef
+    name: str
+
+
+class PoolsSync(Model):
+    """Every pool this host should use: the agent stores them (0600, they hold credentials),
+    forgets the others, prepares each (local: its directory; nfs: the ``corral-volumes``
+    directory; rbd: nothing) and answers ``{"pools": [PoolReport...], "digest": str}`` (the
+    ``pools_digest`` it now holds). A pool that cannot be prepared or measured is reported
+    ``ok=false``: it does not fail the task."""
+
+    kind: Literal["pools.sync"] = "pools.sync"
+    pools: list[PoolRef] = Field(default_factory=list, max_length=10_000)
+
+
 TaskPayload = Annotated[
     DiskCreate
     | DiskDelete
@@ -229,7 +317,12 @@ TaskPayload = Annotated[
     | VolumeAttachTask
     | VolumeDetachTask
     | VolumeResizeTask
-    | VolumeQosTask,
+    | VolumeQosTask
+    | PoolsSync
+    | SnapshotCreateTask
+    | SnapshotRevertTask
+    | SnapshotRebaseTask
+    | SnapshotDeleteFileTask,
     Field(discriminator="kind"),
 ]
 
@@ -278,3 +371,9 @@ class Heartbeat(Model):
     agent_started_at: datetime
     facts: HostFacts | None = Field(None, description="sent on the first beat and when they change")
     vms: list[VmReport]
+    pools: list[PoolReport] | None = Field(
+        None, description="every stored pool's report, when they changed (None: nothing new)"
+    )
+    pools_digest: str | None = Field(
+        None, description="pools_digest of the pools the agent holds (None: it does not say)"
+    )

@@ -9,6 +9,7 @@ the pool holds some).
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
@@ -106,11 +107,32 @@ SETTINGS: dict[str, type[Model]] = {
 
 class PoolCapacity(Model):
     """Sizes in GB: ``total`` of the backing store, ``used`` on it, ``allocated`` to volumes
-    (thin volumes may allocate up to ``total x overcommit``). Zero until the agents report."""
+    (thin volumes may allocate up to ``total x overcommit``). ``total`` and ``used`` are what
+    the hosts report (a local pool: the sums over its hosts; a shared one: the latest report);
+    zero until one reports it."""
 
     total_gb: float = 0
     used_gb: float = 0
     allocated_gb: float = 0
+
+
+class PoolHosts(Model):
+    """How many hosts report the pool usable (``ok``) and how many cannot use it (``failed``)."""
+
+    ok: int = 0
+    failed: int = 0
+
+
+class PoolHostReport(Model):
+    """What one host last reported of a pool (``GET /storage-pools/{ref}/hosts``)."""
+
+    host_id: str
+    host_name: str
+    ok: bool
+    total_gb: float = Field(description="the backing store's size as this host sees it")
+    free_gb: float
+    error: str | None = Field(None, description="why the host cannot use the pool")
+    updated_at: datetime
 
 
 class StoragePool(Resource):
@@ -121,6 +143,9 @@ class StoragePool(Resource):
     has_credentials: bool = Field(description="whether credentials are stored (never shown)")
     overcommit: float = Field(description="thin provisioning ratio: allocatable = total x this")
     capacity: PoolCapacity
+    hosts: PoolHosts = Field(
+        default_factory=PoolHosts, description="hosts of the attached clusters reporting it"
+    )
 
 
 def typed_settings(pool_type: str, settings: Any) -> Model:

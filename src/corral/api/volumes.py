@@ -33,6 +33,8 @@ class VolumeStatus(StrEnum):
     in_use = "in_use"
     detaching = "detaching"
     resizing = "resizing"
+    snapshotting = "snapshotting"
+    reverting = "reverting"
     deleting = "deleting"
     error = "error"
 
@@ -61,6 +63,15 @@ class VolumeQos(Model):
         return not any(self.model_dump().values())
 
 
+class SnapshotSchedule(Model):
+    """Automatic snapshots every ``every_minutes``; the newest ``keep`` automatic ones are kept
+    (older ones are deleted by merging). Manual snapshots are never deleted by the schedule: when
+    the chain is full of them, the automatic snapshot is skipped."""
+
+    every_minutes: int = Field(ge=1, le=366 * 24 * 60)
+    keep: int = Field(ge=1, le=128)
+
+
 class VolumeAttachment(Model):
     vm_id: str
     device: str = Field(description="the disk's name in the VM (vdb …)")
@@ -78,6 +89,7 @@ class Volume(OwnedResource):
     )
     shareable: bool = Field(False, description="may be attached to several VMs at once")
     qos: VolumeQos = Field(default_factory=VolumeQos)
+    snapshot_schedule: SnapshotSchedule | None = None
     error: str | None = None
 
 
@@ -93,10 +105,12 @@ class VolumeCreate(Model):
 
 
 class VolumeUpdate(Model):
-    """Rename a volume or change its I/O limits (applied live when it is attached)."""
+    """Rename a volume, change its I/O limits (applied live when it is attached) or its snapshot
+    schedule (``null`` removes it)."""
 
     name: Name | None = None
     qos: VolumeQos | None = None
+    snapshot_schedule: SnapshotSchedule | None = None
 
 
 class VolumeAttach(Model):

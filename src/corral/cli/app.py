@@ -21,6 +21,7 @@ from corral.cli import (
     project,
     quota,
     role,
+    snapshot,
     user,
     vm,
     volume,
@@ -138,6 +139,7 @@ app.add_typer(offering.app, name="offering")
 app.add_typer(pool.app, name="pool")
 app.add_typer(vm.app, name="vm")
 app.add_typer(volume.app, name="volume")
+app.add_typer(snapshot.app, name="snapshot")
 app.add_typer(op.app, name="op")
 app.add_typer(user.app, name="user")
 app.add_typer(project.app, name="project")

@@ -20,7 +20,7 @@ from corral.cli.common import (
     finish,
     state_of,
 )
-from corral.cli.output import Column, print_page
+from corral.cli.output import Column, emit_json, print_page, print_table
 
 app = typer.Typer(help="Storage pools: where VM disks live.", no_args_is_help=True)
 
@@ -32,6 +32,17 @@ COLUMNS: list[Column] = [
     ("CLUSTERS", lambda p: len(p.cluster_ids)),
     ("OVERCOMMIT", lambda p: f"{p.overcommit:g}"),
     ("TOTAL GB", lambda p: f"{p.capacity.total_gb:g}"),
+    ("USED GB", lambda p: f"{p.capacity.used_gb:g}"),
+    ("HOSTS OK/FAILED", lambda p: f"{p.hosts.ok}/{p.hosts.failed}"),
+]
+
+HOST_COLUMNS: list[Column] = [
+    ("HOST", lambda r: r.host_name),
+    ("OK", lambda r: r.ok),
+    ("TOTAL GB", lambda r: f"{r.total_gb:g}"),
+    ("FREE GB", lambda r: f"{r.free_gb:g}"),
+    ("UPDATED", lambda r: r.updated_at),
+    ("ERROR", lambda r: r.error),
 ]
 
 Overcommit = Annotated[
@@ -162,6 +173,17 @@ def list_pools(
         limit=limit, offset=offset, sort=sort, q=where, tag=tag
     )
     print_page(page, COLUMNS, json_output=state.json)
+
+
+@app.command("hosts")
+def hosts(ctx: typer.Context, ref: Ref) -> None:
+    """What each host of a pool's clusters reports of it: usable or why not, and its sizes."""
+    state = state_of(ctx)
+    reports = state.client().storage_pools.hosts(ref)
+    if state.json:
+        emit_json(reports)
+    else:
+        print_table(reports, HOST_COLUMNS)
 
 
 add_show_delete(app, noun="storage pool", collection=lambda c: c.storage_pools)

@@ -304,6 +304,37 @@ def resize(ctx: typer.Context, ref: Ref, size: Size, no_wait: NoWait = False) ->
     finish(state, op, no_wait=no_wait, done=f"Volume {ref} resized to {gib(size)}.")
 
 
+@app.command("schedule")
+def schedule(
+    ctx: typer.Context,
+    ref: Ref,
+    every: Annotated[
+        int | None,
+        typer.Option("--every", min=1, help="Minutes between automatic snapshots."),
+    ] = None,
+    keep: Annotated[
+        int | None,
+        typer.Option("--keep", min=1, max=128, help="Automatic snapshots to keep."),
+    ] = None,
+    off: Annotated[bool, typer.Option("--off", help="Stop the automatic snapshots.")] = False,
+    no_wait: NoWait = False,
+) -> None:
+    """Automatic snapshots of a volume: every N minutes, keeping the newest K (manual
+    snapshots are never deleted by the schedule)."""
+    state = state_of(ctx)
+    if off:
+        if every is not None or keep is not None:
+            raise typer.BadParameter("--off excludes --every and --keep", param_hint="--off")
+        op = state.client().volumes.unschedule_snapshots(ref)
+        finish(state, op, no_wait=no_wait, done=f"Volume {ref}: automatic snapshots stopped.")
+        return
+    if every is None or keep is None:
+        raise typer.BadParameter("give --every and --keep (or --off)", param_hint="--every")
+    op = state.client().volumes.schedule_snapshots(ref, every_minutes=every, keep=keep)
+    done = f"Volume {ref}: a snapshot every {every} min, keeping {keep}."
+    finish(state, op, no_wait=no_wait, done=done)
+
+
 @app.command("list")
 def list_volumes(
     ctx: typer.Context,

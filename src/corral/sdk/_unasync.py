@@ -27,6 +27,7 @@ MODULES = (
     "audit.py",
     "storage.py",
     "volumes.py",
+    "snapshots.py",
 )
 
 RULES: tuple[tuple[str, str], ...] = (

@@ -22,6 +22,7 @@ from corral.server.http import (
     routes_identity,
     routes_ops,
     routes_resources,
+    routes_snapshots,
     routes_storage,
     routes_tags,
     routes_vms,
@@ -32,13 +33,16 @@ from corral.server.http.idempotency import Idempotency
 from corral.server.identity.directory import ensure_identity
 from corral.server.secretbox import SecretBox, load_master_keys
 from corral.server.security.ratelimit import RateLimiter
-from corral.server.services import auth, hosts
+from corral.server.services import auth, hosts, snapshot_schedule
 from corral.server.services.context import Services
 from corral.server.services.operations import OperationRunner
 from corral.server.settings import ServerSettings
 from corral.server.workflows.engine import WorkflowEngine
 from corral.server.workflows.host_add import HOST_ADD
 from corral.server.workflows.image_import import IMAGE_IMPORT
+from corral.server.workflows.snapshot_create import SNAPSHOT_CREATE
+from corral.server.workflows.snapshot_delete import SNAPSHOT_DELETE
+from corral.server.workflows.snapshot_revert import SNAPSHOT_REVERT
 from corral.server.workflows.vm_create import VM_CREATE
 from corral.server.workflows.vm_delete import VM_DELETE
 from corral.server.workflows.vm_power import VM_POWER
@@ -79,6 +83,7 @@ def create_app(svc: Services | None = None) -> FastAPI:
     api.include_router(routes_audit.router)
     api.include_router(routes_storage.router)
     api.include_router(routes_volumes.router)
+    api.include_router(routes_snapshots.router)
     api.include_router(routes_tags.router)
     app.include_router(api)
     errors.install(app)
@@ -118,6 +123,9 @@ async def build_services(settings: ServerSettings) -> Services:
         VOLUME_RESIZE,
         VOLUME_DELETE,
         VOLUME_QOS,
+        SNAPSHOT_CREATE,
+        SNAPSHOT_REVERT,
+        SNAPSHOT_DELETE,
     )
     svc = Services(
         settings=settings,
@@ -173,6 +181,15 @@ async def _monitor(svc: Services) -> None:
             log.exception("host monitor failed")
 
 
+async def _snapshot_scheduler(svc: Services) -> None:
+    while True:
+        await asyncio.sleep(snapshot_schedule.TICK_S)
+        try:
+            await snapshot_schedule.run_due(svc)
+        except Exception:
+            log.exception("snapshot scheduler failed")
+
+
 async def start(settings: ServerSettings, *, listen: bool = True) -> ServerHandle:
     """Start a server: scrub secrets from every log record (``install_log_redaction``), migrate,
     create the admin at first start (its password is returned, never logged), recover interrupted
@@ -188,6 +205,7 @@ async def start(settings: ServerSettings, *, listen: bool = True) -> ServerHandl
     if recovered:
         log.warning("recovering %d interrupted operation(s)", recovered)
     handle._tasks.append(asyncio.create_task(_monitor(svc), name="host-monitor"))
+    handle._tasks.append(asyncio.create_task(_snapshot_scheduler(svc), name="snapshot-scheduler"))
     svc.agents.ca = ClusterCA.load_or_create(settings.ca_dir)  # before any agent call runs
     if listen:
         cert = key = None

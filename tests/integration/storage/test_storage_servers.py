@@ -1,8 +1,8 @@
 """The storage servers of tests/support/storage are usable by QEMU's network block drivers, and
 leave nothing behind (processes, directories, /dev/null) even when the code using them fails.
 
-The tear-down tests come first: they start their own NFS server, which must happen before the
-session's one exists (one NFS server per machine at a time).
+The NFS tear-down test has its own module (test_nfs_teardown.py): no other NFS server may run
+meanwhile.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.storage import iscsi, nfs
+from tests.support.storage import iscsi
 from tests.support.storage.ceph import CephCluster
 from tests.support.storage.daemons import dev_null_intact, port_open
 from tests.support.storage.iscsi import MIB, IscsiTarget
@@ -77,17 +77,6 @@ def wait_gone(pid: int, timeout: float = 10) -> bool:
 
 
 # --- tear-down -----------------------------------------------------------------------------
-
-
-def test_nfs_server_is_gone_after_a_failure() -> None:
-    with pytest.raises(RuntimeError), nfs.nfs_server() as export:
-        pid = export.pid
-        assert not gone(pid)
-        raise RuntimeError("test failed")
-    assert gone(pid)
-    assert not export.directory.parent.exists()
-    rpcinfo = subprocess.run(["rpcinfo", "-p", "127.0.0.1"], capture_output=True, text=True)
-    assert str(export.nfs_port) not in rpcinfo.stdout  # unregistered (or rpcbind stopped too)
 
 
 def test_iscsi_target_is_gone_after_a_failure() -> None:

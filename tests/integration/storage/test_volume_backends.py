@@ -332,7 +332,18 @@ async def test_a_wrong_key_is_a_storage_error_without_the_key(
 async def test_rbd_usage_is_the_pools_share_of_the_cluster(
     ceph_cluster: CephCluster, rbd: RbdBackend
 ) -> None:
-    usage = await rbd.usage(rbd_pool(ceph_cluster))
+    # a new cluster's manager lists the pool in `ceph df` a few seconds after it was created
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        try:
+            usage = await rbd.usage(rbd_pool(ceph_cluster))
+            break
+        except StorageError as exc:
+            if exc.context.get("reason") != "not_found" or (
+                asyncio.get_running_loop().time() > deadline
+            ):
+                raise
+            await asyncio.sleep(0.5)
     df = json.loads(ceph_cluster.ceph("df", "-f", "json"))
     (stats,) = [p["stats"] for p in df["pools"] if p["name"] == ceph_cluster.pool]
     assert usage.free_gb == pytest.approx(stats["max_avail"] / GIB, rel=0.05)

@@ -2,9 +2,9 @@
 
     from tests.support.storage.fixtures import ceph_cluster as ceph_cluster  # (and the others)
 
-Costly servers are session-scoped: ``nfs_export`` (one ganesha per machine at a time) and
-``ceph_cluster`` (~5 s to start). ``nfs_dir`` is a fresh sub-directory of the session's export
-for one test; ``iscsi_target`` is a new tgtd target per test (it starts in milliseconds). A machine
+``ceph_cluster`` (~5 s to start) is session-scoped, ``nfs_export`` module-scoped (one ganesha
+per machine at a time; 0.1 s to start). ``nfs_dir`` is a fresh sub-directory of the export for
+one test; ``iscsi_target`` is a new tgtd target per test (it starts in milliseconds). A machine
 that cannot run a server skips the tests that need it, with the reason (a failure under
 ``CORRAL_NO_SKIP=1``).
 """
@@ -28,9 +28,11 @@ def _available_or_skip(check: Callable[[], None]) -> None:
         pytest.skip(str(exc))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def nfs_export() -> Iterator[nfs.NfsExport]:
-    """The session's NFS export (ganesha on 127.0.0.1); prefer ``nfs_dir`` in tests."""
+    """The module's NFS export (ganesha on 127.0.0.1, ~0.1 s to start); prefer ``nfs_dir`` in
+    tests. Module-scoped: only one NFS server may run per machine, and a test of the server's
+    own tear-down needs none running."""
     _available_or_skip(nfs.check_available)
     with nfs.nfs_server() as export:
         yield export

@@ -15,6 +15,7 @@ from corral.api.identity import Member, Project, Role, User
 from corral.api.images import Image
 from corral.api.offerings import Offering
 from corral.api.operations import Operation
+from corral.api.snapshots import Snapshot
 from corral.api.storage import StoragePool
 from corral.api.vms import Vm
 from corral.api.volumes import Volume
@@ -113,6 +114,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "access_key": AccessKey,
     "storage_pool": StoragePool,
     "volume": Volume,
+    "snapshot": Snapshot,
 }
 NOT_IN_MODEL = {"member": {"id"}}
 """Spec fields a model does not show (the membership's own id only breaks sorting ties)."""

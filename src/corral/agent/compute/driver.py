@@ -111,3 +111,30 @@ class ComputeDriver(Protocol):
     async def set_disk_qos(self, vm_id: str, volume_id: str, qos: VolumeQos) -> None:
         """Replace the attached volume's I/O limits (live if the VM is live, and in the
         definition); all-zero ``qos`` lifts them. ``NotFound`` if the VM or disk is not there."""
+
+    async def snapshot_disk(
+        self, vm_id: str, volume_id: str, new_source: DiskSource, quiesce: bool
+    ) -> None:
+        """Live external snapshot of one attached data volume: the live VM continues on
+        ``new_source``, an existing empty qcow2 overlay whose backing is the disk's current file
+        (made beforehand by the pool's backend: ``create_overlay``), and the persistent
+        definition follows. The other disks are left alone. ``quiesce``: the guest's file
+        systems are frozen around the switch through the guest agent (``DriverError`` if it
+        does not answer). Already on ``new_source`` is success. ``InvalidState`` unless the VM
+        is live (a stopped VM is redefined on the new file instead), ``NotFound`` if the VM or
+        the disk is not there, ``InvalidInput`` for a source the driver cannot switch to. The
+        switch is atomic: after a failure the VM runs on its old file unless ``disk_file``
+        says otherwise."""
+
+    async def disk_file(self, vm_id: str, volume_id: str) -> str | None:
+        """The file the VM has the data volume on now (live while it runs, else in its
+        definition): ``DiskSource.path`` of a file disk, ``DiskSource.name`` of a network one.
+        None if the VM does not have the volume, ``NotFound`` if the VM is not defined."""
+
+    async def block_pull(self, vm_id: str, volume_id: str, base: DiskSource | None) -> None:
+        """Copy into the live VM's active file of the volume what the files between it and
+        ``base`` hold, so that it is backed by ``base`` directly (None: by nothing, standalone);
+        returns when the copy is complete (the files in between are no longer open). Already
+        backed by ``base`` is success. ``InvalidState`` unless the VM is live, ``NotFound`` if
+        the VM or the disk is not there, ``InvalidInput`` if ``base`` is not under the active
+        file, ``DriverError`` if the copy fails or does not finish in time (it is cancelled)."""

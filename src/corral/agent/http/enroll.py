@@ -50,6 +50,7 @@ async def detach(runtime: Authed) -> Detached:
     """The server removed this host: forget the attachment and TLS identity, stop reporting."""
     host_id = runtime.attachment.current.host_id if runtime.attachment.current else None
     runtime.attachment.forget()
+    await runtime.forget_pools()
     link, runtime.link = runtime.link, None
     if link is not None:
         await link.aclose()

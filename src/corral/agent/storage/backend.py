@@ -13,6 +13,13 @@ Contract shared by every method:
   volumes never shrink (a smaller size is a no-op success);
 - on failure they leave nothing they created in the same call (no half-made file, image or LUN);
 - secrets (``pool.credentials``) never appear in error messages, contexts or logs.
+
+Snapshots (``create_overlay``, ``rebase``, ``delete_file``, ``backing_of``) are external qcow2
+snapshots: every file of a volume lives next to the others and a file names its backing by its
+relative name (local: chains survive the pool being mounted elsewhere) or, where QEMU cannot
+resolve relative names (NFS), by its full URL. ``VolumeRef.name`` is the
+volume's active file; the server keeps the tree and names the files. Only qcow2 volumes of file
+pools (local, nfs) have them: others raise ``InvalidInput``.
 """
 
 from __future__ import annotations
@@ -78,3 +85,27 @@ class VolumeBackend(Protocol):
 
     async def usage(self, pool: PoolRef) -> PoolUsage:
         """Total and free space of the pool's backing store as this host sees it."""
+
+    # --- external (qcow2) snapshots: files of one volume, named by the server ---------------
+
+    async def create_overlay(self, volume: VolumeRef, new_name: str, backing_name: str) -> None:
+        """Make ``new_name``: an empty qcow2 file backed by ``backing_name`` (a qcow2 file of
+        the same volume, in the same place on the pool), of the backing's virtual size.
+        Existing is success (the file is kept as it is)."""
+
+    async def rebase(self, volume: VolumeRef, name: str, backing_name: str | None) -> None:
+        """Put the qcow2 file ``name`` on ``backing_name`` (None: standalone) in safe mode: the
+        data the old chain gave and the new one lacks is copied into ``name``, so a reader sees
+        the same bytes. Only for files no VM has open. Already on that backing is success."""
+
+    async def delete_file(self, volume: VolumeRef, name: str) -> None:
+        """Remove the file ``name`` of the volume; absent is success."""
+
+    async def backing_of(self, volume: VolumeRef, name: str) -> str | None:
+        """The backing file of ``name`` as a name on the pool (the string written in the image
+        if it is elsewhere), None for a standalone file. ``StorageError`` if it is absent."""
+
+    async def prepare(self, pool: PoolRef) -> None:
+        """Make the pool ready for volumes on this host (``pools.sync``): create what volumes
+        will be put in (a local directory, the NFS ``corral-volumes`` directory), or nothing.
+        Idempotent; ``StorageError`` (context ``pool_id``) when it cannot."""

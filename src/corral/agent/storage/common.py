@@ -88,3 +88,30 @@ class KeyedLocks:
 
     def __len__(self) -> int:
         return len(self._locks)
+
+
+SNAPSHOTS_UNSUPPORTED = "rbd snapshots are native: not supported yet"
+
+
+def file_ref(volume: VolumeRef, name: str) -> VolumeRef:
+    """The volume's file ``name`` (a snapshot or overlay of it) as a ``VolumeRef`` of its own,
+    for the backends' path and URL helpers. Snapshot files are qcow2: ``InvalidInput`` for a
+    raw volume."""
+    if volume.format != "qcow2":
+        raise InvalidInput(
+            f"volume {volume.volume_id} is {volume.format}: snapshots need qcow2 volumes",
+            pool_id=volume.pool.id,
+            volume_id=volume.volume_id,
+            format=volume.format,
+        )
+    return volume.model_copy(update={"name": name})
+
+
+def name_in_dir(backing: str | None, directory: str) -> str | None:
+    """The backing file named in an image header as a name in ``directory`` (the image's
+    own): a relative name without ``/`` as it is, ``<directory>/<name>`` as ``<name>``; any
+    other string unchanged. None stays None."""
+    if backing is None or "/" not in backing:
+        return backing
+    head, _, tail = backing.rpartition("/")
+    return tail if head == directory.rstrip("/") and tail else backing

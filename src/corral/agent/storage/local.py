@@ -5,6 +5,11 @@ Layout: ``<settings.path>/volumes/<VolumeRef.name>`` (``vol-<id>.qcow2``, format
 them), files are 0600 (libvirt's dynamic ownership hands them to QEMU while a VM runs). A file
 appears under its final name only when complete: it is made as ``<name>.part`` and renamed, so an
 existing volume file is always a good one and a failed call leaves nothing.
+
+Snapshots: every file of a volume (its active file, its snapshots) is in the same directory, a
+qcow2 overlay names its backing relatively (``-b <name>``: qemu-img resolves it against the
+overlay's directory, checked with QEMU 7.2); libvirt's own live snapshots and pulls write
+absolute paths into the same directory, which ``backing_of`` reports as names too.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from corral.agent.storage.common import (
     GIB,
     PART_SUFFIX,
     KeyedLocks,
+    file_ref,
+    name_in_dir,
     pool_settings,
     safe_name,
     volume_error,
@@ -97,6 +104,88 @@ class LocalBackend:
 
     def source(self, volume: VolumeRef) -> DiskSource:
         return DiskSource(kind="file", path=str(self.path(volume)), format=volume.format)
+
+    async def create_overlay(self, volume: VolumeRef, new_name: str, backing_name: str) -> None:
+        """Make ``new_name``, an empty qcow2 overlay of ``backing_name`` (relative backing,
+        the backing's virtual size), unless it exists. ``StorageError`` (``reason="not_found"``)
+        if the backing file does not exist."""
+        path = self.path(file_ref(volume, new_name))
+        backing = self.path(file_ref(volume, backing_name))
+        part = path.with_name(path.name + PART_SUFFIX)
+        async with self._locks.hold(str(path)):
+            if await asyncio.to_thread(path.is_file):
+                return
+            try:
+                if not await asyncio.to_thread(backing.is_file):
+                    raise StorageError(
+                        f"backing file {backing_name} does not exist",
+                        reason="not_found",
+                        name=backing_name,
+                    )
+                await run_qemu_img(
+                    *("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", backing.name),
+                    str(part),
+                    qemu_img=self.qemu_img,
+                )
+                await asyncio.to_thread(_publish, part, path, 0o600)
+            except BaseException as exc:
+                part.unlink(missing_ok=True)  # inline: survives cancellation
+                if isinstance(exc, Exception):
+                    raise volume_error("create an overlay of", volume, exc) from exc
+                raise
+
+    async def rebase(self, volume: VolumeRef, name: str, backing_name: str | None) -> None:
+        """``qemu-img rebase`` (safe mode) of ``name`` onto ``backing_name`` (None:
+        standalone); already there: nothing. qemu-img takes the file's write lock, so a file a
+        running QEMU has open fails (``StorageError``)."""
+        path = self.path(file_ref(volume, name))
+        if backing_name is not None:
+            self.path(file_ref(volume, backing_name))  # InvalidInput for an unsafe name
+        async with self._locks.hold(str(path)):
+            try:
+                if await self._backing(volume, path) == backing_name:
+                    return
+                args = ["rebase", "-q", "-f", "qcow2", "-b", backing_name or ""]
+                if backing_name is not None:
+                    args += ["-F", "qcow2"]
+                await run_qemu_img(*args, str(path), qemu_img=self.qemu_img)
+            except Exception as exc:
+                raise volume_error("rebase", volume, exc) from exc
+
+    async def delete_file(self, volume: VolumeRef, name: str) -> None:
+        """Remove the file ``name`` (and a ``.part`` of it); absent is success."""
+        path = self.path(volume.model_copy(update={"name": name}))
+        async with self._locks.hold(str(path)):
+            try:
+                for p in (path, path.with_name(path.name + PART_SUFFIX)):
+                    await asyncio.to_thread(p.unlink, missing_ok=True)
+            except OSError as exc:
+                raise volume_error("delete a file of", volume, exc) from exc
+
+    async def backing_of(self, volume: VolumeRef, name: str) -> str | None:
+        path = self.path(file_ref(volume, name))
+        try:
+            return await self._backing(volume, path)
+        except Exception as exc:
+            raise volume_error("inspect", volume, exc) from exc
+
+    async def _backing(self, volume: VolumeRef, path: Path) -> str | None:
+        if not await asyncio.to_thread(path.is_file):
+            raise StorageError(f"file {path.name} does not exist", reason="not_found")
+        info = await image_info(path, "qcow2", qemu_img=self.qemu_img)
+        return name_in_dir(info.backing_file, str(path.parent))
+
+    async def prepare(self, pool: PoolRef) -> None:
+        """Create ``<path>/volumes`` (and ``path``) if absent, 0755."""
+        root = Path(pool_settings(pool, LocalSettings).path)
+        try:
+            await asyncio.to_thread(_mkdir, root / VOLUMES_DIR)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create the directory of pool {pool.id} at {root}: {exc.strerror or exc}",
+                pool_id=pool.id,
+                path=str(root),
+            ) from exc
 
     async def usage(self, pool: PoolRef) -> PoolUsage:
         """Total and available space of the file system holding the pool's directory (of its

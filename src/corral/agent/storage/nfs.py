@@ -29,6 +29,16 @@ What was verified (QEMU 7.2, libvirt 9.0, libnfs 4.0, nfs-ganesha 4 with NFSv3 o
   XML needs ``<identity user='root' group='root'/>`` (then QEMU gets ``"user":0,"group":0``).
 - usage: NFSv3 FSSTAT of the export (libnfs ``nfs_statvfs64``): ``total`` and ``free`` (the
   space available to the client, ``f_bavail``), as ``df`` shows them on the server.
+- Snapshot files (``create_overlay``, ``rebase``): QEMU 7.2's NFS driver resolves a relative
+  backing name under the image itself (``…/v1`` backed by ``v0`` opens ``…/v1/v0``: MOUNT of a
+  file, MNT3ERR_ACCES), so unlike local pools an overlay names its backing by its full URL,
+  ``nfs://<server>/<export>/corral-volumes/<name>?uid=0&gid=0``: the AUTH_SYS identity is in
+  it, so whoever opens the chain from the image headers (qemu-img; QEMU when libvirt does not
+  read the chain itself) reaches the 0600 files as the agent does. The chain is thus tied to the
+  server's address and the export path (moving the export needs ``qemu-img rebase -u``).
+  ``qemu-img create`` and ``rebase`` in safe mode work over these URLs (verified with qemu-io
+  reading the data back); NFS has no image locks, so a file QEMU has open is not protected: the
+  caller must not rebase one.
 """
 
 from __future__ import annotations
@@ -45,6 +55,8 @@ from corral.agent.storage.common import (
     GIB,
     PART_SUFFIX,
     KeyedLocks,
+    file_ref,
+    name_in_dir,
     pool_settings,
     safe_name,
     volume_error,
@@ -155,10 +167,99 @@ class NfsBackend:
             format=volume.format,
         )
 
+    async def prepare(self, pool: PoolRef) -> None:
+        """Create the export's ``corral-volumes`` directory if absent (QEMU mounts it)."""
+        await self._nfs(pool, ["mkdir", f"/{VOLUMES_DIR}"])
+
     async def usage(self, pool: PoolRef) -> PoolUsage:
         """Total and free (available) space of the export, from the server (NFSv3 FSSTAT)."""
         (stat,) = await self._nfs(pool, ["statvfs", "/"])
         return PoolUsage(total_gb=int(stat["total"]) / GIB, free_gb=int(stat["free"]) / GIB)
+
+    # --- snapshot files (see the module docstring) -------------------------------------------
+
+    async def create_overlay(self, volume: VolumeRef, new_name: str, backing_name: str) -> None:
+        """Make ``new_name``, an empty qcow2 overlay of ``backing_name`` (named by its
+        ``nfs://`` URL, see the module docstring; the backing's virtual size), unless it
+        exists. ``StorageError`` (``reason="not_found"``) if the backing file does not exist."""
+        new, backing = file_ref(volume, new_name), file_ref(volume, backing_name)
+        final, part = _rel(safe_name(new)), _rel(safe_name(new) + PART_SUFFIX)
+        safe_name(backing)
+        async with self._locks.hold(self._key(new)):
+            started = False
+            try:
+                exists, backing_exists = await self._nfs(
+                    volume.pool, ["exists", final], ["exists", _rel(backing_name)]
+                )
+                if exists:
+                    return
+                if not backing_exists:
+                    raise StorageError(
+                        f"backing file {backing_name} does not exist",
+                        reason="not_found",
+                        name=backing_name,
+                    )
+                out = await self._qemu_img(
+                    "info", "--output=json", "-U", "-f", "qcow2", self.url(backing)
+                )
+                started = True
+                await self._qemu_img(
+                    *("create", "-q", "-u", "-f", "qcow2", "-F", "qcow2"),
+                    *("-b", self.url(backing), self.url(new, suffix=PART_SUFFIX)),
+                    str(_virtual_size(out)),
+                )
+                await self._nfs(volume.pool, ["rename", part, final])
+            except BaseException as exc:
+                if started:
+                    await self._discard(volume.pool, part)
+                if isinstance(exc, Exception):
+                    raise volume_error("create an overlay of", volume, exc) from exc
+                raise
+
+    async def rebase(self, volume: VolumeRef, name: str, backing_name: str | None) -> None:
+        """``qemu-img rebase`` (safe mode) of ``name`` onto ``backing_name`` (None: standalone)
+        over ``nfs://``; already there: nothing. NFS has no locks QEMU would see: the caller
+        must make sure no VM has ``name`` open."""
+        ref = file_ref(volume, name)
+        backing = ""
+        if backing_name is not None:
+            backing = self.url(file_ref(volume, backing_name))
+        async with self._locks.hold(self._key(ref)):
+            try:
+                if await self._backing(ref) == backing_name:
+                    return
+                args = ["rebase", "-q", "-f", "qcow2", "-b", backing]
+                if backing_name is not None:
+                    args += ["-F", "qcow2"]
+                await self._qemu_img(*args, self.url(ref))
+            except Exception as exc:
+                raise volume_error("rebase", volume, exc) from exc
+
+    async def delete_file(self, volume: VolumeRef, name: str) -> None:
+        """Remove the file ``name`` (and a ``.part`` of it) over NFS; absent is success."""
+        ref = volume.model_copy(update={"name": name})
+        await self.delete(ref)
+
+    async def backing_of(self, volume: VolumeRef, name: str) -> str | None:
+        ref = file_ref(volume, name)
+        try:
+            return await self._backing(ref)
+        except Exception as exc:
+            raise volume_error("inspect", volume, exc) from exc
+
+    async def _backing(self, ref: VolumeRef) -> str | None:
+        (exists,) = await self._nfs(ref.pool, ["exists", _rel(safe_name(ref))])
+        if not exists:
+            raise StorageError(f"file {ref.name} does not exist", reason="not_found")
+        out = await self._qemu_img("info", "--output=json", "-U", "-f", "qcow2", self.url(ref))
+        try:
+            backing = json.loads(out).get("backing-filename")
+        except (ValueError, AttributeError) as exc:
+            raise StorageError("unexpected output of qemu-img info", output=out[:2000]) from exc
+        if backing is None:
+            return None
+        directory = self.url(ref).split("?", 1)[0].rpartition("/")[0]
+        return name_in_dir(str(backing).split("?", 1)[0], directory)
 
     # --- helpers ----------------------------------------------------------------------------
 

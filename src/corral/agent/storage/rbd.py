@@ -29,7 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from corral.agent.storage.backend import DiskAuth, DiskSource, PoolUsage
-from corral.agent.storage.common import GIB, MIB, KeyedLocks, pool_settings, volume_error
+from corral.agent.storage.common import (
+    GIB,
+    MIB,
+    SNAPSHOTS_UNSUPPORTED,
+    KeyedLocks,
+    pool_settings,
+    volume_error,
+)
 from corral.agent.storage.tools import ToolResult, run_tool
 from corral.api.agent import PoolRef, VolumeRef
 from corral.api.errors import InvalidInput, StorageError
@@ -160,6 +167,11 @@ class RbdBackend:
             ),
         )
 
+    async def prepare(self, pool: PoolRef) -> None:
+        """Nothing to make (images are created in the existing RBD pool); the settings and
+        credentials are checked without connecting."""
+        self._conn(pool)
+
     async def usage(self, pool: PoolRef) -> PoolUsage:
         """The pool's space as ``ceph df`` reports it: ``free`` is its ``max_avail`` (what can
         still be written, replication accounted for), ``total`` that plus what is ``stored``."""
@@ -177,6 +189,20 @@ class RbdBackend:
                 **{**exc.context, "pool_id": pool.id},
             ) from exc
         return PoolUsage(total_gb=(stored + free) / GIB, free_gb=free / GIB)
+
+    # --- external snapshots: RBD has its own, not used yet ---------------------------------
+
+    async def create_overlay(self, volume: VolumeRef, new_name: str, backing_name: str) -> None:
+        raise _no_snapshots(volume)
+
+    async def rebase(self, volume: VolumeRef, name: str, backing_name: str | None) -> None:
+        raise _no_snapshots(volume)
+
+    async def delete_file(self, volume: VolumeRef, name: str) -> None:
+        raise _no_snapshots(volume)
+
+    async def backing_of(self, volume: VolumeRef, name: str) -> str | None:
+        raise _no_snapshots(volume)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -256,6 +282,12 @@ class RbdBackend:
             await self._run(pool, conn, self.rbd, *args, timeout=min(self.timeout, 10.0))
         except Exception:
             pass
+
+
+def _no_snapshots(volume: VolumeRef) -> InvalidInput:
+    return InvalidInput(
+        SNAPSHOTS_UNSUPPORTED, pool_id=volume.pool.id, volume_id=volume.volume_id, type="rbd"
+    )
 
 
 def parse_monitor(monitor: str) -> tuple[str, int]:

@@ -18,12 +18,16 @@ class SimulatedBackend:
     """A ``VolumeBackend`` for every pool type that keeps ``{volume_id: size_gb}`` per pool.
 
     - ``faults.check("volume.create")`` (``volume.delete``, ``volume.resize``,
-      ``volume.usage``) runs first in each call, as the simulated compute driver does.
+      ``volume.usage``, ``volume.prepare``) runs first in each call, as the simulated compute
+      driver does.
     - Idempotent like the real backends: creating an existing volume keeps it (and its size),
       deleting an absent one succeeds, growing to a smaller size does nothing.
     - Volumes are thin: creation never fails for space; ``usage`` reports ``capacity_gb`` per
       pool as total and what the volumes' sizes leave of it (not below 0) as free.
     - ``source`` is ``sim://<host>/volumes/<name>`` (kind ``file``), in the volume's format.
+    - Snapshot files (``create_overlay``, ``rebase``, ``delete_file``; fault ops
+      ``volume.create_overlay``, ``volume.rebase``, ``volume.delete_file``) are kept as
+      ``{name: backing name}`` per pool (``files``), apart from the volumes' sizes.
     """
 
     def __init__(
@@ -34,6 +38,7 @@ class SimulatedBackend:
         self.capacity_gb = capacity_gb
         self.calls: Counter[str] = Counter()
         self._pools: dict[str, dict[str, int]] = {}
+        self._files: dict[str, dict[str, str | None]] = {}
 
     async def create(self, volume: VolumeRef) -> None:
         self._enter("volume.create")
@@ -61,12 +66,41 @@ class SimulatedBackend:
             format=volume.format,
         )
 
+    async def prepare(self, pool: PoolRef) -> None:
+        self._enter("volume.prepare")
+
     async def usage(self, pool: PoolRef) -> PoolUsage:
         self._enter("volume.usage")
         used = sum(self._pools.get(pool.id, {}).values())
         return PoolUsage(
             total_gb=float(self.capacity_gb), free_gb=float(max(0.0, self.capacity_gb - used))
         )
+
+    async def create_overlay(self, volume: VolumeRef, new_name: str, backing_name: str) -> None:
+        """Record ``new_name`` backed by ``backing_name`` (existing: kept as it is)."""
+        self._enter("volume.create_overlay")
+        self._files.setdefault(volume.pool.id, {}).setdefault(new_name, backing_name)
+
+    async def rebase(self, volume: VolumeRef, name: str, backing_name: str | None) -> None:
+        """Record ``name`` as backed by ``backing_name`` (an unknown file is recorded too)."""
+        self._enter("volume.rebase")
+        self._files.setdefault(volume.pool.id, {})[name] = backing_name
+
+    async def delete_file(self, volume: VolumeRef, name: str) -> None:
+        self._enter("volume.delete_file")
+        files = self._files.get(volume.pool.id)
+        if files is not None:
+            files.pop(name, None)
+            if not files:
+                del self._files[volume.pool.id]
+
+    async def backing_of(self, volume: VolumeRef, name: str) -> str | None:
+        """The recorded backing; None for files this backend did not make."""
+        return self._files.get(volume.pool.id, {}).get(name)
+
+    def files(self, pool_id: str) -> Mapping[str, str | None]:
+        """The snapshot files made on a pool, with their backing (read-only view)."""
+        return MappingProxyType(self._files.get(pool_id, {}))
 
     def volumes(self, pool_id: str) -> Mapping[str, int]:
         """Size in GB of each volume of a pool, by volume id (read-only view)."""

@@ -29,6 +29,7 @@ from corral.sdk._async.resources import (
     AsyncOperations,
     AsyncZones,
 )
+from corral.sdk._async.snapshots import AsyncSnapshots
 from corral.sdk._async.storage import AsyncStoragePools
 from corral.sdk._async.volumes import AsyncVolumes
 from corral.sdk._async.workloads import AsyncImages, AsyncVms
@@ -95,6 +96,7 @@ class AsyncClient:
         self.storage_pools = AsyncStoragePools(self)
         self.vms = AsyncVms(self)
         self.volumes = AsyncVolumes(self)
+        self.snapshots = AsyncSnapshots(self)
         self.operations = AsyncOperations(self)
         self.users = AsyncUsers(self)
         self.projects = AsyncProjects(self)

@@ -5,10 +5,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from corral.api.storage import PoolClusterAttach, StoragePool, StoragePoolCreate, StoragePoolUpdate
+from pydantic import TypeAdapter, ValidationError
+
+from corral.api.errors import CorralError
+from corral.api.storage import (
+    PoolClusterAttach,
+    PoolHostReport,
+    StoragePool,
+    StoragePoolCreate,
+    StoragePoolUpdate,
+)
 from corral.sdk._async.operation import AsyncOperation
 from corral.sdk._async.resources import AsyncCollection
 from corral.sdk._base import build, quote_ref
+
+_HOST_REPORTS = TypeAdapter(list[PoolHostReport])
 
 if TYPE_CHECKING:
     from corral.sdk._async.client import AsyncClient
@@ -69,3 +80,14 @@ class AsyncStoragePools(AsyncCollection[StoragePool]):
         return await self._client.operation(
             "DELETE", f"{self._path}/{quote_ref(ref)}/clusters/{quote_ref(cluster)}"
         )
+
+    async def hosts(self, ref: str) -> list[PoolHostReport]:
+        """What each host of the attached clusters last reported of the pool (by host name):
+        ``ok`` (else ``error``), ``total_gb``, ``free_gb``, ``updated_at``."""
+        response = await self._client.request("GET", f"{self._path}/{quote_ref(ref)}/hosts")
+        try:
+            return _HOST_REPORTS.validate_json(response.content)
+        except ValidationError as exc:
+            raise CorralError(
+                f"the server answered with unexpected pool hosts: {exc.error_count()} errors"
+            ) from exc

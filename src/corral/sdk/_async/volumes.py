@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from corral.api.common import DEFAULT_PAGE, Page
 from corral.api.volumes import (
+    SnapshotSchedule,
     Volume,
     VolumeAttach,
     VolumeCreate,
@@ -65,6 +66,24 @@ class AsyncVolumes(AsyncCollection[Volume]):
         an attached volume are applied to its VMs live."""
         body = build(VolumeUpdate, name=name, qos=qos)
         return await self._client.operation("PATCH", self._item(ref), body=body)
+
+    async def schedule_snapshots(
+        self, ref: str, *, every_minutes: int, keep: int
+    ) -> AsyncOperation:
+        """Take an automatic snapshot of the volume every ``every_minutes`` and keep the newest
+        ``keep`` automatic ones (manual snapshots are never deleted by the schedule)."""
+        schedule = build(SnapshotSchedule, every_minutes=every_minutes, keep=keep)
+        body = build(VolumeUpdate, snapshot_schedule=schedule)
+        return await self._client.operation("PATCH", self._item(ref), body=body)
+
+    async def unschedule_snapshots(self, ref: str) -> AsyncOperation:
+        """Stop the volume's automatic snapshots (those taken stay)."""
+        return await self._client.operation(
+            "PATCH",
+            self._item(ref),
+            content=b'{"snapshot_schedule": null}',
+            headers={"Content-Type": "application/json"},
+        )
 
     async def attach(self, ref: str, vm: str) -> AsyncOperation:
         """Attach the volume to a VM (id or name) as its next free disk (``vdb``…); the first

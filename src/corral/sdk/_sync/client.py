@@ -41,6 +41,7 @@ from corral.sdk._sync.resources import (
     Operations,
     Zones,
 )
+from corral.sdk._sync.snapshots import Snapshots
 from corral.sdk._sync.storage import StoragePools
 from corral.sdk._sync.volumes import Volumes
 from corral.sdk._sync.workloads import Images, Vms
@@ -97,6 +98,7 @@ class Client:
         self.storage_pools = StoragePools(self)
         self.vms = Vms(self)
         self.volumes = Volumes(self)
+        self.snapshots = Snapshots(self)
         self.operations = Operations(self)
         self.users = Users(self)
         self.projects = Projects(self)

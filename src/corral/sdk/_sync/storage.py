@@ -7,10 +7,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from corral.api.storage import PoolClusterAttach, StoragePool, StoragePoolCreate, StoragePoolUpdate
+from pydantic import TypeAdapter, ValidationError
+
+from corral.api.errors import CorralError
+from corral.api.storage import (
+    PoolClusterAttach,
+    PoolHostReport,
+    StoragePool,
+    StoragePoolCreate,
+    StoragePoolUpdate,
+)
 from corral.sdk._base import build, quote_ref
 from corral.sdk._sync.operation import Operation
 from corral.sdk._sync.resources import Collection
+
+_HOST_REPORTS = TypeAdapter(list[PoolHostReport])
 
 if TYPE_CHECKING:
     from corral.sdk._sync.client import Client
@@ -69,3 +80,14 @@ class StoragePools(Collection[StoragePool]):
         return self._client.operation(
             "DELETE", f"{self._path}/{quote_ref(ref)}/clusters/{quote_ref(cluster)}"
         )
+
+    def hosts(self, ref: str) -> list[PoolHostReport]:
+        """What each host of the attached clusters last reported of the pool (by host name):
+        ``ok`` (else ``error``), ``total_gb``, ``free_gb``, ``updated_at``."""
+        response = self._client.request("GET", f"{self._path}/{quote_ref(ref)}/hosts")
+        try:
+            return _HOST_REPORTS.validate_json(response.content)
+        except ValidationError as exc:
+            raise CorralError(
+                f"the server answered with unexpected pool hosts: {exc.error_count()} errors"
+            ) from exc

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from corral.api.common import DEFAULT_PAGE, Page
 from corral.api.volumes import (
+    SnapshotSchedule,
     Volume,
     VolumeAttach,
     VolumeCreate,
@@ -65,6 +66,22 @@ class Volumes(Collection[Volume]):
         an attached volume are applied to its VMs live."""
         body = build(VolumeUpdate, name=name, qos=qos)
         return self._client.operation("PATCH", self._item(ref), body=body)
+
+    def schedule_snapshots(self, ref: str, *, every_minutes: int, keep: int) -> Operation:
+        """Take an automatic snapshot of the volume every ``every_minutes`` and keep the newest
+        ``keep`` automatic ones (manual snapshots are never deleted by the schedule)."""
+        schedule = build(SnapshotSchedule, every_minutes=every_minutes, keep=keep)
+        body = build(VolumeUpdate, snapshot_schedule=schedule)
+        return self._client.operation("PATCH", self._item(ref), body=body)
+
+    def unschedule_snapshots(self, ref: str) -> Operation:
+        """Stop the volume's automatic snapshots (those taken stay)."""
+        return self._client.operation(
+            "PATCH",
+            self._item(ref),
+            content=b'{"snapshot_schedule": null}',
+            headers={"Content-Type": "application/json"},
+        )
 
     def attach(self, ref: str, vm: str) -> Operation:
         """Attach the volume to a VM (id or name) as its next free disk (``vdb``…); the first

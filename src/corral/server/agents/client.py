@@ -42,6 +42,7 @@ from corral.api.errors import (
     Unauthenticated,
 )
 from corral.server.agents.directory import HostDirectory
+from corral.server.agents.pool_state import PoolSyncState
 from corral.util.ca import ClusterCA, host_context, issued_host_id
 from corral.util.http1 import Http1Client, HttpError
 from corral.util.tls import fetch_server_cert, pinned_context
@@ -106,6 +107,8 @@ class AgentClient:
         self.ca: ClusterCA | None = None
         """The cluster CA (set at server start): signs agent certificates, verifies agents."""
         self.enrollments = EnrollmentTokens()
+        self.pool_sync = PoolSyncState()
+        """Expected storage pool digests and the background pool syncs (``pool_state``)."""
 
     def _key(self, ep: AgentEndpoint) -> tuple[str, str | None]:
         """One pool per https host (its own TLS identity), one per origin for plain http."""
@@ -136,6 +139,7 @@ class AgentClient:
         return pinned_context(ep.cert_pem)
 
     async def close(self) -> None:
+        await self.pool_sync.close()
         for c in self._clients.values():
             await c.aclose()
         self._clients.clear()

@@ -338,9 +338,28 @@ class StoragePoolClusterRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class StoragePoolHostRow(Base):
+    """What one host last reported of one pool it uses (``PoolReport``): written when its agent
+    answers a ``pools.sync`` or a heartbeat carries new reports, removed with the pool, the host,
+    or when the host no longer uses the pool."""
+
+    __tablename__ = "storage_pool_hosts"
+    pool_id: Mapped[str] = mapped_column(
+        ForeignKey("storage_pools.id", ondelete="CASCADE"), primary_key=True
+    )
+    host_id: Mapped[str] = mapped_column(
+        ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    ok: Mapped[bool] = mapped_column(Boolean, default=False)
+    total_gb: Mapped[float] = mapped_column(Float, default=0)
+    free_gb: Mapped[float] = mapped_column(Float, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class VolumeRow(Timestamped, Owned, Base):
-    """A data volume (``corral.api.volumes``). ``pool_name`` is its name on the pool (file or
-    image name), fixed at creation; ``host_id`` is set when a volume of a ``local`` pool is
+    """A data volume (``corral.api.volumes``). ``pool_name`` is its active file (or image) on the
+    pool: set at creation, replaced by a new overlay at each snapshot and revert; ``host_id`` is set when a volume of a ``local`` pool is
     instantiated (it lives on that host). Names are unique within a project."""
 
     __tablename__ = "volumes"
@@ -355,6 +374,14 @@ class VolumeRow(Timestamped, Owned, Base):
     shareable: Mapped[bool] = mapped_column(Boolean, default=False)
     qos: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    backing_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    """The backing file of the active file ``pool_name`` (a snapshot's file; None: none)."""
+    current_snapshot_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """The snapshot the active file descends from (the tree's "you are here")."""
+    snapshot_every_min: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    snapshot_keep: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    next_auto_snapshot_at: Mapped[dt.datetime | None] = mapped_column(nullable=True, index=True)
+    """When the scheduler takes the next automatic snapshot (None: no schedule)."""
 
     __table_args__ = (UniqueConstraint("project_id", "name", name="uq_volumes_project_name"),)
 
@@ -373,3 +400,26 @@ class VolumeAttachmentRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("vm_id", "device", name="uq_volume_attachments_device"),)
+
+
+class SnapshotRow(Timestamped, Owned, Base):
+    """A node of a volume's snapshot tree (``corral.api.snapshots``).
+
+    ``file`` is the frozen qcow2 image on the volume's pool (the volume's active file when the
+    snapshot was taken); ``backing`` is that file's backing file today (None: standalone), which
+    merges change; ``parent_id`` is the logical parent in the tree, kept when files are merged.
+    """
+
+    __tablename__ = "snapshots"
+    name: Mapped[str] = mapped_column(String(63), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    volume_id: Mapped[str] = mapped_column(ForeignKey("volumes.id", ondelete="CASCADE"), index=True)
+    parent_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    file: Mapped[str] = mapped_column(String(128))
+    backing: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    size_gb: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="creating", index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="manual")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (UniqueConstraint("volume_id", "name", name="uq_snapshots_volume_name"),)

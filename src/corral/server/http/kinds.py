@@ -16,6 +16,7 @@ from corral.server.services import (
     pools,
     projects,
     roles,
+    snapshots,
     users,
     vms,
     volumes,
@@ -49,5 +50,6 @@ KINDS = (
     Tagged("roles", roles.ROLES),
     Tagged("storage-pools", pools.POOLS),
     Tagged("volumes", volumes.VOLUMES, volumes.visible_volumes),
+    Tagged("snapshots", snapshots.SNAPSHOTS, snapshots.visible_snapshots),
 )
 BY_COLLECTION = {t.collection: t for t in KINDS}

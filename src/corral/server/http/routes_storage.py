@@ -9,11 +9,17 @@ from fastapi import APIRouter, Response
 
 from corral.api.common import Page
 from corral.api.operations import Operation
-from corral.api.storage import PoolClusterAttach, StoragePool, StoragePoolCreate, StoragePoolUpdate
+from corral.api.storage import (
+    PoolClusterAttach,
+    PoolHostReport,
+    StoragePool,
+    StoragePoolCreate,
+    StoragePoolUpdate,
+)
 from corral.server.http.deps import Listing, Svc, accepted, allow, listed
 from corral.server.http.versioning import IF_MATCH, VersionedRoute
 from corral.server.identity.caller import Caller
-from corral.server.services import pools
+from corral.server.services import pool_sync, pools
 
 router = APIRouter(route_class=VersionedRoute)
 A: dict[str, Any] = {"status_code": 202, "response_model": Operation, "tags": ["storage-pools"]}
@@ -32,6 +38,15 @@ async def get_storage_pool(
     ref: str, svc: Svc, caller: Annotated[Caller, allow("storage_pool:get")]
 ) -> StoragePool:
     return await pools.POOLS.get(svc.sessionmaker, ref)
+
+
+@router.get("/storage-pools/{ref}/hosts", response_model=list[PoolHostReport], tags=T)
+async def get_storage_pool_hosts(
+    ref: str, svc: Svc, caller: Annotated[Caller, allow("storage_pool:get")]
+) -> list[PoolHostReport]:
+    """What each host of the attached clusters last reported of the pool: whether it can use
+    it (``ok``, else ``error``) and the sizes it sees."""
+    return await pool_sync.pool_hosts(svc, ref)
 
 
 @router.post("/storage-pools", **A)

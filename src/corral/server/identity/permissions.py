@@ -16,8 +16,9 @@ PLATFORM_KINDS: Final = frozenset(
      "account"}
 )  # fmt: skip
 PROJECT_KINDS: Final = frozenset(
-    {"vm", "volume", "image", "operation", "quota", "member", "audit", "tag", "access_key"}
-)
+    {"vm", "volume", "snapshot", "image", "operation", "quota", "member", "audit", "tag",
+     "access_key"}
+)  # fmt: skip
 
 ACTIONS: Final[dict[str, tuple[str, ...]]] = {
     "zone": ("list", "get", "create", "update", "delete"),
@@ -32,6 +33,7 @@ ACTIONS: Final[dict[str, tuple[str, ...]]] = {
     "account": ("manage",),
     "vm": ("list", "get", "create", "update", "delete", "power", "console", "see-all"),
     "volume": ("list", "get", "create", "update", "delete", "see-all"),
+    "snapshot": ("list", "get", "create", "update", "delete", "see-all"),
     "image": ("list", "get", "create", "update", "delete", "see-all"),
     "operation": ("list", "get", "cancel", "see-all"),
     "quota": ("get", "update"),
@@ -54,21 +56,23 @@ PLATFORM_ADMIN: Final = "platform-admin"
 BUILTIN_ROLES: Final[dict[str, tuple[str, list[str]]]] = {
     "project-admin": (
         "everything in the project: all its resources, its members, its audit log",
-        ["vm:*", "volume:*", "image:*", "operation:*", "quota:get", "member:*", "audit:list",
-         "tag:*", "access_key:*"],
+        ["vm:*", "volume:*", "snapshot:*", "image:*", "operation:*", "quota:get", "member:*",
+         "audit:list", "tag:*", "access_key:*"],
     ),
     "member": (
         "creates and uses resources; sees their own and shared ones",
         ["vm:list", "vm:get", "vm:create", "vm:update", "vm:delete", "vm:power", "vm:console",
          "volume:list", "volume:get", "volume:create", "volume:update", "volume:delete",
+         "snapshot:list", "snapshot:get", "snapshot:create", "snapshot:update", "snapshot:delete",
          "image:list", "image:get", "image:create", "image:update", "image:delete",
          "operation:list", "operation:get", "operation:cancel", "quota:get", "member:list",
          "tag:*", "access_key:*"],
     ),
     "viewer": (
         "reads what is shared with the project's members",
-        ["vm:list", "vm:get", "volume:list", "volume:get", "image:list", "image:get",
-         "operation:list", "operation:get", "quota:get", "member:list", "access_key:*"],
+        ["vm:list", "vm:get", "volume:list", "volume:get", "snapshot:list", "snapshot:get",
+         "image:list", "image:get", "operation:list", "operation:get", "quota:get",
+         "member:list", "access_key:*"],
     ),
 }  # fmt: skip
 """Project roles created at start-up and kept as defined here (description, permissions)."""

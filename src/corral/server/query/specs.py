@@ -11,6 +11,7 @@ from __future__ import annotations
 from corral.api.hosts import HostStatus
 from corral.api.images import ImageStatus
 from corral.api.operations import OperationStatus
+from corral.api.snapshots import SnapshotKind, SnapshotStatus
 from corral.api.storage import PoolState, PoolType
 from corral.api.vms import PowerState, VmStatus
 from corral.api.volumes import VolumeStatus
@@ -24,6 +25,7 @@ from corral.server.db.tables import (
     OperationRow,
     ProjectRow,
     RoleRow,
+    SnapshotRow,
     StoragePoolRow,
     UserRow,
     VmRow,
@@ -310,6 +312,34 @@ VOLUMES = QuerySpec(
 )
 """Volumes: ``qos`` (JSON) and attachments are not queryable yet."""
 
+SNAPSHOTS = QuerySpec(
+    name="snapshot",
+    table=SnapshotRow,
+    fields={
+        "id": SnapshotRow.id,
+        "name": SnapshotRow.name,
+        "volume_id": SnapshotRow.volume_id,
+        "parent_id": SnapshotRow.parent_id,
+        "status": Field(SnapshotRow.status, SnapshotStatus),
+        "kind": Field(SnapshotRow.kind, SnapshotKind),
+        "size_gb": SnapshotRow.size_gb,
+        "description": SnapshotRow.description,
+        "error": SnapshotRow.error,
+        "project_id": SnapshotRow.project_id,
+        "owner_id": SnapshotRow.owner_id,
+        "shared": SnapshotRow.shared,
+        "created_at": SnapshotRow.created_at,
+        "updated_at": SnapshotRow.updated_at,
+    },
+    relations={
+        "volume": Relation(lambda: VOLUMES, SnapshotRow.volume_id),
+        "project": Relation(lambda: PROJECTS, SnapshotRow.project_id),
+        "owner": Relation(lambda: USERS, SnapshotRow.owner_id),
+    },
+    aliases={"size": "size_gb", "state": "status"},
+)
+"""Snapshots: files and backings are the server's business, not queryable."""
+
 ALL: dict[str, QuerySpec] = {
     s.name: s
     for s in (
@@ -327,6 +357,7 @@ ALL: dict[str, QuerySpec] = {
         ACCESS_KEYS,
         STORAGE_POOLS,
         VOLUMES,
+        SNAPSHOTS,
     )
 }
 """Every spec by resource kind name."""

@@ -27,7 +27,7 @@ from corral.api.operations import Operation
 from corral.api.vms import PowerState, VmStatus
 from corral.server.agents import host_tokens
 from corral.server.agents.client import AgentEndpoint
-from corral.server.db.tables import ClusterRow, HostRow, VmRow
+from corral.server.db.tables import ClusterRow, HostRow, StoragePoolHostRow, VmRow
 from corral.server.db.types import UTCDateTime, new_id, utcnow
 from corral.server.query import specs
 from corral.server.services.context import Services
@@ -35,6 +35,7 @@ from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import Kind, get_row
 from corral.server.services.operations import to_model as op_model
 from corral.server.services.placement import invalidate_views
+from corral.server.services.pool_sync import check_heartbeat, forget_host, record_reports
 from corral.server.workflows.vm_power import STATUS_OF_POWER
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,11 @@ async def remove_host(*, svc: Services, ref: str) -> Operation:
         n = await s.scalar(select(func.count()).where(VmRow.host_id == row.id))
         if n:
             raise InUse(f"host {row.name!r} still has {n} VM(s)", vms=n)
+        pool_ids = list(
+            await s.scalars(
+                select(StoragePoolHostRow.pool_id).where(StoragePoolHostRow.host_id == row.id)
+            )
+        )
         try:
             ep: AgentEndpoint | None = host_tokens.endpoint(svc.secrets, row, cert_pem=row.cert_pem)
         except CorralError:  # sealed with a master key since lost: remove it all the same
@@ -177,6 +183,7 @@ async def remove_host(*, svc: Services, ref: str) -> Operation:
         )
         await s.commit()
     svc.agents.directory.forget_host(row.id, row.token_digest)
+    await forget_host(svc, row.id, pool_ids)  # its pool reports went with it
     invalidate_views()
     if ep is not None:
         await svc.agents.detach(ep)
@@ -290,7 +297,13 @@ async def record_heartbeat(*, svc: Services, host: HostRow, beat: Heartbeat) -> 
 
     A heartbeat of a host this process knows as connected (``HostDirectory.live``) and without
     new facts writes nothing: its time is written by ``mark_silent_hosts`` with the others'. Any
-    other heartbeat (first one, new facts, host was marked disconnected) is written at once."""
+    other heartbeat (first one, new facts, host was marked disconnected) is written at once.
+
+    Storage pools (``pool_sync``): reports it carries are recorded; a pool digest that differs
+    from the one expected for the host's cluster starts a background sync (no I/O here)."""
+    check_heartbeat(svc, host, beat.pools_digest)
+    if beat.pools is not None:
+        await record_reports(svc, host.id, beat.pools)
     directory = svc.agents.directory
     facts = beat.facts
     if (

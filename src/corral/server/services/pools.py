@@ -3,7 +3,9 @@
 Every change is one transaction that ends with a finished operation (``inventory.finish``).
 Credentials are sealed with the master key (``svc.secrets``, context ``credentials_context``)
 before they reach the database; no answer and no query ever carries them (``has_credentials``
-only says whether some are stored). Capacity stays zero until the agents report it.
+only says whether some are stored). After each change that alters what hosts should hold
+(create, state, credentials, attach, detach, delete) the hosts of the affected clusters are
+synced in the background (``pool_sync.pools_changed``); capacity is what they report.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from corral.api.operations import Operation
 from corral.api.storage import (
     CREDENTIAL_TYPES,
     PoolCapacity,
+    PoolHosts,
     PoolState,
     PoolType,
     StoragePool,
@@ -31,12 +34,15 @@ from corral.server.query import specs
 from corral.server.services.context import Services
 from corral.server.services.inventory import ensure_name_free, finish
 from corral.server.services.listing import Kind, get_row
+from corral.server.services.pool_sync import host_counts, pools_changed
 from corral.server.workflows.volume_common import credentials_context
 
 KIND = "storage_pool"
 
 
-def to_model(r: StoragePoolRow, cluster_ids: Sequence[str] = ()) -> StoragePool:
+def to_model(
+    r: StoragePoolRow, cluster_ids: Sequence[str] = (), hosts: tuple[int, int] = (0, 0)
+) -> StoragePool:
     return StoragePool(
         id=r.id,
         name=r.name,
@@ -47,6 +53,7 @@ def to_model(r: StoragePoolRow, cluster_ids: Sequence[str] = ()) -> StoragePool:
         has_credentials=r.credentials_sealed is not None,
         overcommit=r.overcommit,
         capacity=PoolCapacity(total_gb=r.total_gb, used_gb=r.used_gb, allocated_gb=r.allocated_gb),
+        hosts=PoolHosts(ok=hosts[0], failed=hosts[1]),
         created_at=r.created_at,
         updated_at=r.updated_at,
     )
@@ -68,11 +75,13 @@ async def clusters_of(s: AsyncSession, pool_ids: Sequence[str]) -> dict[str, lis
 
 
 class PoolKind(Kind[StoragePoolRow, StoragePool]):
-    """Pools with their attached clusters."""
+    """Pools with their attached clusters and host counts (two queries per page)."""
 
     async def models(self, s: AsyncSession, rows: list[StoragePoolRow]) -> list[StoragePool]:
-        attached = await clusters_of(s, [r.id for r in rows])
-        return [to_model(r, attached[r.id]) for r in rows]
+        ids = [r.id for r in rows]
+        attached = await clusters_of(s, ids)
+        counts = await host_counts(s, ids)
+        return [to_model(r, attached[r.id], counts[r.id]) for r in rows]
 
 
 POOLS = PoolKind(KIND, StoragePoolRow, to_model, specs.STORAGE_POOLS, StoragePool)
@@ -86,14 +95,23 @@ async def count_pool_volumes(s: AsyncSession, pool_id: str) -> int:
     return int(n or 0)
 
 
-async def _attach(s: AsyncSession, pool_id: str, cluster_ref: str) -> bool:
-    """Attach the cluster (``NotFound`` if none); False if it was attached already."""
+async def _attach(s: AsyncSession, pool_id: str, cluster_ref: str) -> str | None:
+    """Attach the cluster (``NotFound`` if none); its id, None if it was attached already."""
     cluster = await get_row(s, ClusterRow, cluster_ref, "cluster")
     key = (pool_id, cluster.id)
     if await s.get(StoragePoolClusterRow, key) is not None:
-        return False
+        return None
     s.add(StoragePoolClusterRow(pool_id=pool_id, cluster_id=cluster.id))
-    return True
+    return str(cluster.id)
+
+
+async def _attached(s: AsyncSession, pool_id: str) -> list[str]:
+    """The ids of the clusters attached to the pool."""
+    return list(
+        await s.scalars(
+            select(StoragePoolClusterRow.cluster_id).where(StoragePoolClusterRow.pool_id == pool_id)
+        )
+    )
 
 
 async def create_pool(*, svc: Services, spec: StoragePoolCreate) -> Operation:
@@ -116,9 +134,15 @@ async def create_pool(*, svc: Services, spec: StoragePoolCreate) -> Operation:
         )
         s.add(row)
         await s.flush()
-        for ref in dict.fromkeys(spec.clusters):
-            await _attach(s, pool_id, ref)
-        return await finish(svc, s, type="storage_pool.create", kind=KIND, target_id=pool_id)
+        clusters = [
+            cluster_id
+            for ref in dict.fromkeys(spec.clusters)
+            if (cluster_id := await _attach(s, pool_id, ref)) is not None
+        ]
+        op = await finish(svc, s, type="storage_pool.create", kind=KIND, target_id=pool_id)
+    if clusters:
+        pools_changed(svc, pool_ids=[pool_id], cluster_ids=clusters)
+    return op
 
 
 async def update_pool(*, svc: Services, ref: str, spec: StoragePoolUpdate) -> Operation:
@@ -126,6 +150,9 @@ async def update_pool(*, svc: Services, ref: str, spec: StoragePoolUpdate) -> Op
     ``InvalidInput`` (422, from the model) for credentials on a type that takes none."""
     async with svc.sessionmaker() as s:
         row = await get_row(s, StoragePoolRow, ref, KIND)
+        synced = spec.credentials is not None or (
+            spec.state is not None and spec.state != row.state
+        )
         if spec.credentials is not None:
             if row.type not in CREDENTIAL_TYPES:
                 raise InvalidInput(f"a {row.type} pool takes no credentials", field="credentials")
@@ -135,7 +162,12 @@ async def update_pool(*, svc: Services, ref: str, spec: StoragePoolUpdate) -> Op
         if spec.overcommit is not None:
             row.overcommit = spec.overcommit
         row.updated_at = utcnow()
-        return await finish(svc, s, type="storage_pool.update", kind=KIND, target_id=row.id)
+        clusters = await _attached(s, row.id) if synced else []
+        pool_id = row.id
+        op = await finish(svc, s, type="storage_pool.update", kind=KIND, target_id=pool_id)
+    if synced:
+        pools_changed(svc, pool_ids=[pool_id], cluster_ids=clusters)
+    return op
 
 
 async def attach_cluster(*, svc: Services, ref: str, cluster: str) -> Operation:
@@ -143,9 +175,14 @@ async def attach_cluster(*, svc: Services, ref: str, cluster: str) -> Operation:
     changes nothing and is not an error; an unknown cluster is ``NotFound``."""
     async with svc.sessionmaker() as s:
         row = await get_row(s, StoragePoolRow, ref, KIND)
-        if await _attach(s, row.id, cluster):
+        cluster_id = await _attach(s, row.id, cluster)
+        if cluster_id is not None:
             row.updated_at = utcnow()
-        return await finish(svc, s, type="storage_pool.attach", kind=KIND, target_id=row.id)
+        pool_id = row.id
+        op = await finish(svc, s, type="storage_pool.attach", kind=KIND, target_id=pool_id)
+    if cluster_id is not None:
+        pools_changed(svc, pool_ids=[pool_id], cluster_ids=[cluster_id])
+    return op
 
 
 async def detach_cluster(*, svc: Services, ref: str, cluster: str) -> Operation:
@@ -158,7 +195,11 @@ async def detach_cluster(*, svc: Services, ref: str, cluster: str) -> Operation:
         if link is not None:
             await s.delete(link)
             row.updated_at = utcnow()
-        return await finish(svc, s, type="storage_pool.detach", kind=KIND, target_id=row.id)
+        pool_id, cluster_id = row.id, found.id
+        op = await finish(svc, s, type="storage_pool.detach", kind=KIND, target_id=pool_id)
+    if link is not None:
+        pools_changed(svc, pool_ids=[pool_id], cluster_ids=[cluster_id])
+    return op
 
 
 async def delete_pool(*, svc: Services, ref: str) -> Operation:
@@ -183,5 +224,10 @@ async def delete_pool(*, svc: Services, ref: str) -> Operation:
                 state=row.state,
                 clusters=attached,
             )
+        clusters = await _attached(s, row.id)
+        pool_id = row.id
         await s.delete(row)
-        return await finish(svc, s, type="storage_pool.delete", kind=KIND, target_id=row.id)
+        op = await finish(svc, s, type="storage_pool.delete", kind=KIND, target_id=pool_id)
+    if clusters:
+        pools_changed(svc, pool_ids=[], cluster_ids=clusters)
+    return op

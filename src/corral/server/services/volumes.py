@@ -10,6 +10,7 @@ volume is recorded or grown and given back when it is deleted.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, update
@@ -21,6 +22,7 @@ from corral.api.operations import Operation
 from corral.api.vms import VmStatus
 from corral.api.volumes import (
     MAX_DATA_VOLUMES,
+    SnapshotSchedule,
     Volume,
     VolumeAttach,
     VolumeAttachment,
@@ -38,7 +40,7 @@ from corral.server.db.tables import (
     VolumeAttachmentRow,
     VolumeRow,
 )
-from corral.server.db.types import new_id
+from corral.server.db.types import new_id, utcnow
 from corral.server.identity import quotas
 from corral.server.identity.access import check_if_match, creation_project, require, visible
 from corral.server.identity.caller import Caller
@@ -74,6 +76,11 @@ def to_model(r: VolumeRow, attachments: Sequence[tuple[str, str]] = ()) -> Volum
         attachments=[VolumeAttachment(vm_id=v, device=d) for v, d in sorted(attachments)],
         shareable=r.shareable,
         qos=VolumeQos.model_validate(r.qos or {}),
+        snapshot_schedule=(
+            SnapshotSchedule(every_minutes=r.snapshot_every_min, keep=r.snapshot_keep)
+            if r.snapshot_every_min and r.snapshot_keep
+            else None
+        ),
         error=r.error,
         created_at=r.created_at,
         updated_at=r.updated_at,
@@ -138,6 +145,17 @@ def visible_volumes(caller: Caller) -> ColumnElement[bool]:
     return visible(caller, VolumeRow, KIND)
 
 
+def set_schedule(vol: VolumeRow, schedule: SnapshotSchedule | None) -> None:
+    """Set (or with None remove) the volume's automatic snapshots; the first is due one
+    period from now."""
+    if schedule is None:
+        vol.snapshot_every_min = vol.snapshot_keep = vol.next_auto_snapshot_at = None
+        return
+    vol.snapshot_every_min = schedule.every_minutes
+    vol.snapshot_keep = schedule.keep
+    vol.next_auto_snapshot_at = utcnow() + timedelta(minutes=schedule.every_minutes)
+
+
 def _check_room(pool: StoragePoolRow, more_gb: int) -> None:
     """``PoolFull`` if the pool's known capacity cannot take ``more_gb`` (capacity unknown:
     total 0, no check)."""
@@ -164,7 +182,7 @@ async def _visible_volume(
     return vol
 
 
-async def _claim_status(
+async def claim_status(
     s: AsyncSession, vol: VolumeRow, allowed: set[VolumeStatus], new: VolumeStatus, verb: str
 ) -> None:
     """Move the volume to ``new`` if it is (still) in one of ``allowed``: a conditional UPDATE,
@@ -242,6 +260,8 @@ async def update_volume(
         if spec.name is not None and spec.name != vol.name:
             await ensure_name_free(s, VolumeRow, spec.name, KIND, project_id=vol.project_id)
             vol.name = spec.name
+        if "snapshot_schedule" in spec.model_fields_set:
+            set_schedule(vol, spec.snapshot_schedule)
         new_qos = spec.qos.model_dump() if spec.qos is not None else None
         attached = await attachments_of(s, [vol.id])
         if new_qos is not None and new_qos != (vol.qos or VolumeQos().model_dump()):
@@ -351,7 +371,7 @@ async def _attach_in(
     if not free:
         raise InvalidState(f"VM {vm.name!r} has {len(DEVICES)} data volumes already", vm=vm.name)
     allowed = {VolumeStatus.available} | ({VolumeStatus.in_use} if vol.shareable else set())
-    await _claim_status(s, vol, allowed, VolumeStatus.attaching, "attach")
+    await claim_status(s, vol, allowed, VolumeStatus.attaching, "attach")
     s.add(VolumeAttachmentRow(volume_id=vol.id, vm_id=vm.id, device=free[0]))
     try:
         await s.flush()
@@ -408,7 +428,7 @@ async def detach(
                 vm=vm.name,
                 status=vm.status,
             )
-        await _claim_status(s, vol, {VolumeStatus.in_use}, VolumeStatus.detaching, "detach")
+        await claim_status(s, vol, {VolumeStatus.in_use}, VolumeStatus.detaching, "detach")
         op = _op(
             svc,
             s,
@@ -451,7 +471,7 @@ async def resize(
         delta = spec.size_gb - vol.size_gb
         _check_room(pool, delta)
         old = vol.size_gb
-        await _claim_status(
+        await claim_status(
             s, vol, {VolumeStatus.available, VolumeStatus.in_use}, VolumeStatus.resizing, "resize"
         )
         await quotas.adjust(s, vol.project_id, volume_gb=delta)
@@ -509,7 +529,7 @@ async def delete(
                 vms=[v for v, _ in attached],
             )
         if not vol.instantiated:
-            await _claim_status(
+            await claim_status(
                 s,
                 vol,
                 {VolumeStatus.available, VolumeStatus.error},
@@ -521,7 +541,7 @@ async def delete(
             await s.commit()
             return op_model(op)
         host_id = await pool_host(s, vol.pool_id, vol)
-        await _claim_status(
+        await claim_status(
             s, vol, {VolumeStatus.available, VolumeStatus.error}, VolumeStatus.deleting, "delete"
         )
         op = _op(

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.api.agent import VolumeDeleteTask
+from sqlalchemy import select
+
+from corral.api.agent import SnapshotDeleteFileTask, VolumeDeleteTask
 from corral.api.errors import CorralError
-from corral.server.db.tables import StoragePoolRow, VolumeRow
+from corral.server.db.tables import SnapshotRow, StoragePoolRow, VolumeRow
 from corral.server.identity import quotas
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
 from corral.server.workflows.vm_common import repeatable_task
@@ -22,8 +24,16 @@ from corral.server.workflows.volume_common import load_volume, set_volume, volum
 async def _unpool(ctx: Ctx) -> dict[str, Any]:
     vol, pool = await load_volume(ctx)
     await ctx.progress(30, "deleting the volume from its pool")
-    payload = VolumeDeleteTask(volume=volume_ref(ctx.deps.secrets, vol, pool))
+    ref = volume_ref(ctx.deps.secrets, vol, pool)
+    async with ctx.deps.sessionmaker() as s:
+        files = list(
+            await s.scalars(select(SnapshotRow.file).where(SnapshotRow.volume_id == vol.id))
+        )
+    payload = VolumeDeleteTask(volume=ref)
     await repeatable_task(ctx, ctx.params["host_id"], "volume-delete", payload)
+    for i, name in enumerate(files):  # the snapshots' images, once nothing is backed by them
+        task = SnapshotDeleteFileTask(volume=ref.model_copy(update={"name": name}), name=name)
+        await repeatable_task(ctx, ctx.params["host_id"], f"snapshot-file-{i}", task)
     return {}
 
 
@@ -36,9 +46,12 @@ async def _forget(ctx: Ctx) -> dict[str, Any]:
 
 
 async def forget_volume(s: Any, vol: VolumeRow) -> None:
-    """Delete the volume's row, giving its size back to the project's quota and its pool (in
-    the caller's transaction)."""
-    await quotas.adjust(s, vol.project_id, volume_gb=-vol.size_gb)
+    """Delete the volume's row and its snapshots' rows, giving its size and snapshots back to
+    the project's quota and its pool (in the caller's transaction)."""
+    snaps = list(await s.scalars(select(SnapshotRow).where(SnapshotRow.volume_id == vol.id)))
+    for snap in snaps:
+        await s.delete(snap)
+    await quotas.adjust(s, vol.project_id, volume_gb=-vol.size_gb, snapshots=-len(snaps))
     pool = await s.get(StoragePoolRow, vol.pool_id)
     if pool is not None:
         pool.allocated_gb = max(0.0, pool.allocated_gb - vol.size_gb)

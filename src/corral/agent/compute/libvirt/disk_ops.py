@@ -1,28 +1,36 @@
-"""The data-volume half of ``LibvirtDriver``: attach, detach, live grow and I/O limits.
+"""The data-volume half of ``LibvirtDriver``: attach, detach, live grow, I/O limits, live
+external snapshots and block pulls.
 
 Blocking work is in ``disks`` (run in worker threads through the driver's ``_run``); this class
-adds the waiting (a hot-unplug polls the live definition until the guest released the disk).
+adds the waiting (a hot-unplug polls the live definition until the guest released the disk, a
+block pull polls its job).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from corral.agent.compute.libvirt import disks as data_disks
 from corral.agent.compute.libvirt import domains
 from corral.agent.compute.libvirt.connection import Connection
+from corral.agent.compute.libvirt.errors import libvirt_errors
 from corral.agent.compute.libvirt.secrets import ensure_secret
 from corral.agent.compute.libvirt.xml.compose import data_disk, disk_alias, iotune
+from corral.agent.compute.libvirt.xml.parse import parse_domain
 from corral.agent.compute.libvirt.xml.util import render
 from corral.agent.storage.backend import DiskAuth, DiskSource
 from corral.api.agent import DataDisk
-from corral.api.errors import InvalidState
+from corral.api.errors import DriverError, InvalidInput, InvalidState
 from corral.api.vms import PowerState
 from corral.api.volumes import VolumeQos
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+MIB = 1 << 20
 
 
 class LibvirtDiskOps:
@@ -30,6 +38,10 @@ class LibvirtDiskOps:
 
     _conn: Connection
     _poll: float
+    pull_min_timeout: float = 120.0
+    """Seconds a block pull may take whatever the size ..."""
+    pull_rate: float = 16.0 * MIB
+    """... plus one second per this many bytes of the disk's virtual size."""
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         raise NotImplementedError
@@ -119,3 +131,98 @@ class LibvirtDiskOps:
             data_disks.set_iotune(dom, vm_id=vm_id, volume_id=volume_id, tune=tune)
 
         await self._run(apply)
+
+    async def disk_file(self, vm_id: str, volume_id: str) -> str | None:
+        """The data volume's source (file path, or network name) in the live definition while
+        QEMU runs, else in the persistent one."""
+
+        def find() -> str | None:
+            with libvirt_errors(vm_id=vm_id):
+                facts = parse_domain(self._dom(vm_id).XMLDesc(0))
+            disk = facts.data_disk(volume_id)
+            return disk.source if disk is not None else None
+
+        return await self._run(find)
+
+    async def snapshot_disk(
+        self, vm_id: str, volume_id: str, new_source: DiskSource, quiesce: bool
+    ) -> None:
+        """A disk-only external snapshot into the existing overlay ``new_source`` (file disks
+        only: ``InvalidInput`` for a network source), then the persistent definition pointed at
+        it without an explicit backing chain (see ``disks``)."""
+        path = _file_path(new_source, vm_id, volume_id)
+
+        def snap() -> None:
+            dom = self._dom(vm_id)
+            data_disks.snapshot(dom, vm_id=vm_id, volume_id=volume_id, path=path, quiesce=quiesce)
+
+        await self._run(snap)
+
+    async def block_pull(self, vm_id: str, volume_id: str, base: DiskSource | None) -> None:
+        """``blockRebase`` of the active file onto ``base`` (no copy mode: a pull), polled with
+        ``blockJobInfo`` until done; a job already running on the disk (an earlier call cut
+        short) is waited for first. The deadline is ``pull_min_timeout`` plus the disk's size
+        at ``pull_rate``; after it the job is aborted (``DriverError``). The result is checked
+        in the live chain (a failed job also just disappears)."""
+        base_path = _file_path(base, vm_id, volume_id) if base is not None else None
+
+        def state() -> tuple[str, bool, bool, int]:
+            dom = self._dom(vm_id)
+            return data_disks.pull_state(dom, vm_id=vm_id, volume_id=volume_id, base=base_path)
+
+        target, running, done, size = await self._run(state)
+        if done and not running:
+            await self._run(self._pulled, vm_id, volume_id, base_path)
+            return
+        if not running:
+            await self._run(
+                lambda: data_disks.start_pull(
+                    self._dom(vm_id),
+                    vm_id=vm_id,
+                    volume_id=volume_id,
+                    target=target,
+                    base=base_path,
+                )
+            )
+        timeout = self.pull_min_timeout + size / self.pull_rate
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+
+        def job() -> bool:
+            dom = self._dom(vm_id)
+            return data_disks.job_running(dom, vm_id=vm_id, volume_id=volume_id, target=target)
+
+        while await self._run(job):
+            if loop.time() >= deadline:
+                try:
+                    await self._run(
+                        lambda: data_disks.abort_job(
+                            self._dom(vm_id), vm_id=vm_id, volume_id=volume_id, target=target
+                        )
+                    )
+                except DriverError as exc:
+                    log.error("vm %s: cannot abort the pull of %s: %s", vm_id, volume_id, exc)
+                raise DriverError(
+                    f"the block pull of volume {volume_id} did not finish within {timeout:.0f} s"
+                    " and was cancelled",
+                    vm_id=vm_id,
+                    volume_id=volume_id,
+                    timeout=timeout,
+                )
+            await asyncio.sleep(self._poll)
+        await self._run(self._pulled, vm_id, volume_id, base_path)
+
+    def _pulled(self, vm_id: str, volume_id: str, base: str | None) -> None:
+        data_disks.pulled(self._dom(vm_id), vm_id=vm_id, volume_id=volume_id, base=base)
+
+
+def _file_path(source: DiskSource, vm_id: str, volume_id: str) -> str:
+    if source.kind != "file" or not source.path:
+        raise InvalidInput(
+            "external snapshots and block pulls are only supported on file volumes here",
+            vm_id=vm_id,
+            volume_id=volume_id,
+            kind=source.kind,
+            protocol=source.protocol,
+        )
+    return source.path

@@ -45,13 +45,16 @@ def disks_of(
         if previous is not None:
             new.size_bytes = max(new.size_bytes, previous.size_bytes)
             new.held = previous.held
+            if previous.source == source:
+                new.chain = list(previous.chain)
         result[volume_id] = new
     return result
 
 
 class SimDiskOps:
     """The data-volume half of ``SimulatorDriver`` (fault ops ``vm.attach_disk``,
-    ``vm.detach_disk``, ``vm.resize_disk``, ``vm.set_disk_qos``; latencies of the same names)."""
+    ``vm.detach_disk``, ``vm.resize_disk``, ``vm.set_disk_qos``, ``vm.snapshot_disk``,
+    ``vm.block_pull``; latencies of the same names)."""
 
     latencies: SimLatencies
     _releases: dict[tuple[str, str], asyncio.Event]
@@ -120,6 +123,37 @@ class SimDiskOps:
         sim_disk = self._disk(self._require(vm_id), volume_id)
         sim_disk.disk = sim_disk.disk.model_copy(update={"qos": qos})
 
+    async def disk_file(self, vm_id: str, volume_id: str) -> str | None:
+        sim_disk = self._require(vm_id).disks.get(volume_id)
+        if sim_disk is None:
+            return None
+        source = sim_disk.source
+        return source.path if source.kind == "file" else source.name
+
+    async def snapshot_disk(
+        self, vm_id: str, volume_id: str, new_source: DiskSource, quiesce: bool
+    ) -> None:
+        """The live disk moves to ``new_source``, its old file going on top of ``chain``."""
+        await self._begin("vm.snapshot_disk", self.latencies.snapshot_disk)
+        vm = self._require(vm_id)
+        sim_disk = self._live_disk(vm, volume_id)
+        if sim_disk.source == new_source:
+            return
+        sim_disk.chain.insert(0, sim_disk.source)
+        sim_disk.source = new_source
+
+    async def block_pull(self, vm_id: str, volume_id: str, base: DiskSource | None) -> None:
+        """``chain`` is cut at ``base`` (emptied for None). A base the simulator did not see
+        (the chain changed offline, or the agent restarted) becomes the whole chain."""
+        await self._begin("vm.block_pull", self.latencies.block_pull)
+        sim_disk = self._live_disk(self._require(vm_id), volume_id)
+        if base is None:
+            sim_disk.chain = []
+        elif base in sim_disk.chain:
+            sim_disk.chain = sim_disk.chain[sim_disk.chain.index(base) :]
+        else:
+            sim_disk.chain = [base]
+
     # --- test helpers ------------------------------------------------------------------------
 
     def guest_holds_disk(self, vm_id: str, volume_id: str, hold: bool = True) -> None:
@@ -130,6 +164,16 @@ class SimDiskOps:
         waiter = self._releases.pop((vm_id, volume_id), None)
         if not hold and waiter is not None:
             waiter.set()
+
+    @classmethod
+    def _live_disk(cls, vm: SimVm, volume_id: str) -> SimDisk:
+        if not vm.active:
+            raise InvalidState(
+                f"VM {vm.spec.vm_id} is {vm.state.value}, not running",
+                vm_id=vm.spec.vm_id,
+                volume_id=volume_id,
+            )
+        return cls._disk(vm, volume_id)
 
     @staticmethod
     def _disk(vm: SimVm, volume_id: str) -> SimDisk:

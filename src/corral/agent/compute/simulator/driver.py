@@ -32,9 +32,9 @@ class SimulatorDriver(SimDiskOps):
     Beyond the Protocol contract:
     - Each mutating operation calls ``faults.check(op)`` first (ops ``vm.define``, ``vm.undefine``,
       ``vm.start``, ``vm.stop``, ``vm.reboot``, ``vm.pause``, ``vm.resume``, and for data volumes
-      ``vm.attach_disk``, ``vm.detach_disk``, ``vm.resize_disk``, ``vm.set_disk_qos``; see
-      ``SimDiskOps``), then sleeps its ``SimLatencies`` delay, then acts on the state as it is
-      after the sleep.
+      ``vm.attach_disk``, ``vm.detach_disk``, ``vm.resize_disk``, ``vm.set_disk_qos``,
+      ``vm.snapshot_disk``, ``vm.block_pull``; see ``SimDiskOps``), then sleeps its
+      ``SimLatencies`` delay, then acts on the state as it is after the sleep.
     - Capacity claims (see ``SimHost``, ``SimCapacity``): a claim beyond the host raises
       ``DriverError`` with ``context["reason"] == "host_capacity"`` and sets
       ``overcommitted_ever``; ``capacity`` keeps usage, peaks and refusals.

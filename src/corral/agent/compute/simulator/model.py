@@ -50,6 +50,8 @@ class SimLatencies:
     detach_disk: float = 0.0
     resize_disk: float = 0.0
     set_disk_qos: float = 0.0
+    snapshot_disk: float = 0.0
+    block_pull: float = 0.0
 
 
 _ACTIVE = frozenset({PowerState.running, PowerState.paused})
@@ -58,13 +60,15 @@ _ACTIVE = frozenset({PowerState.running, PowerState.paused})
 @dataclass(slots=True)
 class SimDisk:
     """A data volume in a simulated VM: as attached (``disk``, whose ``qos`` is kept current),
-    where it comes from, the size the guest sees, and whether the guest refuses to release it
-    (``held``: a hot-unplug then times out)."""
+    where it comes from (``source``: its active file), the size the guest sees, whether the
+    guest refuses to release it (``held``: a hot-unplug then times out), and the files under
+    the active one that live snapshots made (``chain``, nearest first)."""
 
     disk: DataDisk
     source: DiskSource
     size_bytes: int
     held: bool = False
+    chain: list[DiskSource] = field(default_factory=list)
 
     @staticmethod
     def of(disk: DataDisk, source: DiskSource) -> SimDisk:

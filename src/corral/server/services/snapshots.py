@@ -1,0 +1,347 @@
+"""Snapshots of data volumes: take, list (the tree), rename, revert, delete by merging.
+
+Each request checks, records and moves the volume to ``snapshotting`` / ``reverting`` (a
+conditional status change, so it cannot race an attach, a detach or another snapshot), then the
+workflow does the host work. Supported on file pools (local, nfs); rbd pools will use Ceph's own
+snapshots.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from corral.api.errors import InvalidInput, InvalidState, NameTaken
+from corral.api.operations import Operation
+from corral.api.snapshots import (
+    MAX_CHAIN,
+    Snapshot,
+    SnapshotCreate,
+    SnapshotKind,
+    SnapshotStatus,
+    SnapshotUpdate,
+)
+from corral.api.volumes import VolumeStatus
+from corral.server.db.tables import SnapshotRow, StoragePoolRow, VmRow, VolumeRow
+from corral.server.db.types import new_id
+from corral.server.identity import quotas
+from corral.server.identity.access import check_if_match, require, visible
+from corral.server.identity.caller import Caller
+from corral.server.query import specs
+from corral.server.services.context import Services
+from corral.server.services.listing import Kind, get_row
+from corral.server.services.operations import to_model as op_model
+from corral.server.services.volumes import attachments_of, claim_status, visible_volumes
+from corral.server.workflows.snapshot_common import active_chain, backings
+from corral.server.workflows.snapshot_create import SNAPSHOT_CREATE
+from corral.server.workflows.snapshot_delete import SNAPSHOT_DELETE
+from corral.server.workflows.snapshot_revert import SNAPSHOT_REVERT
+from corral.server.workflows.volume_common import pool_host
+
+KIND = "snapshot"
+FILE_POOLS = frozenset({"local", "nfs"})
+STOPPED = frozenset({"stopped", "crashed", "absent"})
+
+
+def to_model(r: SnapshotRow, current: bool = False) -> Snapshot:
+    return Snapshot(
+        id=r.id,
+        name=r.name,
+        volume_id=r.volume_id,
+        parent_id=r.parent_id,
+        current=current,
+        status=SnapshotStatus(r.status),
+        kind=SnapshotKind(r.kind),
+        size_gb=r.size_gb,
+        description=r.description,
+        error=r.error,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+        project_id=r.project_id,
+        owner_id=r.owner_id,
+        shared=r.shared,
+    )
+
+
+class SnapshotsKind(Kind[SnapshotRow, Snapshot]):
+    """Snapshots with ``current`` (one query for the page's volumes)."""
+
+    async def models(self, s: AsyncSession, rows: list[SnapshotRow]) -> list[Snapshot]:
+        vids = sorted({r.volume_id for r in rows})
+        current: set[str | None] = set()
+        if vids:
+            current = set(
+                await s.scalars(select(VolumeRow.current_snapshot_id).where(VolumeRow.id.in_(vids)))
+            )
+        return [to_model(r, r.id in current) for r in rows]
+
+
+SNAPSHOTS = SnapshotsKind(KIND, SnapshotRow, to_model, specs.SNAPSHOTS, Snapshot)
+
+
+def visible_snapshots(caller: Caller) -> ColumnElement[bool]:
+    return visible(caller, SnapshotRow, KIND)
+
+
+async def _context(s: AsyncSession, vol: VolumeRow) -> tuple[str | None, str, str | None]:
+    """(the VM using the volume or None, the host to act on, the VM's power state)."""
+    attached = (await attachments_of(s, [vol.id]))[vol.id]
+    if len(attached) > 1:
+        raise InvalidState(
+            "the volume is attached to several VMs: detach it from all but one",
+            volume=vol.name,
+            vms=[v for v, _ in attached],
+        )
+    if attached:
+        vm = await s.get(VmRow, attached[0][0])
+        assert vm is not None and vm.host_id is not None  # attachments only on placed VMs
+        return vm.id, vm.host_id, vm.power_state
+    return None, await pool_host(s, vol.pool_id, vol), None
+
+
+async def _usable_volume(
+    s: AsyncSession, ref: str, caller: Caller, permission: str
+) -> tuple[VolumeRow, StoragePoolRow]:
+    vol = await get_row(s, VolumeRow, ref, "volume", where=visible_volumes(caller))
+    require(caller, permission, vol.project_id)
+    pool = await s.get(StoragePoolRow, vol.pool_id)
+    assert pool is not None  # foreign key
+    if pool.type not in FILE_POOLS:
+        raise InvalidState(
+            f"snapshots of {pool.type} volumes are not supported yet",
+            volume=vol.name,
+            pool_type=pool.type,
+        )
+    if not vol.instantiated:
+        raise InvalidState(
+            f"volume {vol.name!r} holds no data yet (it is created on its pool at its first"
+            " attach)",
+            volume=vol.name,
+        )
+    return vol, pool
+
+
+def _new_file(vol: VolumeRow) -> str:
+    """A new active file name for the volume, next to its others."""
+    stem = f"vol-{vol.id}"
+    return f"{stem}-{secrets.token_hex(4)}.qcow2"
+
+
+async def create_snapshot(
+    *, svc: Services, volume_ref: str, spec: SnapshotCreate, caller: Caller
+) -> Operation:
+    """Record a snapshot of the volume (``creating``) and queue ``snapshot.create``.
+    ``InvalidState`` if the volume is busy, not created yet, on an unsupported pool or its chain
+    holds ``MAX_CHAIN`` snapshots (context ``reason=chain_full``); ``QuotaExceeded``."""
+    async with svc.sessionmaker() as s:
+        vol, _ = await _usable_volume(s, volume_ref, caller, "snapshot:create")
+        op = await take(svc, s, vol, spec, user_id=caller.user_id, kind=SnapshotKind.manual)
+        await _commit(s, spec.name)
+    svc.runner.launch(op)
+    return op_model(op)
+
+
+async def chain_length(s: AsyncSession, vol: VolumeRow) -> int:
+    """How many snapshot files lie under the volume's active file."""
+    return len(active_chain(vol, await backings(s, vol.id)))
+
+
+async def take(
+    svc: Services,
+    s: AsyncSession,
+    vol: VolumeRow,
+    spec: SnapshotCreate,
+    *,
+    user_id: str | None,
+    kind: SnapshotKind,
+) -> Any:
+    """In the caller's transaction: check, record the snapshot, claim the volume and add the
+    ``snapshot.create`` operation (to be launched after the commit)."""
+    chain = await chain_length(s, vol)
+    if chain >= MAX_CHAIN:
+        raise InvalidState(
+            f"volume {vol.name!r} has {chain} snapshots in its chain (at most"
+            f" {MAX_CHAIN}): delete some first",
+            volume=vol.name,
+            reason="chain_full",
+            limit=MAX_CHAIN,
+        )
+    vm_id, host_id, _ = await _context(s, vol)
+    if await s.scalar(
+        select(SnapshotRow.id).where(SnapshotRow.volume_id == vol.id, SnapshotRow.name == spec.name)
+    ):
+        raise NameTaken(f"volume {vol.name!r} has a snapshot {spec.name!r}", name=spec.name)
+    await claim_status(
+        s,
+        vol,
+        {VolumeStatus.available, VolumeStatus.in_use},
+        VolumeStatus.snapshotting,
+        "snapshot",
+    )
+    await quotas.adjust(s, vol.project_id, snapshots=1)
+    snap = SnapshotRow(
+        id=new_id(),
+        name=spec.name,
+        description=spec.description,
+        project_id=vol.project_id,
+        owner_id=user_id,
+        volume_id=vol.id,
+        parent_id=vol.current_snapshot_id,
+        file=vol.pool_name,
+        backing=vol.backing_name,
+        size_gb=vol.size_gb,
+        status=SnapshotStatus.creating.value,
+        kind=kind.value,
+    )
+    s.add(snap)
+    params = {
+        "snapshot_id": snap.id,
+        "volume_id": vol.id,
+        "vm_id": vm_id,
+        "host_id": host_id,
+        "old_active": vol.pool_name,
+        "new_name": _new_file(vol),
+        "quiesce": spec.quiesce,
+    }
+    return _op(svc, s, SNAPSHOT_CREATE.type, snap.id, vol, user_id, vm_id, params)
+
+
+def _op(
+    svc: Services,
+    s: AsyncSession,
+    type: str,
+    snapshot_id: str,
+    vol: VolumeRow,
+    user_id: str | None,
+    vm_id: str | None,
+    params: dict[str, Any],
+) -> Any:
+    return svc.runner.create(
+        s,
+        type=type,
+        target_type=KIND,
+        target_id=snapshot_id,
+        lock_key=f"vm:{vm_id}" if vm_id else f"volume:{vol.id}",
+        project_id=vol.project_id,
+        user_id=user_id,
+        params=params,
+    )
+
+
+async def _commit(s: AsyncSession, name: str) -> None:
+    try:
+        await s.commit()
+    except IntegrityError as exc:
+        raise NameTaken(f"a snapshot named {name!r} exists already", name=name) from exc
+
+
+async def _visible_snapshot(
+    s: AsyncSession, ref: str, caller: Caller, permission: str, if_match: str | None
+) -> SnapshotRow:
+    snap = await get_row(s, SnapshotRow, ref, KIND, where=visible_snapshots(caller))
+    require(caller, permission, snap.project_id)
+    check_if_match(if_match, snap.id, snap.updated_at)
+    return snap
+
+
+async def update_snapshot(
+    *, svc: Services, ref: str, spec: SnapshotUpdate, caller: Caller, if_match: str | None = None
+) -> Operation:
+    async with svc.sessionmaker() as s:
+        snap = await _visible_snapshot(s, ref, caller, "snapshot:update", if_match)
+        if spec.name is not None:
+            snap.name = spec.name
+        if spec.description is not None:
+            snap.description = spec.description
+        op = svc.runner.create(
+            s,
+            type="snapshot.update",
+            target_type=KIND,
+            target_id=snap.id,
+            project_id=snap.project_id,
+            user_id=caller.user_id,
+            done=True,
+        )
+        await _commit(s, spec.name or snap.name)
+    return op_model(op)
+
+
+async def revert(
+    *, svc: Services, ref: str, caller: Caller, if_match: str | None = None
+) -> Operation:
+    """Start a new branch from the snapshot: the volume's VM must be stopped (``InvalidState``
+    otherwise); what was written since the last snapshot is discarded."""
+    async with svc.sessionmaker() as s:
+        snap = await _visible_snapshot(s, ref, caller, "snapshot:update", if_match)
+        if snap.status != SnapshotStatus.ready:
+            raise InvalidState(f"snapshot {snap.name!r} is {snap.status}", status=snap.status)
+        vol, _ = await _usable_volume(s, snap.volume_id, caller, "volume:update")
+        vm_id, host_id, power = await _context(s, vol)
+        if vm_id is not None and power not in STOPPED:
+            raise InvalidState(
+                "stop the VM before reverting its volume", vm_id=vm_id, power_state=power
+            )
+        await claim_status(
+            s,
+            vol,
+            {VolumeStatus.available, VolumeStatus.in_use},
+            VolumeStatus.reverting,
+            "revert",
+        )
+        snap.status = SnapshotStatus.reverting.value
+        params = {
+            "snapshot_id": snap.id,
+            "volume_id": vol.id,
+            "vm_id": vm_id,
+            "host_id": host_id,
+            "old_active": vol.pool_name,
+            "new_name": _new_file(vol),
+        }
+        op = _op(svc, s, SNAPSHOT_REVERT.type, snap.id, vol, caller.user_id, vm_id, params)
+        await s.commit()
+    svc.runner.launch(op)
+    return op_model(op)
+
+
+async def delete(
+    *, svc: Services, ref: str, caller: Caller, if_match: str | None = None
+) -> Operation:
+    """Delete the snapshot by merging its data into its children (``snapshot.delete``). A
+    snapshot whose creation outcome is unknown (its file is still the volume's active file)
+    cannot be deleted this way (``InvalidState``)."""
+    async with svc.sessionmaker() as s:
+        snap = await _visible_snapshot(s, ref, caller, "snapshot:delete", if_match)
+        if snap.status not in (SnapshotStatus.ready, SnapshotStatus.error):
+            raise InvalidState(f"snapshot {snap.name!r} is {snap.status}", status=snap.status)
+        vol, _ = await _usable_volume(s, snap.volume_id, caller, "volume:update")
+        op = await merge(svc, s, vol, snap, user_id=caller.user_id)
+        await s.commit()
+    svc.runner.launch(op)
+    return op_model(op)
+
+
+async def merge(
+    svc: Services, s: AsyncSession, vol: VolumeRow, snap: SnapshotRow, *, user_id: str | None
+) -> Any:
+    """In the caller's transaction: claim the volume and add the ``snapshot.delete`` operation
+    (to be launched after the commit)."""
+    if snap.file == vol.pool_name:
+        raise InvalidInput(
+            "this snapshot's creation did not finish: its file is the volume's active file",
+            snapshot=snap.name,
+        )
+    vm_id, host_id, _ = await _context(s, vol)
+    await claim_status(
+        s,
+        vol,
+        {VolumeStatus.available, VolumeStatus.in_use},
+        VolumeStatus.snapshotting,
+        "delete a snapshot of",
+    )
+    snap.status = SnapshotStatus.deleting.value
+    params = {"snapshot_id": snap.id, "volume_id": vol.id, "vm_id": vm_id, "host_id": host_id}
+    return _op(svc, s, SNAPSHOT_DELETE.type, snap.id, vol, user_id, vm_id, params)

@@ -1,0 +1,87 @@
+"""snapshot.create: freeze the volume's active file and go on in a new overlay.
+
+Params: ``snapshot_id``, ``volume_id``, ``vm_id`` (the VM using the volume, or None),
+``host_id``, ``old_active`` (the file being frozen), ``new_name`` (the new overlay), ``quiesce``.
+The request recorded the snapshot (``creating``) and charged the quota. ``freeze`` is the point
+of no return, retried under fresh task ids (the agent's task is idempotent: one that switched the
+VM to the new overlay but could not record it finishes on the retry); a definite failure means
+nothing changed (the record goes, the quota is given back), an unknown one (agent unreachable)
+leaves the snapshot in ``error`` for an operator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import update
+
+from corral.api.agent import SnapshotCreateTask
+from corral.api.errors import CorralError
+from corral.api.snapshots import SnapshotStatus
+from corral.server.db.tables import SnapshotRow, VolumeRow
+from corral.server.identity import quotas
+from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
+from corral.server.workflows.snapshot_common import file_ref, finish, outcome_unknown
+from corral.server.workflows.vm_common import repeatable_task
+from corral.server.workflows.volume_common import load_volume, settle_status
+
+
+async def _record(ctx: Ctx) -> dict[str, Any]:
+    return {}  # done by the request
+
+
+async def _freeze(ctx: Ctx) -> dict[str, Any]:
+    vol, pool = await load_volume(ctx)
+    await ctx.progress(30, "freezing the volume")
+    payload = SnapshotCreateTask(
+        volume=file_ref(ctx, vol, pool, ctx.params["old_active"]),
+        new_name=ctx.params["new_name"],
+        vm_id=ctx.params["vm_id"],
+        quiesce=ctx.params["quiesce"],
+    )
+    return await repeatable_task(ctx, ctx.params["host_id"], "freeze", payload)
+
+
+async def _finalize(ctx: Ctx) -> dict[str, Any]:
+    async with ctx.deps.sessionmaker.begin() as s:
+        await s.execute(
+            update(VolumeRow)
+            .where(VolumeRow.id == ctx.params["volume_id"])
+            .values(
+                pool_name=ctx.params["new_name"],
+                backing_name=ctx.params["old_active"],
+                current_snapshot_id=ctx.params["snapshot_id"],
+            )
+        )
+        await s.execute(
+            update(SnapshotRow)
+            .where(SnapshotRow.id == ctx.params["snapshot_id"])
+            .values(status=SnapshotStatus.ready.value, error=None)
+        )
+        await settle_status(s, ctx.params["volume_id"])
+    return {}
+
+
+async def _on_failure(ctx: Ctx, err: CorralError) -> None:
+    if outcome_unknown(err):
+        why = f"snapshot outcome unknown: {err.message}; check the host, then retry or delete"
+        await finish(ctx, snapshot={"status": SnapshotStatus.error.value, "error": why})
+        return
+    async with ctx.deps.sessionmaker.begin() as s:  # nothing changed on the host
+        snap = await s.get(SnapshotRow, ctx.params["snapshot_id"])
+        if snap is not None:
+            await quotas.adjust(s, snap.project_id, snapshots=-1)
+            await s.delete(snap)
+        await settle_status(s, ctx.params["volume_id"])
+
+
+SNAPSHOT_CREATE = Workflow(
+    "snapshot.create",
+    steps=(
+        Step("record", _record, NO_UNDO),
+        Step("freeze", _freeze, NO_UNDO),
+        Step("finalize", _finalize, NO_UNDO),
+    ),
+    on_failure=_on_failure,
+    forward_from="freeze",
+)

@@ -1,0 +1,69 @@
+"""snapshot.revert: start a new branch of the volume from a snapshot.
+
+Params: ``snapshot_id``, ``volume_id``, ``vm_id`` (stopped, or None), ``host_id``,
+``old_active``, ``new_name``. The agent makes ``new_name`` (an overlay on the snapshot's file)
+the volume's active file and deletes ``old_active``; atomic with a fixed task id like
+``snapshot.create`` (see there for failures).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import update
+
+from corral.api.agent import SnapshotRevertTask
+from corral.api.errors import CorralError
+from corral.api.snapshots import SnapshotStatus
+from corral.api.volumes import VolumeStatus
+from corral.server.db.tables import VolumeRow
+from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
+from corral.server.workflows.snapshot_common import file_ref, finish, load_snapshot, outcome_unknown
+from corral.server.workflows.vm_common import repeatable_task
+from corral.server.workflows.volume_common import set_volume, settle_status
+
+
+async def _switch(ctx: Ctx) -> dict[str, Any]:
+    snap, vol, pool = await load_snapshot(ctx)
+    await ctx.progress(30, f"reverting to {snap.name}")
+    payload = SnapshotRevertTask(
+        volume=file_ref(ctx, vol, pool, ctx.params["old_active"]),
+        target=snap.file,
+        new_name=ctx.params["new_name"],
+        vm_id=ctx.params["vm_id"],
+    )
+    return await repeatable_task(ctx, ctx.params["host_id"], "revert", payload)
+
+
+async def _finalize(ctx: Ctx) -> dict[str, Any]:
+    snap, _, _ = await load_snapshot(ctx)
+    async with ctx.deps.sessionmaker.begin() as s:
+        await s.execute(
+            update(VolumeRow)
+            .where(VolumeRow.id == ctx.params["volume_id"])
+            .values(
+                pool_name=ctx.params["new_name"],
+                backing_name=snap.file,
+                current_snapshot_id=snap.id,
+            )
+        )
+        await settle_status(s, ctx.params["volume_id"])
+    await finish(ctx, snapshot={"status": SnapshotStatus.ready.value})
+    return {}
+
+
+async def _on_failure(ctx: Ctx, err: CorralError) -> None:
+    if outcome_unknown(err):
+        why = f"revert outcome unknown: {err.message}; check the host"
+        await set_volume(ctx, status=VolumeStatus.error.value, error=why)
+        await finish(ctx, snapshot={"status": SnapshotStatus.ready.value})
+        return
+    await finish(ctx, snapshot={"status": SnapshotStatus.ready.value})
+
+
+SNAPSHOT_REVERT = Workflow(
+    "snapshot.revert",
+    steps=(Step("switch", _switch, NO_UNDO), Step("finalize", _finalize, NO_UNDO)),
+    on_failure=_on_failure,
+    forward_from="switch",
+)

@@ -1,0 +1,247 @@
+"""Volume snapshots through REST with a simulator agent: the tree (take, branch by reverting,
+current node), delete by merging (children keep their parent's place), the chain limit, quota,
+and failures that change nothing (or can be retried)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from corral.agent.runtime import HostRuntime
+from corral.server.workflows.engine import FORWARD_ATTEMPTS
+from corral.up import Stack
+from tests.integration.identity.admin import done, refused
+from tests.integration.test_vm_sim import make_qcow2
+from tests.support.stack import api_client, running_stack, upload_image, wait_op
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+class Env:
+    def __init__(self, stack: Stack, c: httpx.AsyncClient, runtime: HostRuntime) -> None:
+        self.stack, self.c, self.runtime = stack, c, runtime
+
+    async def op(self, r: httpx.Response) -> dict[str, Any]:
+        assert r.status_code == 202, r.text
+        return await wait_op(self.c, r.json())
+
+    async def ok(self, r: httpx.Response) -> dict[str, Any]:
+        op = await self.op(r)
+        assert op["status"] == "succeeded", op
+        return op
+
+    async def snap(self, volume: str, name: str) -> dict[str, Any]:
+        await self.ok(await self.c.post(f"/volumes/{volume}/snapshots", json={"name": name}))
+        return await self.get(name)
+
+    async def get(self, name: str) -> dict[str, Any]:
+        r = await self.c.get(f"/snapshots/{name}")
+        assert r.status_code == 200, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    async def tree(self, volume: str) -> dict[str, tuple[str | None, bool]]:
+        """name -> (parent name, current)."""
+        items = (await self.c.get(f"/volumes/{volume}/snapshots")).json()["items"]
+        by_id = {i["id"]: i["name"] for i in items}
+        return {i["name"]: (by_id.get(i["parent_id"]), i["current"]) for i in items}
+
+    def disk_file(self, vm_id: str) -> str:
+        stored = self.runtime.specs.get(vm_id)
+        assert stored is not None and stored.spec.disks
+        return stored.spec.disks[0].volume.name
+
+    async def quota_used(self) -> int:
+        vol = (await self.c.get("/volumes")).json()["items"]
+        pid = vol[0]["project_id"] if vol else (await self.c.get("/vms/vm0")).json()["project_id"]
+        used: int = (await self.c.get(f"/projects/{pid}/quota")).json()["snapshots"]["used"]
+        return used
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
+    tmp = tmp_path_factory.mktemp("snapshots-sim")
+    async with running_stack(tmp) as stack, api_client(stack) as c:
+        await upload_image(c, "tiny", make_qcow2(tmp / "tiny.qcow2"))
+        cluster = (await c.get("/clusters")).json()["items"][0]["name"]
+        body = {"name": "loc", "type": "local", "settings": {"path": str(tmp / "pool")},
+                "clusters": [cluster]}  # fmt: skip
+        done(await c.post("/storage-pools", json=body))
+        e = Env(stack, c, next(iter(stack.agent.runtimes.values())))
+        await e.ok(await c.post("/vms", json={"name": "vm0", "image": "tiny", "cpus": 1,
+                                              "memory_mb": 128}))  # fmt: skip
+        yield e
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope="module")
+async def clean(env: Env) -> AsyncIterator[None]:
+    yield
+    env.stack.server.services.engine.faults.clear()
+    env.runtime.faults.clear()
+    if (await env.c.get("/vms/vm0")).json()["status"] != "running":
+        await env.op(await env.c.post("/vms/vm0/start"))
+    for v in (await env.c.get("/volumes")).json()["items"]:
+        if v["attachments"]:
+            await env.op(await env.c.post(f"/volumes/{v['id']}/detach"))
+        await env.op(await env.c.delete(f"/volumes/{v['id']}"))
+
+
+async def _volume(env: Env, name: str) -> dict[str, Any]:
+    body = {"name": name, "size_gb": 1, "pool": "loc", "vm": "vm0"}
+    await env.ok(await env.c.post("/volumes", json=body))
+    return (await env.c.get(f"/volumes/{name}")).json()  # type: ignore[no-any-return]
+
+
+async def test_tree_revert_branch_and_merge(env: Env) -> None:
+    vm_id = (await env.c.get("/vms/vm0")).json()["id"]
+    await _volume(env, "d")
+    quota0 = await env.quota_used()
+    first_file = env.disk_file(vm_id)
+
+    s1 = await env.snap("d", "s1")
+    assert (s1["status"], s1["current"], s1["parent_id"]) == ("ready", True, None)
+    assert env.disk_file(vm_id) != first_file  # the VM goes on in a new overlay
+    await env.snap("d", "s2")
+    assert await env.tree("d") == {"s1": (None, False), "s2": ("s1", True)}
+    assert await env.quota_used() == quota0 + 2
+    assert (await env.c.get("/volumes/d")).json()["status"] == "in_use"
+
+    # reverting needs a stopped VM
+    refused(await env.c.post("/snapshots/s1/revert"), 409, "invalid_state")
+    await env.ok(await env.c.post("/vms/vm0/stop"))
+    await env.ok(await env.c.post("/snapshots/s1/revert"))
+    assert await env.tree("d") == {"s1": (None, True), "s2": ("s1", False)}
+    await env.snap("d", "s3")  # a new branch from s1
+    assert await env.tree("d") == {"s1": (None, False), "s2": ("s1", False), "s3": ("s1", True)}
+    await env.ok(await env.c.post("/vms/vm0/start"))
+
+    # deleting s1 merges it into both branches; they take its place
+    op = await env.ok(await env.c.delete("/snapshots/s1"))
+    assert op["type"] == "snapshot.delete"
+    assert await env.tree("d") == {"s2": (None, False), "s3": (None, True)}
+    assert await env.quota_used() == quota0 + 2
+    # deleting the current node: the volume's content now descends from nothing
+    await env.ok(await env.c.delete("/snapshots/s3"))
+    assert await env.tree("d") == {"s2": (None, False)}
+    refused(await env.c.get("/snapshots/s3"), 404, "not_found")
+
+    # a volume with snapshots can be deleted once detached: its snapshots go with it
+    await env.ok(await env.c.post("/volumes/d/detach"))
+    await env.ok(await env.c.delete("/volumes/d"))
+    refused(await env.c.get("/snapshots/s2"), 404, "not_found")
+    assert await env.quota_used() == quota0
+
+
+async def test_checks_and_chain_limit(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    done(await env.c.post("/volumes", json={"name": "blank", "size_gb": 1, "pool": "loc"}))
+    err = refused(
+        await env.c.post("/volumes/blank/snapshots", json={"name": "x"}), 409, "invalid_state"
+    )
+    assert "no data yet" in err["message"]
+    await _volume(env, "c")
+    await env.snap("c", "one")
+    refused(await env.c.post("/volumes/c/snapshots", json={"name": "one"}), 409, "name_taken")
+    refused(
+        await env.c.post("/volumes/c/snapshots", json={"name": "bad name"}), 422, "invalid_input"
+    )
+
+    monkeypatch.setattr("corral.server.services.snapshots.MAX_CHAIN", 2)
+    await env.snap("c", "two")
+    err = refused(
+        await env.c.post("/volumes/c/snapshots", json={"name": "three"}), 409, "invalid_state"
+    )
+    assert err["context"]["reason"] == "chain_full"
+    await env.ok(await env.c.delete("/snapshots/one"))  # merging frees a place
+    await env.snap("c", "three")
+
+
+async def test_failed_create_changes_nothing(env: Env) -> None:
+    vm_id = (await env.c.get("/vms/vm0")).json()["id"]
+    await _volume(env, "f")
+    quota0 = await env.quota_used()
+    before = env.disk_file(vm_id)
+    env.runtime.faults.fail_next("agent.snapshot.create", times=FORWARD_ATTEMPTS)
+    op = await env.op(await env.c.post("/volumes/f/snapshots", json={"name": "nope"}))
+    assert op["status"] == "failed", op
+    refused(await env.c.get("/snapshots/nope"), 404, "not_found")
+    assert env.disk_file(vm_id) == before
+    assert (await env.c.get("/volumes/f")).json()["status"] == "in_use"
+    assert await env.quota_used() == quota0
+    await env.snap("f", "yes")  # and it works afterwards
+    # a passing failure (one attempt) is retried: the snapshot is taken
+    env.runtime.faults.fail_next("vm.snapshot_disk")
+    s = await env.snap("f", "retried")
+    assert s["status"] == "ready" and env.disk_file(vm_id) not in (before,)
+
+
+async def test_failed_merge_can_be_retried(env: Env) -> None:
+    await _volume(env, "m")
+    await env.snap("m", "a")
+    await env.snap("m", "b")
+    env.runtime.faults.fail_next("agent.snapshot.rebase", times=3)
+    op = await env.op(await env.c.delete("/snapshots/a"))
+    assert op["status"] == "failed", op
+    a = await env.get("a")
+    assert a["status"] == "error" and "continues the merge" in a["error"]
+    assert (await env.c.get("/volumes/m")).json()["status"] == "in_use"
+    await env.ok(await env.c.delete("/snapshots/a"))
+    assert await env.tree("m") == {"b": (None, True)}
+
+
+async def _due_round(env: Env, volume_id: str) -> int:
+    """Make the volume's automatic snapshot due and run one scheduler tick; wait for its ops."""
+    from sqlalchemy import update
+
+    from corral.server.db.tables import VolumeRow
+    from corral.server.db.types import utcnow
+    from corral.server.services import snapshot_schedule
+
+    svc = env.stack.server.services
+    async with svc.sessionmaker.begin() as s:
+        await s.execute(
+            update(VolumeRow)
+            .where(VolumeRow.id == volume_id)
+            .values(next_auto_snapshot_at=utcnow())
+        )
+    started = await snapshot_schedule.run_due(svc)
+    ops = (await env.c.get("/operations", params={"q": "status=in:queued|running"})).json()
+    for op in ops["items"]:
+        await wait_op(env.c, op)
+    return started
+
+
+async def test_schedule_takes_and_prunes_automatic_snapshots_only(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v = await _volume(env, "sched")
+    sched = {"every_minutes": 60, "keep": 2}
+    done(await env.c.patch("/volumes/sched", json={"snapshot_schedule": sched}))
+    assert (await env.c.get("/volumes/sched")).json()["snapshot_schedule"] == sched
+    await env.snap("sched", "manual")
+    for _ in range(3):
+        assert await _due_round(env, v["id"]) == 1
+    items = (await env.c.get("/volumes/sched/snapshots")).json()["items"]
+    autos = sorted(i["name"] for i in items if i["kind"] == "auto")
+    assert len(autos) == 3 and {i["name"] for i in items if i["kind"] == "manual"} == {"manual"}
+    assert await _due_round(env, v["id"]) == 1  # over keep: the oldest automatic one goes
+    items = (await env.c.get("/volumes/sched/snapshots")).json()["items"]
+    assert sorted(i["name"] for i in items if i["kind"] == "auto") == autos[1:]
+    assert "manual" in {i["name"] for i in items}
+
+    # a chain full of manual snapshots: the round is skipped, nothing manual is touched
+    monkeypatch.setattr("corral.server.services.snapshots.MAX_CHAIN", 1)
+    monkeypatch.setattr("corral.server.services.snapshot_schedule.MAX_CHAIN", 1)
+    for name in autos[1:]:
+        await env.ok(await env.c.delete(f"/snapshots/{name}"))
+    assert await _due_round(env, v["id"]) == 0
+    vol = (await env.c.get("/volumes/sched")).json()
+    assert "chain is full" in vol["error"]
+    assert [i["name"] for i in (await env.c.get("/volumes/sched/snapshots")).json()["items"]] == [
+        "manual"
+    ]
+
+    done(await env.c.patch("/volumes/sched", json={"snapshot_schedule": None}))
+    assert (await env.c.get("/volumes/sched")).json()["snapshot_schedule"] is None
