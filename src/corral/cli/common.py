@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import httpx
 
     from corral.sdk import Client, Operation
+    from corral.sdk._sync.resources import Listing
 
 
 class OutputFormat(StrEnum):
@@ -205,3 +206,18 @@ def add_show_delete(
     delete_command.__doc__ = f"Delete a {noun}."
     app.command("show")(show_command)
     app.command(delete_verb)(delete_command)
+
+
+def names_of(listing: Listing[Any], ids: Iterable[str]) -> dict[str, str]:
+    """Names of the resources ``ids`` of ``listing`` (one request); empty if the lookup fails
+    (e.g. only platform admins may list storage pools): tables show the ids then."""
+    from corral.api.errors import CorralError
+
+    wanted = sorted(set(ids))[:1000]
+    if not wanted:
+        return {}
+    try:
+        items = listing.select(["id", "name"], q="id=in:" + "|".join(wanted), limit=len(wanted))
+    except CorralError:
+        return {}
+    return {str(item["id"]): str(item["name"]) for item in items}

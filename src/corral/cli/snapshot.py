@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,6 +19,7 @@ from corral.cli.common import (
     Where,
     add_show_delete,
     finish,
+    names_of,
     state_of,
 )
 from corral.cli.output import Column, cell, console, emit_json, gib, print_page
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from corral.api.snapshots import Snapshot
     from corral.api.volumes import Volume
     from corral.sdk import Client
-    from corral.sdk._sync.resources import Listing
 
 app = typer.Typer(
     help="Volume snapshots: a tree per data volume; revert to any node, delete by merging.",
@@ -40,21 +40,6 @@ app = typer.Typer(
 
 VolumeArg = Annotated[str, typer.Argument(help="Volume name or id.", show_default=False)]
 CURRENT_MARK = "*"
-
-
-def _names(listing: Listing[Any], ids: Iterable[str]) -> dict[str, str]:
-    """Names of the resources ``ids`` of ``listing`` (one request); empty if the lookup fails:
-    the table shows the ids then."""
-    from corral.api.errors import CorralError
-
-    wanted = sorted(set(ids))[:1000]
-    if not wanted:
-        return {}
-    try:
-        items = listing.select(["id", "name"], q="id=in:" + "|".join(wanted), limit=len(wanted))
-    except CorralError:
-        return {}
-    return {str(item["id"]): str(item["name"]) for item in items}
 
 
 def columns(volume_names: Mapping[str, str], snapshot_names: Mapping[str, str]) -> list[Column]:
@@ -79,10 +64,10 @@ def print_snapshots(state: CliState, client: Client, page: Page[Snapshot]) -> No
     if state.json:
         emit_json(page)
         return
-    volume_names = _names(client.volumes, {s.volume_id for s in page.items})
+    volume_names = names_of(client.volumes, {s.volume_id for s in page.items})
     snapshot_names = {s.id: s.name for s in page.items}
     missing = {s.parent_id for s in page.items if s.parent_id and s.parent_id not in snapshot_names}
-    snapshot_names |= _names(client.snapshots, {p for p in missing if p})
+    snapshot_names |= names_of(client.snapshots, {p for p in missing if p})
     print_page(page, columns(volume_names, snapshot_names), json_output=False)
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,6 +19,7 @@ from corral.cli.common import (
     Where,
     add_show_delete,
     finish,
+    names_of,
     state_of,
 )
 from corral.cli.output import Column, emit_json, gib, print_page
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from corral.api.common import Page
     from corral.api.volumes import Volume
     from corral.sdk import Client, Operation
-    from corral.sdk._sync.resources import Listing
 
 app = typer.Typer(
     help="Data volumes: disks of their own on a storage pool, attached to VMs.",
@@ -126,21 +126,6 @@ def _given(
     )
 
 
-def _names(listing: Listing[Any], ids: Iterable[str]) -> dict[str, str]:
-    """Names of the resources ``ids`` of ``listing``; empty if the lookup fails (only platform
-    admins may list storage pools): the table shows the ids then."""
-    from corral.api.errors import CorralError
-
-    wanted = sorted(set(ids))[:1000]
-    if not wanted:
-        return {}
-    try:
-        items = listing.select(["id", "name"], q="id=in:" + "|".join(wanted), limit=len(wanted))
-    except CorralError:
-        return {}
-    return {str(item["id"]): str(item["name"]) for item in items}
-
-
 def columns(vm_names: Mapping[str, str], pool_names: Mapping[str, str]) -> list[Column]:
     """The table of volumes; ids are shown where no name is known."""
 
@@ -164,8 +149,8 @@ def print_volumes(state: CliState, client: Client, page: Page[Volume]) -> None:
         emit_json(page)
         return
     vm_ids = {a.vm_id for v in page.items for a in v.attachments}
-    vm_names = _names(client.vms, vm_ids)
-    pool_names = _names(client.storage_pools, {v.pool_id for v in page.items})
+    vm_names = names_of(client.vms, vm_ids)
+    pool_names = names_of(client.storage_pools, {v.pool_id for v in page.items})
     print_page(page, columns(vm_names, pool_names), json_output=False)
 
 
