@@ -245,3 +245,29 @@ async def test_schedule_takes_and_prunes_automatic_snapshots_only(
 
     done(await env.c.patch("/volumes/sched", json={"snapshot_schedule": None}))
     assert (await env.c.get("/volumes/sched")).json()["snapshot_schedule"] is None
+
+
+async def test_nfs_volumes_snapshot_offline_only(env: Env) -> None:
+    cluster = (await env.c.get("/clusters")).json()["items"][0]["name"]
+    body = {"name": "nas", "type": "nfs", "settings": {"server": "nas.lan", "export": "/vms"},
+            "clusters": [cluster]}  # fmt: skip
+    done(await env.c.post("/storage-pools", json=body))
+    try:
+        await env.ok(await env.c.post("/volumes", json={"name": "nv", "size_gb": 1,
+                                                        "pool": "nas", "vm": "vm0"}))  # fmt: skip
+        err = refused(
+            await env.c.post("/volumes/nv/snapshots", json={"name": "n1"}), 409, "invalid_state"
+        )
+        assert err["context"]["pool_type"] == "nfs"
+        await env.ok(await env.c.post("/vms/vm0/stop"))
+        await env.snap("nv", "n1")
+        await env.snap("nv", "n2")
+        await env.ok(await env.c.post("/vms/vm0/start"))
+        refused(await env.c.delete("/snapshots/n1"), 409, "invalid_state")
+        await env.ok(await env.c.post("/vms/vm0/stop"))
+        await env.ok(await env.c.delete("/snapshots/n1"))
+        await env.ok(await env.c.post("/vms/vm0/start"))
+        await env.ok(await env.c.post("/volumes/nv/detach"))
+        await env.ok(await env.c.delete("/volumes/nv"))
+    finally:
+        await env.c.delete("/storage-pools/nas")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -290,3 +291,32 @@ def test_snapshot_schedule_by_sdk_and_cli(admin: Client, cli: None) -> None:
     assert r.exit_code == 0, r.output
     assert admin.volumes.get("sched-data").snapshot_schedule is None
     admin.volumes.delete("sched-data").wait()
+
+
+def test_vm_created_with_volumes_by_sdk_and_cli(admin: Client, cli: None) -> None:
+    deadline = time.monotonic() + 10
+    while admin.storage_pools.get(POOL).hosts.ok < 1:  # the pool sync is asynchronous
+        assert time.monotonic() < deadline, "the pool never reached a host"
+        time.sleep(0.05)
+    admin.vms.create(
+        "sdk-vols", image="tiny", cpus=1, memory_mb=64, disk_gb=1,
+        volumes=[{"size_gb": 1, "pool": POOL}],
+    ).wait()  # fmt: skip
+    (vol,) = admin.volumes.of_vm("sdk-vols").items
+    assert (vol.name, vol.status, vol.attachments[0].device) == ("sdk-vols-data1", "in_use", "vdb")
+
+    r = corral("vm", "create", "cli-vols", "--image", "tiny", "--cpus", "1", "--memory", "64",
+               "--disk", "1", "--volume", "2G@" + POOL, "--volume", f"1G@{POOL}:cli-logs")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    got = {v.name: v for v in admin.volumes.of_vm("cli-vols").items}
+    assert {n: (v.size_gb, v.attachments[0].device) for n, v in got.items()} == {
+        "cli-vols-data1": (2, "vdb"),
+        "cli-logs": (1, "vdc"),
+    }
+    r = corral("vm", "create", "bad", "--image", "tiny", "--cpus", "1", "--memory", "64",
+               "--volume", "2G")  # fmt: skip
+    assert r.exit_code != 0 and "SIZE@POOL" in r.output
+    for name in ("sdk-vols", "cli-vols"):
+        admin.vms.delete(name).wait()
+    for v in [vol, *got.values()]:
+        admin.volumes.delete(v.id).wait()

@@ -275,3 +275,72 @@ async def test_delete_is_retried_past_its_point_of_no_return(env: Env) -> None:
     assert op["status"] == "succeeded", op
     assert vid not in env.on_pool(host)
     refused(await env.c.get("/volumes/z"), 404, "not_found")
+
+
+async def _pool_reached(env: Env, pool: str, hosts: int) -> None:
+    """Wait until ``hosts`` agents report the pool usable (the pool sync is asynchronous)."""
+    import asyncio
+
+    for _ in range(200):
+        if (await env.c.get(f"/storage-pools/{pool}")).json()["hosts"]["ok"] >= hosts:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"pool {pool} not reached by {hosts} hosts")
+
+
+async def test_vm_created_with_volumes(env: Env) -> None:
+    await _pool_reached(env, "loc", 2)
+    body = {"name": "withvols", "image": "tiny", "cpus": 1, "memory_mb": 128,
+            "volumes": [{"size_gb": 2, "pool": "loc"}, {"size_gb": 1, "pool": "loc",
+                                                         "name": "logs"}]}  # fmt: skip
+    op = await env.op(await env.c.post("/vms", json=body))
+    assert op["status"] == "succeeded", op
+    vm = await _vm(env, "withvols")
+    page = (await env.c.get("/vms/withvols/volumes", params={"sort": "name"})).json()
+    got = {v["name"]: v for v in page["items"]}
+    assert set(got) == {"withvols-data1", "logs"}
+    for v in got.values():
+        assert (v["status"], v["instantiated"], v["host_id"]) == ("in_use", True, vm["host_id"])
+        assert v["id"] in env.on_pool(vm["host_id"])
+    devices = {v["attachments"][0]["device"] for v in got.values()}
+    assert devices == {"vdb", "vdc"}
+    assert sorted(d[1] for d in env.spec_disks(vm["host_id"], vm["id"])) == ["vdb", "vdc"]
+    assert (await env.op(await env.c.delete("/vms/withvols")))["status"] == "succeeded"
+    assert (await env.vol("logs"))["status"] == "available"  # volumes outlive their VM
+
+
+async def test_vm_with_volumes_goes_only_where_the_pools_are(env: Env) -> None:
+    await _pool_reached(env, "loc", 2)
+    done(await env.c.post("/storage-pools", json={"name": "nowhere", "type": "local",
+                                                  "settings": {"path": "/nonexistent"}}))  # fmt: skip
+    before = (await env.c.get("/volumes")).json()["total"]
+    body = {"name": "lost", "image": "tiny", "cpus": 1, "memory_mb": 128,
+            "volumes": [{"size_gb": 1, "pool": "nowhere"}]}  # fmt: skip
+    refused(await env.c.post("/vms", json=body), 409, "no_host_available")
+    refused(await env.c.get("/vms/lost"), 404, "not_found")
+    assert (await env.c.get("/volumes")).json()["total"] == before
+    done(await env.c.delete("/storage-pools/nowhere"))
+    # a name taken is refused before anything is made
+    done(await env.c.post("/volumes", json={"name": "taken", "size_gb": 1, "pool": "loc"}))
+    body = {**body, "volumes": [{"size_gb": 1, "pool": "loc", "name": "taken"}]}
+    refused(await env.c.post("/vms", json=body), 409, "name_taken")
+
+
+@pytest.mark.parametrize("fault", ["agent.volume.create", "vm.define", "vm.start"])
+async def test_vm_create_with_volumes_rolls_back_completely(env: Env, fault: str) -> None:
+    await _pool_reached(env, "loc", 2)
+    host = (await _vm(env, "vm0"))["host_id"]
+    env.runtimes[host].faults.fail_next(fault)
+    before = (await env.c.get("/storage-pools/loc")).json()["capacity"]["allocated_gb"]
+    body = {"name": "rb", "image": "tiny", "cpus": 1, "memory_mb": 128, "host": host,
+            "volumes": [{"size_gb": 1, "pool": "loc"}, {"size_gb": 1, "pool": "loc"}]}  # fmt: skip
+    op = await env.op(await env.c.post("/vms", json=body))
+    assert op["status"] == "failed", op
+    refused(await env.c.get("/vms/rb"), 404, "not_found")
+    assert (await env.c.get("/volumes", params={"q": "name~rb-data"})).json()["total"] == 0
+    assert not [v for v in env.on_pool(host) if v not in await _known_volume_ids(env)]
+    assert (await env.c.get("/storage-pools/loc")).json()["capacity"]["allocated_gb"] == before
+
+
+async def _known_volume_ids(env: Env) -> set[str]:
+    return {v["id"] for v in (await env.c.get("/volumes", params={"limit": 1000})).json()["items"]}

@@ -39,11 +39,13 @@ from corral.agent.volume_tasks import VolumeTasks, check_volume_id
 from corral.api.agent import (
     DiskCreate,
     DiskDelete,
+    ImageRef,
     PoolsSync,
     SnapshotCreateTask,
     SnapshotDeleteFileTask,
     SnapshotRebaseTask,
     SnapshotRevertTask,
+    VmCdrom,
     VmDefine,
     VmPower,
     VmSpec,
@@ -55,7 +57,7 @@ from corral.api.agent import (
     VolumeQosTask,
     VolumeResizeTask,
 )
-from corral.api.errors import CorralError, InvalidInput
+from corral.api.errors import CorralError, InvalidInput, NotFound
 from corral.api.vms import PowerState
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ Payload = (
     | VmDefine
     | VmUndefine
     | VmPower
+    | VmCdrom
     | VolumeCreateTask
     | VolumeDeleteTask
     | VolumeAttachTask
@@ -179,6 +182,8 @@ class TaskExecutor:
                 return {}
             case VmPower():
                 return {"power_state": await self.power(payload)}
+            case VmCdrom():
+                return {"cdrom": await self.cdrom(payload.vm_id, payload.image)}
         raise AssertionError(f"unhandled task {payload.kind}")  # pragma: no cover
 
     async def _pools_sync(self, payload: PoolsSync) -> dict[str, object]:
@@ -221,11 +226,13 @@ class TaskExecutor:
         vm_id = spec.vm_id
         disk_path = self.volumes.disk_path(vm_id)
         disks = self.volume_tasks.sources(spec.disks)
+        cdrom = await self._media(spec.cdrom)
         old = self.specs.get(vm_id)
         existed = old is not None or await self.compute.power_state(vm_id) != PowerState.absent
-        await self.compute.define(spec, disk_path, disks)
+        await self.compute.define(spec, disk_path, disks, cdrom)
         try:
-            await self.specs.put_async(StoredSpec(spec=spec, disk_path=disk_path))
+            stored = StoredSpec(spec=spec, disk_path=disk_path, cdrom_path=cdrom)
+            await self.specs.put_async(stored)
         except BaseException:
             await self._undo_define(vm_id, old, existed)
             raise
@@ -235,11 +242,45 @@ class TaskExecutor:
         try:
             if old is not None:
                 old_disks = self.volume_tasks.sources(old.spec.disks)
-                await self.compute.define(old.spec, old.disk_path, old_disks)
+                await self.compute.define(old.spec, old.disk_path, old_disks, old.cdrom_path)
             elif not existed:
                 await self.compute.undefine(vm_id)
         except CorralError as exc:
             log.error("vm %s: cannot undo define after spec write failed: %s", vm_id, exc)
+
+    async def _media(self, image: ImageRef | None) -> str | None:
+        """The cached file of the ISO ``image`` (fetched if needed); None for no image."""
+        if image is None:
+            return None
+        if image.format != "iso":
+            raise InvalidInput(
+                f"image {image.id} is not an ISO: only ISO images go in a CD-ROM drive",
+                image_id=image.id,
+                format=image.format,
+            )
+        return await self.volumes.media_path(image, self.fetch)
+
+    async def cdrom(self, vm_id: str, image: ImageRef | None) -> str | None:
+        """Put ``image`` in the VM's CD-ROM drive (None: eject), live if it runs, then store the
+        spec with it (the drive is switched back if that fails). Returns the medium's path.
+        ``NotFound`` if the VM has no stored spec here."""
+        stored = self.specs.get(vm_id)
+        if stored is None:
+            raise NotFound(f"VM {vm_id} is not defined on this host", vm_id=vm_id)
+        path = await self._media(image)
+        await self.compute.set_cdrom(vm_id, path)
+        spec = stored.spec.model_copy(update={"cdrom": image})
+        try:
+            await self.specs.put_async(stored.model_copy(update={"spec": spec, "cdrom_path": path}))
+        except BaseException:
+            try:
+                await self.compute.set_cdrom(vm_id, stored.cdrom_path)
+            except CorralError as exc:
+                log.error(
+                    "vm %s: cannot undo a CD-ROM change after spec write failed: %s", vm_id, exc
+                )
+            raise
+        return path
 
     async def undefine(self, vm_id: str) -> None:
         stored = self.specs.begin_delete(vm_id)

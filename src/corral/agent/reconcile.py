@@ -55,7 +55,7 @@ async def _redefine(compute: ComputeDriver, stored: StoredSpec, backends: Backen
     vm_id = stored.spec.vm_id
     try:
         disks = disk_sources(backends, stored.spec.disks)
-        await compute.define(stored.spec, stored.disk_path, disks)
+        await compute.define(stored.spec, stored.disk_path, disks, stored.cdrom_path)
     except CorralError as exc:
         log.warning("vm %s: cannot redefine from local spec: %s", vm_id, exc)
         return [f"redefine from local spec failed: {exc.message}"]

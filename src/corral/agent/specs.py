@@ -42,6 +42,8 @@ class StoredSpec(Model):
 
     spec: VmSpec
     disk_path: str
+    cdrom_path: str | None = None
+    """The cached ISO file in the CD-ROM drive (``spec.cdrom``), None when empty."""
 
 
 class SpecStore:

@@ -147,6 +147,14 @@ class DataDisk(Model):
     qos: VolumeQos = Field(default_factory=VolumeQos)
 
 
+BootDevice = Literal["cdrom", "hd"]
+"""What a VM boots from: its CD-ROM drive or its root disk."""
+
+
+def _boot_hd() -> list[BootDevice]:
+    return ["hd"]
+
+
 class VmSpec(Model):
     """Everything a host needs to define a VM. The agent keeps a JSON copy of it on disk."""
 
@@ -157,6 +165,10 @@ class VmSpec(Model):
     disk_gb: int
     vnc_password: str
     disks: list[DataDisk] = Field(default_factory=list, description="data volumes, in order")
+    cdrom: ImageRef | None = Field(None, description="the ISO in the CD-ROM drive (None: empty)")
+    boot: list[BootDevice] = Field(
+        default_factory=_boot_hd, min_length=1, max_length=2, description="boot order"
+    )
 
 
 class DiskCreate(Model):
@@ -190,6 +202,15 @@ class VmPower(Model):
     vm_id: str
     force: bool = False
     timeout: float = 60.0
+
+
+class VmCdrom(Model):
+    """Put ``image`` (an ISO, cached first) in the VM's CD-ROM drive, or eject the medium
+    (None): live if the VM runs, and in its definition and stored spec. Already so is success."""
+
+    kind: Literal["vm.cdrom"] = "vm.cdrom"
+    vm_id: str
+    image: ImageRef | None = None
 
 
 class VolumeCreateTask(Model):
@@ -312,6 +333,7 @@ TaskPayload = Annotated[
     | VmDefine
     | VmUndefine
     | VmPower
+    | VmCdrom
     | VolumeCreateTask
     | VolumeDeleteTask
     | VolumeAttachTask

@@ -17,7 +17,11 @@ class ImageStatus(StrEnum):
 
 class Image(OwnedResource):
     status: ImageStatus
-    format: str | None = Field(None, description="qcow2 or raw, detected on import")
+    format: str | None = Field(
+        None,
+        description="qcow2, raw or iso (ISO 9660: boots from a VM's CD-ROM drive, never a VM's"
+        " disk), detected on import",
+    )
     size_bytes: int = 0
     virtual_size_bytes: int = 0
     sha256: str | None = None

@@ -7,6 +7,7 @@ from enum import StrEnum
 from pydantic import Field, model_validator
 
 from corral.api.common import Model, Name, OwnedResource, Ref
+from corral.api.volumes import MAX_DATA_VOLUMES, MAX_VOLUME_GB
 
 
 class VmStatus(StrEnum):
@@ -52,10 +53,24 @@ class Vm(OwnedResource):
     offering_id: str | None = None
     host_id: str | None
     error: str | None = Field(None, description="why the VM is in error, if it is")
+    cdrom_image_id: str | None = Field(None, description="the ISO image in the CD-ROM drive")
+    boot_order: list[str] = Field(
+        default_factory=lambda: ["hd"], description='boot devices in order: "cdrom", "hd"'
+    )
+
+
+class VmVolume(Model):
+    """A blank data volume made with the VM and attached to it (``vdb``, ``vdc``… in order).
+    It stays when the VM is deleted (detached), like any volume."""
+
+    size_gb: int = Field(ge=1, le=MAX_VOLUME_GB)
+    pool: Ref = Field(description="storage pool id or name")
+    name: Name | None = Field(None, description="default: <vm name>-data<N>")
 
 
 class VmCreate(Model):
-    """Create a VM. Sizes come from ``offering`` unless given; explicit values win."""
+    """Create a VM. Sizes come from ``offering`` unless given; explicit values win. The VM is
+    placed only on a host that reaches the storage pools of its ``volumes``."""
 
     name: Name
     image: Ref = Field(description="image id or name")
@@ -65,6 +80,7 @@ class VmCreate(Model):
     disk_gb: int | None = Field(None, ge=1, le=64 * 1024)
     host: Ref | None = Field(None, description="pin to a host (id or name)")
     start: bool = True
+    volumes: list[VmVolume] = Field(default_factory=list, max_length=MAX_DATA_VOLUMES)
 
     @model_validator(mode="after")
     def _sizes_or_offering(self) -> VmCreate:

@@ -1,8 +1,8 @@
-"""``corral vm``: create, list, show, power actions, resize, delete."""
+"""``corral vm``: create, list, show, power actions, resize, CD-ROM and boot order, delete."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -64,9 +64,18 @@ def create(
     ] = None,
     host: Annotated[str | None, typer.Option("--host", help="Pin to this host.")] = None,
     no_start: Annotated[bool, typer.Option("--no-start", help="Leave it stopped.")] = False,
+    volume: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--volume",
+            metavar="SIZE@POOL[:NAME]",
+            help="A blank data volume made with the VM (repeatable), e.g. 20G@ceph or 5G@loc:logs.",
+        ),
+    ] = None,
     no_wait: NoWait = False,
 ) -> None:
     """Create a VM (and start it): sizes from --offering unless given with --cpus/--memory/--disk."""
+    volumes = [_volume_spec(v) for v in volume or []]
     state = state_of(ctx)
     client = state.client()
     op = client.vms.create(
@@ -78,8 +87,21 @@ def create(
         disk_gb=disk,
         host=host,
         start=not no_start,
+        volumes=volumes,
     )
     finish(state, op, no_wait=no_wait, done=lambda o: _created(client, name, o))
+
+
+def _volume_spec(text: str) -> dict[str, Any]:
+    """``SIZE@POOL[:NAME]`` -> the ``VmVolume`` fields."""
+    size, at, rest = text.partition("@")
+    pool, _, name = rest.partition(":")
+    if not at or not size or not pool:
+        raise typer.BadParameter(f"{text!r}: expected SIZE@POOL[:NAME]", param_hint="--volume")
+    spec: dict[str, Any] = {"size_gb": gib_option(size), "pool": pool}
+    if name:
+        spec["name"] = name
+    return spec
 
 
 def _created(client: Client, name: str, op: Operation) -> str:
@@ -175,6 +197,45 @@ def resize(
     state = state_of(ctx)
     op = state.client().vms.resize(ref, cpus=cpus, memory_mb=memory)
     finish(state, op, no_wait=no_wait, done=f"VM {ref} resized.")
+
+
+cdrom_app = typer.Typer(help="The VM's CD-ROM drive: insert or eject an ISO image.")
+app.add_typer(cdrom_app, name="cdrom")
+
+
+@cdrom_app.command("insert")
+def cdrom_insert(
+    ctx: typer.Context,
+    ref: Ref,
+    image: Annotated[str, typer.Argument(help="ISO image id or name")],
+    no_wait: NoWait = False,
+) -> None:
+    """Put an ISO image in the VM's CD-ROM drive (live if it runs)."""
+    state = state_of(ctx)
+    op = state.client().vms.insert_cdrom(ref, image)
+    finish(state, op, no_wait=no_wait, done=f"{image} inserted in VM {ref}.")
+
+
+@cdrom_app.command("eject")
+def cdrom_eject(ctx: typer.Context, ref: Ref, no_wait: NoWait = False) -> None:
+    """Eject the VM's CD-ROM (live if it runs)."""
+    state = state_of(ctx)
+    op = state.client().vms.eject_cdrom(ref)
+    finish(state, op, no_wait=no_wait, done=f"CD-ROM of VM {ref} ejected.")
+
+
+@app.command("boot-order")
+def boot_order(
+    ctx: typer.Context,
+    ref: Ref,
+    order: Annotated[str, typer.Argument(help="devices in order, comma-separated: cdrom,hd")],
+    no_wait: NoWait = False,
+) -> None:
+    """Set what the VM boots from (applies at its next boot)."""
+    boot = [d.strip() for d in order.split(",") if d.strip()]
+    state = state_of(ctx)
+    op = state.client().vms.set_boot_order(ref, boot)
+    finish(state, op, no_wait=no_wait, done=f"VM {ref} boots from {','.join(boot)}.")
 
 
 @app.command("volumes")

@@ -19,6 +19,7 @@ from corral.server.http import (
     routes_agent,
     routes_audit,
     routes_auth,
+    routes_cdrom,
     routes_identity,
     routes_ops,
     routes_resources,
@@ -43,6 +44,7 @@ from corral.server.workflows.image_import import IMAGE_IMPORT
 from corral.server.workflows.snapshot_create import SNAPSHOT_CREATE
 from corral.server.workflows.snapshot_delete import SNAPSHOT_DELETE
 from corral.server.workflows.snapshot_revert import SNAPSHOT_REVERT
+from corral.server.workflows.vm_cdrom import VM_BOOT_ORDER, VM_CDROM
 from corral.server.workflows.vm_create import VM_CREATE
 from corral.server.workflows.vm_delete import VM_DELETE
 from corral.server.workflows.vm_power import VM_POWER
@@ -85,6 +87,7 @@ def create_app(svc: Services | None = None) -> FastAPI:
     api.include_router(routes_volumes.router)
     api.include_router(routes_snapshots.router)
     api.include_router(routes_tags.router)
+    api.include_router(routes_cdrom.router)
     app.include_router(api)
     errors.install(app)
     app.add_middleware(Idempotency, services=lambda: app.state.services)
@@ -126,6 +129,8 @@ async def build_services(settings: ServerSettings) -> Services:
         SNAPSHOT_CREATE,
         SNAPSHOT_REVERT,
         SNAPSHOT_DELETE,
+        VM_CDROM,
+        VM_BOOT_ORDER,
     )
     svc = Services(
         settings=settings,

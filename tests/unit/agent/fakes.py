@@ -77,7 +77,9 @@ class FakeCompute:
             driver="fake",
         )
 
-    async def define(self, spec: VmSpec, disk_path: str, disks: object = ()) -> None:
+    async def define(
+        self, spec: VmSpec, disk_path: str, disks: object = (), cdrom: str | None = None
+    ) -> None:
         await self._op("define", spec.vm_id)
         old = self.specs.get(spec.vm_id)
         resized = old is not None and (old[0].cpus, old[0].memory_mb) != (spec.cpus, spec.memory_mb)

@@ -149,7 +149,7 @@ def domain_with_volumes() -> str:
 
 def test_vm_domain_has_the_root_disk_first_then_the_volumes_in_order() -> None:
     root = ET.fromstring(domain_with_volumes())
-    targets = [d.find("target").get("dev") for d in root.iterfind("devices/disk")]  # type: ignore[union-attr]
+    targets = [d.find("target").get("dev") for d in root.iterfind("devices/disk[@device='disk']")]  # type: ignore[union-attr]
     assert targets == ["vda", "vdb", "vdc", "vdd"]
 
 
@@ -171,7 +171,13 @@ def test_parse_finds_the_root_disk_and_the_volumes() -> None:
         ("bbbb", "vdc", "vms/volume-1"),
         ("cccc", "vdd", "/srv/pool/volumes/v2"),
     ]
-    assert disk_targets(xml) == {"vda": None, "vdb": "aaaa", "vdc": "bbbb", "vdd": "cccc"}
+    assert disk_targets(xml) == {
+        "vda": None,
+        "vdb": "aaaa",
+        "vdc": "bbbb",
+        "vdd": "cccc",
+        "hdc": None,  # the CD-ROM drive
+    }
 
 
 def test_root_disk_is_found_even_after_a_volume_listed_first() -> None:

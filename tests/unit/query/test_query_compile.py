@@ -294,7 +294,7 @@ def refused(q: str = "", sort: str = "", spec: QuerySpec = VMS, **kw: Any) -> In
 @pytest.mark.parametrize(
     ("q", "field", "words"),
     [
-        ("colour=red", "colour", "allowed: cpus, created_at, disk"),
+        ("colour=red", "colour", "allowed: cdrom_image_id, cpus, created_at"),
         ("host.colour=red", "host.colour", "host.capacity.cpus_total"),
         ("host=h1", "host", "host.name"),
         ("vnc_password=pw", "vnc_password", "unknown field"),

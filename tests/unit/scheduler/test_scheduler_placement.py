@@ -217,8 +217,13 @@ def test_fused_default_path_matches_the_generic_filters_and_weighers() -> None:
     for _ in range(300):
         hosts = random_hosts(rng, rng.randint(0, 30))
         pin = rng.choice([None, None, hosts[0].id if hosts else "nope"])
+        storage = rng.choice([None, None, frozenset(h.id for h in hosts if rng.random() < 0.5)])
         req = PlacementRequest(
-            cpus=rng.randint(0, 8), memory_mb=rng.choice([0, 512, 4096]), disk_gb=10, host_id=pin
+            cpus=rng.randint(0, 8),
+            memory_mb=rng.choice([0, 512, 4096]),
+            disk_gb=10,
+            host_id=pin,
+            storage_hosts=storage,
         )
         try:
             fast = rank(req, hosts)
@@ -233,6 +238,17 @@ def test_fused_default_path_matches_the_generic_filters_and_weighers() -> None:
         assert place(req, hosts) is fast[0]
         assert place(req, hosts, **generic) is fast[0]
     assert min(outcomes["placed"], outcomes["refused"]) > 50
+
+
+def test_storage_hosts_limit_placement_and_explain_the_refusal() -> None:
+    hosts = [host(i, cpu_threads=8, memory_mb=8192, disk_gb=100.0) for i in range(3)]
+    req = PlacementRequest(cpus=1, memory_mb=512, disk_gb=1, storage_hosts=frozenset({"h0002"}))
+    assert [h.id for h in rank(req, hosts)] == ["h0002"]
+    none = PlacementRequest(cpus=1, memory_mb=512, disk_gb=1, storage_hosts=frozenset())
+    with pytest.raises(NoHostAvailable) as exc:
+        place(none, hosts)
+    reasons = [r["reasons"] for r in exc.value.context["hosts"]]
+    assert all("does not reach the storage pools" in " ".join(r) for r in reasons)
 
 
 def test_placement_among_a_thousand_hosts() -> None:

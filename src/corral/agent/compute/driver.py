@@ -54,12 +54,24 @@ class ComputeDriver(Protocol):
         """Describe the host: CPU, memory, disk, hypervisor, whether KVM is usable."""
 
     async def define(
-        self, spec: VmSpec, disk_path: str, disks: Sequence[tuple[DataDisk, DiskSource]] = ()
+        self,
+        spec: VmSpec,
+        disk_path: str,
+        disks: Sequence[tuple[DataDisk, DiskSource]] = (),
+        cdrom: str | None = None,
     ) -> None:
         """Define the VM (persistently) or replace its definition: root disk ``disk_path``, then
-        the data ``disks`` in order, each with how to reach it (``spec.disks`` is not read). The
-        VM must be stopped to change CPUs or memory (``InvalidState`` otherwise, unless
-        ``live_resize``); a running VM gets a changed disk list at its next start."""
+        the data ``disks`` in order, each with how to reach it (``spec.disks`` is not read), and
+        a CD-ROM drive holding the ISO file ``cdrom`` (None: empty), booting in ``spec.boot``
+        order. The VM must be stopped to change CPUs or memory (``InvalidState`` otherwise,
+        unless ``live_resize``); a running VM gets a changed disk list at its next start."""
+
+    async def set_cdrom(self, vm_id: str, path: str | None) -> None:
+        """Put the ISO file ``path`` in the VM's CD-ROM drive, or eject the medium (None): live
+        if the VM is live (a forced eject: the guest cannot hold the tray shut), and in the
+        definition. Already so is success. ``NotFound`` if the VM is not defined,
+        ``InvalidState`` if a live VM has no CD-ROM drive (defined before drives existed: it
+        gets one at its next start)."""
 
     async def undefine(self, vm_id: str) -> None:
         """Power the VM off if needed and remove its definition. Absent is success."""

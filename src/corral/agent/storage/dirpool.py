@@ -17,7 +17,8 @@ from corral.api.agent import ImageRef
 from corral.api.errors import CorralError, InvalidInput, StorageError
 
 GIB = 1 << 30
-FORMATS = frozenset({"qcow2", "raw"})
+FORMATS = frozenset({"qcow2", "raw", "iso"})
+"""Formats of cached images; ``iso`` (ISO 9660, read as raw) is only for CD-ROM drives."""
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _PART_SUFFIX = ".part"
 
@@ -60,6 +61,12 @@ class DirPool:
         """
         path = Path(self.disk_path(vm_id))
         self.image_path(image)  # validates the image's id and format
+        if image.format == "iso":
+            raise InvalidInput(
+                f"image {image.id} is an ISO: it goes in a CD-ROM drive, not under a VM's disk",
+                image_id=image.id,
+                format=image.format,
+            )
         async with self._vm_locks.setdefault(vm_id, asyncio.Lock()):
             if await asyncio.to_thread(path.is_file):
                 return str(path)
@@ -89,6 +96,10 @@ class DirPool:
                 raise
             return str(path)
 
+    async def media_path(self, image: ImageRef, fetch: Fetcher) -> str:
+        """The cached image (``ensure_image``) as a path string, for a CD-ROM drive."""
+        return str(await self.ensure_image(image, fetch))
+
     async def delete_vm_disk(self, vm_id: str) -> None:
         """Remove the VM's directory and everything in it. Absent is success."""
         vm_dir = Path(self.disk_path(vm_id)).parent
@@ -109,7 +120,7 @@ class DirPool:
     def image_path(self, image: ImageRef) -> Path:
         """Where ``image`` is cached: ``root/images/<image_id>.<format>``.
 
-        Raises ``InvalidInput`` for an unsafe id or a format other than qcow2 and raw."""
+        Raises ``InvalidInput`` for an unsafe id or a format other than qcow2, raw and iso."""
         if image.format not in FORMATS:
             raise InvalidInput(
                 f"unsupported image format {image.format!r}",
@@ -155,7 +166,7 @@ class DirPool:
                         expected_size=image.size_bytes,
                         actual_size=size,
                     )
-                info = await image_info(part, image.format, qemu_img=self.qemu_img)
+                info = await image_info(part, _qemu_format(image), qemu_img=self.qemu_img)
                 if info.backing_file or info.data_file:
                     raise InvalidInput(
                         f"image {image.id} refers to other files; only standalone images are"
@@ -194,6 +205,11 @@ class DirPool:
             part.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 part.parent.rmdir()  # only if this left it empty (a creation that never finished)
+
+
+def _qemu_format(image: ImageRef) -> str:
+    """How ``qemu-img`` reads the image: an ISO is a raw image."""
+    return "raw" if image.format == "iso" else image.format
 
 
 def _safe_id(value: str, what: str) -> str:

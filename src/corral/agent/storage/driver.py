@@ -24,6 +24,10 @@ class VolumeDriver(Protocol):
         (fetched and checked against ``image.sha256`` first if not cached). Returns its path.
         If the disk already exists, return its path unchanged."""
 
+    async def media_path(self, image: ImageRef, fetch: Fetcher) -> str:
+        """The cached read-only copy of ``image`` (an ISO for a CD-ROM drive), fetched and
+        checked against ``image.sha256`` first if not cached. Returns its path."""
+
     async def delete_vm_disk(self, vm_id: str) -> None:
         """Delete the VM's disks. Absent is success. Cached base images stay."""
 

@@ -80,6 +80,15 @@ class SimulatedPool:
         self.peak_used_gb = max(self.peak_used_gb, self._used_gb)
         return path
 
+    async def media_path(self, image: ImageRef, fetch: Fetcher) -> str:
+        """``sim://<host>/images/<image_id>.<format>``; fetched and checked like the disks'
+        images when ``image_cache`` is set (fault op ``image.media``)."""
+        self.calls["image.media"] += 1
+        self.faults.check("image.media")
+        if self.image_cache is not None:
+            await self._ensure_image(image, fetch, self.image_cache)
+        return f"sim://{self.host_name}/images/{image.id}.{image.format}"
+
     async def delete_vm_disk(self, vm_id: str) -> None:
         self.calls["disk.delete"] += 1
         self.faults.check("disk.delete")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from corral.api.cdrom import BootOrder, CdromInsert
 from corral.api.errors import CorralError
 from corral.api.images import Image, ImageCreate
-from corral.api.vms import Vm, VmCreate, VmResize, VmStop
+from corral.api.vms import Vm, VmCreate, VmResize, VmStop, VmVolume
 from corral.sdk._async.operation import AsyncOperation
 from corral.sdk._async.resources import AsyncCollection
 from corral.sdk._base import DownloadSink, ProgressCallback, UploadSource, build, quote_ref
@@ -90,8 +92,12 @@ class AsyncVms(AsyncCollection[Vm]):
         disk_gb: int | None = None,
         host: str | None = None,
         start: bool = True,
+        volumes: Sequence[VmVolume | Mapping[str, Any]] = (),
     ) -> AsyncOperation:
-        """Create (and by default start) a VM; sizes come from ``offering`` unless given."""
+        """Create (and by default start) a VM; sizes come from ``offering`` unless given.
+        ``volumes``: blank data volumes made with it (``{"size_gb": 20, "pool": "ceph"}``,
+        optional ``name``), attached as vdb, vdc…; the VM goes only where their pools are."""
+        extra: dict[str, Any] = {"volumes": list(volumes)} if volumes else {}
         body = build(
             VmCreate,
             name=name,
@@ -102,6 +108,7 @@ class AsyncVms(AsyncCollection[Vm]):
             disk_gb=disk_gb,
             host=host,
             start=start,
+            **extra,
         )
         return await self._client.operation("POST", self._path, body=body)
 
@@ -141,3 +148,15 @@ class AsyncVms(AsyncCollection[Vm]):
     ) -> AsyncOperation:
         """Change CPUs and/or memory of a stopped VM."""
         return await self._action(ref, "resize", build(VmResize, cpus=cpus, memory_mb=memory_mb))
+
+    async def insert_cdrom(self, ref: str, image: str) -> AsyncOperation:
+        """Put the ISO image ``image`` (id or name) in the VM's CD-ROM drive (live if it runs)."""
+        return await self._action(ref, "cdrom", build(CdromInsert, image=image))
+
+    async def eject_cdrom(self, ref: str) -> AsyncOperation:
+        """Empty the VM's CD-ROM drive (live if it runs)."""
+        return await self._client.operation("DELETE", f"{self._path}/{quote_ref(ref)}/cdrom")
+
+    async def set_boot_order(self, ref: str, boot: Sequence[str]) -> AsyncOperation:
+        """Boot from ``boot`` in order (``["cdrom", "hd"]``), from the VM's next boot on."""
+        return await self._action(ref, "boot-order", build(BootOrder, boot=list(boot)))

@@ -5,14 +5,16 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from corral.api.cdrom import BootOrder, CdromInsert
 from corral.api.errors import CorralError
 from corral.api.images import Image, ImageCreate
-from corral.api.vms import Vm, VmCreate, VmResize, VmStop
+from corral.api.vms import Vm, VmCreate, VmResize, VmStop, VmVolume
 from corral.sdk._base import DownloadSink, ProgressCallback, UploadSource, build, quote_ref
 from corral.sdk._sync.operation import Operation
 from corral.sdk._sync.resources import Collection
@@ -92,8 +94,12 @@ class Vms(Collection[Vm]):
         disk_gb: int | None = None,
         host: str | None = None,
         start: bool = True,
+        volumes: Sequence[VmVolume | Mapping[str, Any]] = (),
     ) -> Operation:
-        """Create (and by default start) a VM; sizes come from ``offering`` unless given."""
+        """Create (and by default start) a VM; sizes come from ``offering`` unless given.
+        ``volumes``: blank data volumes made with it (``{"size_gb": 20, "pool": "ceph"}``,
+        optional ``name``), attached as vdb, vdc…; the VM goes only where their pools are."""
+        extra: dict[str, Any] = {"volumes": list(volumes)} if volumes else {}
         body = build(
             VmCreate,
             name=name,
@@ -104,6 +110,7 @@ class Vms(Collection[Vm]):
             disk_gb=disk_gb,
             host=host,
             start=start,
+            **extra,
         )
         return self._client.operation("POST", self._path, body=body)
 
@@ -141,3 +148,15 @@ class Vms(Collection[Vm]):
     ) -> Operation:
         """Change CPUs and/or memory of a stopped VM."""
         return self._action(ref, "resize", build(VmResize, cpus=cpus, memory_mb=memory_mb))
+
+    def insert_cdrom(self, ref: str, image: str) -> Operation:
+        """Put the ISO image ``image`` (id or name) in the VM's CD-ROM drive (live if it runs)."""
+        return self._action(ref, "cdrom", build(CdromInsert, image=image))
+
+    def eject_cdrom(self, ref: str) -> Operation:
+        """Empty the VM's CD-ROM drive (live if it runs)."""
+        return self._client.operation("DELETE", f"{self._path}/{quote_ref(ref)}/cdrom")
+
+    def set_boot_order(self, ref: str, boot: Sequence[str]) -> Operation:
+        """Boot from ``boot`` in order (``["cdrom", "hd"]``), from the VM's next boot on."""
+        return self._action(ref, "boot-order", build(BootOrder, boot=list(boot)))

@@ -125,6 +125,10 @@ class VmRow(Timestamped, Owned, Base):
     claimed: Mapped[bool] = mapped_column(Boolean, default=False)
     vnc_password: Mapped[str] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cdrom_image_id: Mapped[str | None] = mapped_column(
+        ForeignKey("images.id"), nullable=True, index=True
+    )
+    boot_order: Mapped[list[Any]] = mapped_column(default=lambda: ["hd"])
 
     __table_args__ = (UniqueConstraint("project_id", "name", name="uq_vms_project_name"),)
 

@@ -223,6 +223,7 @@ VMS = QuerySpec(
         "image_id": VmRow.image_id,
         "offering_id": VmRow.offering_id,
         "host_id": VmRow.host_id,
+        "cdrom_image_id": VmRow.cdrom_image_id,
         "error": VmRow.error,
         "project_id": VmRow.project_id,
         "owner_id": VmRow.owner_id,

@@ -65,5 +65,20 @@ def disk(req: PlacementRequest, host: HostView) -> str | None:
     )
 
 
-DEFAULT_FILTERS: tuple[Filter, ...] = (pinned_host, connected, enabled, cpu, memory, disk)
+def storage(req: PlacementRequest, host: HostView) -> str | None:
+    """The host must reach every storage pool of the VM's volumes (and each must have room)."""
+    if req.storage_hosts is None or host.id in req.storage_hosts:
+        return None
+    return "does not reach the storage pools of the VM's volumes"
+
+
+DEFAULT_FILTERS: tuple[Filter, ...] = (
+    pinned_host,
+    connected,
+    enabled,
+    storage,
+    cpu,
+    memory,
+    disk,
+)
 """Every filter a host must pass, in the order reasons are reported."""

@@ -94,12 +94,14 @@ class HostView:
 
 @dataclass(frozen=True, slots=True)
 class PlacementRequest:
-    """What one VM claims on its host; ``host_id`` pins it to that host."""
+    """What one VM claims on its host; ``host_id`` pins it to that host; ``storage_hosts`` (when
+    not None) are the only hosts that reach every storage pool the VM's volumes are on."""
 
     cpus: int
     memory_mb: int
     disk_gb: float
     host_id: str | None = None
+    storage_hosts: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

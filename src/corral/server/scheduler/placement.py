@@ -127,10 +127,13 @@ def _default_candidates(
     the generic result (same arithmetic, same order); a unit test compares both on random hosts.
     """
     pin, cpus, mem, disk = req.host_id, req.cpus, req.memory_mb, req.disk_gb
+    storage = req.storage_hosts
     out: list[tuple[float, HostView]] = []
     append = out.append
     for h in hosts:
         if not (h.connected and h.enabled) or (pin is not None and h.id != pin):
+            continue
+        if storage is not None and h.id not in storage:
             continue
         cpus_free, mem_free, disk_free = h.cpus_free, h.memory_mb_free, h.disk_gb_free
         if cpus_free < cpus or mem_free < mem or disk_free < disk:

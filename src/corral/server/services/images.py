@@ -122,6 +122,18 @@ async def qemu_img_info(path: Path) -> dict[str, Any]:
     return info
 
 
+ISO_MAGIC_OFFSET = 16 * 2048 + 1
+"""An ISO 9660 image has "CD001" here: in its first volume descriptor (sector 16), after the
+type byte. ``qemu-img`` calls such an image raw."""
+
+
+def is_iso9660(path: Path) -> bool:
+    """Whether the file is an ISO 9660 image (a CD/DVD image: format ``iso``)."""
+    with path.open("rb") as f:
+        f.seek(ISO_MAGIC_OFFSET)
+        return f.read(5) == b"CD001"
+
+
 async def store_bytes(
     svc: Services, image_id: str, chunks: AsyncIterator[bytes], progress: Any = None
 ) -> None:
@@ -146,6 +158,8 @@ async def store_bytes(
         fmt = str(info.get("format", "raw"))
         if fmt not in ("qcow2", "raw"):
             raise InvalidInput(f"image format {fmt} is not supported (qcow2 or raw)", format=fmt)
+        if fmt == "raw" and await asyncio.to_thread(is_iso9660, tmp):
+            fmt = "iso"
         if info.get("backing-filename"):
             raise InvalidInput("images with a backing file are not accepted")
         os.chmod(tmp, 0o644)
@@ -196,6 +210,17 @@ async def delete_image(*, svc: Services, ref: str, caller: Caller) -> Operation:
         n = await s.scalar(select(func.count()).where(VmRow.image_id == row.id))
         if n:
             raise InUse(f"image {row.name!r} is used by {n} VM(s)", vms=n)
+        in_drive = list(
+            await s.scalars(
+                select(VmRow.name).where(VmRow.cdrom_image_id == row.id).order_by(VmRow.name)
+            )
+        )
+        if in_drive:
+            raise InUse(
+                f"image {row.name!r} is in the CD-ROM drive of VM(s) {', '.join(in_drive)}:"
+                " eject it first",
+                vms=in_drive,
+            )
         await quotas.adjust(s, row.project_id, images=-1)
         await s.delete(row)
         op = svc.runner.create(

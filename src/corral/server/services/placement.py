@@ -96,6 +96,9 @@ class _Views:
         if req.host_id is not None:
             view = self.hosts.get(req.host_id)
             return [] if view is None or _score(req, view) is None else [view]
+        if req.storage_hosts is not None:  # few hosts, not worth a cached ranking
+            subset = (self.hosts[h] for h in req.storage_hosts if h in self.hosts)
+            return [view for _, _, view in _Ranking.build(req, subset).entries[:n]]
         shape = (req.cpus, req.memory_mb, req.disk_gb)
         ranking = self.rankings.get(shape)
         if ranking is None:
@@ -231,7 +234,12 @@ async def claim_on(s: AsyncSession, vm: VmRow, host_id: str) -> bool:
     return True
 
 
-async def place_and_claim(s: AsyncSession, vm: VmRow, pinned_host_id: str | None) -> str:
+async def place_and_claim(
+    s: AsyncSession,
+    vm: VmRow,
+    pinned_host_id: str | None,
+    storage_hosts: frozenset[str] | None = None,
+) -> str:
     """Choose a host for ``vm`` and claim its resources there; ``NoHostAvailable`` says why each
     host was refused.
 
@@ -241,7 +249,11 @@ async def place_and_claim(s: AsyncSession, vm: VmRow, pinned_host_id: str | None
     find no host, or their best candidates' claims fail, the views are reloaded and everything is
     decided again on fresh numbers."""
     req = PlacementRequest(
-        cpus=vm.cpus, memory_mb=vm.memory_mb, disk_gb=vm.disk_gb, host_id=pinned_host_id
+        cpus=vm.cpus,
+        memory_mb=vm.memory_mb,
+        disk_gb=vm.disk_gb,
+        host_id=pinned_host_id,
+        storage_hosts=storage_hosts,
     )
     for host in (await _views(s)).best(req, CACHED_CANDIDATES):
         if await claim_on(s, vm, host.id):

@@ -125,6 +125,19 @@ async def _usable_volume(
     return vol, pool
 
 
+async def _offline_only(s: AsyncSession, vol: VolumeRow, power: str | None, verb: str) -> None:
+    """``InvalidState`` for a volume of an nfs pool whose VM runs: QEMU's userspace NFS disks
+    take no live external snapshot or block pull here (stop the VM first)."""
+    pool = await s.get(StoragePoolRow, vol.pool_id)
+    if pool is not None and pool.type == "nfs" and power is not None and power not in STOPPED:
+        raise InvalidState(
+            f"cannot {verb} an nfs volume while its VM runs: stop the VM first",
+            volume=vol.name,
+            pool_type="nfs",
+            power_state=power,
+        )
+
+
 def _new_file(vol: VolumeRow) -> str:
     """A new active file name for the volume, next to its others."""
     stem = f"vol-{vol.id}"
@@ -170,7 +183,8 @@ async def take(
             reason="chain_full",
             limit=MAX_CHAIN,
         )
-    vm_id, host_id, _ = await _context(s, vol)
+    vm_id, host_id, power = await _context(s, vol)
+    await _offline_only(s, vol, power, "take a snapshot of")
     if await s.scalar(
         select(SnapshotRow.id).where(SnapshotRow.volume_id == vol.id, SnapshotRow.name == spec.name)
     ):
@@ -334,7 +348,8 @@ async def merge(
             "this snapshot's creation did not finish: its file is the volume's active file",
             snapshot=snap.name,
         )
-    vm_id, host_id, _ = await _context(s, vol)
+    vm_id, host_id, power = await _context(s, vol)
+    await _offline_only(s, vol, power, "merge a snapshot of")
     await claim_status(
         s,
         vol,

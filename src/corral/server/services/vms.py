@@ -25,6 +25,7 @@ from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import Kind, get_row
 from corral.server.services.operations import to_model as op_model
 from corral.server.services.placement import place_and_claim
+from corral.server.services.vm_volumes import plan_vm_volumes, record_vm_volumes
 from corral.server.workflows.vm_create import VM_CREATE
 from corral.server.workflows.vm_power import check_allowed
 
@@ -47,6 +48,8 @@ def vm_model(r: VmRow) -> Vm:
         offering_id=r.offering_id,
         host_id=r.host_id,
         error=r.error,
+        cdrom_image_id=r.cdrom_image_id,
+        boot_order=list(r.boot_order or ["hd"]),
         created_at=r.created_at,
         updated_at=r.updated_at,
         project_id=r.project_id,
@@ -82,6 +85,12 @@ async def create_vm(*, svc: Services, spec: VmCreate, caller: Caller) -> Operati
             raise InvalidState(
                 f"image {image.name!r} is {image.status}, not ready", image=image.name
             )
+        if image.format == "iso":
+            raise InvalidInput(
+                "an ISO image boots from the CD-ROM: create the VM from a disk image, then"
+                " insert the ISO (POST /vms/{ref}/cdrom) and set the boot order",
+                image=image.name,
+            )
         offering = (
             await get_row(s, OfferingRow, spec.offering, "offering") if spec.offering else None
         )
@@ -113,17 +122,29 @@ async def create_vm(*, svc: Services, spec: VmCreate, caller: Caller) -> Operati
         }
         vm = VmRow(**values)  # transient: written below with one Core INSERT
         await quotas.adjust(s, project_id, **quotas.vm_usage(cpus, memory_mb, disk_gb))
-        host_id = await place_and_claim(s, vm, pinned)
+        planned = await plan_vm_volumes(s, spec, project_id) if spec.volumes else None
+        storage_hosts = planned.hosts if planned is not None else None
+        host_id = await place_and_claim(s, vm, pinned, storage_hosts)
         values.update(host_id=host_id, claimed=True)
         try:
             await s.execute(_INSERT_VM, values)
+            volume_ids = (
+                await record_vm_volumes(s, planned, vm_id=vm.id, owner_id=caller.user_id)
+                if planned is not None
+                else []
+            )
             op = await svc.runner.insert(
                 s,
                 type=VM_CREATE.type,
                 target_type="vm",
                 target_id=vm.id,
                 lock_key=f"vm:{vm.id}",
-                params={"vm_id": vm.id, "host_id": host_id, "start": spec.start},
+                params={
+                    "vm_id": vm.id,
+                    "host_id": host_id,
+                    "start": spec.start,
+                    **({"volumes": volume_ids} if volume_ids else {}),
+                },
                 project_id=project_id,
                 user_id=caller.user_id,
             )

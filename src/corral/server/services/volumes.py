@@ -156,7 +156,7 @@ def set_schedule(vol: VolumeRow, schedule: SnapshotSchedule | None) -> None:
     vol.next_auto_snapshot_at = utcnow() + timedelta(minutes=schedule.every_minutes)
 
 
-def _check_room(pool: StoragePoolRow, more_gb: int) -> None:
+def check_room(pool: StoragePoolRow, more_gb: int) -> None:
     """``PoolFull`` if the pool's known capacity cannot take ``more_gb`` (capacity unknown:
     total 0, no check)."""
     if pool.total_gb <= 0:
@@ -215,7 +215,7 @@ async def create_volume(*, svc: Services, spec: VolumeCreate, caller: Caller) ->
                 pool=pool.name,
                 state=pool.state,
             )
-        _check_room(pool, spec.size_gb)
+        check_room(pool, spec.size_gb)
         await ensure_name_free(s, VolumeRow, spec.name, KIND, project_id=project_id)
         vid = new_id()
         raw = pool.type in RAW_POOLS or spec.shareable  # QEMU shares raw images only
@@ -469,7 +469,7 @@ async def resize(
         pool = await s.get(StoragePoolRow, vol.pool_id)
         assert pool is not None  # foreign key
         delta = spec.size_gb - vol.size_gb
-        _check_room(pool, delta)
+        check_room(pool, delta)
         old = vol.size_gb
         await claim_status(
             s, vol, {VolumeStatus.available, VolumeStatus.in_use}, VolumeStatus.resizing, "resize"

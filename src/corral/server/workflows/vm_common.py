@@ -34,12 +34,20 @@ def vm_spec(vm: VmRow) -> VmSpec:
         memory_mb=vm.memory_mb,
         disk_gb=vm.disk_gb,
         vnc_password=vm.vnc_password,
+        boot=vm.boot_order or ["hd"],
     )
 
 
 async def full_spec(ctx: Ctx, vm: VmRow) -> VmSpec:
-    """``vm_spec`` with the VM's attached data volumes (what a redefinition must keep)."""
-    return vm_spec(vm).model_copy(update={"disks": await vm_disks(ctx, vm.id)})
+    """``vm_spec`` with the VM's attached data volumes and the ISO in its CD-ROM drive (what a
+    redefinition must keep)."""
+    update: dict[str, Any] = {"disks": await vm_disks(ctx, vm.id)}
+    if vm.cdrom_image_id is not None:
+        async with ctx.deps.sessionmaker() as s:
+            img = await s.get(ImageRow, vm.cdrom_image_id)
+        if img is not None:
+            update["cdrom"] = image_ref(img)
+    return vm_spec(vm).model_copy(update=update)
 
 
 def image_ref(img: ImageRow) -> ImageRef:

@@ -1,4 +1,4 @@
-"""vm.create: record + claim (done in the request), disk, define, start, finalize.
+"""vm.create: record + claim (done in the request), disk, data volumes, define, start, finalize.
 
 Every step can be undone, so a failure anywhere leaves no domain, no disk, no claim and no row.
 If an undo fails even after the engine's retries (e.g. the agent stays unreachable), the rollback
@@ -11,15 +11,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.api.agent import DiskCreate, DiskDelete, VmDefine, VmPower, VmUndefine
-from corral.api.errors import CorralError
+from corral.api.agent import (
+    DiskCreate,
+    DiskDelete,
+    VmDefine,
+    VmPower,
+    VmUndefine,
+    VolumeCreateTask,
+    VolumeDeleteTask,
+)
+from corral.api.errors import CorralError, NotFound
 from corral.api.vms import PowerState, VmStatus
-from corral.server.db.tables import VmRow
+from corral.server.db.tables import VmRow, VolumeRow
 from corral.server.services.placement import release
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
 from corral.server.workflows.vm_common import (
     forget_vm,
+    full_spec,
     image_ref,
     load_vm_and_image,
     repeatable_task,
@@ -29,6 +38,13 @@ from corral.server.workflows.vm_common import (
     vm_absent,
     vm_spec,
 )
+from corral.server.workflows.volume_common import (
+    load_volume,
+    set_volume,
+    settle_status,
+    volume_ref,
+)
+from corral.server.workflows.volume_delete import forget_volume
 
 
 async def _record(ctx: Ctx) -> dict[str, Any]:
@@ -42,6 +58,10 @@ async def _unrecord(ctx: Ctx) -> None:
         vm = await s.get(VmRow, ctx.params["vm_id"])
         if vm is not None:
             await forget_vm(s, vm)
+        for vid in ctx.params.get("volumes", []):  # made for this VM: they go with it
+            vol = await s.get(VolumeRow, vid)
+            if vol is not None:
+                await forget_volume(s, vol)
 
 
 async def _claim(ctx: Ctx) -> dict[str, Any]:
@@ -67,10 +87,37 @@ async def _delete_disk(ctx: Ctx) -> None:
     await repeatable_task(ctx, ctx.params["host_id"], "undo-disk", payload)
 
 
+async def _volumes(ctx: Ctx) -> dict[str, Any]:
+    """Create the data volumes asked for with the VM on their pools (none: nothing to do)."""
+    vids = ctx.params.get("volumes", [])
+    for i, vid in enumerate(vids):
+        vol, pool = await load_volume(ctx, vid)
+        await ctx.progress(30 + 15 * i // len(vids), f"creating volume {vol.name}")
+        task = VolumeCreateTask(volume=volume_ref(ctx.deps.secrets, vol, pool))
+        await agent_task(ctx, ctx.params["host_id"], f"volume-{i}", task)
+        host_id = ctx.params["host_id"] if pool.type == "local" else None
+        await set_volume(ctx, vid, instantiated=True, host_id=host_id)
+    return {}
+
+
+async def _delete_volumes(ctx: Ctx) -> None:
+    if await rollback_incomplete(ctx):
+        return  # the VM may still be defined with them: ``vm delete`` detaches them
+    for i, vid in enumerate(ctx.params.get("volumes", [])):
+        try:
+            vol, pool = await load_volume(ctx, vid)
+        except NotFound:
+            continue
+        task = VolumeDeleteTask(volume=volume_ref(ctx.deps.secrets, vol, pool))
+        await repeatable_task(ctx, ctx.params["host_id"], f"undo-volume-{i}", task)
+        await set_volume(ctx, vid, instantiated=False, host_id=None)
+
+
 async def _define(ctx: Ctx) -> dict[str, Any]:
     vm, _ = await load_vm_and_image(ctx)
     await ctx.progress(50, "defining the VM")
-    await agent_task(ctx, ctx.params["host_id"], "define", VmDefine(spec=vm_spec(vm)))
+    spec = await full_spec(ctx, vm) if ctx.params.get("volumes") else vm_spec(vm)
+    await agent_task(ctx, ctx.params["host_id"], "define", VmDefine(spec=spec))
     set_vm_with_journal(ctx, power_state=PowerState.stopped)
     return {}
 
@@ -103,6 +150,10 @@ async def _force_stop(ctx: Ctx) -> None:
 
 async def _finalize(ctx: Ctx) -> dict[str, Any]:
     started = ctx.results.get("start", {}).get("started", False)
+    if vids := ctx.params.get("volumes"):
+        async with ctx.deps.sessionmaker.begin() as s:
+            for vid in vids:
+                await settle_status(s, vid)
     set_vm_with_journal(
         ctx,
         status=VmStatus.running if started else VmStatus.stopped,
@@ -132,6 +183,7 @@ VM_CREATE = Workflow(
         Step("record", _record, _unrecord),
         Step("claim", _claim, _release),
         Step("disk", _disk, _delete_disk),
+        Step("volumes", _volumes, _delete_volumes),
         Step("define", _define, _undefine),
         Step("start", _start, _force_stop),
         Step("finalize", _finalize, NO_UNDO),

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import libvirt
 
 from corral.agent.compute.driver import Capabilities, EventSink
+from corral.agent.compute.libvirt import cdrom as cdrom_ops
 from corral.agent.compute.libvirt import domains
 from corral.agent.compute.libvirt.connection import Connection
 from corral.agent.compute.libvirt.disk_ops import LibvirtDiskOps
@@ -159,11 +160,16 @@ class LibvirtDriver(LibvirtDiskOps):
     # -- VMs -------------------------------------------------------------------------------------
 
     async def define(
-        self, spec: VmSpec, disk_path: str, disks: Sequence[tuple[DataDisk, DiskSource]] = ()
+        self,
+        spec: VmSpec,
+        disk_path: str,
+        disks: Sequence[tuple[DataDisk, DiskSource]] = (),
+        cdrom: str | None = None,
     ) -> None:
         """Define or redefine (root disk, then the data ``disks``, their pools' secrets set
-        first); a running VM keeps running and gets the new definition at its next start, but
-        its CPUs and memory cannot change (``InvalidState``)."""
+        first, then the CD-ROM drive with ``cdrom``); a running VM keeps running and gets the
+        new definition at its next start, but its CPUs and memory cannot change
+        (``InvalidState``)."""
         kvm = await self.kvm_usable()
         xml = vm_domain(
             spec,
@@ -172,6 +178,7 @@ class LibvirtDriver(LibvirtDiskOps):
             kvm=kvm,
             machine=self.machine,
             disks=disks,
+            cdrom=cdrom,
         ).to_xml()
         auths = {source.auth for _, source in disks if source.auth is not None}
 
@@ -189,6 +196,10 @@ class LibvirtDriver(LibvirtDiskOps):
                 conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
 
         await self._run(define)
+
+    async def set_cdrom(self, vm_id: str, path: str | None) -> None:
+        """Insert or eject the CD-ROM medium (see ``cdrom.change_medium``)."""
+        await self._run(lambda: cdrom_ops.change_medium(self._dom(vm_id), vm_id=vm_id, path=path))
 
     async def undefine(self, vm_id: str) -> None:
         """Power off if needed, undefine, delete the console log. Absent is success."""
@@ -265,8 +276,8 @@ class LibvirtDriver(LibvirtDiskOps):
 
     async def describe(self, vm_id: str) -> dict[str, object]:
         """vm_id, name, cpus, memory_mb, disk_path (the root disk), volumes (the data volume
-        ids, sorted), vnc_port (None unless running), domain_type, power_state and console_log,
-        from the live definition."""
+        ids, sorted), cdrom (the ISO in the drive), boot (the boot order), vnc_port (None
+        unless running), domain_type, power_state and console_log, from the live definition."""
 
         def describe() -> dict[str, object]:
             dom = self._dom(vm_id)
@@ -279,6 +290,8 @@ class LibvirtDriver(LibvirtDiskOps):
                 "memory_mb": facts.memory_mb,
                 "disk_path": facts.disk_path,
                 "volumes": sorted(d.volume_id for d in facts.data_disks),
+                "cdrom": facts.cdrom,
+                "boot": list(facts.boot),
                 "vnc_port": facts.vnc_port,
                 "domain_type": facts.domain_type,
                 "power_state": domains.state_of(dom).value,

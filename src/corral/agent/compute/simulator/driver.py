@@ -31,9 +31,9 @@ class SimulatorDriver(SimDiskOps):
 
     Beyond the Protocol contract:
     - Each mutating operation calls ``faults.check(op)`` first (ops ``vm.define``, ``vm.undefine``,
-      ``vm.start``, ``vm.stop``, ``vm.reboot``, ``vm.pause``, ``vm.resume``, and for data volumes
-      ``vm.attach_disk``, ``vm.detach_disk``, ``vm.resize_disk``, ``vm.set_disk_qos``,
-      ``vm.snapshot_disk``, ``vm.block_pull``; see ``SimDiskOps``), then sleeps its
+      ``vm.start``, ``vm.stop``, ``vm.reboot``, ``vm.pause``, ``vm.resume``, ``vm.set_cdrom``
+      (no latency), and for data volumes ``vm.attach_disk``, ``vm.detach_disk``,
+      ``vm.resize_disk``, ``vm.set_disk_qos``, ``vm.snapshot_disk``, ``vm.block_pull``; see ``SimDiskOps``), then sleeps its
       ``SimLatencies`` delay, then acts on the state as it is after the sleep.
     - Capacity claims (see ``SimHost``, ``SimCapacity``): a claim beyond the host raises
       ``DriverError`` with ``context["reason"] == "host_capacity"`` and sets
@@ -96,7 +96,11 @@ class SimulatorDriver(SimDiskOps):
         )
 
     async def define(
-        self, spec: VmSpec, disk_path: str, disks: Sequence[tuple[DataDisk, DiskSource]] = ()
+        self,
+        spec: VmSpec,
+        disk_path: str,
+        disks: Sequence[tuple[DataDisk, DiskSource]] = (),
+        cdrom: str | None = None,
     ) -> None:
         await self._begin("vm.define", self.latencies.define)
         vm = self._vms.get(spec.vm_id)
@@ -104,7 +108,7 @@ class SimulatorDriver(SimDiskOps):
         if vm is None:
             self.capacity.check_define(spec.vm_id, spec.cpus, spec.memory_mb)
             vm = SimVm(spec=spec, disk_path=disk_path, cpus=spec.cpus, memory_mb=spec.memory_mb)
-            vm.disks = data_disks
+            vm.disks, vm.cdrom = data_disks, cdrom
             self._vms[spec.vm_id] = vm
             self.capacity.add(vm)
             self._emit(spec.vm_id, PowerState.stopped, "defined")
@@ -118,8 +122,12 @@ class SimulatorDriver(SimDiskOps):
         self.capacity.check_define(spec.vm_id, spec.cpus - vm.cpus, spec.memory_mb - vm.memory_mb)
         self.capacity.add(vm, sign=-1)
         vm.spec, vm.disk_path, vm.cpus, vm.memory_mb = spec, disk_path, spec.cpus, spec.memory_mb
-        vm.disks = data_disks
+        vm.disks, vm.cdrom = data_disks, cdrom
         self.capacity.add(vm)
+
+    async def set_cdrom(self, vm_id: str, path: str | None) -> None:
+        await self._begin("vm.set_cdrom", 0.0)
+        self._require(vm_id).cdrom = path
 
     async def undefine(self, vm_id: str) -> None:
         await self._begin("vm.undefine", self.latencies.undefine)

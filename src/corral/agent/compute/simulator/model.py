@@ -89,6 +89,8 @@ class SimVm:
     boots: int = 0
     disks: dict[str, SimDisk] = field(default_factory=dict)
     """Data volumes by volume id, in device order of attachment."""
+    cdrom: str | None = None
+    """The ISO file in the CD-ROM drive (None: empty)."""
 
     @property
     def active(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from corral.agent.compute.libvirt.naming import domain_name, domain_uuid
 from corral.agent.compute.libvirt.xml.channel import GuestAgentChannel
@@ -33,6 +34,8 @@ from corral.api.volumes import VolumeQos
 
 SERIAL_CHARS = 20
 """virtio-blk serials hold at most 20 characters."""
+CDROM_ALIAS = "ua-cdrom"
+"""The user alias of every VM's CD-ROM drive."""
 
 
 def console_log_path(console_dir: Path, vm_id: str) -> Path:
@@ -91,6 +94,27 @@ def data_disk(disk: DataDisk, source: DiskSource) -> Disk:
     )
 
 
+def cdrom_target(machine: str) -> tuple[Literal["ide", "sata"], str]:
+    """(bus, device) of the CD-ROM drive: IDE ``hdc`` on ``pc`` machines (guests need no AHCI
+    driver), SATA ``sdc`` on q35, which has no IDE controller."""
+    return ("sata", "sdc") if "q35" in machine else ("ide", "hdc")
+
+
+def cdrom_drive(path: str | None, machine: str = "pc") -> Disk:
+    """The read-only CD-ROM drive (alias ``ua-cdrom``) holding the raw ISO file ``path``, or
+    with an empty tray (None): a medium can be inserted later, also while the VM runs."""
+    bus, target = cdrom_target(machine)
+    return Disk(
+        source=path,
+        target=target,
+        bus=bus,
+        format="raw",
+        device="cdrom",
+        readonly=True,
+        alias=CDROM_ALIAS,
+    )
+
+
 def vm_domain(
     spec: VmSpec,
     *,
@@ -99,9 +123,11 @@ def vm_domain(
     kvm: bool,
     machine: str = "pc",
     disks: Sequence[tuple[DataDisk, DiskSource]] = (),
+    cdrom: str | None = None,
 ) -> Domain:
-    """The domain of ``spec``: one qcow2 virtio disk ``vda`` booted as ``hd``, then the data
-    ``disks`` (see ``data_disk``) in order, serial console to ``<console_dir>/<vm_id>.log``, VNC
+    """The domain of ``spec``: one qcow2 virtio disk ``vda``, then the data ``disks`` (see
+    ``data_disk``) in order, the CD-ROM drive (``cdrom_drive``: the ISO file ``cdrom`` or
+    empty), booting from ``spec.boot`` in order (``hd``: ``vda``), serial console to ``<console_dir>/<vm_id>.log``, VNC
     on the loopback, guest agent channel, virtio-rng. ``kvm`` chooses hardware virtualization
     (host-model CPU) over TCG (QEMU's default CPU). ``InvalidInput`` if two data disks share a
     device or a volume."""
@@ -117,12 +143,13 @@ def vm_domain(
         metadata=VmMetadata(vm_id=spec.vm_id, name=spec.name),
         memory=Memory(spec.memory_mb),
         vcpu=Vcpu(spec.cpus),
-        os=Os(machine=machine, boot=("hd",)),
+        os=Os(machine=machine, boot=tuple(dict.fromkeys(spec.boot))),
         features=Features(acpi=True, apic=True),
         cpu=Cpu(cores=spec.cpus, mode="host-model" if kvm else None),
         devices=(
             Disk(source=disk_path),
             *(data_disk(disk, source) for disk, source in disks),
+            cdrom_drive(cdrom, machine),
             FileSerial(path=str(console_log_path(console_dir, spec.vm_id))),
             GuestAgentChannel(),
             VncGraphics(password=spec.vnc_password),

@@ -85,7 +85,8 @@ class IoTune:
 @dataclass(frozen=True)
 class Disk:
     """A disk. ``source`` is a host path (``type='file'``) or a ``NetworkSource``
-    (``type='network'``, with ``auth`` if the server wants credentials).
+    (``type='network'``, with ``auth`` if the server wants credentials); None only for a
+    CD-ROM drive without a medium (an empty tray: ``type='file'`` without ``<source>``).
 
     ``cache`` None keeps QEMU's default (writeback); ``none`` (O_DIRECT) is refused by some file
     systems, so it is never chosen implicitly, except for ``shareable`` disks: libvirt requires
@@ -95,7 +96,7 @@ class Disk:
     user alias (``ua-…``). ``InvalidInput`` (from ``element``) for combinations libvirt refuses.
     """
 
-    source: str | NetworkSource
+    source: str | NetworkSource | None
     target: str = "vda"
     bus: Literal["virtio", "sata", "scsi", "ide"] = "virtio"
     format: Literal["qcow2", "raw"] = "qcow2"
@@ -121,7 +122,7 @@ class Disk:
             driver.set("discard", self.discard)
         if isinstance(self.source, NetworkSource):
             disk.append(self.source.element())
-        else:
+        elif self.source is not None:
             sub(disk, "source", file=self.source)
         if self.auth is not None:
             disk.append(self.auth.element())
@@ -147,5 +148,7 @@ class Disk:
             )
         if self.alias is not None and not USER_ALIAS.match(self.alias):
             raise InvalidInput("invalid libvirt device alias", alias=self.alias)
+        if self.source is None and self.device != "cdrom":
+            raise InvalidInput("only a CD-ROM drive may be empty", target=self.target)
         if self.auth is not None and not isinstance(self.source, NetworkSource):
             raise InvalidInput("only network disks take credentials", target=self.target)

@@ -36,6 +36,9 @@ class DomainFacts:
     disk_path: str | None
     vnc_port: int | None
     data_disks: tuple[DataDiskFacts, ...] = ()
+    cdrom: str | None = None
+    """The medium in the (first) CD-ROM drive; None: empty or no drive."""
+    boot: tuple[str, ...] = ()
 
     def data_disk(self, volume_id: str) -> DataDiskFacts | None:
         return next((d for d in self.data_disks if d.volume_id == volume_id), None)
@@ -101,6 +104,18 @@ def _vnc_port(domain: ET.Element) -> int | None:
     return port if port > 0 else None
 
 
+def cdrom_target(xml: str) -> str | None:
+    """The target device of the domain's first CD-ROM drive; None if it has none."""
+    disk = ET.fromstring(xml).find("devices/disk[@device='cdrom']")
+    target = disk.find("target") if disk is not None else None
+    return target.get("dev") if target is not None else None
+
+
+def _cdrom(domain: ET.Element) -> str | None:
+    disk = domain.find("devices/disk[@device='cdrom']")
+    return _source(disk) if disk is not None else None
+
+
 def parse_domain(xml: str) -> DomainFacts:
     """Parse ``virDomainGetXMLDesc`` output. The VNC port is known only while the VM runs."""
     domain = ET.fromstring(xml)
@@ -116,4 +131,6 @@ def parse_domain(xml: str) -> DomainFacts:
         disk_path=_disk_path(domain),
         vnc_port=_vnc_port(domain),
         data_disks=_data_disks(domain),
+        cdrom=_cdrom(domain),
+        boot=tuple(b.get("dev", "") for b in domain.iterfind("os/boot")),
     )
