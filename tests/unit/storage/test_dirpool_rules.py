@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from corral.agent.storage.dirpool import GIB, DirPool
+from corral.agent.storage.dirpool import FETCH_ATTEMPTS, GIB, DirPool
 from corral.agent.storage.driver import VolumeDriver
+from corral.api.agent import ImageRef
 from corral.api.errors import AgentUnreachable, InvalidInput, StorageError
 from tests.unit.storage.fakes import MemoryFetcher, all_files
 
@@ -66,6 +67,24 @@ async def test_checksum_mismatch_leaves_no_file(pool: DirPool, fetcher: MemoryFe
     assert err.value.context["expected_sha256"] == image.sha256
     assert err.value.context["actual_sha256"] != image.sha256
     assert all_files(pool.root) == ["images"]
+    assert fetcher.calls[image.id] == FETCH_ATTEMPTS  # fetched again before giving up
+
+
+async def test_a_corrupted_copy_is_fetched_again(pool: DirPool, fetcher: MemoryFetcher) -> None:
+    image = fetcher.serve(DATA)
+    good = DATA
+
+    class Corrupting(MemoryFetcher):
+        async def __call__(self, image: ImageRef, dest: Path) -> None:
+            # the first copy arrives with a flipped byte, the second one intact
+            self.blobs[image.id] = good[:-1] + b"!" if not self.calls[image.id] else good
+            await super().__call__(image, dest)
+
+    flaky = Corrupting()
+    flaky.blobs = dict(fetcher.blobs)
+    path = await pool.ensure_image(image, flaky)
+    assert path.read_bytes() == good
+    assert flaky.calls[image.id] == 2
 
 
 async def test_truncated_download_leaves_no_file(pool: DirPool, fetcher: MemoryFetcher) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -16,7 +17,11 @@ from corral.agent.storage.qemu_img import QEMU_IMG, create_overlay, image_info
 from corral.api.agent import ImageRef
 from corral.api.errors import CorralError, InvalidInput, StorageError
 
+log = logging.getLogger(__name__)
+
 GIB = 1 << 30
+FETCH_ATTEMPTS = 2
+"""Downloads of an image whose copy fails its checksum before giving up."""
 FORMATS = frozenset({"qcow2", "raw", "iso"})
 """Formats of cached images; ``iso`` (ISO 9660, read as raw) is only for CD-ROM drives."""
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -142,9 +147,10 @@ class DirPool:
         """Return the cached base image, fetching and checking it first if absent.
 
         Concurrent calls for one image fetch it once: the others wait and reuse it. The bytes
-        must match ``image.sha256`` and ``image.size_bytes`` and be a valid ``image.format``
-        image without a backing or external data file (which could point at host files), else
-        ``InvalidInput``; the download is then deleted.
+        must match ``image.sha256`` and ``image.size_bytes`` (a copy that does not is fetched
+        again, up to ``FETCH_ATTEMPTS`` times) and be a valid ``image.format`` image without a
+        backing or external data file (which could point at host files), else ``InvalidInput``;
+        the download is then deleted.
         """
         dest = self.image_path(image)
         if await asyncio.to_thread(dest.is_file):
@@ -155,9 +161,19 @@ class DirPool:
             await asyncio.to_thread(_mkdir, self.images_dir)
             part = await asyncio.to_thread(_temp_file, self.images_dir, dest.name)
             try:
-                await fetch(image, part)
-                digest, size = await asyncio.to_thread(_sha256_and_size, part)
-                if digest != image.sha256.lower() or size != image.size_bytes:
+                digest, size = "", -1
+                for attempt in range(1, FETCH_ATTEMPTS + 1):  # a corrupted copy is fetched again
+                    await fetch(image, part)
+                    digest, size = await asyncio.to_thread(_sha256_and_size, part)
+                    if digest == image.sha256.lower() and size == image.size_bytes:
+                        break
+                    log.warning(
+                        "image %s: copy %d of %d does not match its checksum or size",
+                        image.id,
+                        attempt,
+                        FETCH_ATTEMPTS,
+                    )
+                else:
                     raise InvalidInput(
                         f"image {image.id} does not match its checksum or size",
                         image_id=image.id,
