@@ -218,6 +218,7 @@ async def run(ctx: BenchContext) -> list[Figure]:
 
     from corral.agent.compute.libvirt import LibvirtDriver, ensure_event_loop
     from corral.agent.compute.libvirt.bootsector import READY_MARKER
+    from corral.agent.compute.libvirt.disk_ops import FIRST_POLL_S
     from corral.agent.executor import TaskExecutor
     from corral.agent.faults import FaultPlan
     from corral.agent.specs import SpecStore
@@ -375,7 +376,8 @@ async def run(ctx: BenchContext) -> list[Figure]:
         Figure("snapshots.merge_live", median(live_s[0]), "s", TARGET, median(live_s[1]),
                f"blockRebase + blockJobInfo every {RAW_POLL * 1000:.0f} ms + unlink",
                f"{merge_note}: corral {rates(live_s[0])}, raw {rates(live_s[1])}; corral's driver"
-               f" polls the job every {agent_poll * 1000:.0f} ms"),
+               f" polls the job from {FIRST_POLL_S * 1000:.0f} ms, doubling up to"
+               f" {agent_poll * 1000:.0f} ms"),
         Figure("snapshots.merge_offline", median(offline_s[0]), "s", TARGET,
                median(offline_s[1]), "qemu-img rebase -b '' + unlink",
                f"{merge_note}: corral {rates(offline_s[0])}, raw {rates(offline_s[1])}"),

@@ -320,3 +320,26 @@ def test_vm_created_with_volumes_by_sdk_and_cli(admin: Client, cli: None) -> Non
         admin.vms.delete(name).wait()
     for v in [vol, *got.values()]:
         admin.volumes.delete(v.id).wait()
+
+
+def test_cdrom_and_boot_order_by_sdk_and_cli(admin: Client, cli: None, tmp_path: Path) -> None:
+    from tests.support.iso import make_iso
+
+    iso = tmp_path / "boot.iso"
+    iso.write_bytes(make_iso({"HELLO.TXT": b"hi\n"}))
+    admin.images.import_file("boot-iso", iso).wait()
+    assert admin.images.get("boot-iso").format == "iso"
+    admin.vms.insert_cdrom("vm2", "boot-iso").wait()
+    assert admin.vms.get("vm2").cdrom_image_id == admin.images.get("boot-iso").id
+    r = corral("vm", "boot-order", "vm2", "cdrom,hd")
+    assert r.exit_code == 0, r.output
+    assert admin.vms.get("vm2").boot_order == ["cdrom", "hd"]
+    r = corral("vm", "cdrom", "eject", "vm2")
+    assert r.exit_code == 0, r.output
+    assert admin.vms.get("vm2").cdrom_image_id is None
+    r = corral("vm", "cdrom", "insert", "vm2", "boot-iso")
+    assert r.exit_code == 0, r.output
+    assert admin.vms.get("vm2").cdrom_image_id is not None
+    admin.vms.eject_cdrom("vm2").wait()
+    admin.vms.set_boot_order("vm2", ["hd"]).wait()
+    admin.images.delete("boot-iso").wait()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -344,3 +345,26 @@ async def test_vm_create_with_volumes_rolls_back_completely(env: Env, fault: str
 
 async def _known_volume_ids(env: Env) -> set[str]:
     return {v["id"] for v in (await env.c.get("/volumes", params={"limit": 1000})).json()["items"]}
+
+
+async def test_volume_from_an_image(env: Env, tmp_path: Path) -> None:
+    img = await upload_image(env.c, "seed", make_qcow2(tmp_path / "seed.qcow2", "1536M"))
+    bad = [
+        ({"name": "s", "size_gb": 1, "pool": "loc", "image": "seed"}, 422, "invalid_input"),
+        ({"name": "s", "size_gb": 2, "pool": "loc", "image": "nope"}, 404, "not_found"),
+    ]
+    for body, status, code in bad:
+        refused(await env.c.post("/volumes", json=body), status, code)
+    done(await env.c.post("/volumes", json={"name": "s", "size_gb": 2, "pool": "loc",
+                                            "image": "seed"}))  # fmt: skip
+    v = await env.vol("s")
+    assert (v["image_id"], v["instantiated"]) == (img["id"], False)
+    # the copy is made at the first attach: until then the image must stay
+    err = refused(await env.c.delete("/images/seed"), 409, "in_use")
+    assert err["context"]["volumes"] == ["s"]
+    op = await env.op(await env.c.post("/volumes/s/attach", json={"vm": "vm1"}))
+    assert op["status"] == "succeeded", op
+    host = (await _vm(env, "vm1"))["host_id"]
+    assert env.on_pool(host)[v["id"]] == 2
+    done(await env.c.delete("/images/seed"))  # copied: the volume no longer needs it
+    assert (await env.vol("s"))["image_id"] is None

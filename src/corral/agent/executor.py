@@ -27,6 +27,7 @@ each pool, answers ``{"pools": [PoolReport...], "digest": ...}``).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from corral.agent.compute.driver import ComputeDriver
 from corral.agent.faults import FaultPlan
@@ -145,7 +146,11 @@ class TaskExecutor:
         self.backends = backends if backends is not None else Backends({})
         self.pools = pools
         self.volume_tasks = VolumeTasks(
-            compute=compute, backends=self.backends, specs=specs, drift=drift
+            compute=compute,
+            backends=self.backends,
+            specs=specs,
+            drift=drift,
+            image_path=self._image_path,
         )
         self.snapshot_tasks = SnapshotTasks(
             compute=compute, backends=self.backends, specs=specs, define=self.define
@@ -204,7 +209,7 @@ class TaskExecutor:
             ):
                 return await self.snapshot_tasks.run(payload)
             case VolumeCreateTask():
-                await tasks.create(payload.volume)
+                await tasks.create(payload.volume, payload.image)
             case VolumeDeleteTask():
                 await tasks.delete(payload.volume)
             case VolumeAttachTask():
@@ -247,6 +252,12 @@ class TaskExecutor:
                 await self.compute.undefine(vm_id)
         except CorralError as exc:
             log.error("vm %s: cannot undo define after spec write failed: %s", vm_id, exc)
+
+    async def _image_path(self, image: ImageRef) -> Path:
+        """The cached, checked copy of ``image`` (fetched if needed) that a data volume is
+        made from: the root-disk pool's image cache (``media_path`` of the simulator is a
+        ``sim://`` name, which the simulated backend does not read)."""
+        return Path(await self.volumes.media_path(image, self.fetch))
 
     async def _media(self, image: ImageRef | None) -> str | None:
         """The cached file of the ISO ``image`` (fetched if needed); None for no image."""

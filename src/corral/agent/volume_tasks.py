@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 
 from corral.agent.compute.driver import ComputeDriver
 from corral.agent.specs import SpecStore, StoredSpec
-from corral.agent.storage.backend import DiskSource
+from corral.agent.storage.backend import DiskSource, check_fits
 from corral.agent.storage.volumes import Backends
-from corral.api.agent import DataDisk, VmSpec, VolumeRef
+from corral.api.agent import DataDisk, ImageRef, VmSpec, VolumeRef
 from corral.api.errors import CorralError, InvalidInput, InvalidState, NotFound
 from corral.api.vms import PowerState
 from corral.api.volumes import VolumeQos
@@ -30,6 +31,9 @@ UNDO_DETACH_TIMEOUT = 30.0
 """Seconds the guest gets to release a disk whose attach is being undone."""
 VOLUMES_KEY = "volumes"
 """The ``describe`` key of a VM's data volume ids; drift notes about them start with it."""
+
+ImagePath = Callable[[ImageRef], Awaitable[Path]]
+"""The cached, checked local copy of an image (fetched first if absent)."""
 
 _VOLUME_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _LIVE = (PowerState.running, PowerState.paused)
@@ -70,8 +74,10 @@ class VolumeTasks:
         backends: Backends,
         specs: SpecStore,
         drift: dict[str, list[str]],
+        image_path: ImagePath | None = None,
     ) -> None:
         self.compute = compute
+        self.image_path = image_path
         self.backends = backends
         self.specs = specs
         self.drift = drift
@@ -79,9 +85,27 @@ class VolumeTasks:
     def sources(self, disks: Iterable[DataDisk]) -> list[tuple[DataDisk, DiskSource]]:
         return disk_sources(self.backends, disks)
 
-    async def create(self, volume: VolumeRef) -> None:
-        """Create the volume on its pool; existing is success."""
-        await self.backends.for_pool(volume.pool).create(volume)
+    async def create(self, volume: VolumeRef, image: ImageRef | None = None) -> None:
+        """Create the volume on its pool (a copy of ``image`` if given, from the host's image
+        cache); existing is success. ``InvalidInput`` for an ISO image, one larger than the
+        volume, or when this agent has no image cache."""
+        backend = self.backends.for_pool(volume.pool)
+        if image is None:
+            await backend.create(volume)
+            return
+        if image.format not in ("qcow2", "raw"):
+            raise InvalidInput(
+                f"image {image.id} is a {image.format} image: a volume can only start as a"
+                " copy of a qcow2 or raw image",
+                image_id=image.id,
+                format=image.format,
+                volume_id=volume.volume_id,
+            )
+        check_fits(volume, image.virtual_size_bytes)
+        if self.image_path is None:
+            raise InvalidInput("this agent cannot make volumes from images", image_id=image.id)
+        source = await self.image_path(image)
+        await backend.create_from(volume, source, image.format)
 
     async def delete(self, volume: VolumeRef) -> None:
         """Delete the volume from its pool; absent is success. ``InvalidState`` (context

@@ -218,6 +218,12 @@ class VolumeCreateTask(Model):
 
     kind: Literal["volume.create"] = "volume.create"
     volume: VolumeRef
+    image: ImageRef | None = Field(
+        None,
+        description="the volume starts as a copy of this image (qcow2 or raw, not iso): fetched"
+        " and checked into the host's image cache first, then converted into the volume;"
+        " ``size_gb`` is at least the image's virtual size",
+    )
 
 
 class VolumeDeleteTask(Model):

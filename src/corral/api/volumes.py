@@ -88,17 +88,22 @@ class Volume(OwnedResource):
         default_factory=list, description="the VMs using it (several only when shareable)"
     )
     shareable: bool = Field(False, description="may be attached to several VMs at once")
+    image_id: str | None = Field(None, description="the image it started as a copy of")
     qos: VolumeQos = Field(default_factory=VolumeQos)
     snapshot_schedule: SnapshotSchedule | None = None
     error: str | None = None
 
 
 class VolumeCreate(Model):
-    """Record a blank data volume on ``pool`` (created on the pool at its first attach)."""
+    """Record a data volume on ``pool`` (created on the pool at its first attach), blank or a
+    copy of ``image``."""
 
     name: Name
     size_gb: int = Field(ge=1, le=MAX_VOLUME_GB)
     pool: Ref = Field(description="storage pool id or name")
+    image: Ref | None = Field(
+        None, description="start as a copy of this disk image (id or name; not an ISO)"
+    )
     shareable: bool = False
     qos: VolumeQos | None = None
     vm: Ref | None = Field(None, description="attach to this VM at once (id or name)")

@@ -175,6 +175,10 @@ def create(
     vm: Annotated[
         str | None, typer.Option("--vm", help="Attach it to this VM at once (name or id).")
     ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option("--image", "-i", help="Start as a copy of this disk image (name or id)."),
+    ] = None,
     iops: Iops = None,
     read_iops: ReadIops = None,
     write_iops: WriteIops = None,
@@ -183,11 +187,14 @@ def create(
     write_bps: WriteBps = None,
     no_wait: NoWait = False,
 ) -> None:
-    """Create a blank volume (made on the pool at its first attach; --vm attaches it now)."""
+    """Create a volume, blank or a copy of --image (made on the pool at its first attach; --vm
+    attaches it now)."""
     state = state_of(ctx)
     client = state.client()
     qos = qos_limits(_given(iops, read_iops, write_iops, bps, read_bps, write_bps))
-    op = client.volumes.create(name, size_gb=size, pool=pool, shareable=shareable, qos=qos, vm=vm)
+    op = client.volumes.create(
+        name, size_gb=size, pool=pool, shareable=shareable, qos=qos, vm=vm, image=image
+    )
 
     def done(o: Operation) -> str:
         text = f"Volume {name} created ({o.target_id})"

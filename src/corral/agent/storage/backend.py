@@ -25,9 +25,14 @@ pools (local, nfs) have them: others raise ``InvalidInput``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol
 
 from corral.api.agent import PoolRef, VolumeRef
+from corral.api.errors import InvalidInput
+
+SOURCE_FORMATS = ("qcow2", "raw")
+"""Formats ``create_from`` copies from (an ISO is refused: it is CD-ROM media)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,12 @@ class VolumeBackend(Protocol):
     async def create(self, volume: VolumeRef) -> None:
         """Make a blank volume of ``volume.size_gb`` (thin where the pool can be thin)."""
 
+    async def create_from(self, volume: VolumeRef, source: Path, source_format: str) -> None:
+        """Make the volume as a copy of the local image file ``source`` (``source_format``:
+        qcow2 or raw, else ``InvalidInput``), converted to ``volume.format`` and grown to
+        ``volume.size_gb`` (``InvalidInput`` if the image's virtual size is larger). Existing is
+        success (kept as it is, whatever it holds); a failed call leaves no volume."""
+
     async def delete(self, volume: VolumeRef) -> None:
         """Remove the volume and everything the backend keeps for it."""
 
@@ -109,3 +120,29 @@ class VolumeBackend(Protocol):
         """Make the pool ready for volumes on this host (``pools.sync``): create what volumes
         will be put in (a local directory, the NFS ``corral-volumes`` directory), or nothing.
         Idempotent; ``StorageError`` (context ``pool_id``) when it cannot."""
+
+
+def check_source_format(volume: VolumeRef, source_format: str) -> str:
+    """``source_format`` if ``create_from`` can copy from it, else ``InvalidInput``."""
+    if source_format not in SOURCE_FORMATS:
+        raise InvalidInput(
+            f"cannot make a volume from a {source_format} image (only qcow2 or raw)",
+            volume_id=volume.volume_id,
+            format=source_format,
+            supported=list(SOURCE_FORMATS),
+        )
+    return source_format
+
+
+def check_fits(volume: VolumeRef, virtual_size: int) -> None:
+    """``InvalidInput`` if an image of ``virtual_size`` bytes does not fit ``volume.size_gb``."""
+    if virtual_size > volume.size_gb * (1 << 30):
+        need = -(-virtual_size // (1 << 30))
+        raise InvalidInput(
+            f"volume size {volume.size_gb} GiB is smaller than the image"
+            f" ({virtual_size / (1 << 30):.2f} GiB virtual): at least {need} GiB is needed",
+            volume_id=volume.volume_id,
+            size_gb=volume.size_gb,
+            virtual_size_bytes=virtual_size,
+            min_size_gb=need,
+        )

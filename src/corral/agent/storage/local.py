@@ -18,7 +18,7 @@ import asyncio
 import shutil
 from pathlib import Path
 
-from corral.agent.storage.backend import DiskSource, PoolUsage
+from corral.agent.storage.backend import DiskSource, PoolUsage, check_fits, check_source_format
 from corral.agent.storage.common import (
     GIB,
     PART_SUFFIX,
@@ -65,6 +65,36 @@ class LocalBackend:
                     str(volume.size_gb * GIB),
                     qemu_img=self.qemu_img,
                 )
+                await asyncio.to_thread(_publish, part, path, 0o600)
+            except BaseException as exc:
+                part.unlink(missing_ok=True)  # inline: survives cancellation
+                if isinstance(exc, Exception):
+                    raise volume_error("create", volume, exc) from exc
+                raise
+
+    async def create_from(self, volume: VolumeRef, source: Path, source_format: str) -> None:
+        """``qemu-img convert`` of ``source`` into ``<name>.part`` (``volume.format``), grown
+        to ``volume.size_gb`` and renamed; an existing file is kept as it is."""
+        fmt = check_source_format(volume, source_format)
+        path = self.path(volume)
+        part = path.with_name(path.name + PART_SUFFIX)
+        async with self._locks.hold(str(path)):
+            if await asyncio.to_thread(path.is_file):
+                return
+            try:
+                info = await image_info(source, fmt, qemu_img=self.qemu_img)
+                check_fits(volume, info.virtual_size)
+                await asyncio.to_thread(_mkdir, path.parent)
+                await run_qemu_img(
+                    *("convert", "-q", "-f", fmt, "-O", volume.format, str(source), str(part)),
+                    qemu_img=self.qemu_img,
+                )
+                if info.virtual_size < volume.size_gb * GIB:
+                    await run_qemu_img(
+                        *("resize", "-q", "-f", volume.format, str(part)),
+                        str(volume.size_gb * GIB),
+                        qemu_img=self.qemu_img,
+                    )
                 await asyncio.to_thread(_publish, part, path, 0o600)
             except BaseException as exc:
                 part.unlink(missing_ok=True)  # inline: survives cancellation

@@ -50,7 +50,7 @@ from typing import Any
 from urllib.parse import quote
 
 from corral.agent.storage import libnfs
-from corral.agent.storage.backend import DiskSource, PoolUsage
+from corral.agent.storage.backend import DiskSource, PoolUsage, check_fits, check_source_format
 from corral.agent.storage.common import (
     GIB,
     PART_SUFFIX,
@@ -117,6 +117,39 @@ class NfsBackend:
                 size = str(volume.size_gb * GIB)
                 url = self.url(volume, suffix=PART_SUFFIX)
                 await self._qemu_img("create", "-q", "-f", volume.format, url, size)
+                await self._nfs(volume.pool, ["rename", part, final])
+            except BaseException as exc:
+                if started:
+                    await self._discard(volume.pool, part)
+                if isinstance(exc, Exception):
+                    raise volume_error("create", volume, exc) from exc
+                raise
+
+    async def create_from(self, volume: VolumeRef, source: Path, source_format: str) -> None:
+        """``qemu-img convert`` of the local ``source`` to ``<name>.part`` over ``nfs://``,
+        grown to ``volume.size_gb``, then renamed over libnfs; an existing file is kept."""
+        fmt = check_source_format(volume, source_format)
+        _, name = self._where(volume)
+        final, part = _rel(name), _rel(name + PART_SUFFIX)
+        async with self._locks.hold(self._key(volume)):
+            started = False
+            try:
+                _, exists = await self._nfs(
+                    volume.pool, ["mkdir", f"/{VOLUMES_DIR}"], ["exists", final]
+                )
+                if exists:
+                    return
+                out = await self._qemu_img("info", "--output=json", "-U", "-f", fmt, str(source))
+                virtual_size = _virtual_size(out)
+                check_fits(volume, virtual_size)
+                started = True
+                url = self.url(volume, suffix=PART_SUFFIX)
+                await self._qemu_img(
+                    "convert", "-q", "-f", fmt, "-O", volume.format, str(source), url
+                )
+                if virtual_size < volume.size_gb * GIB:
+                    size = str(volume.size_gb * GIB)
+                    await self._qemu_img("resize", "-q", "-f", volume.format, url, size)
                 await self._nfs(volume.pool, ["rename", part, final])
             except BaseException as exc:
                 if started:

@@ -28,15 +28,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from corral.agent.storage.backend import DiskAuth, DiskSource, PoolUsage
+from corral.agent.storage.backend import (
+    DiskAuth,
+    DiskSource,
+    PoolUsage,
+    check_fits,
+    check_source_format,
+)
 from corral.agent.storage.common import (
     GIB,
     MIB,
+    PART_SUFFIX,
     SNAPSHOTS_UNSUPPORTED,
     KeyedLocks,
     pool_settings,
     volume_error,
 )
+from corral.agent.storage.qemu_img import QEMU_IMG
 from corral.agent.storage.tools import ToolResult, run_tool
 from corral.api.agent import PoolRef, VolumeRef
 from corral.api.errors import InvalidInput, StorageError
@@ -76,8 +84,12 @@ class RbdBackend:
         timeout: float = 120.0,
         connect_timeout: float = 15.0,
         tmp_dir: Path | None = None,
+        qemu_img: str = QEMU_IMG,
+        copy_timeout: float = 3600.0,
     ) -> None:
         self.rbd = rbd
+        self.qemu_img = qemu_img
+        self.copy_timeout = copy_timeout
         self.ceph = ceph
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -107,6 +119,71 @@ class RbdBackend:
                 if isinstance(exc, Exception):
                     raise volume_error("create", volume, exc) from exc
                 raise
+
+    async def create_from(self, volume: VolumeRef, source: Path, source_format: str) -> None:
+        """Make ``<name>.part`` (``volume.size_gb``, thin), write the local image ``source``
+        into it with ``qemu-img convert -n`` (QEMU's rbd driver; the key in a ``secret`` object
+        read from the keyfile), then ``rbd rename`` it; an existing image is kept. The ``.part``
+        is removed if the call fails or is cancelled (``copy_timeout``: seconds for the copy)."""
+        fmt = check_source_format(volume, source_format)
+        conn, spec = self._where(volume)
+        part = spec + PART_SUFFIX
+        async with self._locks.hold(spec):
+            made = False
+            try:
+                if await self._size(volume, conn, spec) is not None:
+                    return
+                out = await run_tool(
+                    [self.qemu_img, "info", "--output=json", "-U", "-f", fmt, str(source)]
+                )
+                virtual_size = _json_int(out.stdout, "virtual-size", "qemu-img info")
+                check_fits(volume, virtual_size)
+                made = True
+                await self._remove_quietly(volume.pool, conn, part)  # left by a crash
+                size = str(volume.size_gb * GIB // MIB)
+                done = await self._rbd(volume.pool, conn, "create", "--size", size, part)
+                if done.returncode != 0:
+                    raise _failure(done, "rbd create")
+                await self._copy(volume.pool, conn, source, fmt, part.split("/", 1)[1])
+                done = await self._rbd(volume.pool, conn, "rename", part, spec)
+                if done.returncode == EEXIST:  # made meanwhile by another host: keep that one
+                    await self._remove_quietly(volume.pool, conn, part)
+                    made = False
+                elif done.returncode != 0:
+                    raise _failure(done, "rbd rename")
+                made = False
+            except BaseException as exc:
+                if made:
+                    await self._remove_quietly(volume.pool, conn, part)
+                if isinstance(exc, Exception):
+                    raise volume_error("create", volume, exc) from exc
+                raise
+
+    async def _copy(self, pool: PoolRef, conn: _Conn, source: Path, fmt: str, image: str) -> None:
+        """``qemu-img convert -n`` of ``source`` into the existing (zero) RBD ``image``."""
+        tmp = await asyncio.to_thread(_key_dir, conn.key, self.tmp_dir)
+        try:
+            target = [
+                "driver=raw",
+                "file.driver=rbd",
+                f"file.pool={conn.settings.pool}",
+                f"file.image={image}",
+                f"file.conf={tmp / 'ceph.conf'}",
+                f"file.user={conn.settings.user}",
+                "file.key-secret=sec0",
+            ]
+            for i, (host, port) in enumerate(conn.monitors):
+                target += [f"file.server.{i}.host={host}", f"file.server.{i}.port={port}"]
+            argv = [self.qemu_img, "convert", "-q", "-n", "--target-is-zero", "-f", fmt]
+            argv += ["--object", f"secret,id=sec0,file={tmp / 'key'},format=base64"]
+            argv += ["--target-image-opts", str(source), ",".join(target)]
+            try:
+                await run_tool(argv, timeout=self.copy_timeout, secrets=[conn.key])
+            except StorageError as exc:
+                exc.context["pool_id"] = pool.id
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # inline: survives cancellation
 
     async def delete(self, volume: VolumeRef) -> None:
         """Remove the image; absent is success. ``StorageError`` with ``reason`` ``in_use``
@@ -322,6 +399,13 @@ def _message(stderr: str) -> str:
         return "; ".join(own)
     plain = [ln for ln in lines if not _LOG_LINE.match(ln)]
     return plain[-1] if plain else (lines[-1] if lines else "")
+
+
+def _json_int(out: str, key: str, what: str) -> int:
+    try:
+        return int(json.loads(out)[key])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StorageError(f"unexpected output of {what}", output=out[:2000]) from exc
 
 
 def _pool_stats(out: str, pool: str) -> dict[str, Any]:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 from types import MappingProxyType
 
 from corral.agent.faults import FaultPlan
-from corral.agent.storage.backend import DiskSource, PoolUsage
+from corral.agent.storage.backend import DiskSource, PoolUsage, check_source_format
 from corral.api.agent import PoolRef, VolumeRef
 
 
@@ -42,6 +43,13 @@ class SimulatedBackend:
 
     async def create(self, volume: VolumeRef) -> None:
         self._enter("volume.create")
+        self._pools.setdefault(volume.pool.id, {}).setdefault(volume.volume_id, volume.size_gb)
+
+    async def create_from(self, volume: VolumeRef, source: Path, source_format: str) -> None:
+        """Like ``create`` (fault op ``volume.create``): the source file is not read (the
+        simulator may have none); ``InvalidInput`` for a format other than qcow2 or raw."""
+        self._enter("volume.create")
+        check_source_format(volume, source_format)
         self._pools.setdefault(volume.pool.id, {}).setdefault(volume.volume_id, volume.size_gb)
 
     async def delete(self, volume: VolumeRef) -> None:

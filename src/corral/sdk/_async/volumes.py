@@ -44,10 +44,12 @@ class AsyncVolumes(AsyncCollection[Volume]):
         shareable: bool = False,
         qos: Qos | None = None,
         vm: str | None = None,
+        image: str | None = None,
     ) -> AsyncOperation:
-        """Record a blank volume of ``size_gb`` GiB on ``pool`` (id or name). Without ``vm`` the
-        operation is finished at once; with ``vm`` (id or name) it is the operation attaching the
-        volume to that VM (which creates it on the pool)."""
+        """Record a volume of ``size_gb`` GiB on ``pool`` (id or name), blank or a copy of
+        ``image`` (a disk image, copied when the volume is created on the pool). Without ``vm``
+        the operation is finished at once; with ``vm`` (id or name) it is the operation attaching
+        the volume to that VM (which creates it on the pool)."""
         body = build(
             VolumeCreate,
             name=name,
@@ -56,6 +58,7 @@ class AsyncVolumes(AsyncCollection[Volume]):
             shareable=shareable,
             qos=qos,
             vm=vm,
+            image=image,
         )
         return await self._client.operation("POST", self._path, body=body)
 

@@ -46,10 +46,12 @@ class Volumes(Collection[Volume]):
         shareable: bool = False,
         qos: Qos | None = None,
         vm: str | None = None,
+        image: str | None = None,
     ) -> Operation:
-        """Record a blank volume of ``size_gb`` GiB on ``pool`` (id or name). Without ``vm`` the
-        operation is finished at once; with ``vm`` (id or name) it is the operation attaching the
-        volume to that VM (which creates it on the pool)."""
+        """Record a volume of ``size_gb`` GiB on ``pool`` (id or name), blank or a copy of
+        ``image`` (a disk image, copied when the volume is created on the pool). Without ``vm``
+        the operation is finished at once; with ``vm`` (id or name) it is the operation attaching
+        the volume to that VM (which creates it on the pool)."""
         body = build(
             VolumeCreate,
             name=name,
@@ -58,6 +60,7 @@ class Volumes(Collection[Volume]):
             shareable=shareable,
             qos=qos,
             vm=vm,
+            image=image,
         )
         return self._client.operation("POST", self._path, body=body)
 

@@ -376,6 +376,8 @@ class VolumeRow(Timestamped, Owned, Base):
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), nullable=True, index=True)
     instantiated: Mapped[bool] = mapped_column(Boolean, default=False)
     shareable: Mapped[bool] = mapped_column(Boolean, default=False)
+    image_id: Mapped[str | None] = mapped_column(ForeignKey("images.id"), nullable=True)
+    """The image the volume starts as a copy of (copied when it is created on its pool)."""
     qos: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     backing_name: Mapped[str | None] = mapped_column(String(128), nullable=True)

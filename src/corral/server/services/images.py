@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.errors import InUse, InvalidInput, InvalidState, StorageError
 from corral.api.images import Image, ImageCreate, ImageStatus
 from corral.api.operations import Operation
-from corral.server.db.tables import ImageRow, VmRow
+from corral.server.db.tables import ImageRow, VmRow, VolumeRow
 from corral.server.identity import quotas
 from corral.server.identity.access import creation_project, require, visible
 from corral.server.identity.caller import Caller
@@ -221,6 +221,20 @@ async def delete_image(*, svc: Services, ref: str, caller: Caller) -> Operation:
                 " eject it first",
                 vms=in_drive,
             )
+        copies = list(
+            await s.scalars(
+                select(VolumeRow.name)
+                .where(VolumeRow.image_id == row.id, VolumeRow.instantiated.is_(False))
+                .order_by(VolumeRow.name)
+            )
+        )
+        if copies:
+            raise InUse(
+                f"image {row.name!r} is still to be copied into volume(s) {', '.join(copies)}"
+                " (at their first attach): delete or attach them first",
+                volumes=copies,
+            )
+        await s.execute(update(VolumeRow).where(VolumeRow.image_id == row.id).values(image_id=None))
         await quotas.adjust(s, row.project_id, images=-1)
         await s.delete(row)
         op = svc.runner.create(

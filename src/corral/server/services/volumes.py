@@ -34,6 +34,7 @@ from corral.api.volumes import (
 )
 from corral.server.db.tables import (
     HostRow,
+    ImageRow,
     StoragePoolClusterRow,
     StoragePoolRow,
     VmRow,
@@ -46,6 +47,7 @@ from corral.server.identity.access import check_if_match, creation_project, requ
 from corral.server.identity.caller import Caller
 from corral.server.query import specs
 from corral.server.services.context import Services
+from corral.server.services.images import visible_images
 from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import Kind, get_row
 from corral.server.services.operations import to_model as op_model
@@ -75,6 +77,7 @@ def to_model(r: VolumeRow, attachments: Sequence[tuple[str, str]] = ()) -> Volum
         instantiated=r.instantiated,
         attachments=[VolumeAttachment(vm_id=v, device=d) for v, d in sorted(attachments)],
         shareable=r.shareable,
+        image_id=r.image_id,
         qos=VolumeQos.model_validate(r.qos or {}),
         snapshot_schedule=(
             SnapshotSchedule(every_minutes=r.snapshot_every_min, keep=r.snapshot_keep)
@@ -216,6 +219,7 @@ async def create_volume(*, svc: Services, spec: VolumeCreate, caller: Caller) ->
                 state=pool.state,
             )
         check_room(pool, spec.size_gb)
+        image_id = await _source_image(s, spec, caller) if spec.image is not None else None
         await ensure_name_free(s, VolumeRow, spec.name, KIND, project_id=project_id)
         vid = new_id()
         raw = pool.type in RAW_POOLS or spec.shareable  # QEMU shares raw images only
@@ -231,6 +235,7 @@ async def create_volume(*, svc: Services, spec: VolumeCreate, caller: Caller) ->
             pool_id=pool.id,
             pool_name=f"vol-{vid}{suffix}",
             shareable=spec.shareable,
+            image_id=image_id,
             qos=(spec.qos or VolumeQos()).model_dump(),
         )
         s.add(vol)
@@ -248,6 +253,29 @@ async def create_volume(*, svc: Services, spec: VolumeCreate, caller: Caller) ->
     if spec.vm is not None:
         svc.runner.launch(op)
     return op_model(op)
+
+
+async def _source_image(s: AsyncSession, spec: VolumeCreate, caller: Caller) -> str:
+    """The id of the image a new volume copies: one the caller sees, ready, a disk image (not an
+    ISO) no larger than the volume. ``NotFound``, ``InvalidState``, ``InvalidInput``."""
+    assert spec.image is not None
+    img = await get_row(s, ImageRow, spec.image, "image", where=visible_images(caller))
+    if img.status != "ready":
+        raise InvalidState(f"image {img.name!r} is {img.status}, not ready", image=img.name)
+    if img.format not in ("qcow2", "raw"):
+        raise InvalidInput(
+            f"image {img.name!r} is {img.format}: a volume copies a disk image (qcow2, raw)",
+            image=img.name,
+            format=img.format,
+        )
+    need = max(1, -(-img.virtual_size_bytes // 1024**3))
+    if spec.size_gb < need:
+        raise InvalidInput(
+            f"volume size {spec.size_gb} GiB is smaller than image {img.name!r} ({need} GiB)",
+            size_gb=spec.size_gb,
+            min_size_gb=need,
+        )
+    return img.id
 
 
 async def update_volume(

@@ -14,11 +14,11 @@ from typing import Any
 from sqlalchemy import delete
 
 from corral.api.agent import VolumeAttachTask, VolumeCreateTask, VolumeDeleteTask, VolumeDetachTask
-from corral.api.errors import CorralError
-from corral.server.db.tables import VolumeAttachmentRow
+from corral.api.errors import CorralError, NotFound
+from corral.server.db.tables import ImageRow, VolumeAttachmentRow
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
-from corral.server.workflows.vm_common import repeatable_task, rollback_incomplete
+from corral.server.workflows.vm_common import image_ref, repeatable_task, rollback_incomplete
 from corral.server.workflows.volume_common import (
     data_disk,
     load_volume,
@@ -50,7 +50,14 @@ async def _instantiate(ctx: Ctx) -> dict[str, Any]:
         return {"created": False}
     vol, pool = await load_volume(ctx)
     await ctx.progress(20, "creating the volume on its pool")
-    payload = VolumeCreateTask(volume=volume_ref(ctx.deps.secrets, vol, pool))
+    image = None
+    if vol.image_id is not None:
+        async with ctx.deps.sessionmaker() as s:
+            img = await s.get(ImageRow, vol.image_id)
+        if img is None:
+            raise NotFound(f"image {vol.image_id} not found", kind="image", ref=vol.image_id)
+        image = image_ref(img)
+    payload = VolumeCreateTask(volume=volume_ref(ctx.deps.secrets, vol, pool), image=image)
     await agent_task(ctx, ctx.params["host_id"], "volume-create", payload)
     host_id = ctx.params["host_id"] if pool.type == "local" else None
     await set_volume(ctx, instantiated=True, host_id=host_id)

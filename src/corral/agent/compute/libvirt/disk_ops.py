@@ -192,6 +192,7 @@ class LibvirtDiskOps:
             dom = self._dom(vm_id)
             return data_disks.job_running(dom, vm_id=vm_id, volume_id=volume_id, target=target)
 
+        delay = FIRST_POLL_S  # short jobs end quickly: poll fast first, then every ``_poll``
         while await self._run(job):
             if loop.time() >= deadline:
                 try:
@@ -209,11 +210,16 @@ class LibvirtDiskOps:
                     volume_id=volume_id,
                     timeout=timeout,
                 )
-            await asyncio.sleep(self._poll)
+            await asyncio.sleep(delay)
+            delay = min(self._poll, delay * 2)
         await self._run(self._pulled, vm_id, volume_id, base_path)
 
     def _pulled(self, vm_id: str, volume_id: str, base: str | None) -> None:
         data_disks.pulled(self._dom(vm_id), vm_id=vm_id, volume_id=volume_id, base=base)
+
+
+FIRST_POLL_S = 0.01
+"""The first wait between two looks at a block job (doubling up to the driver's poll interval)."""
 
 
 def _file_path(source: DiskSource, vm_id: str, volume_id: str) -> str:
