@@ -368,3 +368,20 @@ async def test_volume_from_an_image(env: Env, tmp_path: Path) -> None:
     assert env.on_pool(host)[v["id"]] == 2
     done(await env.c.delete("/images/seed"))  # copied: the volume no longer needs it
     assert (await env.vol("s"))["image_id"] is None
+
+
+async def test_vm_created_with_a_volume_from_an_image(env: Env, tmp_path: Path) -> None:
+    await _pool_reached(env, "loc", 2)
+    img = await upload_image(env.c, "seed2", make_qcow2(tmp_path / "seed2.qcow2", "1536M"))
+    body = {"name": "fromimg", "image": "tiny", "cpus": 1, "memory_mb": 128,
+            "volumes": [{"size_gb": 1, "pool": "loc", "image": "seed2"}]}  # fmt: skip
+    err = refused(await env.c.post("/vms", json=body), 422, "invalid_input")
+    assert err["context"]["min_size_gb"] == 2
+    refused(await env.c.get("/vms/fromimg"), 404, "not_found")
+    body["volumes"] = [{"size_gb": 2, "pool": "loc", "image": "seed2"}]
+    op = await env.op(await env.c.post("/vms", json=body))
+    assert op["status"] == "succeeded", op
+    vol = await env.vol("fromimg-data1")
+    assert (vol["image_id"], vol["instantiated"], vol["status"]) == (img["id"], True, "in_use")
+    assert (await env.op(await env.c.delete("/vms/fromimg")))["status"] == "succeeded"
+    done(await env.c.delete("/images/seed2"))

@@ -60,12 +60,14 @@ class Vm(OwnedResource):
 
 
 class VmVolume(Model):
-    """A blank data volume made with the VM and attached to it (``vdb``, ``vdc``… in order).
+    """A data volume made with the VM (blank or a copy of ``image``) and attached to it (``vdb``,
+    ``vdc``… in order).
     It stays when the VM is deleted (detached), like any volume."""
 
     size_gb: int = Field(ge=1, le=MAX_VOLUME_GB)
     pool: Ref = Field(description="storage pool id or name")
     name: Name | None = Field(None, description="default: <vm name>-data<N>")
+    image: Ref | None = Field(None, description="start as a copy of this disk image (not an ISO)")
 
 
 class VmCreate(Model):

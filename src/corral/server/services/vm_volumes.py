@@ -20,9 +20,10 @@ from corral.server.db.tables import (
 )
 from corral.server.db.types import new_id
 from corral.server.identity import quotas
+from corral.server.identity.caller import Caller
 from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import get_row
-from corral.server.services.volumes import DEVICES, RAW_POOLS, check_room
+from corral.server.services.volumes import DEVICES, RAW_POOLS, check_room, source_image
 
 
 @dataclass
@@ -30,6 +31,7 @@ class PlannedVolume:
     name: str
     size_gb: int
     pool: StoragePoolRow
+    image_id: str | None = None
 
 
 @dataclass
@@ -40,7 +42,9 @@ class PlannedVolumes:
     project_id: str
 
 
-async def plan_vm_volumes(s: AsyncSession, spec: VmCreate, project_id: str) -> PlannedVolumes:
+async def plan_vm_volumes(
+    s: AsyncSession, spec: VmCreate, project_id: str, caller: Caller
+) -> PlannedVolumes:
     """Check the requested volumes (pools enabled with room, names free) and charge the quota;
     the hosts that reach all their pools (``ok`` in ``storage_pool_hosts``). ``InvalidState``,
     ``NameTaken``, ``PoolFull``, ``QuotaExceeded``, ``NoHostAvailable`` (no host reaches them
@@ -56,7 +60,10 @@ async def plan_vm_volumes(s: AsyncSession, spec: VmCreate, project_id: str) -> P
                 state=pool.state,
             )
         pools[pool.id] = pool
-        planned.append(PlannedVolume(v.name or f"{spec.name}-data{i}", v.size_gb, pool))
+        image_id = (
+            await source_image(s, v.image, v.size_gb, caller) if v.image is not None else None
+        )
+        planned.append(PlannedVolume(v.name or f"{spec.name}-data{i}", v.size_gb, pool, image_id))
     dupes = [n for n, k in Counter(p.name for p in planned).items() if k > 1]
     if dupes:
         raise InvalidInput("two volumes of the request have the same name", names=dupes)
@@ -105,6 +112,7 @@ async def record_vm_volumes(
                 format="raw" if raw else "qcow2",
                 pool_id=p.pool.id,
                 pool_name=f"vol-{vid}" if raw else f"vol-{vid}.qcow2",
+                image_id=p.image_id,
                 qos=VolumeQos().model_dump(),
             )
         )

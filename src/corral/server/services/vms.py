@@ -122,7 +122,7 @@ async def create_vm(*, svc: Services, spec: VmCreate, caller: Caller) -> Operati
         }
         vm = VmRow(**values)  # transient: written below with one Core INSERT
         await quotas.adjust(s, project_id, **quotas.vm_usage(cpus, memory_mb, disk_gb))
-        planned = await plan_vm_volumes(s, spec, project_id) if spec.volumes else None
+        planned = await plan_vm_volumes(s, spec, project_id, caller) if spec.volumes else None
         storage_hosts = planned.hosts if planned is not None else None
         host_id = await place_and_claim(s, vm, pinned, storage_hosts)
         values.update(host_id=host_id, claimed=True)

@@ -219,7 +219,11 @@ async def create_volume(*, svc: Services, spec: VolumeCreate, caller: Caller) ->
                 state=pool.state,
             )
         check_room(pool, spec.size_gb)
-        image_id = await _source_image(s, spec, caller) if spec.image is not None else None
+        image_id = (
+            await source_image(s, spec.image, spec.size_gb, caller)
+            if spec.image is not None
+            else None
+        )
         await ensure_name_free(s, VolumeRow, spec.name, KIND, project_id=project_id)
         vid = new_id()
         raw = pool.type in RAW_POOLS or spec.shareable  # QEMU shares raw images only
@@ -255,11 +259,11 @@ async def create_volume(*, svc: Services, spec: VolumeCreate, caller: Caller) ->
     return op_model(op)
 
 
-async def _source_image(s: AsyncSession, spec: VolumeCreate, caller: Caller) -> str:
-    """The id of the image a new volume copies: one the caller sees, ready, a disk image (not an
-    ISO) no larger than the volume. ``NotFound``, ``InvalidState``, ``InvalidInput``."""
-    assert spec.image is not None
-    img = await get_row(s, ImageRow, spec.image, "image", where=visible_images(caller))
+async def source_image(s: AsyncSession, ref: str, size_gb: int, caller: Caller) -> str:
+    """The id of the image a new volume of ``size_gb`` copies: one the caller sees, ready, a
+    disk image (not an ISO) no larger than the volume. ``NotFound``, ``InvalidState``,
+    ``InvalidInput``."""
+    img = await get_row(s, ImageRow, ref, "image", where=visible_images(caller))
     if img.status != "ready":
         raise InvalidState(f"image {img.name!r} is {img.status}, not ready", image=img.name)
     if img.format not in ("qcow2", "raw"):
@@ -269,10 +273,10 @@ async def _source_image(s: AsyncSession, spec: VolumeCreate, caller: Caller) -> 
             format=img.format,
         )
     need = max(1, -(-img.virtual_size_bytes // 1024**3))
-    if spec.size_gb < need:
+    if size_gb < need:
         raise InvalidInput(
-            f"volume size {spec.size_gb} GiB is smaller than image {img.name!r} ({need} GiB)",
-            size_gb=spec.size_gb,
+            f"volume size {size_gb} GiB is smaller than image {img.name!r} ({need} GiB)",
+            size_gb=size_gb,
             min_size_gb=need,
         )
     return img.id

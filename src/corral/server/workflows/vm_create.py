@@ -17,7 +17,6 @@ from corral.api.agent import (
     VmDefine,
     VmPower,
     VmUndefine,
-    VolumeCreateTask,
     VolumeDeleteTask,
 )
 from corral.api.errors import CorralError, NotFound
@@ -38,6 +37,7 @@ from corral.server.workflows.vm_common import (
     vm_absent,
     vm_spec,
 )
+from corral.server.workflows.volume_attach import volume_create_task
 from corral.server.workflows.volume_common import (
     load_volume,
     set_volume,
@@ -93,7 +93,7 @@ async def _volumes(ctx: Ctx) -> dict[str, Any]:
     for i, vid in enumerate(vids):
         vol, pool = await load_volume(ctx, vid)
         await ctx.progress(30 + 15 * i // len(vids), f"creating volume {vol.name}")
-        task = VolumeCreateTask(volume=volume_ref(ctx.deps.secrets, vol, pool))
+        task = await volume_create_task(ctx, vol, pool)
         await agent_task(ctx, ctx.params["host_id"], f"volume-{i}", task)
         host_id = ctx.params["host_id"] if pool.type == "local" else None
         await set_volume(ctx, vid, instantiated=True, host_id=host_id)

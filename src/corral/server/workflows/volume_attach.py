@@ -15,7 +15,7 @@ from sqlalchemy import delete
 
 from corral.api.agent import VolumeAttachTask, VolumeCreateTask, VolumeDeleteTask, VolumeDetachTask
 from corral.api.errors import CorralError, NotFound
-from corral.server.db.tables import ImageRow, VolumeAttachmentRow
+from corral.server.db.tables import ImageRow, StoragePoolRow, VolumeAttachmentRow, VolumeRow
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
 from corral.server.workflows.vm_common import image_ref, repeatable_task, rollback_incomplete
@@ -50,6 +50,15 @@ async def _instantiate(ctx: Ctx) -> dict[str, Any]:
         return {"created": False}
     vol, pool = await load_volume(ctx)
     await ctx.progress(20, "creating the volume on its pool")
+    payload = await volume_create_task(ctx, vol, pool)
+    await agent_task(ctx, ctx.params["host_id"], "volume-create", payload)
+    host_id = ctx.params["host_id"] if pool.type == "local" else None
+    await set_volume(ctx, instantiated=True, host_id=host_id)
+    return {"created": True}
+
+
+async def volume_create_task(ctx: Ctx, vol: VolumeRow, pool: StoragePoolRow) -> VolumeCreateTask:
+    """The agent task creating ``vol`` on its pool, a copy of its image if it has one."""
     image = None
     if vol.image_id is not None:
         async with ctx.deps.sessionmaker() as s:
@@ -57,11 +66,7 @@ async def _instantiate(ctx: Ctx) -> dict[str, Any]:
         if img is None:
             raise NotFound(f"image {vol.image_id} not found", kind="image", ref=vol.image_id)
         image = image_ref(img)
-    payload = VolumeCreateTask(volume=volume_ref(ctx.deps.secrets, vol, pool), image=image)
-    await agent_task(ctx, ctx.params["host_id"], "volume-create", payload)
-    host_id = ctx.params["host_id"] if pool.type == "local" else None
-    await set_volume(ctx, instantiated=True, host_id=host_id)
-    return {"created": True}
+    return VolumeCreateTask(volume=volume_ref(ctx.deps.secrets, vol, pool), image=image)
 
 
 async def _uninstantiate(ctx: Ctx) -> None:
