@@ -385,3 +385,32 @@ async def test_vm_created_with_a_volume_from_an_image(env: Env, tmp_path: Path) 
     assert (vol["image_id"], vol["instantiated"], vol["status"]) == (img["id"], True, "in_use")
     assert (await env.op(await env.c.delete("/vms/fromimg")))["status"] == "succeeded"
     done(await env.c.delete("/images/seed2"))
+
+
+async def test_pool_delete_with_cascade(env: Env) -> None:
+    cluster = (await env.c.get("/clusters")).json()["items"][0]["name"]
+    body = {"name": "tmp", "type": "local", "settings": {"path": "/srv/tmp-pool"},
+            "clusters": [cluster]}  # fmt: skip
+    done(await env.c.post("/storage-pools", json=body))
+    await _pool_reached(env, "tmp", 2)
+    await env.op(await env.c.post("/volumes", json={"name": "c1", "size_gb": 1, "pool": "tmp",
+                                                    "vm": "vm1"}))  # fmt: skip
+    done(await env.c.post("/volumes", json={"name": "c2", "size_gb": 1, "pool": "tmp"}))
+    host = (await _vm(env, "vm1"))["host_id"]
+    c1 = (await env.vol("c1"))["id"]
+    done(await env.c.patch("/storage-pools/tmp", json={"state": "maintenance"}))
+    refused(await env.c.delete("/storage-pools/tmp"), 409, "in_use")
+    err = refused(
+        await env.c.delete("/storage-pools/tmp", params={"cascade": "true"}), 409, "in_use"
+    )
+    assert err["context"]["volumes"] == ["c1"]  # attached: detach first
+    assert (await env.vol("c2"))["status"] == "available"  # nothing changed
+    assert (await env.op(await env.c.post("/volumes/c1/detach")))["status"] == "succeeded"
+    pool_id = (await env.c.get("/storage-pools/tmp")).json()["id"]
+    assert c1 in env.backend(host).volumes(pool_id)
+    op = await env.op(await env.c.delete("/storage-pools/tmp", params={"cascade": "true"}))
+    assert (op["type"], op["status"]) == ("storage_pool.delete", "succeeded"), op
+    assert c1 not in env.backend(host).volumes(pool_id)  # the file went too
+    refused(await env.c.get("/storage-pools/tmp"), 404, "not_found")
+    refused(await env.c.get("/volumes/c1"), 404, "not_found")
+    refused(await env.c.get("/volumes/c2"), 404, "not_found")

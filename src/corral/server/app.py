@@ -41,6 +41,7 @@ from corral.server.settings import ServerSettings
 from corral.server.workflows.engine import WorkflowEngine
 from corral.server.workflows.host_add import HOST_ADD
 from corral.server.workflows.image_import import IMAGE_IMPORT
+from corral.server.workflows.pool_delete import POOL_DELETE
 from corral.server.workflows.snapshot_create import SNAPSHOT_CREATE
 from corral.server.workflows.snapshot_delete import SNAPSHOT_DELETE
 from corral.server.workflows.snapshot_revert import SNAPSHOT_REVERT
@@ -131,6 +132,7 @@ async def build_services(settings: ServerSettings) -> Services:
         SNAPSHOT_DELETE,
         VM_CDROM,
         VM_BOOT_ORDER,
+        POOL_DELETE,
     )
     svc = Services(
         settings=settings,

@@ -56,6 +56,13 @@ class AsyncStoragePools(AsyncCollection[StoragePool]):
         )
         return await self._client.operation("POST", self._path, body=body)
 
+    async def delete(self, ref: str, *, cascade: bool = False) -> AsyncOperation:
+        """Delete the pool; with ``cascade`` its volumes (none attached) are deleted first."""
+        params = {"cascade": "true"} if cascade else None
+        return await self._client.operation(
+            "DELETE", f"{self._path}/{quote_ref(ref)}", params=params
+        )
+
     async def update(
         self,
         ref: str,

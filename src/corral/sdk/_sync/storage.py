@@ -58,6 +58,11 @@ class StoragePools(Collection[StoragePool]):
         )
         return self._client.operation("POST", self._path, body=body)
 
+    def delete(self, ref: str, *, cascade: bool = False) -> Operation:
+        """Delete the pool; with ``cascade`` its volumes (none attached) are deleted first."""
+        params = {"cascade": "true"} if cascade else None
+        return self._client.operation("DELETE", f"{self._path}/{quote_ref(ref)}", params=params)
+
     def update(
         self,
         ref: str,

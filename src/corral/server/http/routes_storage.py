@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from corral.api.common import Page
 from corral.api.operations import Operation
@@ -96,8 +96,14 @@ async def detach_storage_pool_cluster(
 
 @router.delete("/storage-pools/{ref}", **A, dependencies=[IF_MATCH])
 async def delete_storage_pool(
-    ref: str, response: Response, svc: Svc, caller: Annotated[Caller, allow("storage_pool:delete")]
+    ref: str,
+    response: Response,
+    svc: Svc,
+    caller: Annotated[Caller, allow("storage_pool:delete")],
+    cascade: Annotated[
+        bool, Query(description="also delete the pool's volumes (none may be attached)")
+    ] = False,
 ) -> Operation:
-    """Delete the pool: only when it holds no volumes, and, while clusters are attached, only in
-    ``maintenance`` (else 409)."""
-    return accepted(response, await pools.delete_pool(svc=svc, ref=ref))
+    """Delete the pool: only when it holds no volumes (or with ``cascade=true``, deleting them
+    first), and, while clusters are attached, only in ``maintenance`` (else 409)."""
+    return accepted(response, await pools.delete_pool(svc=svc, ref=ref, cascade=cascade))

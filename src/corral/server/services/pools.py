@@ -11,6 +11,7 @@ synced in the background (``pool_sync.pools_changed``); capacity is what they re
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,14 +29,24 @@ from corral.api.storage import (
     StoragePoolUpdate,
     typed_settings,
 )
-from corral.server.db.tables import ClusterRow, StoragePoolClusterRow, StoragePoolRow, VolumeRow
+from corral.api.volumes import VolumeStatus
+from corral.server.db.tables import (
+    ClusterRow,
+    StoragePoolClusterRow,
+    StoragePoolRow,
+    VolumeAttachmentRow,
+    VolumeRow,
+)
 from corral.server.db.types import new_id, utcnow
 from corral.server.query import specs
 from corral.server.services.context import Services
 from corral.server.services.inventory import ensure_name_free, finish
 from corral.server.services.listing import Kind, get_row
+from corral.server.services.operations import to_model as op_model
 from corral.server.services.pool_sync import host_counts, pools_changed
-from corral.server.workflows.volume_common import credentials_context
+from corral.server.services.volumes import claim_status
+from corral.server.workflows.pool_delete import POOL_DELETE
+from corral.server.workflows.volume_common import credentials_context, pool_host
 
 KIND = "storage_pool"
 
@@ -202,18 +213,67 @@ async def detach_cluster(*, svc: Services, ref: str, cluster: str) -> Operation:
     return op
 
 
-async def delete_pool(*, svc: Services, ref: str) -> Operation:
+async def _cascade(
+    svc: Services, s: AsyncSession, pool: StoragePoolRow, clusters: Sequence[str]
+) -> Any:
+    """Claim every volume of the pool for deletion and add the ``storage_pool.delete``
+    operation (launch it after the commit)."""
+    vols = list(await s.scalars(select(VolumeRow).where(VolumeRow.pool_id == pool.id)))
+    vids = [v.id for v in vols]
+    attached = sorted(
+        set(
+            await s.scalars(
+                select(VolumeRow.name)
+                .join(VolumeAttachmentRow, VolumeAttachmentRow.volume_id == VolumeRow.id)
+                .where(VolumeRow.id.in_(vids))
+            )
+        )
+    )
+    if attached:
+        raise InUse(
+            f"storage pool {pool.name!r} has attached volumes: detach them first",
+            volumes=attached,
+        )
+    busy = sorted(v.name for v in vols if v.status not in ("available", "error"))
+    if busy:
+        raise InvalidState(f"volumes of pool {pool.name!r} are busy: retry", volumes=busy)
+    pairs = []
+    for v in vols:
+        await claim_status(
+            s, v, {VolumeStatus.available, VolumeStatus.error}, VolumeStatus.deleting, "delete"
+        )
+        host = await pool_host(s, pool.id, v) if v.instantiated else None
+        pairs.append([v.id, host])
+    return svc.runner.create(
+        s,
+        type=POOL_DELETE.type,
+        target_type=KIND,
+        target_id=pool.id,
+        lock_key=f"storage_pool:{pool.id}",
+        params={"pool_id": pool.id, "volumes": pairs, "cluster_ids": list(clusters)},
+    )
+
+
+async def delete_pool(*, svc: Services, ref: str, cascade: bool = False) -> Operation:
     """Remove the pool record (its cluster attachments go with it).
 
-    Refused with ``InUse`` (409 ``in_use``) while it holds volumes (``count_pool_volumes``), and
-    with ``InvalidState`` (409 ``invalid_state``) while it is ``enabled`` or ``disabled`` with
-    clusters attached: an attached pool is deleted only in ``maintenance`` (put it there, or
-    detach its clusters, first), so a pool hosts may be using never vanishes by one call.
+    Refused with ``InUse`` (409 ``in_use``) while it holds volumes (``count_pool_volumes``),
+    unless ``cascade``: then its volumes are deleted first (``storage_pool.delete``), which is
+    refused while any of them is attached (``InUse`` listing them) or busy (``InvalidState``).
+    Refused with ``InvalidState`` (409 ``invalid_state``) while it is ``enabled`` or
+    ``disabled`` with clusters attached: an attached pool is deleted only in ``maintenance`` (put
+    it there, or detach its clusters, first), so a pool hosts may be using never vanishes by one
+    call.
     """
     async with svc.sessionmaker() as s:
         row = await get_row(s, StoragePoolRow, ref, KIND)
-        if n := await count_pool_volumes(s, row.id):
-            raise InUse(f"storage pool {row.name!r} still holds {n} volume(s)", volumes=n)
+        n = await count_pool_volumes(s, row.id)
+        if n and not cascade:
+            raise InUse(
+                f"storage pool {row.name!r} still holds {n} volume(s): delete them, or the pool"
+                " with cascade=true",
+                volumes=n,
+            )
         attached = int(
             await s.scalar(select(func.count()).where(StoragePoolClusterRow.pool_id == row.id)) or 0
         )
@@ -226,6 +286,11 @@ async def delete_pool(*, svc: Services, ref: str) -> Operation:
             )
         clusters = await _attached(s, row.id)
         pool_id = row.id
+        if n:
+            op = await _cascade(svc, s, row, clusters)
+            await s.commit()
+            svc.runner.launch(op)
+            return op_model(op)
         await s.delete(row)
         op = await finish(svc, s, type="storage_pool.delete", kind=KIND, target_id=pool_id)
     if clusters:
