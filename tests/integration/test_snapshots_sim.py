@@ -271,3 +271,28 @@ async def test_nfs_volumes_snapshot_offline_only(env: Env) -> None:
         await env.ok(await env.c.delete("/volumes/nv"))
     finally:
         await env.c.delete("/storage-pools/nas")
+
+
+async def test_revert_with_unknown_outcome_leaves_the_volume_in_error(env: Env) -> None:
+    from corral.api.errors import AgentUnreachable
+
+    await _volume(env, "u")
+    await env.snap("u", "u1")
+    await env.ok(await env.c.post("/vms/vm0/stop"))
+    env.runtime.faults.fail_next(
+        "agent.snapshot.revert", AgentUnreachable("lost the host"), times=FORWARD_ATTEMPTS
+    )
+    op = await env.op(await env.c.post("/snapshots/u1/revert"))
+    assert op["status"] == "failed", op
+    vol = (await env.c.get("/volumes/u")).json()
+    assert vol["status"] == "error" and "outcome unknown" in vol["error"]
+    assert (await env.get("u1"))["status"] == "ready"
+    # an operator who checked the host clears it (no API for that yet): back to in_use
+    from sqlalchemy import update
+
+    from corral.server.db.tables import VolumeRow
+
+    async with env.stack.server.services.sessionmaker.begin() as s:
+        await s.execute(
+            update(VolumeRow).where(VolumeRow.id == vol["id"]).values(status="in_use", error=None)
+        )

@@ -11,19 +11,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.errors import InvalidInput, InvalidState, NoHostAvailable
 from corral.api.vms import VmCreate
-from corral.api.volumes import VolumeQos, VolumeStatus
+from corral.api.volumes import VolumeStatus
 from corral.server.db.tables import (
     StoragePoolHostRow,
     StoragePoolRow,
     VolumeAttachmentRow,
     VolumeRow,
 )
-from corral.server.db.types import new_id
 from corral.server.identity import quotas
 from corral.server.identity.caller import Caller
 from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import get_row
-from corral.server.services.volumes import DEVICES, RAW_POOLS, check_room, source_image
+from corral.server.services.volumes import DEVICES, check_room, new_volume, source_image
 
 
 @dataclass
@@ -99,25 +98,18 @@ async def record_vm_volumes(
     ids: list[str] = []
     attachments = []
     for p, device in zip(planned.volumes, DEVICES, strict=False):
-        vid = new_id()
-        raw = p.pool.type in RAW_POOLS
-        s.add(
-            VolumeRow(
-                id=vid,
-                name=p.name,
-                project_id=planned.project_id,
-                owner_id=owner_id,
-                status=VolumeStatus.attaching.value,
-                size_gb=p.size_gb,
-                format="raw" if raw else "qcow2",
-                pool_id=p.pool.id,
-                pool_name=f"vol-{vid}" if raw else f"vol-{vid}.qcow2",
-                image_id=p.image_id,
-                qos=VolumeQos().model_dump(),
-            )
+        vol = new_volume(
+            p.pool,
+            name=p.name,
+            project_id=planned.project_id,
+            owner_id=owner_id,
+            size_gb=p.size_gb,
+            status=VolumeStatus.attaching,
+            image_id=p.image_id,
         )
+        vid = vol.id
+        s.add(vol)
         attachments.append(VolumeAttachmentRow(volume_id=vid, vm_id=vm_id, device=device))
-        p.pool.allocated_gb += p.size_gb
         ids.append(vid)
     await s.flush()  # the volumes first: the unit of work does not order unrelated mappers
     s.add_all(attachments)

@@ -148,6 +148,41 @@ def visible_volumes(caller: Caller) -> ColumnElement[bool]:
     return visible(caller, VolumeRow, KIND)
 
 
+def new_volume(
+    pool: StoragePoolRow,
+    *,
+    name: str,
+    project_id: str,
+    owner_id: str | None,
+    size_gb: int,
+    status: VolumeStatus,
+    shareable: bool = False,
+    image_id: str | None = None,
+    qos: VolumeQos | None = None,
+) -> VolumeRow:
+    """A new volume row on ``pool`` (not added to a session) with its format and file name on
+    the pool (raw on block pools, and when shareable: QEMU shares raw images only; qcow2
+    otherwise); ``pool.allocated_gb`` is charged with its size."""
+    vid = new_id()
+    raw = pool.type in RAW_POOLS or shareable
+    suffix = "" if pool.type in RAW_POOLS else (".raw" if raw else ".qcow2")
+    pool.allocated_gb += size_gb
+    return VolumeRow(
+        id=vid,
+        name=name,
+        project_id=project_id,
+        owner_id=owner_id,
+        status=status.value,
+        size_gb=size_gb,
+        format="raw" if raw else "qcow2",
+        pool_id=pool.id,
+        pool_name=f"vol-{vid}{suffix}",
+        shareable=shareable,
+        image_id=image_id,
+        qos=(qos or VolumeQos()).model_dump(),
+    )
+
+
 def set_schedule(vol: VolumeRow, schedule: SnapshotSchedule | None) -> None:
     """Set (or with None remove) the volume's automatic snapshots; the first is due one
     period from now."""
@@ -225,26 +260,20 @@ async def create_volume(*, svc: Services, spec: VolumeCreate, caller: Caller) ->
             else None
         )
         await ensure_name_free(s, VolumeRow, spec.name, KIND, project_id=project_id)
-        vid = new_id()
-        raw = pool.type in RAW_POOLS or spec.shareable  # QEMU shares raw images only
-        suffix = "" if pool.type in RAW_POOLS else (".raw" if raw else ".qcow2")
-        vol = VolumeRow(
-            id=vid,
+        vol = new_volume(
+            pool,
             name=spec.name,
             project_id=project_id,
             owner_id=caller.user_id,
-            status=VolumeStatus.available.value,
             size_gb=spec.size_gb,
-            format="raw" if raw else "qcow2",
-            pool_id=pool.id,
-            pool_name=f"vol-{vid}{suffix}",
+            status=VolumeStatus.available,
             shareable=spec.shareable,
             image_id=image_id,
-            qos=(spec.qos or VolumeQos()).model_dump(),
+            qos=spec.qos or VolumeQos(),
         )
+        vid = vol.id
         s.add(vol)
         await quotas.adjust(s, project_id, volume_gb=spec.size_gb)
-        pool.allocated_gb += spec.size_gb
         try:
             await s.flush()
         except IntegrityError as exc:

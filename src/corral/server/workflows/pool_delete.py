@@ -12,16 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
-from corral.api.agent import SnapshotDeleteFileTask, VolumeDeleteTask
 from corral.api.errors import CorralError
-from corral.server.db.tables import SnapshotRow, StoragePoolRow, VolumeRow
+from corral.server.db.tables import StoragePoolRow, VolumeRow
 from corral.server.services.pool_sync import pools_changed
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
-from corral.server.workflows.vm_common import repeatable_task
-from corral.server.workflows.volume_common import volume_ref
-from corral.server.workflows.volume_delete import forget_volume
+from corral.server.workflows.volume_delete import delete_from_pool, forget_volume
 
 
 async def _volumes(ctx: Ctx) -> dict[str, Any]:
@@ -30,20 +27,11 @@ async def _volumes(ctx: Ctx) -> dict[str, Any]:
         async with ctx.deps.sessionmaker() as s:
             vol = await s.get(VolumeRow, vid)
             pool = await s.get(StoragePoolRow, ctx.params["pool_id"])
-            files = list(
-                await s.scalars(select(SnapshotRow.file).where(SnapshotRow.volume_id == vid))
-            )
         if vol is None or pool is None:
             continue  # forgotten by an earlier attempt
         await ctx.progress(10 + 80 * i // max(1, len(pairs)), f"deleting volume {vol.name}")
         if vol.instantiated and host_id is not None:
-            ref = volume_ref(ctx.deps.secrets, vol, pool)
-            await repeatable_task(ctx, host_id, f"volume-{i}", VolumeDeleteTask(volume=ref))
-            for j, name in enumerate(files):
-                task = SnapshotDeleteFileTask(
-                    volume=ref.model_copy(update={"name": name}), name=name
-                )
-                await repeatable_task(ctx, host_id, f"volume-{i}-file-{j}", task)
+            await delete_from_pool(ctx, vol, pool, host_id, f"volume-{i}")
         async with ctx.deps.sessionmaker.begin() as s:
             row = await s.get(VolumeRow, vid)
             if row is not None:

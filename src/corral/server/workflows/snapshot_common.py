@@ -65,8 +65,15 @@ def outcome_unknown(err: CorralError) -> bool:
     return isinstance(err, AgentUnreachable | Timeout)
 
 
-async def finish(ctx: Ctx, *, snapshot: dict[str, Any] | None = None) -> None:
-    """Set the snapshot's columns (if given) and give the volume back its resting status."""
+async def finish(
+    ctx: Ctx,
+    *,
+    snapshot: dict[str, Any] | None = None,
+    volume: dict[str, Any] | None = None,
+    settle: bool = True,
+) -> None:
+    """In one transaction: set the snapshot's and the volume's columns (those given), then (with
+    ``settle``) give the volume back its resting status."""
     async with ctx.deps.sessionmaker.begin() as s:
         if snapshot:
             await s.execute(
@@ -74,4 +81,9 @@ async def finish(ctx: Ctx, *, snapshot: dict[str, Any] | None = None) -> None:
                 .where(SnapshotRow.id == ctx.params["snapshot_id"])
                 .values(**snapshot)
             )
-        await settle_status(s, ctx.params["volume_id"])
+        if volume:
+            await s.execute(
+                update(VolumeRow).where(VolumeRow.id == ctx.params["volume_id"]).values(**volume)
+            )
+        if settle:
+            await settle_status(s, ctx.params["volume_id"])

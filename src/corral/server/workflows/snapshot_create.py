@@ -13,12 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
-
 from corral.api.agent import SnapshotCreateTask
 from corral.api.errors import CorralError
 from corral.api.snapshots import SnapshotStatus
-from corral.server.db.tables import SnapshotRow, VolumeRow
+from corral.server.db.tables import SnapshotRow
 from corral.server.identity import quotas
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
 from corral.server.workflows.snapshot_common import file_ref, finish, outcome_unknown
@@ -43,22 +41,15 @@ async def _freeze(ctx: Ctx) -> dict[str, Any]:
 
 
 async def _finalize(ctx: Ctx) -> dict[str, Any]:
-    async with ctx.deps.sessionmaker.begin() as s:
-        await s.execute(
-            update(VolumeRow)
-            .where(VolumeRow.id == ctx.params["volume_id"])
-            .values(
-                pool_name=ctx.params["new_name"],
-                backing_name=ctx.params["old_active"],
-                current_snapshot_id=ctx.params["snapshot_id"],
-            )
-        )
-        await s.execute(
-            update(SnapshotRow)
-            .where(SnapshotRow.id == ctx.params["snapshot_id"])
-            .values(status=SnapshotStatus.ready.value, error=None)
-        )
-        await settle_status(s, ctx.params["volume_id"])
+    await finish(
+        ctx,
+        volume={
+            "pool_name": ctx.params["new_name"],
+            "backing_name": ctx.params["old_active"],
+            "current_snapshot_id": ctx.params["snapshot_id"],
+        },
+        snapshot={"status": SnapshotStatus.ready.value, "error": None},
+    )
     return {}
 
 

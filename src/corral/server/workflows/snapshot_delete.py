@@ -33,7 +33,7 @@ from corral.server.workflows.snapshot_common import (
     vm_is_live,
 )
 from corral.server.workflows.vm_common import repeatable_task
-from corral.server.workflows.volume_common import load_volume, settle_status
+from corral.server.workflows.volume_common import load_volume, set_volume, settle_status
 
 
 async def _merge(ctx: Ctx) -> dict[str, Any]:
@@ -53,7 +53,7 @@ async def _merge(ctx: Ctx) -> dict[str, Any]:
             live=True,
         )
         await repeatable_task(ctx, host, "pull", payload)
-        await _set_volume_backing(ctx, base)
+        await set_volume(ctx, backing_name=base)
         pulled = 1
     vol, pool = await load_volume(ctx)
     children = [f for f, b in files.items() if b == n_file]
@@ -66,7 +66,7 @@ async def _merge(ctx: Ctx) -> dict[str, Any]:
         )
         await repeatable_task(ctx, host, f"rebase-{i}", payload)
         if child == vol.pool_name:
-            await _set_volume_backing(ctx, base)
+            await set_volume(ctx, backing_name=base)
         else:
             async with ctx.deps.sessionmaker.begin() as s:
                 await s.execute(
@@ -94,15 +94,6 @@ async def _merge(ctx: Ctx) -> dict[str, Any]:
             await s.delete(row)
         await settle_status(s, vol.id)
     return {"pulled_live": pulled, "rebased": len(children)}
-
-
-async def _set_volume_backing(ctx: Ctx, backing: str | None) -> None:
-    async with ctx.deps.sessionmaker.begin() as s:
-        await s.execute(
-            update(VolumeRow)
-            .where(VolumeRow.id == ctx.params["volume_id"])
-            .values(backing_name=backing)
-        )
 
 
 async def _on_failure(ctx: Ctx, err: CorralError) -> None:

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
-
 from corral.api.agent import SnapshotRevertTask
 from corral.api.errors import CorralError
 from corral.api.snapshots import SnapshotStatus
 from corral.api.volumes import VolumeStatus
-from corral.server.db.tables import VolumeRow
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
 from corral.server.workflows.snapshot_common import file_ref, finish, load_snapshot, outcome_unknown
 from corral.server.workflows.vm_common import repeatable_task
-from corral.server.workflows.volume_common import set_volume, settle_status
 
 
 async def _switch(ctx: Ctx) -> dict[str, Any]:
@@ -37,28 +33,27 @@ async def _switch(ctx: Ctx) -> dict[str, Any]:
 
 async def _finalize(ctx: Ctx) -> dict[str, Any]:
     snap, _, _ = await load_snapshot(ctx)
-    async with ctx.deps.sessionmaker.begin() as s:
-        await s.execute(
-            update(VolumeRow)
-            .where(VolumeRow.id == ctx.params["volume_id"])
-            .values(
-                pool_name=ctx.params["new_name"],
-                backing_name=snap.file,
-                current_snapshot_id=snap.id,
-            )
-        )
-        await settle_status(s, ctx.params["volume_id"])
-    await finish(ctx, snapshot={"status": SnapshotStatus.ready.value})
+    volume = {
+        "pool_name": ctx.params["new_name"],
+        "backing_name": snap.file,
+        "current_snapshot_id": snap.id,
+    }
+    await finish(ctx, volume=volume, snapshot={"status": SnapshotStatus.ready.value})
     return {}
 
 
 async def _on_failure(ctx: Ctx, err: CorralError) -> None:
-    if outcome_unknown(err):
+    ready = {"status": SnapshotStatus.ready.value}
+    if outcome_unknown(err):  # the volume stays in error (not settled) for an operator
         why = f"revert outcome unknown: {err.message}; check the host"
-        await set_volume(ctx, status=VolumeStatus.error.value, error=why)
-        await finish(ctx, snapshot={"status": SnapshotStatus.ready.value})
+        await finish(
+            ctx,
+            snapshot=ready,
+            volume={"status": VolumeStatus.error.value, "error": why},
+            settle=False,
+        )
         return
-    await finish(ctx, snapshot={"status": SnapshotStatus.ready.value})
+    await finish(ctx, snapshot=ready)
 
 
 SNAPSHOT_REVERT = Workflow(

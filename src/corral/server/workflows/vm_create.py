@@ -41,7 +41,7 @@ from corral.server.workflows.volume_attach import volume_create_task
 from corral.server.workflows.volume_common import (
     load_volume,
     set_volume,
-    settle_status,
+    settle,
     volume_ref,
 )
 from corral.server.workflows.volume_delete import forget_volume
@@ -151,9 +151,7 @@ async def _force_stop(ctx: Ctx) -> None:
 async def _finalize(ctx: Ctx) -> dict[str, Any]:
     started = ctx.results.get("start", {}).get("started", False)
     if vids := ctx.params.get("volumes"):
-        async with ctx.deps.sessionmaker.begin() as s:
-            for vid in vids:
-                await settle_status(s, vid)
+        await settle(ctx, *vids)
     set_vm_with_journal(
         ctx,
         status=VmStatus.running if started else VmStatus.stopped,

@@ -23,6 +23,7 @@ from corral.server.workflows.volume_common import (
     data_disk,
     load_volume,
     set_volume,
+    settle,
     settle_status,
     volume_ref,
 )
@@ -93,8 +94,7 @@ async def _unplug(ctx: Ctx) -> None:
 
 
 async def _finalize(ctx: Ctx) -> dict[str, Any]:
-    async with ctx.deps.sessionmaker.begin() as s:
-        await settle_status(s, ctx.params["volume_id"])
+    await settle(ctx)
     return {}
 
 

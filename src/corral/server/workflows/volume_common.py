@@ -102,6 +102,13 @@ async def settle_status(s: AsyncSession, volume_id: str) -> None:
     )
 
 
+async def settle(ctx: Ctx, *volume_ids: str) -> None:
+    """``settle_status`` of ``volume_ids`` (default: the workflow's volume) in one transaction."""
+    async with ctx.deps.sessionmaker.begin() as s:
+        for vid in volume_ids or (ctx.params["volume_id"],):
+            await settle_status(s, vid)
+
+
 async def release_vm_volumes(s: AsyncSession, vm_id: str) -> None:
     """Forget the attachments of a VM that is being deleted (its definition, and so the disks,
     are gone from the host); the volumes stay, ``available`` unless attached elsewhere."""

@@ -24,17 +24,24 @@ from corral.server.workflows.volume_common import load_volume, set_volume, volum
 async def _unpool(ctx: Ctx) -> dict[str, Any]:
     vol, pool = await load_volume(ctx)
     await ctx.progress(30, "deleting the volume from its pool")
+    await delete_from_pool(ctx, vol, pool, ctx.params["host_id"], "volume")
+    return {}
+
+
+async def delete_from_pool(
+    ctx: Ctx, vol: VolumeRow, pool: StoragePoolRow, host_id: str, label: str
+) -> None:
+    """Delete the volume's active file and its snapshots' images on its pool through the agent
+    of ``host_id`` (idempotent tasks, named ``<label>-delete``, ``<label>-file-<n>``)."""
     ref = volume_ref(ctx.deps.secrets, vol, pool)
     async with ctx.deps.sessionmaker() as s:
         files = list(
             await s.scalars(select(SnapshotRow.file).where(SnapshotRow.volume_id == vol.id))
         )
-    payload = VolumeDeleteTask(volume=ref)
-    await repeatable_task(ctx, ctx.params["host_id"], "volume-delete", payload)
+    await repeatable_task(ctx, host_id, f"{label}-delete", VolumeDeleteTask(volume=ref))
     for i, name in enumerate(files):  # the snapshots' images, once nothing is backed by them
         task = SnapshotDeleteFileTask(volume=ref.model_copy(update={"name": name}), name=name)
-        await repeatable_task(ctx, ctx.params["host_id"], f"snapshot-file-{i}", task)
-    return {}
+        await repeatable_task(ctx, host_id, f"{label}-file-{i}", task)
 
 
 async def _forget(ctx: Ctx) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from corral.api.errors import CorralError
 from corral.server.db.tables import VolumeAttachmentRow
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
-from corral.server.workflows.volume_common import settle_status
+from corral.server.workflows.volume_common import settle, settle_status
 
 
 async def _unplug(ctx: Ctx) -> dict[str, Any]:
@@ -44,8 +44,7 @@ async def _forget(ctx: Ctx) -> dict[str, Any]:
 
 
 async def _on_failure(ctx: Ctx, err: CorralError) -> None:
-    async with ctx.deps.sessionmaker.begin() as s:
-        await settle_status(s, ctx.params["volume_id"])
+    await settle(ctx)
 
 
 VOLUME_DETACH = Workflow(

@@ -15,7 +15,7 @@ from corral.server.db.tables import StoragePoolRow, VolumeRow
 from corral.server.identity import quotas
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
-from corral.server.workflows.volume_common import load_volume, settle_status, volume_ref
+from corral.server.workflows.volume_common import load_volume, settle, volume_ref
 
 
 async def _claim(ctx: Ctx) -> dict[str, Any]:
@@ -48,14 +48,12 @@ async def _grow(ctx: Ctx) -> dict[str, Any]:
 
 
 async def _finalize(ctx: Ctx) -> dict[str, Any]:
-    async with ctx.deps.sessionmaker.begin() as s:
-        await settle_status(s, ctx.params["volume_id"])
+    await settle(ctx)
     return {}
 
 
 async def _on_failure(ctx: Ctx, err: CorralError) -> None:
-    async with ctx.deps.sessionmaker.begin() as s:
-        await settle_status(s, ctx.params["volume_id"])
+    await settle(ctx)
 
 
 VOLUME_RESIZE = Workflow(
