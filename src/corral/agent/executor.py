@@ -21,7 +21,8 @@ Ordering rules (so that a crash at any point leaves a state reconcile handles co
 Tasks are serialized per ``payload_key``: the VM id, or ``volume:<volume_id>`` for the volume
 tasks that have no VM (create, delete, resize of a detached volume), or ``pools`` for
 ``pools.sync`` (see ``corral.agent.pools``: stores the host's pool set, prepares and measures
-each pool, answers ``{"pools": [PoolReport...], "digest": ...}``).
+each pool, answers ``{"pools": [PoolReport...], "digest": ...}``). ``image.capture`` (see
+``corral.agent.capture``) is serialized on its VM or its volume.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from corral.agent.capture import ImageCapture, Uploader
 from corral.agent.compute.driver import ComputeDriver
 from corral.agent.faults import FaultPlan
 from corral.agent.pools import HostPools
@@ -40,6 +42,7 @@ from corral.agent.volume_tasks import VolumeTasks, check_volume_id
 from corral.api.agent import (
     DiskCreate,
     DiskDelete,
+    ImageCaptureTask,
     ImageRef,
     PoolsSync,
     SnapshotCreateTask,
@@ -78,6 +81,7 @@ Payload = (
     | VolumeQosTask
     | PoolsSync
     | SnapshotPayload
+    | ImageCaptureTask
 )
 
 
@@ -86,6 +90,8 @@ def payload_vm_id(payload: Payload) -> str | None:
     match payload:
         case VmDefine():
             return payload.spec.vm_id
+        case ImageCaptureTask():
+            return payload.vm_id
         case VolumeCreateTask() | VolumeDeleteTask() | PoolsSync() | SnapshotDeleteFileTask():
             return None
         case _:
@@ -106,6 +112,8 @@ def payload_volume_id(payload: Payload) -> str | None:
             return payload.volume.volume_id
         case VolumeAttachTask():
             return payload.disk.volume.volume_id
+        case ImageCaptureTask():
+            return payload.volume.volume_id if payload.volume is not None else None
         case VolumeDetachTask() | VolumeQosTask():
             return payload.volume_id
         case _:
@@ -119,6 +127,10 @@ def payload_key(payload: Payload) -> str:
         return "pools"
     vm_id = payload_vm_id(payload)
     return vm_id if vm_id is not None else f"volume:{payload_volume_id(payload)}"
+
+
+async def _no_upload(path: str, source: Path) -> None:
+    raise InvalidInput("this agent cannot send images to a server", path=path)
 
 
 class TaskExecutor:
@@ -136,6 +148,7 @@ class TaskExecutor:
         drift: dict[str, list[str]],
         backends: Backends | None = None,
         pools: HostPools | None = None,
+        upload: Uploader | None = None,
     ) -> None:
         self.compute = compute
         self.volumes = volumes
@@ -151,6 +164,9 @@ class TaskExecutor:
             specs=specs,
             drift=drift,
             image_path=self._image_path,
+        )
+        self.capture = ImageCapture(
+            volumes=volumes, backends=self.backends, upload=upload or _no_upload
         )
         self.snapshot_tasks = SnapshotTasks(
             compute=compute, backends=self.backends, specs=specs, define=self.define
@@ -168,6 +184,8 @@ class TaskExecutor:
         self.faults.check(f"agent.{payload.kind}")
         if isinstance(payload, PoolsSync):
             return await self._pools_sync(payload)
+        if isinstance(payload, ImageCaptureTask):
+            return await self.capture.run(payload)
         if volume_id is not None:
             return await self._volume_task(payload)
         match payload:

@@ -1,4 +1,5 @@
-"""The agent's HTTP client to its server: heartbeats, events, task callbacks, image downloads.
+"""The agent's HTTP client to its server: heartbeats, events, task callbacks, image downloads and
+uploads (captured images).
 
 Every request carries ``Authorization: Bearer <host token>`` and, for ``https`` servers, trusts
 exactly the pinned server certificate given at attach (the system CAs when none was given).
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -162,6 +164,33 @@ class ServerLink:
             raise StorageError(
                 "cannot write the image", path=str(dest), reason=exc.strerror
             ) from exc
+
+    async def upload(self, path_or_url: str, source: Path) -> None:
+        """Stream the file ``source`` to the server with ``PUT`` (a captured image's bytes).
+        Raises ``AgentUnreachable``, the server's error, or ``StorageError`` for local I/O."""
+        url = self.url(path_or_url)
+        try:
+            resp = await self._downloads().put(
+                url,
+                content=_file_chunks(source),
+                headers={"Content-Type": "application/octet-stream"},
+                timeout=httpx.Timeout(600.0, connect=10.0),
+            )
+        except httpx.HTTPError as exc:
+            raise AgentUnreachable(
+                "image upload failed", url=url, reason=type(exc).__name__
+            ) from exc
+        except OSError as exc:
+            raise StorageError(
+                "cannot read the image", path=str(source), reason=exc.strerror
+            ) from exc
+        _raise_for_error(resp.status_code, resp.content, str(resp.url))
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := await asyncio.to_thread(f.read, _CHUNK):
+            yield chunk
 
 
 def _raise_for_error(status: int, content: bytes, url: str) -> None:

@@ -108,6 +108,7 @@ class HostRuntime:
             drift=self.drift,
             backends=self.backends,
             pools=self.pools,
+            upload=self._upload,
         )
         self.link: ServerLink | None = None
         self.heartbeat = Heartbeater(
@@ -263,6 +264,12 @@ class HostRuntime:
         if link is None:
             raise AgentError("agent is not attached to a server", image_id=image.id)
         await link.download(image, dest)
+
+    async def _upload(self, path: str, source: Path) -> None:
+        link = self.link
+        if link is None:
+            raise AgentError("agent is not attached to a server", path=path)
+        await link.upload(path, source)
 
     async def _notify(self, status: TaskStatus, callback_url: str) -> None:
         link = self.link

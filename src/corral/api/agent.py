@@ -34,7 +34,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from corral.api.common import Model
 from corral.api.errors import ErrorBody
@@ -322,6 +322,26 @@ class SnapshotDeleteFileTask(Model):
     name: str
 
 
+class ImageCaptureTask(Model):
+    """Copy a disk into a standalone qcow2 image (its backing chain flattened), send it to the
+    server's image store (``PUT upload_path``) and keep it in this host's image cache. Exactly
+    one source: ``vm_id`` (the VM's root disk; the VM must not run) or ``volume`` (its file
+    ``volume.name``: the active file, which nothing may write meanwhile, or a snapshot file).
+    Result: ``{"size_bytes": int, "sha256": str}`` of the bytes sent."""
+
+    kind: Literal["image.capture"] = "image.capture"
+    image_id: str
+    upload_path: str = Field(description="path on the server, relative to the server URL")
+    vm_id: str | None = None
+    volume: VolumeRef | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ImageCaptureTask:
+        if (self.vm_id is None) == (self.volume is None):
+            raise ValueError("give vm_id or volume")
+        return self
+
+
 class PoolsSync(Model):
     """Every pool this host should use: the agent stores them (0600, they hold credentials),
     forgets the others, prepares each (local: its directory; nfs: the ``corral-volumes``
@@ -350,7 +370,8 @@ TaskPayload = Annotated[
     | SnapshotCreateTask
     | SnapshotRevertTask
     | SnapshotRebaseTask
-    | SnapshotDeleteFileTask,
+    | SnapshotDeleteFileTask
+    | ImageCaptureTask,
     Field(discriminator="kind"),
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -101,3 +102,23 @@ class VmResize(Model):
 class VmStop(Model):
     force: bool = Field(False, description="power off at once instead of an ACPI shutdown")
     timeout: float = Field(60.0, ge=0, le=3600, description="seconds to wait before forcing")
+
+
+MAX_CLONES = 50
+
+
+class VmClone(Model):
+    """Clone a VM. ``full``: the source's root disk is captured once into an image (``<name>-base``,
+    ``source_type`` ``vm``) and every clone's disk is a copy-on-write overlay on that image's
+    copy in the hosts' image cache — one base however many clones, independent of the source
+    (which may be deleted afterwards). The source must be stopped. Each clone gets its own id,
+    name, VNC password and (later) MAC addresses, the source's CPUs, memory and disk size; data
+    volumes are not cloned. ``count`` > 1 names the clones ``<name>-1`` … ``<name>-<count>``."""
+
+    name: Name
+    mode: Literal["full"] = Field(
+        "full", description="full (linked and instant clones are not available yet)"
+    )
+    count: int = Field(1, ge=1, le=MAX_CLONES)
+    start: bool = True
+    host: Ref | None = Field(None, description="pin the clones to a host (id or name)")

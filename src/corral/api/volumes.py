@@ -35,6 +35,7 @@ class VolumeStatus(StrEnum):
     resizing = "resizing"
     snapshotting = "snapshotting"
     reverting = "reverting"
+    capturing = "capturing"
     deleting = "deleting"
     error = "error"
 

@@ -1,11 +1,12 @@
-"""``corral image``: import (upload or URL), list, show, download, delete."""
+"""``corral image``: import (upload or URL), capture (from a VM, volume or snapshot), list, show,
+download, delete."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,6 +25,9 @@ from corral.cli.common import (
     state_of,
 )
 from corral.cli.output import Column, console, human_bytes, print_page
+
+if TYPE_CHECKING:
+    from corral.sdk import Client, Operation
 
 app = typer.Typer(help="Images: the bases VM disks are created from.", no_args_is_help=True)
 
@@ -87,6 +91,51 @@ def import_image(
         with _transfer_bar(state, f"Uploading {path.name}") as progress:
             op = client.images.import_file(name, path, progress=progress)
     finish(state, op, no_wait=no_wait, done=f"Image {name} imported ({op.target_id}).")
+
+
+@app.command("capture")
+def capture(
+    ctx: typer.Context,
+    name: Name,
+    vm: Annotated[
+        str | None,
+        typer.Option("--vm", help="Capture this VM's root disk (the VM must be stopped)."),
+    ] = None,
+    volume: Annotated[
+        str | None,
+        typer.Option("--volume", help="Capture this volume's data (detached, or its VMs stopped)."),
+    ] = None,
+    snapshot: Annotated[
+        str | None,
+        typer.Option("--snapshot", help="Capture the volume's data at this snapshot (any time)."),
+    ] = None,
+    no_wait: NoWait = False,
+) -> None:
+    """Make an image from a disk: a stopped VM's root disk, a volume or a snapshot."""
+    sources = {"VM": vm, "volume": volume, "snapshot": snapshot}
+    given = [(kind, ref) for kind, ref in sources.items() if ref is not None]
+    if len(given) != 1:
+        raise typer.BadParameter(
+            "give exactly one of --vm, --volume or --snapshot",
+            param_hint="--vm/--volume/--snapshot",
+        )
+    kind, ref = given[0]
+    state = state_of(ctx)
+    client = state.client()
+    op = client.images.capture(name, vm=vm, volume=volume, snapshot=snapshot)
+    finish(
+        state,
+        op,
+        no_wait=no_wait,
+        done=lambda o: _captured(client, name, f"{kind} {ref}", o),
+    )
+
+
+def _captured(client: Client, name: str, source: str, op: Operation) -> str:
+    image = client.images.get(op.target_id or name)
+    size = human_bytes(image.size_bytes)
+    fmt = image.format or "unknown format"
+    return f"Image {image.name} captured from {source} ({image.id}): {fmt}, {size}."
 
 
 @app.command("download")

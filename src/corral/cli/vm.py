@@ -1,4 +1,4 @@
-"""``corral vm``: create, list, show, power actions, resize, CD-ROM and boot order, delete."""
+"""``corral vm``: create, clone, list, show, power actions, resize, CD-ROM and boot order, delete."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from corral.cli.common import (
     Where,
     add_show_delete,
     finish,
+    names_of,
     state_of,
 )
 from corral.cli.output import Column, gib, mib, print_page
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from corral.sdk import Client, Operation
 
 app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
+
+MAX_CLONES = 50
+"""``corral.api.vms.MAX_CLONES``, not imported: the CLI starts without loading pydantic."""
 
 Cpus = Annotated[int | None, typer.Option("--cpus", min=1, help="Virtual CPUs.")]
 Memory = Annotated[
@@ -108,6 +112,63 @@ def _created(client: Client, name: str, op: Operation) -> str:
     vm = client.vms.get(op.target_id or name)
     where = f" on {client.hosts.get(vm.host_id).name}" if vm.host_id else ""
     return f"VM {vm.name} created ({vm.id}){where}: {vm.status.value}."
+
+
+@app.command("clone")
+def clone(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="The VM to clone (name or id; stopped).")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="Name of the clone; with --count N the clones are NAME-1 … NAME-N.",
+            show_default=False,
+        ),
+    ],
+    count: Annotated[
+        int, typer.Option("--count", "-n", min=1, max=MAX_CLONES, help="How many clones.")
+    ] = 1,
+    no_start: Annotated[bool, typer.Option("--no-start", help="Leave them stopped.")] = False,
+    host: Annotated[str | None, typer.Option("--host", help="Pin the clones to this host.")] = None,
+    no_wait: NoWait = False,
+) -> None:
+    """Clone a stopped VM (full clone): its disk is captured once into the image NAME-base and
+    every clone is a copy-on-write overlay on it, independent of the source. Data volumes are
+    not cloned."""
+    state = state_of(ctx)
+    client = state.client()
+    op = client.vms.clone(source, name, count=count, start=not no_start, host=host)
+    finish(state, op, no_wait=no_wait, done=lambda o: _cloned(client, source, name, count, o))
+
+
+def clone_names(name: str, count: int) -> list[str]:
+    """The names ``corral vm clone`` gives: ``name`` alone, or ``name-1`` … ``name-count``."""
+    return [name] if count == 1 else [f"{name}-{i}" for i in range(1, count + 1)]
+
+
+def _cloned(client: Client, source: str, name: str, count: int, op: Operation) -> str:
+    """``VM SOURCE cloned into N VM(s) from image BASE (ID):`` then a line per clone."""
+    names = clone_names(name, count)
+    q = "name=in:" + "|".join(names)
+    if op.model.project_id is not None:
+        q += f",project_id={op.model.project_id}"
+    clones = {vm.name: vm for vm in client.vms.list(q=q, limit=len(names)).items}
+    image_ids = {vm.image_id for vm in clones.values() if vm.image_id}
+    base = (
+        ", ".join(f"{n} ({i})" for i, n in sorted(names_of(client.images, image_ids).items()))
+        or f"{name}-base"
+    )
+    hosts = names_of(client.hosts, {vm.host_id for vm in clones.values() if vm.host_id})
+    width = max(len(n) for n in names)
+    lines = [f"VM {source} cloned into {len(names)} VM(s) from image {base}:"]
+    for n in names:
+        vm = clones.get(n)
+        if vm is None:
+            lines.append(f"  {n:<{width}}  (not found)")
+            continue
+        where = f" on {hosts.get(vm.host_id, vm.host_id)}" if vm.host_id else ""
+        lines.append(f"  {n:<{width}}  {vm.id}  {vm.status.value}{where}")
+    return "\n".join(lines)
 
 
 @app.command("list")

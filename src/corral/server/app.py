@@ -40,12 +40,14 @@ from corral.server.services.operations import OperationRunner
 from corral.server.settings import ServerSettings
 from corral.server.workflows.engine import WorkflowEngine
 from corral.server.workflows.host_add import HOST_ADD
+from corral.server.workflows.image_capture import IMAGE_CAPTURE
 from corral.server.workflows.image_import import IMAGE_IMPORT
 from corral.server.workflows.pool_delete import POOL_DELETE
 from corral.server.workflows.snapshot_create import SNAPSHOT_CREATE
 from corral.server.workflows.snapshot_delete import SNAPSHOT_DELETE
 from corral.server.workflows.snapshot_revert import SNAPSHOT_REVERT
 from corral.server.workflows.vm_cdrom import VM_BOOT_ORDER, VM_CDROM
+from corral.server.workflows.vm_clone import VM_CLONE
 from corral.server.workflows.vm_create import VM_CREATE
 from corral.server.workflows.vm_delete import VM_DELETE
 from corral.server.workflows.vm_power import VM_POWER
@@ -118,6 +120,8 @@ async def build_services(settings: ServerSettings) -> Services:
     runner.register(
         HOST_ADD,
         IMAGE_IMPORT,
+        IMAGE_CAPTURE,
+        VM_CLONE,
         VM_CREATE,
         VM_DELETE,
         VM_RESIZE,

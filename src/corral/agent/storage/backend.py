@@ -20,6 +20,11 @@ relative name (local: chains survive the pool being mounted elsewhere) or, where
 resolve relative names (NFS), by its full URL. ``VolumeRef.name`` is the
 volume's active file; the server keeps the tree and names the files. Only qcow2 volumes of file
 pools (local, nfs) have them: others raise ``InvalidInput``.
+
+``export`` copies one file of a volume (any pool type) out of the pool as a standalone local
+qcow2 file (images captured from volumes and snapshots). It reads the source with QEMU's own
+image locks (never ``-U``): only file-backed local pools have them, so on NFS and RBD nothing
+stops a copy of a file a running VM writes and the caller's guarantee is the only protection.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from corral.agent.storage.common import file_ref
 from corral.api.agent import PoolRef, VolumeRef
 from corral.api.errors import InvalidInput
 
@@ -116,6 +122,23 @@ class VolumeBackend(Protocol):
         """The backing file of ``name`` as a name on the pool (the string written in the image
         if it is elsewhere), None for a standalone file. ``StorageError`` if it is absent."""
 
+    async def export(self, volume: VolumeRef, name: str, dest: Path) -> None:
+        """Write the file ``name`` of the volume (its active file ``volume.name`` or one of its
+        snapshot files; pools without files, rbd: the image ``name``) as a standalone qcow2
+        file ``dest`` on this host, its backing chain flattened (``qemu-img convert -O qcow2``),
+        mode 0644: readable by whoever reads the data dir.
+
+        The caller makes sure nothing writes the source (the VM stopped, or ``name`` a frozen
+        snapshot file). The source is never opened with ``-U`` (force-share): where QEMU's image
+        locks exist (local pools), a file a running QEMU holds open for writing fails with
+        ``StorageError``, while a backing file a running VM only reads can be exported.
+        ``dest``'s parent exists; an existing ``dest`` is removed first (replaced). The copy is
+        written to ``<dest>.part`` and renamed, so after a failure or cancellation ``dest`` (and
+        the ``.part``) is absent. ``StorageError`` (context ``pool_id``, ``volume_id``;
+        ``reason="not_found"`` for a missing source) for tool and I/O failures, never with a
+        secret in its message; ``InvalidInput`` for an unsafe name or settings (raised before
+        ``dest`` is touched). Serialized with the other calls on that file."""
+
     async def prepare(self, pool: PoolRef) -> None:
         """Make the pool ready for volumes on this host (``pools.sync``): create what volumes
         will be put in (a local directory, the NFS ``corral-volumes`` directory), or nothing.
@@ -132,6 +155,13 @@ def check_source_format(volume: VolumeRef, source_format: str) -> str:
             supported=list(SOURCE_FORMATS),
         )
     return source_format
+
+
+def exported_file(volume: VolumeRef, name: str) -> VolumeRef:
+    """The file ``name`` of ``volume`` that ``export`` reads, as a ``VolumeRef`` whose
+    ``format`` is the file's: the volume itself for its active file (qcow2 or raw), else a
+    snapshot file (``file_ref``: qcow2 volumes only, ``InvalidInput`` for a raw one)."""
+    return volume if name == volume.name else file_ref(volume, name)
 
 
 def check_fits(volume: VolumeRef, virtual_size: int) -> None:

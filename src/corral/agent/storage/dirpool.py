@@ -10,12 +10,13 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from corral.agent.storage.driver import Fetcher
-from corral.agent.storage.qemu_img import QEMU_IMG, create_overlay, image_info
+from corral.agent.storage.qemu_img import QEMU_IMG, create_overlay, image_info, run_qemu_img
 from corral.api.agent import ImageRef
-from corral.api.errors import CorralError, InvalidInput, StorageError
+from corral.api.errors import CorralError, InvalidInput, NotFound, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,59 @@ class DirPool:
                 supported=sorted(FORMATS),
             )
         return self.images_dir / f"{_safe_id(image.id, 'image')}.{image.format}"
+
+    def staging_path(self, image_id: str) -> Path:
+        """``root/images/.<image_id>.capture.part`` (see ``VolumeDriver``); ``InvalidInput``
+        for an unsafe id."""
+        return self.images_dir / f".{_safe_id(image_id, 'image')}.capture{_PART_SUFFIX}"
+
+    async def export_vm_disk(self, vm_id: str, dest: Path) -> None:
+        """``qemu-img convert -O qcow2`` of the VM's disk (overlay and cached base flattened)
+        into the standalone ``dest``, 0644, through ``write_new`` (``dest`` replaced; absent on
+        failure). ``NotFound`` (context ``vm_id``) without a disk; ``StorageError`` (context
+        ``vm_id``) when the copy fails, e.g. on QEMU's write lock of a running VM's disk."""
+        path = Path(self.disk_path(vm_id))
+
+        async def convert(part: Path) -> None:
+            if not await asyncio.to_thread(path.is_file):
+                raise NotFound(f"VM {vm_id} has no disk on this host", vm_id=vm_id)
+            args = ("convert", "-q", "-f", "qcow2", "-O", "qcow2", str(path), str(part))
+            await run_qemu_img(*args, qemu_img=self.qemu_img)
+
+        async with self._vm_locks.setdefault(vm_id, asyncio.Lock()):
+            try:
+                await write_new(dest, convert)
+            except (OSError, StorageError) as exc:
+                detail = exc.message if isinstance(exc, StorageError) else str(exc)
+                context = dict(exc.context) if isinstance(exc, StorageError) else {}
+                raise StorageError(
+                    f"cannot export the disk of VM {vm_id}: {detail}",
+                    **{**context, "vm_id": vm_id, "dest": str(dest)},
+                ) from exc
+
+    async def adopt_image(self, image: ImageRef, file: Path) -> Path:
+        """Make ``file`` the cached copy of ``image``: fsync, mode 0644, renamed to
+        ``image_path(image)`` (atomic; ``file`` must be on the pool's file system). The caller
+        vouches that ``file`` is a standalone ``image.format`` image whose bytes match
+        ``image.sha256`` (the server computed that digest from this very file): nothing is
+        checked here. Already cached: ``file`` is deleted and the cached copy kept. Returns the
+        cache path. ``InvalidInput`` for an unusable id or format, ``StorageError`` when the
+        move fails (the cache is then unchanged and ``file`` left to the caller)."""
+        dest = self.image_path(image)
+        async with self._image_locks.setdefault(dest.name, asyncio.Lock()):
+            try:
+                if await asyncio.to_thread(dest.is_file):
+                    await asyncio.to_thread(file.unlink, missing_ok=True)
+                    return dest
+                await asyncio.to_thread(_mkdir, self.images_dir)
+                await asyncio.to_thread(_publish, file, dest, 0o644)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot add image {image.id} to the cache: {exc}",
+                    image_id=image.id,
+                    path=str(dest),
+                ) from exc
+        return dest
 
     async def capacity_gb(self) -> tuple[float, float]:
         """(total, free) GiB of the file system holding ``root`` (free: available to users)."""
@@ -271,6 +325,25 @@ def _publish(part: Path, dest: Path, mode: int) -> None:
         os.fsync(f.fileno())
     part.chmod(mode)
     part.replace(dest)
+
+
+async def write_new(
+    dest: Path, write: Callable[[Path], Awaitable[object]], *, mode: int = 0o644
+) -> None:
+    """Make the file ``dest`` with ``write(part)``, which fills ``<dest>.part`` next to it,
+    then fsync it, give it ``mode`` and rename it to ``dest`` (atomic). A ``dest`` (and a
+    ``.part``) already there is removed first, so ``dest`` is either the new file or, after a
+    failure or cancellation, absent: never a half-written one. Raises what ``write`` raises,
+    ``OSError`` for the file operations."""
+    part = dest.with_name(dest.name + _PART_SUFFIX)
+    try:
+        for old in (dest, part):
+            await asyncio.to_thread(old.unlink, missing_ok=True)
+        await write(part)
+        await asyncio.to_thread(_publish, part, dest, mode)
+    except BaseException:
+        part.unlink(missing_ok=True)  # inline: survives cancellation
+        raise
 
 
 def _discard(part: Path, vm_dir: Path | None) -> None:

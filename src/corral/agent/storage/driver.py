@@ -1,7 +1,8 @@
 """The volume driver interface: VM disks in a host-local pool.
 
 Contract: methods are idempotent, raise only ``corral.api.errors`` errors (``StorageError`` for I/O
-failures, ``InvalidInput`` for a corrupt image) and leave no partial file behind on failure.
+failures, ``InvalidInput`` for a corrupt image, ``NotFound`` for a disk that is not there) and
+leave no partial file behind on failure.
 """
 
 from __future__ import annotations
@@ -30,6 +31,27 @@ class VolumeDriver(Protocol):
 
     async def delete_vm_disk(self, vm_id: str) -> None:
         """Delete the VM's disks. Absent is success. Cached base images stay."""
+
+    async def export_vm_disk(self, vm_id: str, dest: Path) -> None:
+        """Write the VM's root disk (its overlay on the cached base image) as one standalone
+        qcow2 file ``dest`` on this host, the chain flattened (``qemu-img convert -O qcow2``),
+        mode 0644. The caller makes sure the VM is stopped: a disk a running QEMU holds open
+        for writing fails on QEMU's image lock (``StorageError``). ``dest``'s parent exists;
+        an existing ``dest`` is removed first (replaced); the file is written under
+        ``<dest>.part`` and renamed, so after a failure (or cancellation) ``dest`` is absent.
+        ``NotFound`` (context ``vm_id``) if the VM has no disk here, ``InvalidInput`` for an
+        unsafe id (before ``dest`` is touched). Serialized with the VM's other disk calls."""
+
+    async def adopt_image(self, image: ImageRef, file: Path) -> Path:
+        """Move ``file`` (on the pool's file system; a standalone ``image.format`` image the
+        caller has checked, whose bytes ``image.sha256`` was computed from) into the image
+        cache as ``image``'s cached copy, mode 0644, with an atomic rename: VMs and CD-ROMs
+        can use it without a download. Already cached: ``file`` is deleted and the cached copy
+        kept. Returns the cached copy's path. Serialized with the image's fetches."""
+
+    def staging_path(self, image_id: str) -> Path:
+        """Where an image being captured is written before ``adopt_image``: on the cache's file
+        system, a ``*.part`` name that the pool's start-up sweep removes. No I/O."""
 
     def disk_path(self, vm_id: str) -> str:
         """Where the VM's root disk is (or would be)."""

@@ -18,7 +18,13 @@ import asyncio
 import shutil
 from pathlib import Path
 
-from corral.agent.storage.backend import DiskSource, PoolUsage, check_fits, check_source_format
+from corral.agent.storage.backend import (
+    DiskSource,
+    PoolUsage,
+    check_fits,
+    check_source_format,
+    exported_file,
+)
 from corral.agent.storage.common import (
     GIB,
     PART_SUFFIX,
@@ -29,7 +35,7 @@ from corral.agent.storage.common import (
     safe_name,
     volume_error,
 )
-from corral.agent.storage.dirpool import _mkdir, _publish
+from corral.agent.storage.dirpool import _mkdir, _publish, write_new
 from corral.agent.storage.qemu_img import QEMU_IMG, image_info, run_qemu_img
 from corral.api.agent import PoolRef, VolumeRef
 from corral.api.errors import StorageError
@@ -199,9 +205,26 @@ class LocalBackend:
         except Exception as exc:
             raise volume_error("inspect", volume, exc) from exc
 
+    async def export(self, volume: VolumeRef, name: str, dest: Path) -> None:
+        """``qemu-img convert -O qcow2`` of the pool file ``name`` (read as the volume's format;
+        relative backing names resolve in the pool directory) into ``dest`` (see
+        ``VolumeBackend.export``). A file a running QEMU writes fails on its image lock."""
+        ref = exported_file(volume, name)
+        path = self.path(ref)
+
+        async def convert(part: Path) -> None:
+            await _must_exist(path)
+            args = ("convert", "-q", "-f", ref.format, "-O", "qcow2", str(path), str(part))
+            await run_qemu_img(*args, qemu_img=self.qemu_img)
+
+        async with self._locks.hold(str(path)):
+            try:
+                await write_new(dest, convert)
+            except Exception as exc:
+                raise volume_error("export", volume, exc) from exc
+
     async def _backing(self, volume: VolumeRef, path: Path) -> str | None:
-        if not await asyncio.to_thread(path.is_file):
-            raise StorageError(f"file {path.name} does not exist", reason="not_found")
+        await _must_exist(path)
         info = await image_info(path, "qcow2", qemu_img=self.qemu_img)
         return name_in_dir(info.backing_file, str(path.parent))
 
@@ -228,6 +251,12 @@ class LocalBackend:
                 f"cannot stat pool {pool.id} at {root}: {exc}", pool_id=pool.id, path=str(root)
             ) from exc
         return PoolUsage(total_gb=usage.total / GIB, free_gb=usage.free / GIB)
+
+
+async def _must_exist(path: Path) -> None:
+    """``StorageError`` (``reason="not_found"``) unless the file ``path`` exists."""
+    if not await asyncio.to_thread(path.is_file):
+        raise StorageError(f"file {path.name} does not exist", reason="not_found")
 
 
 def _existing_ancestor(path: Path) -> Path:

@@ -39,6 +39,9 @@ What was verified (QEMU 7.2, libvirt 9.0, libnfs 4.0, nfs-ganesha 4 with NFSv3 o
   ``qemu-img create`` and ``rebase`` in safe mode work over these URLs (verified with qemu-io
   reading the data back); NFS has no image locks, so a file QEMU has open is not protected: the
   caller must not rebase one.
+- ``export``: ``qemu-img convert`` reads ``nfs://`` URLs (the chain through the backing URLs in
+  the headers) and writes the flattened copy to a local file; no lock protects a file a running
+  VM writes either.
 """
 
 from __future__ import annotations
@@ -50,7 +53,13 @@ from typing import Any
 from urllib.parse import quote
 
 from corral.agent.storage import libnfs
-from corral.agent.storage.backend import DiskSource, PoolUsage, check_fits, check_source_format
+from corral.agent.storage.backend import (
+    DiskSource,
+    PoolUsage,
+    check_fits,
+    check_source_format,
+    exported_file,
+)
 from corral.agent.storage.common import (
     GIB,
     PART_SUFFIX,
@@ -61,6 +70,7 @@ from corral.agent.storage.common import (
     safe_name,
     volume_error,
 )
+from corral.agent.storage.dirpool import write_new
 from corral.agent.storage.qemu_img import QEMU_IMG
 from corral.agent.storage.tools import run_tool
 from corral.api.agent import PoolRef, VolumeRef
@@ -75,7 +85,8 @@ class NfsBackend:
     """A ``VolumeBackend`` for ``nfs`` pools (see the module docstring).
 
     ``uid``/``gid``: the AUTH_SYS identity of every access (the compute driver must give QEMU
-    the same one). ``timeout``: seconds allowed to each qemu-img or libnfs child process.
+    the same one). ``timeout``: seconds allowed to each qemu-img or libnfs child process,
+    ``copy_timeout`` to the copy of an ``export``.
     """
 
     def __init__(
@@ -86,12 +97,14 @@ class NfsBackend:
         uid: int = 0,
         gid: int = 0,
         timeout: float = 120.0,
+        copy_timeout: float = 3600.0,
     ) -> None:
         self.qemu_img = qemu_img
         self.python = python
         self.uid = uid
         self.gid = gid
         self.timeout = timeout
+        self.copy_timeout = copy_timeout
         self._locks = KeyedLocks()
 
     def url(self, volume: VolumeRef, *, suffix: str = "") -> str:
@@ -280,10 +293,33 @@ class NfsBackend:
         except Exception as exc:
             raise volume_error("inspect", volume, exc) from exc
 
-    async def _backing(self, ref: VolumeRef) -> str | None:
+    async def export(self, volume: VolumeRef, name: str, dest: Path) -> None:
+        """``qemu-img convert -O qcow2`` of the ``nfs://`` URL of ``name`` (read as the
+        volume's format, its chain through the backing URLs) into the local ``dest`` (see
+        ``VolumeBackend.export``), within ``copy_timeout``. No lock stops a file a running VM
+        writes: the caller must not export one."""
+        ref = exported_file(volume, name)
+        self._where(ref)  # InvalidInput for an unsafe name or settings, before dest is touched
+
+        async def convert(part: Path) -> None:
+            await self._must_exist(ref)
+            args = ("convert", "-q", "-f", ref.format, "-O", "qcow2", self.url(ref), str(part))
+            await self._qemu_img(*args, timeout=self.copy_timeout)
+
+        async with self._locks.hold(self._key(ref)):
+            try:
+                await write_new(dest, convert)
+            except Exception as exc:
+                raise volume_error("export", volume, exc) from exc
+
+    async def _must_exist(self, ref: VolumeRef) -> None:
+        """``StorageError`` (``reason="not_found"``) unless the file of ``ref`` exists."""
         (exists,) = await self._nfs(ref.pool, ["exists", _rel(safe_name(ref))])
         if not exists:
             raise StorageError(f"file {ref.name} does not exist", reason="not_found")
+
+    async def _backing(self, ref: VolumeRef) -> str | None:
+        await self._must_exist(ref)
         out = await self._qemu_img("info", "--output=json", "-U", "-f", "qcow2", self.url(ref))
         try:
             backing = json.loads(out).get("backing-filename")
@@ -302,8 +338,9 @@ class NfsBackend:
     def _key(self, volume: VolumeRef) -> str:
         return f"{volume.pool.id}/{volume.name}"
 
-    async def _qemu_img(self, *args: str) -> str:
-        result = await run_tool([self.qemu_img, *args], timeout=self.timeout)
+    async def _qemu_img(self, *args: str, timeout: float | None = None) -> str:
+        timeout = self.timeout if timeout is None else timeout
+        result = await run_tool([self.qemu_img, *args], timeout=timeout)
         return result.stdout
 
     async def _nfs(self, pool: PoolRef, *ops: list[str], timeout: float | None = None) -> list[Any]:

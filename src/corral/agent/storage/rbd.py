@@ -13,6 +13,11 @@ snapshots 39 (ENOTEMPTY) and of one still open (watchers, e.g. a running QEMU) 1
 with 13 (EACCES) over msgr v1, but over msgr v2 the client keeps retrying until
 ``client_mount_timeout`` and exits 110 (ETIMEDOUT), like unreachable monitors: ``connect_timeout``
 bounds that. ``ceph df -f json`` works with the ``profile rbd`` caps libvirt clients have.
+
+``qemu-img`` reaches images through QEMU's rbd driver (``create_from`` writes one, ``export``
+reads one): ``--image-opts`` naming the pool, image, monitors and user, with the key in a
+``secret`` object read from the same temporary keyfile. QEMU's rbd driver takes no image lock, so
+nothing stops ``export`` of an image a running VM writes: the caller must not ask for one.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,7 @@ from corral.agent.storage.common import (
     pool_settings,
     volume_error,
 )
+from corral.agent.storage.dirpool import write_new
 from corral.agent.storage.qemu_img import QEMU_IMG
 from corral.agent.storage.tools import ToolResult, run_tool
 from corral.api.agent import PoolRef, VolumeRef
@@ -54,6 +60,7 @@ MON_PORT = 6789
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+[+-]\d{4} ")
 ENOENT, EBUSY, EEXIST, ENOTEMPTY, EACCES, ETIMEDOUT = 2, 16, 17, 39, 13, 110
+_SECRET_ID = "sec0"
 
 
 @dataclass(frozen=True)
@@ -161,22 +168,46 @@ class RbdBackend:
 
     async def _copy(self, pool: PoolRef, conn: _Conn, source: Path, fmt: str, image: str) -> None:
         """``qemu-img convert -n`` of ``source`` into the existing (zero) RBD ``image``."""
+
+        def args(opts: str) -> list[str]:
+            options = ["-q", "-n", "--target-is-zero", "-f", fmt]
+            return [*options, "--target-image-opts", str(source), opts]
+
+        await self._convert(pool, conn, image, args)
+
+    async def export(self, volume: VolumeRef, name: str, dest: Path) -> None:
+        """``qemu-img convert -O qcow2`` of the RBD image ``name`` (raw, opened with
+        ``--image-opts`` as ``create_from`` opens its target) into ``dest`` (see
+        ``VolumeBackend.export``), within ``copy_timeout``. No lock stops an image a running VM
+        writes (see the module docstring)."""
+        conn, spec = self._where(volume.model_copy(update={"name": name}))
+
+        async def convert(part: Path) -> None:
+            if await self._size(volume, conn, spec) is None:
+                raise StorageError(f"image {spec} does not exist", reason="not_found")
+
+            def args(opts: str) -> list[str]:
+                return ["-q", "--image-opts", opts, "-O", "qcow2", str(part)]
+
+            await self._convert(volume.pool, conn, name, args)
+
+        async with self._locks.hold(spec):
+            try:
+                await write_new(dest, convert)
+            except Exception as exc:
+                raise volume_error("export", volume, exc) from exc
+
+    async def _convert(
+        self, pool: PoolRef, conn: _Conn, image: str, args: Callable[[str], Sequence[str]]
+    ) -> None:
+        """Run ``qemu-img convert --object secret… <args(opts)>`` within ``copy_timeout``,
+        ``opts`` being the ``--image-opts`` of the RBD ``image`` (``_image_opts``, the key in
+        the secret object read from a temporary keyfile, deleted afterwards)."""
         tmp = await asyncio.to_thread(_key_dir, conn.key, self.tmp_dir)
         try:
-            target = [
-                "driver=raw",
-                "file.driver=rbd",
-                f"file.pool={conn.settings.pool}",
-                f"file.image={image}",
-                f"file.conf={tmp / 'ceph.conf'}",
-                f"file.user={conn.settings.user}",
-                "file.key-secret=sec0",
-            ]
-            for i, (host, port) in enumerate(conn.monitors):
-                target += [f"file.server.{i}.host={host}", f"file.server.{i}.port={port}"]
-            argv = [self.qemu_img, "convert", "-q", "-n", "--target-is-zero", "-f", fmt]
-            argv += ["--object", f"secret,id=sec0,file={tmp / 'key'},format=base64"]
-            argv += ["--target-image-opts", str(source), ",".join(target)]
+            argv = [self.qemu_img, "convert"]
+            argv += ["--object", f"secret,id={_SECRET_ID},file={tmp / 'key'},format=base64"]
+            argv += args(_image_opts(conn, image, tmp))
             try:
                 await run_tool(argv, timeout=self.copy_timeout, secrets=[conn.key])
             except StorageError as exc:
@@ -359,6 +390,24 @@ class RbdBackend:
             await self._run(pool, conn, self.rbd, *args, timeout=min(self.timeout, 10.0))
         except Exception:
             pass
+
+
+def _image_opts(conn: _Conn, image: str, key_dir: Path) -> str:
+    """QEMU's ``--image-opts`` for the RBD ``image`` of the pool: raw over the rbd driver, the
+    monitors, the empty ``ceph.conf`` of ``key_dir`` and the user, whose key is the secret
+    object ``_SECRET_ID`` (the key itself is never in the options)."""
+    opts = [
+        "driver=raw",
+        "file.driver=rbd",
+        f"file.pool={conn.settings.pool}",
+        f"file.image={image}",
+        f"file.conf={key_dir / 'ceph.conf'}",
+        f"file.user={conn.settings.user}",
+        f"file.key-secret={_SECRET_ID}",
+    ]
+    for i, (host, port) in enumerate(conn.monitors):
+        opts += [f"file.server.{i}.host={host}", f"file.server.{i}.port={port}"]
+    return ",".join(opts)
 
 
 def _no_snapshots(volume: VolumeRef) -> InvalidInput:

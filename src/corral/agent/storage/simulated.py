@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import tempfile
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
 from corral.agent.faults import FaultPlan
+from corral.agent.storage.dirpool import write_new
 from corral.agent.storage.driver import Fetcher
 from corral.api.agent import ImageRef
-from corral.api.errors import CorralError, InvalidInput, StorageError
+from corral.api.errors import CorralError, InvalidInput, NotFound, StorageError
 
 
 class SimulatedPool:
@@ -25,6 +27,10 @@ class SimulatedPool:
     - Images are not downloaded unless ``image_cache`` is a directory: then each image is fetched
       once into it and checked against ``image.sha256`` / ``size_bytes`` (``InvalidInput`` if
       they differ), which exercises the server's image download path in integration tests.
+    - ``export_vm_disk`` (fault op ``disk.export``) writes a real file, ``b"simulated disk of
+      <vm_id>\n"`` (no qemu-img here: not a qcow2 image); ``adopt_image`` (fault op
+      ``image.adopt``) moves the file into ``image_cache`` as if downloaded, or deletes it when
+      there is no cache.
     """
 
     def __init__(
@@ -55,8 +61,7 @@ class SimulatedPool:
     async def create_vm_disk(
         self, vm_id: str, image: ImageRef, size_gb: int, fetch: Fetcher
     ) -> str:
-        self.calls["disk.create"] += 1
-        self.faults.check("disk.create")
+        self._enter("disk.create")
         if self.create_latency > 0:
             await asyncio.sleep(self.create_latency)
         path = self.disk_path(vm_id)
@@ -83,15 +88,13 @@ class SimulatedPool:
     async def media_path(self, image: ImageRef, fetch: Fetcher) -> str:
         """``sim://<host>/images/<image_id>.<format>``; fetched and checked like the disks'
         images when ``image_cache`` is set (fault op ``image.media``)."""
-        self.calls["image.media"] += 1
-        self.faults.check("image.media")
+        self._enter("image.media")
         if self.image_cache is not None:
             await self._ensure_image(image, fetch, self.image_cache)
-        return f"sim://{self.host_name}/images/{image.id}.{image.format}"
+        return self._media(image)
 
     async def delete_vm_disk(self, vm_id: str) -> None:
-        self.calls["disk.delete"] += 1
-        self.faults.check("disk.delete")
+        self._enter("disk.delete")
         if self.delete_latency > 0:
             await asyncio.sleep(self.delete_latency)
         size = self._disks.pop(vm_id, None)
@@ -100,6 +103,52 @@ class SimulatedPool:
 
     def disk_path(self, vm_id: str) -> str:
         return f"sim://{self.host_name}/{vm_id}/root.qcow2"
+
+    def staging_path(self, image_id: str) -> Path:
+        """In ``image_cache``, else in the system's temporary directory (a simulated host has
+        no directory of its own)."""
+        where = self.image_cache or Path(tempfile.gettempdir())
+        return where / f".{self.host_name}-{image_id}.capture.part"
+
+    async def export_vm_disk(self, vm_id: str, dest: Path) -> None:
+        """Write ``b"simulated disk of <vm_id>\n"`` to ``dest`` (temporary name, then rename).
+        ``NotFound`` (context ``vm_id``) if the VM has no simulated disk."""
+        self._enter("disk.export")
+
+        async def write(part: Path) -> None:
+            if vm_id not in self._disks:
+                raise NotFound(f"VM {vm_id} has no disk on {self.host_name}", vm_id=vm_id)
+            await asyncio.to_thread(part.write_bytes, f"simulated disk of {vm_id}\n".encode())
+
+        try:
+            await write_new(dest, write)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot export the disk of VM {vm_id}: {exc}", vm_id=vm_id, dest=str(dest)
+            ) from exc
+
+    async def adopt_image(self, image: ImageRef, file: Path) -> Path:
+        """With ``image_cache``: ``file`` renamed to ``<image_cache>/<image_id>.img`` and the
+        image recorded as fetched (already there: ``file`` deleted), that path returned.
+        Without: ``file`` deleted and ``Path(media path)`` returned (pathlib shows it as
+        ``sim:/<host>/images/<image_id>.<format>``). ``StorageError`` if ``file`` is missing."""
+        self._enter("image.adopt")
+        async with self._image_locks.setdefault(image.id, asyncio.Lock()):
+            try:
+                if self.image_cache is None:
+                    await asyncio.to_thread(file.unlink)
+                    return Path(self._media(image))
+                dest = self.image_cache / f"{image.id}.img"
+                if image.id in self._images:
+                    await asyncio.to_thread(file.unlink, missing_ok=True)
+                else:
+                    await asyncio.to_thread(file.replace, dest)
+                    self._images.add(image.id)
+                return dest
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot add image {image.id} to the cache: {exc}", image_id=image.id
+                ) from exc
 
     async def capacity_gb(self) -> tuple[float, float]:
         return float(self.disk_gb), float(self.disk_gb - self._used_gb)
@@ -112,6 +161,13 @@ class SimulatedPool:
     def fail_next(self, op: str, error: CorralError | None = None, times: int = 1) -> None:
         """Make the next ``times`` calls of ``op`` fail (see ``FaultPlan.fail_next``)."""
         self.faults.fail_next(op, error, times)
+
+    def _media(self, image: ImageRef) -> str:
+        return f"sim://{self.host_name}/images/{image.id}.{image.format}"
+
+    def _enter(self, op: str) -> None:
+        self.calls[op] += 1
+        self.faults.check(op)
 
     async def _ensure_image(self, image: ImageRef, fetch: Fetcher, cache: Path) -> None:
         """Fetch ``image`` into ``cache`` once and check it; nothing is left behind on failure."""

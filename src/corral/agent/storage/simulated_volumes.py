@@ -1,10 +1,11 @@
-"""The simulator's data-volume backend: volumes as sizes in memory, no I/O.
+"""The simulator's data-volume backend: volumes as sizes in memory, no I/O (but ``export``'s file).
 
 Cheap enough for hundreds of simulated hosts in one process: one dict per pool.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,7 +13,10 @@ from types import MappingProxyType
 
 from corral.agent.faults import FaultPlan
 from corral.agent.storage.backend import DiskSource, PoolUsage, check_source_format
+from corral.agent.storage.common import volume_error
+from corral.agent.storage.dirpool import write_new
 from corral.api.agent import PoolRef, VolumeRef
+from corral.api.errors import StorageError
 
 
 class SimulatedBackend:
@@ -29,6 +33,11 @@ class SimulatedBackend:
     - Snapshot files (``create_overlay``, ``rebase``, ``delete_file``; fault ops
       ``volume.create_overlay``, ``volume.rebase``, ``volume.delete_file``) are kept as
       ``{name: backing name}`` per pool (``files``), apart from the volumes' sizes.
+    - ``export`` (fault op ``volume.export``) writes a real file, ``b"simulated volume
+      <volume_id> file <name>\n"`` (no qemu-img here: not a qcow2 image), with the real
+      backends' temporary name and rename; a volume this backend does not hold, or a ``name``
+      that is neither its active file nor a recorded snapshot file, is a ``StorageError``
+      (``reason="not_found"``) as on a real pool.
     """
 
     def __init__(
@@ -105,6 +114,22 @@ class SimulatedBackend:
     async def backing_of(self, volume: VolumeRef, name: str) -> str | None:
         """The recorded backing; None for files this backend did not make."""
         return self._files.get(volume.pool.id, {}).get(name)
+
+    async def export(self, volume: VolumeRef, name: str, dest: Path) -> None:
+        self._enter("volume.export")
+
+        async def write(part: Path) -> None:
+            if volume.volume_id not in self._pools.get(volume.pool.id, {}) or (
+                name != volume.name and name not in self._files.get(volume.pool.id, {})
+            ):
+                raise StorageError(f"file {name} does not exist", reason="not_found")
+            content = f"simulated volume {volume.volume_id} file {name}\n".encode()
+            await asyncio.to_thread(part.write_bytes, content)
+
+        try:
+            await write_new(dest, write)
+        except Exception as exc:
+            raise volume_error("export", volume, exc) from exc
 
     def files(self, pool_id: str) -> Mapping[str, str | None]:
         """The snapshot files made on a pool, with their backing (read-only view)."""

@@ -1,4 +1,5 @@
-"""Accessors of the workloads: ``client.images`` (import, upload, download) and ``client.vms``."""
+"""Accessors of the workloads: ``client.images`` (import, upload, capture, download) and
+``client.vms`` (create, power actions, clone...)."""
 
 # Generated from corral/sdk/_async/workloads.py by corral.sdk._unasync: do not edit.
 
@@ -7,14 +8,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
 from corral.api.cdrom import BootOrder, CdromInsert
 from corral.api.errors import CorralError
-from corral.api.images import Image, ImageCreate
-from corral.api.vms import Vm, VmCreate, VmResize, VmStop, VmVolume
+from corral.api.images import Image, ImageCreate, ImageSource
+from corral.api.vms import Vm, VmClone, VmCreate, VmResize, VmStop, VmVolume
 from corral.sdk._base import DownloadSink, ProgressCallback, UploadSource, build, quote_ref
 from corral.sdk._sync.operation import Operation
 from corral.sdk._sync.resources import Collection
@@ -68,6 +69,29 @@ class Images(Collection[Image]):
             with contextlib.suppress(CorralError):  # the upload's error is the one to report
                 self.delete(image_id)
             raise
+
+    def capture(
+        self,
+        name: str,
+        *,
+        vm: str | None = None,
+        volume: str | None = None,
+        snapshot: str | None = None,
+    ) -> Operation:
+        """Make the image ``name`` from a disk: give exactly one of ``vm`` (id or name: its root
+        disk; the VM must be stopped), ``volume`` (its current data; detached, or its VMs
+        stopped) or ``snapshot`` (the volume's data at that snapshot; any time). The disk's
+        backing chain is flattened into one standalone image.
+
+        Returns the ``image.capture`` operation (its ``target_id`` is the new image's id; ``wait``
+        on it until the image is ``ready``, with ``source_type``/``source_id`` set). Raises
+        ``InvalidInput`` (before any request) unless exactly one source is given, ``NotFound``
+        for an unknown source, ``NameTaken``, ``InvalidState`` when the source cannot be read now
+        (a running VM, a volume its running VM writes or that holds no data yet, a snapshot that
+        is not ready, a pool type that cannot be captured) and ``QuotaExceeded``."""
+        source = build(ImageSource, vm=vm, volume=volume, snapshot=snapshot)
+        body = build(ImageCreate, name=name, source=source)
+        return self._client.operation("POST", self._path, body=body)
 
     def download(
         self, ref: str, path: str | Path, *, progress: ProgressCallback | None = None
@@ -160,3 +184,30 @@ class Vms(Collection[Vm]):
     def set_boot_order(self, ref: str, boot: Sequence[str]) -> Operation:
         """Boot from ``boot`` in order (``["cdrom", "hd"]``), from the VM's next boot on."""
         return self._action(ref, "boot-order", build(BootOrder, boot=list(boot)))
+
+    def clone(
+        self,
+        ref: str,
+        name: str,
+        *,
+        count: int = 1,
+        start: bool = True,
+        host: str | None = None,
+        mode: Literal["full"] = "full",
+    ) -> Operation:
+        """Clone the stopped VM ``ref`` (id or name) ``count`` times (1 to 50): the clone is
+        ``name`` when ``count`` is 1, else ``<name>-1`` … ``<name>-<count>``. ``mode="full"``
+        (the only one yet): the source's root disk is captured once into the image
+        ``<name>-base`` and every clone's disk is a copy-on-write overlay on it, so the clones do
+        not depend on the source (which may be deleted). Each clone has the source's CPUs,
+        memory and disk size, is started unless ``start`` is False and is placed on ``host``
+        when given; data volumes are not cloned.
+
+        Returns the ``vm.clone`` operation (its ``target_id`` is the source's id); it succeeds
+        once every clone exists. Raises ``InvalidInput`` (before any request) for a bad name,
+        count or mode, ``NotFound``, ``InvalidState`` when the source is not stopped,
+        ``NameTaken`` when a clone's or the base image's name is taken and ``QuotaExceeded``;
+        waiting raises the operation's error if a clone could not be created (``context``
+        ``failed_vms``; the clones made and their base stay)."""
+        body = build(VmClone, name=name, mode=mode, count=count, start=start, host=host)
+        return self._action(ref, "clone", body)

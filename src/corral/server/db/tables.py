@@ -96,6 +96,9 @@ class ImageRow(Timestamped, Owned, Base):
     virtual_size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     source_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    source_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """``vm``, ``volume`` or ``snapshot``: captured from that resource (``source_id``)."""
+    source_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     __table_args__ = (UniqueConstraint("project_id", "name", name="uq_images_project_name"),)
 

@@ -1,11 +1,11 @@
-"""Routes agents call that are not hot (image downloads; heartbeats, events and task callbacks are
+"""Routes agents call that are not hot (image downloads and captured-image uploads; heartbeats, events and task callbacks are
 in ``agent_fast``). Debug routes."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
@@ -22,6 +22,13 @@ debug = APIRouter(prefix="/debug", tags=["debug"], include_in_schema=False)
 async def image_data(image_id: str, host: AgentHost, svc: Svc) -> FileResponse:
     _, path = await images.ready_path(svc=svc, ref=image_id)
     return FileResponse(path, media_type="application/octet-stream")
+
+
+@router.put("/images/{image_id}/data", status_code=204)
+async def captured_image_data(image_id: str, request: Request, host: AgentHost, svc: Svc) -> None:
+    """The bytes of an image an agent captured (``image.capture``): only for images waiting
+    for a capture."""
+    await images.store_captured(svc=svc, image_id=image_id, chunks=request.stream())
 
 
 class FaultRequest(BaseModel):

@@ -10,11 +10,11 @@ from fastapi.responses import FileResponse
 from corral.api.common import Page
 from corral.api.images import Image, ImageCreate
 from corral.api.operations import Operation
-from corral.api.vms import Vm, VmAction, VmCreate, VmResize, VmStop
+from corral.api.vms import Vm, VmAction, VmClone, VmCreate, VmResize, VmStop
 from corral.server.http.deps import EXPENSIVE, IfMatch, Listing, Svc, accepted, allow, listed
 from corral.server.http.versioning import IF_MATCH, VersionedRoute
 from corral.server.identity.caller import Caller
-from corral.server.services import images, vms
+from corral.server.services import images, vm_clone, vms
 
 router = APIRouter(route_class=VersionedRoute)
 A: dict[str, Any] = {"status_code": 202, "response_model": Operation}
@@ -50,6 +50,19 @@ async def delete_vm(
     if_match: IfMatch = None,
 ) -> Operation:
     return accepted(response, await vms.delete(svc=svc, ref=ref, caller=caller, if_match=if_match))
+
+
+@router.post("/vms/{ref}/clone", **A, dependencies=[EXPENSIVE], tags=["vms"])
+async def clone_vm(
+    ref: str,
+    spec: VmClone,
+    response: Response,
+    svc: Svc,
+    caller: Annotated[Caller, allow("vm:create")],
+) -> Operation:
+    """Clone a stopped VM (``mode: full``): its disk is captured once into ``<name>-base``
+    and ``count`` clones are created from it; the operation ends when they exist."""
+    return accepted(response, await vm_clone.clone_vm(svc=svc, ref=ref, spec=spec, caller=caller))
 
 
 @router.post("/vms/{ref}/resize", **A, tags=["vms"])

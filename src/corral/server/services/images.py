@@ -39,6 +39,8 @@ def image_model(r: ImageRow) -> Image:
         virtual_size_bytes=r.virtual_size_bytes,
         sha256=r.sha256,
         source_url=r.source_url,
+        source_type=r.source_type,
+        source_id=r.source_id,
         created_at=r.created_at,
         updated_at=r.updated_at,
         project_id=r.project_id,
@@ -79,6 +81,8 @@ async def create_image(*, svc: Services, spec: ImageCreate, caller: Caller) -> O
     if spec.url is not None and not spec.url.startswith(("http://", "https://")):
         raise InvalidInput("the image URL must be http:// or https://", url=spec.url)
     project_id = _image_project(caller)
+    if spec.source is not None:
+        return await _capture(svc, spec, project_id, caller)
     async with svc.sessionmaker() as s:
         await ensure_name_free(s, ImageRow, spec.name, "image", project_id=project_id)
         row = ImageRow(
@@ -105,6 +109,36 @@ async def create_image(*, svc: Services, spec: ImageCreate, caller: Caller) -> O
         await s.commit()
     if spec.url is not None:
         svc.runner.launch(op)
+    return op_model(op)
+
+
+async def _capture(
+    svc: Services, spec: ImageCreate, project_id: str | None, caller: Caller
+) -> Operation:
+    """Record an image captured from ``spec.source`` and queue ``image.capture``."""
+    from corral.server.services.image_capture import check_source, new_image
+    from corral.server.workflows.image_capture import IMAGE_CAPTURE
+
+    assert spec.source is not None
+    async with svc.sessionmaker() as s:
+        await ensure_name_free(s, ImageRow, spec.name, "image", project_id=project_id)
+        src = await check_source(s, spec.source, caller)
+        row = new_image(spec.name, project_id, caller.user_id, src)
+        s.add(row)
+        await s.flush()
+        await quotas.adjust(s, project_id, images=1)
+        op = svc.runner.create(
+            s,
+            type=IMAGE_CAPTURE.type,
+            target_type="image",
+            target_id=row.id,
+            lock_key=src.lock_key,
+            params={"image_id": row.id, **src.params},
+            project_id=project_id,
+            user_id=caller.user_id,
+        )
+        await s.commit()
+    svc.runner.launch(op)
     return op_model(op)
 
 
@@ -187,7 +221,7 @@ async def upload(
 ) -> Operation:
     async with svc.sessionmaker() as s:
         row = await _visible_image(s, ref, caller, "image:update")
-    if row.status != ImageStatus.importing or row.source_url is not None:
+    if row.status != ImageStatus.importing or row.source_url or row.source_type:
         raise InvalidState(f"image {row.name!r} is {row.status}; upload needs a new image")
     await store_bytes(svc, row.id, chunks)
     async with svc.sessionmaker() as s:
@@ -202,6 +236,16 @@ async def upload(
         )
         await s.commit()
     return op_model(op)
+
+
+async def store_captured(*, svc: Services, image_id: str, chunks: AsyncIterator[bytes]) -> None:
+    """Store the bytes of a captured image (sent by the agent running its ``image.capture``).
+    ``InvalidState`` unless the image waits for a capture (``importing``, with a source)."""
+    async with svc.sessionmaker() as s:
+        row = await get_row(s, ImageRow, image_id, "image", by_name=False)
+    if row.status != ImageStatus.importing or row.source_type is None:
+        raise InvalidState(f"image {row.name!r} does not wait for a captured disk", image=row.name)
+    await store_bytes(svc, image_id, chunks)
 
 
 async def delete_image(*, svc: Services, ref: str, caller: Caller) -> Operation:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import math
 import secrets
 import string
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Table, insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.errors import InvalidInput, InvalidState, NameTaken
 from corral.api.operations import Operation
 from corral.api.vms import PowerState, Vm, VmAction, VmCreate, VmResize, VmStatus, VmStop
-from corral.server.db.tables import HostRow, ImageRow, OfferingRow, VmRow
+from corral.server.db.tables import HostRow, ImageRow, OfferingRow, OperationRow, VmRow
 from corral.server.db.types import new_id
 from corral.server.identity import quotas
 from corral.server.identity.access import check_if_match, creation_project, require, visible
@@ -25,7 +27,11 @@ from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import Kind, get_row
 from corral.server.services.operations import to_model as op_model
 from corral.server.services.placement import place_and_claim
-from corral.server.services.vm_volumes import plan_vm_volumes, record_vm_volumes
+from corral.server.services.vm_volumes import (
+    PlannedVolumes,
+    plan_vm_volumes,
+    record_vm_volumes,
+)
 from corral.server.workflows.vm_create import VM_CREATE
 from corral.server.workflows.vm_power import check_allowed
 
@@ -70,6 +76,73 @@ def visible_vms(caller: Caller) -> ColumnElement[bool]:
     return visible(caller, VmRow, "vm")
 
 
+@dataclass(frozen=True)
+class NewVm:
+    """A VM to record (``record_vm``): its checked sizes, image and owner."""
+
+    name: str
+    project_id: str
+    owner_id: str | None
+    cpus: int
+    memory_mb: int
+    disk_gb: int
+    image_id: str
+    offering_id: str | None
+    pinned: str | None
+    start: bool
+
+
+async def record_vm(
+    svc: Services, s: AsyncSession, new: NewVm, planned: PlannedVolumes | None = None
+) -> OperationRow:
+    """Charge the quota, place the VM and claim its host, insert its row (``creating``), its
+    ``planned`` volumes and its queued ``vm.create`` operation (journal prefilled) in ``s``.
+    The caller commits (mapping an ``IntegrityError`` to ``NameTaken``) and launches the
+    operation. ``QuotaExceeded``, ``NoHostAvailable``; nothing is written to ``s`` on those."""
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "project_id": new.project_id,
+        "owner_id": new.owner_id,
+        "name": new.name,
+        "status": VmStatus.creating.value,
+        "power_state": PowerState.absent.value,
+        "cpus": new.cpus,
+        "memory_mb": new.memory_mb,
+        "disk_gb": new.disk_gb,
+        "image_id": new.image_id,
+        "offering_id": new.offering_id,
+        "vnc_password": vnc_password(),
+    }
+    vm = VmRow(**values)  # transient: written below with one Core INSERT
+    await quotas.adjust(s, new.project_id, **quotas.vm_usage(new.cpus, new.memory_mb, new.disk_gb))
+    storage_hosts = planned.hosts if planned is not None else None
+    host_id = await place_and_claim(s, vm, new.pinned, storage_hosts)
+    values.update(host_id=host_id, claimed=True)
+    await s.execute(_INSERT_VM, values)
+    volume_ids = (
+        await record_vm_volumes(s, planned, vm_id=vm.id, owner_id=new.owner_id)
+        if planned is not None
+        else []
+    )
+    op = await svc.runner.insert(
+        s,
+        type=VM_CREATE.type,
+        target_type="vm",
+        target_id=vm.id,
+        lock_key=f"vm:{vm.id}",
+        params={
+            "vm_id": vm.id,
+            "host_id": host_id,
+            "start": new.start,
+            **({"volumes": volume_ids} if volume_ids else {}),
+        },
+        project_id=new.project_id,
+        user_id=new.owner_id,
+    )
+    await svc.engine.prejournal(s, op.id, VM_CREATE, {"record": {}, "claim": {"host_id": host_id}})
+    return op
+
+
 async def create_vm(*, svc: Services, spec: VmCreate, caller: Caller) -> Operation:
     """Validate, record the VM, place it and claim its resources in one transaction; the rest
     (disk, define, start) runs as the ``vm.create`` workflow. Nothing is created on a 4xx. The VM
@@ -106,51 +179,21 @@ async def create_vm(*, svc: Services, spec: VmCreate, caller: Caller) -> Operati
             )
         pinned = (await get_row(s, HostRow, spec.host, "host")).id if spec.host else None
         await ensure_name_free(s, VmRow, spec.name, "VM", project_id=project_id)
-        values: dict[str, Any] = {
-            "id": new_id(),
-            "project_id": project_id,
-            "owner_id": caller.user_id,
-            "name": spec.name,
-            "status": VmStatus.creating.value,
-            "power_state": PowerState.absent.value,
-            "cpus": cpus,
-            "memory_mb": memory_mb,
-            "disk_gb": disk_gb,
-            "image_id": image.id,
-            "offering_id": offering.id if offering else None,
-            "vnc_password": vnc_password(),
-        }
-        vm = VmRow(**values)  # transient: written below with one Core INSERT
-        await quotas.adjust(s, project_id, **quotas.vm_usage(cpus, memory_mb, disk_gb))
+        new = NewVm(
+            name=spec.name,
+            project_id=project_id,
+            owner_id=caller.user_id,
+            cpus=cpus,
+            memory_mb=memory_mb,
+            disk_gb=disk_gb,
+            image_id=image.id,
+            offering_id=offering.id if offering else None,
+            pinned=pinned,
+            start=spec.start,
+        )
         planned = await plan_vm_volumes(s, spec, project_id, caller) if spec.volumes else None
-        storage_hosts = planned.hosts if planned is not None else None
-        host_id = await place_and_claim(s, vm, pinned, storage_hosts)
-        values.update(host_id=host_id, claimed=True)
         try:
-            await s.execute(_INSERT_VM, values)
-            volume_ids = (
-                await record_vm_volumes(s, planned, vm_id=vm.id, owner_id=caller.user_id)
-                if planned is not None
-                else []
-            )
-            op = await svc.runner.insert(
-                s,
-                type=VM_CREATE.type,
-                target_type="vm",
-                target_id=vm.id,
-                lock_key=f"vm:{vm.id}",
-                params={
-                    "vm_id": vm.id,
-                    "host_id": host_id,
-                    "start": spec.start,
-                    **({"volumes": volume_ids} if volume_ids else {}),
-                },
-                project_id=project_id,
-                user_id=caller.user_id,
-            )
-            await svc.engine.prejournal(
-                s, op.id, VM_CREATE, {"record": {}, "claim": {"host_id": host_id}}
-            )
+            op = await record_vm(svc, s, new, planned)
             await s.commit()
         except IntegrityError as exc:
             raise NameTaken(f"a VM named {spec.name!r} exists already", name=spec.name) from exc

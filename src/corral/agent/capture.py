@@ -1,0 +1,93 @@
+"""The ``image.capture`` task: a disk copied into a standalone image, sent to the server's image
+store and kept in this host's image cache.
+
+Order: export (the disk, its chain flattened, into a staging file next to the cache), checksum,
+upload, adopt into the cache. The staging file is removed on every failure (a crash leaves a
+``*.part`` file the pool's ``prepare()`` sweeps at the next start). The server stores the bytes
+and computes the same SHA-256; the cached copy is then already the image every VM created
+from it on this host is an overlay of (clones on this host fetch nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from corral.agent.storage.driver import VolumeDriver
+from corral.agent.storage.volumes import Backends
+from corral.api.agent import ImageCaptureTask, ImageRef
+from corral.api.errors import CorralError, StorageError
+
+log = logging.getLogger(__name__)
+
+Uploader = Callable[[str, Path], Awaitable[None]]
+"""Streams a local file to a path on the server (``PUT``)."""
+
+CAPTURED_FORMAT = "qcow2"
+
+
+class ImageCapture:
+    """Runs ``image.capture`` tasks; see the module docstring."""
+
+    def __init__(self, *, volumes: VolumeDriver, backends: Backends, upload: Uploader) -> None:
+        self.volumes = volumes
+        self.backends = backends
+        self.upload = upload
+
+    async def run(self, task: ImageCaptureTask) -> dict[str, object]:
+        """Capture the task's source; returns ``{"size_bytes", "sha256"}`` of the image sent.
+        ``NotFound`` for a VM without a disk here, the backend's or the server's errors."""
+        staging = self.volumes.staging_path(task.image_id)
+        try:
+            if task.vm_id is not None:
+                await self.volumes.export_vm_disk(task.vm_id, staging)
+            else:
+                assert task.volume is not None  # the model's validator
+                backend = self.backends.for_pool(task.volume.pool)
+                await backend.export(task.volume, task.volume.name, staging)
+            size, digest = await asyncio.to_thread(_size_and_sha256, staging)
+            await self.upload(task.upload_path, staging)
+            await self._keep(task, staging, size, digest)
+        finally:
+            _discard(staging)  # inline: survives cancellation; gone already once adopted
+        return {"size_bytes": size, "sha256": digest}
+
+    async def _keep(self, task: ImageCaptureTask, staging: Path, size: int, digest: str) -> None:
+        """Adopt the sent file as the cached copy of the image. The image is in the store
+        already, so a failure here only costs a later download: logged, not raised."""
+        image = ImageRef(
+            id=task.image_id,
+            sha256=digest,
+            size_bytes=size,
+            virtual_size_bytes=0,
+            format=CAPTURED_FORMAT,
+            download_path="",
+        )
+        try:
+            await self.volumes.adopt_image(image, staging)
+        except CorralError as exc:
+            log.warning("image %s: cannot keep the captured copy: %s", task.image_id, exc)
+
+
+def _size_and_sha256(path: Path) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise StorageError(
+            "cannot read the captured image", path=str(path), reason=exc.strerror
+        ) from exc
+    return size, digest.hexdigest()
+
+
+def _discard(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("cannot remove %s: %s", path, exc)

@@ -1,0 +1,92 @@
+"""Clone a VM (``POST /vms/{ref}/clone``): the request's checks and the ``vm.clone`` operation
+(see ``workflows.vm_clone``)."""
+
+from __future__ import annotations
+
+from corral.api.errors import InvalidInput
+from corral.api.operations import Operation
+from corral.api.vms import VmClone
+from corral.server.db.tables import HostRow, ImageRow, VmRow
+from corral.server.identity import quotas
+from corral.server.identity.access import creation_project, require
+from corral.server.identity.caller import Caller
+from corral.server.services.context import Services
+from corral.server.services.image_capture import new_image, vm_source
+from corral.server.services.inventory import ensure_name_free
+from corral.server.services.listing import get_row
+from corral.server.services.operations import to_model as op_model
+from corral.server.services.vms import visible_vms
+from corral.server.workflows.vm_clone import VM_CLONE
+
+NAME_MAX = 63
+
+
+def clone_names(spec: VmClone) -> list[str]:
+    """``spec.name`` for one clone, ``<name>-1`` … ``<name>-<count>`` for more;
+    ``InvalidInput`` if they would be longer than a name may be."""
+    names = (
+        [spec.name] if spec.count == 1 else [f"{spec.name}-{i}" for i in range(1, spec.count + 1)]
+    )
+    if any(len(n) > NAME_MAX for n in names):
+        raise InvalidInput(
+            f"clone names {names[-1]!r} would be longer than {NAME_MAX} characters",
+            name=spec.name,
+            count=spec.count,
+        )
+    return names
+
+
+def base_name(spec: VmClone) -> str:
+    """The name of the image the clones are made from."""
+    return f"{spec.name[: NAME_MAX - 5]}-base"
+
+
+async def clone_vm(*, svc: Services, ref: str, spec: VmClone, caller: Caller) -> Operation:
+    """Check and queue a ``vm.clone`` of the VM ``ref`` into the caller's project: the source
+    must be stopped (``InvalidState``), the clones' and the base image's names free
+    (``NameTaken``) and the quota must hold the clones and the image (``QuotaExceeded``);
+    nothing is recorded on a 4xx. The image is recorded (``importing``) and charged now, the
+    clones once it is captured."""
+    project_id = creation_project(caller, "vm:create")
+    names = clone_names(spec)
+    async with svc.sessionmaker() as s:
+        source = await get_row(s, VmRow, ref, "vm", where=visible_vms(caller))
+        require(caller, "vm:get", source.project_id)
+        src = vm_source(source)
+        pinned = (await get_row(s, HostRow, spec.host, "host")).id if spec.host else None
+        for name in names:
+            await ensure_name_free(s, VmRow, name, "VM", project_id=project_id)
+        await ensure_name_free(s, ImageRow, base_name(spec), "image", project_id=project_id)
+        usage = quotas.vm_usage(source.cpus, source.memory_mb, source.disk_gb)
+        everything = {k: v * len(names) for k, v in usage.items()}
+        await quotas.adjust(s, project_id, **everything)  # raises if the clones do not fit
+        await quotas.adjust(s, project_id, **{k: -v for k, v in everything.items()})
+        image = new_image(base_name(spec), project_id, caller.user_id, src)
+        s.add(image)
+        await s.flush()
+        await quotas.adjust(s, project_id, images=1)
+        op = svc.runner.create(
+            s,
+            type=VM_CLONE.type,
+            target_type="vm",
+            target_id=source.id,
+            lock_key=src.lock_key,
+            params={
+                "image_id": image.id,
+                **src.params,
+                "names": names,
+                "project_id": project_id,
+                "owner_id": caller.user_id,
+                "cpus": source.cpus,
+                "memory_mb": source.memory_mb,
+                "disk_gb": source.disk_gb,
+                "offering_id": source.offering_id,
+                "pinned": pinned,
+                "start": spec.start,
+            },
+            project_id=project_id,
+            user_id=caller.user_id,
+        )
+        await s.commit()
+    svc.runner.launch(op)
+    return op_model(op)

@@ -1,0 +1,258 @@
+"""Images captured from a VM disk, a volume or a snapshot, and full VM clones, through REST with
+a simulator agent: what may be captured when, the image store holding the agent's bytes, clones
+made from one base, and failures at every step that leave no image, VM or claim behind."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from corral.agent.runtime import HostRuntime
+from corral.up import Stack
+from tests.integration.identity.admin import refused
+from tests.integration.test_vm_sim import make_qcow2
+from tests.support.stack import api_client, running_stack, upload_image, wait_op
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+class Env:
+    def __init__(self, stack: Stack, c: httpx.AsyncClient, runtime: HostRuntime) -> None:
+        self.stack, self.c, self.runtime = stack, c, runtime
+
+    async def op(self, r: httpx.Response) -> dict[str, Any]:
+        assert r.status_code == 202, r.text
+        return await wait_op(self.c, r.json())
+
+    async def ok(self, r: httpx.Response) -> dict[str, Any]:
+        op = await self.op(r)
+        assert op["status"] == "succeeded", op
+        return op
+
+    async def failed(self, r: httpx.Response) -> dict[str, Any]:
+        op = await self.op(r)
+        assert op["status"] == "failed", op
+        return op
+
+    async def names(self, kind: str) -> set[str]:
+        return {
+            i["name"] for i in (await self.c.get(f"/{kind}", params={"limit": 500})).json()["items"]
+        }
+
+    async def quota(self) -> dict[str, int]:
+        pid = (await self.c.get("/vms/src")).json()["project_id"]
+        q = (await self.c.get(f"/projects/{pid}/quota")).json()
+        return {k: q[k]["used"] for k in ("vms", "images", "vcpus", "memory_mb")}
+
+    def store_files(self) -> set[str]:
+        return {p.name for p in self.stack.server.services.settings.image_dir.iterdir()}
+
+    async def capture(self, name: str, **source: str) -> httpx.Response:
+        return await self.c.post("/images", json={"name": name, "source": source})
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
+    tmp = tmp_path_factory.mktemp("clone-sim")
+    async with running_stack(tmp) as stack, api_client(stack) as c:
+        await upload_image(c, "tiny", make_qcow2(tmp / "tiny.qcow2"))
+        cluster = (await c.get("/clusters")).json()["items"][0]["name"]
+        body = {"name": "loc", "type": "local", "settings": {"path": str(tmp / "pool")},
+                "clusters": [cluster]}  # fmt: skip
+        assert (await c.post("/storage-pools", json=body)).status_code == 202
+        e = Env(stack, c, next(iter(stack.agent.runtimes.values())))
+        await e.ok(await c.post("/vms", json={"name": "src", "image": "tiny", "cpus": 1,
+                                              "memory_mb": 128, "start": False}))  # fmt: skip
+        yield e
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope="module")
+async def clean(env: Env) -> AsyncIterator[None]:
+    yield
+    env.stack.server.services.engine.faults.clear()
+    env.runtime.faults.clear()
+    for vm in (await env.c.get("/vms", params={"limit": 500})).json()["items"]:
+        if vm["name"] != "src":
+            await env.ok(await env.c.delete(f"/vms/{vm['id']}"))
+    if (await env.c.get("/vms/src")).json()["status"] != "stopped":
+        await env.ok(await env.c.post("/vms/src/stop", json={"force": True}))
+    for v in (await env.c.get("/volumes")).json()["items"]:
+        if v["attachments"]:
+            await env.op(await env.c.post(f"/volumes/{v['id']}/detach"))
+        await env.op(await env.c.delete(f"/volumes/{v['id']}"))
+    for img in (await env.c.get("/images")).json()["items"]:
+        if img["name"] != "tiny":
+            assert (await env.c.delete(f"/images/{img['id']}")).status_code == 202
+
+
+async def test_capture_a_stopped_vm_disk_and_boot_a_vm_from_it(env: Env) -> None:
+    src = (await env.c.get("/vms/src")).json()
+    op = await env.ok(await env.capture("golden", vm="src"))
+    img = (await env.c.get("/images/golden")).json()
+    assert op["type"] == "image.capture" and op["target_id"] == img["id"]
+    assert (img["status"], img["source_type"], img["source_id"]) == ("ready", "vm", src["id"])
+    stored = env.stack.server.services.settings.image_dir / f"{img['id']}.img"
+    assert img["size_bytes"] == stored.stat().st_size > 0
+    await env.ok(await env.c.post("/vms", json={"name": "from-golden", "image": "golden",
+                                                "cpus": 1, "memory_mb": 64}))  # fmt: skip
+    assert (await env.c.get("/vms/from-golden")).json()["status"] == "running"
+
+
+async def test_a_running_vm_or_a_busy_volume_is_refused_and_nothing_is_recorded(env: Env) -> None:
+    await env.ok(await env.c.post("/vms/src/start"))
+    before = (await env.names("images"), await env.quota(), env.store_files())
+    refused(await env.capture("nope", vm="src"), 409, "invalid_state", vm="src")
+    body = {"name": "d", "size_gb": 1, "pool": "loc", "vm": "src"}
+    await env.ok(await env.c.post("/volumes", json=body))
+    refused(await env.capture("nope", volume="d"), 409, "invalid_state", vm="src")
+    refused(await env.c.post("/vms/src/clone", json={"name": "c"}), 409, "invalid_state")
+    assert (await env.names("images"), await env.quota(), env.store_files()) == before
+    assert (await env.c.get("/volumes/d")).json()["status"] == "in_use"
+    r = await env.c.post(
+        "/images", json={"name": "x", "url": "http://a/b", "source": {"vm": "src"}}
+    )
+    refused(r, 422, "invalid_input")
+    r = await env.c.post("/images", json={"name": "x", "source": {"vm": "src", "volume": "d"}})
+    refused(r, 422, "invalid_input")
+
+
+async def test_capture_a_volume_and_a_snapshot_of_a_running_vm(env: Env) -> None:
+    await env.ok(await env.c.post("/vms/src/start"))
+    body = {"name": "d", "size_gb": 1, "pool": "loc", "vm": "src"}
+    await env.ok(await env.c.post("/volumes", json=body))
+    await env.ok(await env.c.post("/volumes/d/snapshots", json={"name": "s1"}))
+    await env.ok(await env.capture("from-snap", snapshot="s1"))  # the VM runs: a frozen file
+    img = (await env.c.get("/images/from-snap")).json()
+    snap = (await env.c.get("/snapshots/s1")).json()
+    assert (img["status"], img["source_type"], img["source_id"]) == (
+        "ready",
+        "snapshot",
+        snap["id"],
+    )
+    assert (await env.c.get("/volumes/d")).json()["status"] == "in_use"
+    await env.ok(await env.c.post("/volumes/d/detach"))
+    await env.ok(await env.capture("from-vol", volume="d"))
+    img = (await env.c.get("/images/from-vol")).json()
+    assert (img["status"], img["source_type"]) == ("ready", "volume")
+    assert (await env.c.get("/volumes/d")).json()["status"] == "available"
+
+
+@pytest.mark.parametrize("where", ["engine-before", "engine-after", "agent"])
+async def test_a_failed_capture_leaves_no_image_file_or_quota(env: Env, where: str) -> None:
+    body = {"name": "d", "size_gb": 1, "pool": "loc"}
+    await env.ok(await env.c.post("/volumes", json=body))
+    await env.ok(await env.c.post("/volumes/d/attach", json={"vm": "src"}))
+    before = (await env.names("images"), await env.quota(), env.store_files())
+    if where == "agent":
+        env.runtime.faults.fail_next("agent.image.capture")
+    else:
+        env.stack.server.services.engine.faults.inject("image.capture", "capture", where[7:])  # type: ignore[arg-type]
+    op = await env.failed(await env.capture("bad", volume="d"))
+    assert op["error"]["code"] in ("injected_fault", "internal", "storage_error"), op
+    assert (await env.names("images"), await env.quota(), env.store_files()) == before
+    assert (await env.c.get("/volumes/d")).json()["status"] == "in_use"
+    await env.ok(await env.capture("good", volume="d"))  # nothing stuck
+
+
+async def test_full_clones_share_one_base_and_outlive_their_source(env: Env) -> None:
+    src = (await env.c.get("/vms/src")).json()
+    q0 = await env.quota()
+    op = await env.ok(await env.c.post("/vms/src/clone", json={"name": "web", "count": 3}))
+    assert (op["type"], op["target_id"]) == ("vm.clone", src["id"])
+    clones = [(await env.c.get(f"/vms/web-{i}")).json() for i in (1, 2, 3)]
+    base = (await env.c.get("/images/web-base")).json()
+    assert (base["source_type"], base["source_id"]) == ("vm", src["id"])
+    for vm in clones:
+        assert vm["status"] == "running" and vm["image_id"] == base["id"]
+        assert (vm["cpus"], vm["memory_mb"], vm["disk_gb"]) == (
+            src["cpus"],
+            src["memory_mb"],
+            src["disk_gb"],
+        )
+        assert vm["id"] != src["id"]
+    assert await env.quota() == {**q0, "vms": q0["vms"] + 3, "images": q0["images"] + 1,
+                                 "vcpus": q0["vcpus"] + 3 * src["cpus"],
+                                 "memory_mb": q0["memory_mb"] + 3 * src["memory_mb"]}  # fmt: skip
+    # the base is in use while clones exist; the source can go
+    refused(await env.c.delete("/images/web-base"), 409, "in_use")
+    await env.ok(await env.c.post("/vms/src/clone", json={"name": "single", "start": False}))
+    assert (await env.c.get("/vms/single")).json()["status"] == "stopped"
+
+
+async def test_clone_requests_that_cannot_succeed_are_refused_upfront(env: Env) -> None:
+    before = (await env.names("images"), await env.names("vms"), await env.quota())
+    refused(await env.c.post("/vms/src/clone", json={"name": "src"}), 409, "name_taken")
+    await env.ok(await env.c.post("/vms/src/clone", json={"name": "multi-2", "start": False}))
+    before = (before[0] | {"multi-2-base"}, before[1] | {"multi-2"}, await env.quota())
+    r = await env.c.post("/vms/src/clone", json={"name": "multi", "count": 3})
+    refused(r, 409, "name_taken", name="multi-2")
+    refused(
+        await env.c.post("/vms/src/clone", json={"name": "x" * 62, "count": 10}),
+        422,
+        "invalid_input",
+    )
+    refused(
+        await env.c.post("/vms/src/clone", json={"name": "c", "mode": "linked"}),
+        422,
+        "invalid_input",
+    )
+    refused(
+        await env.c.post("/vms/src/clone", json={"name": "c", "count": 51}), 422, "invalid_input"
+    )
+    refused(await env.c.post("/vms/nope/clone", json={"name": "c"}), 404, "not_found")
+    assert (await env.names("images"), await env.names("vms"), await env.quota()) == before
+
+
+@pytest.mark.parametrize("step", ["capture", "launch"])
+async def test_a_clone_failing_before_its_vms_exist_leaves_nothing(env: Env, step: str) -> None:
+    before = (
+        await env.names("images"),
+        await env.names("vms"),
+        await env.quota(),
+        env.store_files(),
+    )
+    env.stack.server.services.engine.faults.inject("vm.clone", step, "before")
+    await env.failed(await env.c.post("/vms/src/clone", json={"name": "f", "count": 2}))
+    assert (
+        await env.names("images"),
+        await env.names("vms"),
+        await env.quota(),
+        env.store_files(),
+    ) == before
+
+
+async def test_a_clone_that_cannot_be_placed_leaves_nothing(env: Env) -> None:
+    before = (
+        await env.names("images"),
+        await env.names("vms"),
+        await env.quota(),
+        env.store_files(),
+    )
+    total = (await env.c.get("/hosts")).json()["items"][0]["capacity"]["memory_mb_total"]
+    # the source fits but 50 clones of it do not fit the one host
+    await env.ok(await env.c.post("/vms/src/resize", json={"memory_mb": max(64, total // 10)}))
+    try:
+        op = await env.failed(await env.c.post("/vms/src/clone", json={"name": "big", "count": 50}))
+        assert op["error"]["code"] in ("no_host_available", "quota_exceeded"), op
+    finally:
+        await env.ok(await env.c.post("/vms/src/resize", json={"memory_mb": 128}))
+    after = (
+        await env.names("images"),
+        await env.names("vms"),
+        await env.quota(),
+        env.store_files(),
+    )
+    assert after == before
+
+
+async def test_a_failed_clone_creation_keeps_the_others_and_their_base(env: Env) -> None:
+    env.stack.server.services.engine.faults.inject("vm.create", "define", "before", times=1)
+    op = await env.failed(await env.c.post("/vms/src/clone", json={"name": "p", "count": 3}))
+    assert len(op["error"]["context"]["failed_vms"]) == 1
+    made = {n for n in await env.names("vms") if n.startswith("p-")}
+    assert len(made) == 2  # the failed one rolled back on its own
+    assert "p-base" in await env.names("images")
