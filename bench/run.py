@@ -4,7 +4,9 @@ usage: .venv/bin/python bench/run.py [--only NAME[,NAME…]] [--quick] [--keep]
 
 Benchmarks: latency (a), throughput (b), listing (c), memory (d) of the foundation issue; auth
 (token vs AccessKey vs no auth), audit (audit-log write overhead), snapshots (snapshot create and
-delete-by-merge of a data volume on a running guest); see each module's docstring.
+delete-by-merge of a data volume on a running guest), clones (full-clone throughput vs qemu-img
+convert, bytes a batch of clones writes, linked-clone time by disk size); see each module's
+docstring.
 No asserts: a figure that misses its target is printed, not failed. The exit status is 1 only if a
 benchmark could not be measured at all (its figures then print as ``n/a``).
 ``--quick`` uses small sizes (a smoke test of the benchmarks themselves, figures not meaningful).
@@ -40,6 +42,7 @@ BENCHMARKS = {
         "bench.snapshots",
         ["snapshots.create_live", "snapshots.merge_live", "snapshots.merge_offline"],
     ),
+    "clones": ("bench.clones", ["clones.full_throughput", "clones.batch20_bytes"]),
 }
 """name -> (module, the figures it prints)."""
 

@@ -27,6 +27,8 @@ FIGURES = [
     "snapshots.create_live",
     "snapshots.merge_live",
     "snapshots.merge_offline",
+    "clones.full_throughput",
+    "clones.batch20_bytes",
 ]
 
 

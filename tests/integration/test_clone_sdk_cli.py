@@ -64,7 +64,13 @@ def admin(url: str, world: None) -> Iterator[Client]:
             c.volumes.detach(vol.id).wait(timeout=60)
         for vol in c.volumes.iter(q=f"pool.name={POOL}"):
             c.volumes.delete(vol.id).wait(timeout=60)
-        for img in c.images.iter():
+        images = {img.id: img for img in c.images.iter()}
+
+        def depth(image_id: str | None) -> int:  # linked-clone layers go before their parents
+            parent = images[image_id].parent_id if image_id in images else None
+            return 0 if parent is None else 1 + depth(parent)
+
+        for img in sorted(images.values(), key=lambda i: -depth(i.id)):
             if img.name not in KEEP_IMAGES:
                 c.images.delete(img.id).wait(timeout=60)
 
@@ -158,7 +164,7 @@ def test_sdk_clone_two_from_one_base(admin: Client) -> None:
     with pytest.raises(InvalidInput):  # refused on the client side
         admin.vms.clone(VM, "x", count=0)
     with pytest.raises(InvalidInput):
-        admin.vms.clone(VM, "x", mode="linked")  # type: ignore[arg-type]
+        admin.vms.clone(VM, "x", mode="bogus")  # type: ignore[arg-type]
     admin.vms.start(VM).wait(timeout=60)
     with pytest.raises(InvalidState):
         admin.vms.clone(VM, "x")
@@ -222,4 +228,25 @@ def test_cli_vm_clone(admin: Client, cli: None) -> None:
     assert r.exit_code == 2, r.output
     assert vm_cli.MAX_CLONES == MAX_CLONES
     r = corral("vm", "clone", VM, "x", "--count", str(MAX_CLONES + 1))
+    assert r.exit_code == 2, r.output
+
+
+def test_sdk_and_cli_linked_and_instant_clones(admin: Client, cli: None) -> None:
+    admin.vms.create("lsrc", image="tiny", cpus=1, memory_mb=64, disk_gb=1, start=False).wait(
+        timeout=60
+    )
+    src = admin.vms.get("lsrc")
+    admin.vms.clone("lsrc", "lk", mode="linked").wait(timeout=120)
+    layer = admin.images.get("lk-base")
+    assert (layer.host_id, layer.parent_id) == (src.host_id, src.image_id)
+    assert admin.vms.get("lk").image_id == layer.id
+    assert admin.vms.get("lsrc").image_id == layer.id
+
+    r = corral("vm", "clone", "lsrc", "inst", "--mode", "instant", "--count", "2")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0] == "VM lsrc cloned into 2 VM(s) from image inst-base:"
+    for name in ("inst-1", "inst-2"):
+        vm = admin.vms.get(name)
+        assert (vm.status, vm.image_id, vm.host_id) == ("running", None, src.host_id)
+    r = corral("vm", "clone", "lsrc", "x", "--mode", "bogus")
     assert r.exit_code == 2, r.output

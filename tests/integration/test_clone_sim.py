@@ -84,9 +84,14 @@ async def clean(env: Env) -> AsyncIterator[None]:
         if v["attachments"]:
             await env.op(await env.c.post(f"/volumes/{v['id']}/detach"))
         await env.op(await env.c.delete(f"/volumes/{v['id']}"))
-    for img in (await env.c.get("/images")).json()["items"]:
-        if img["name"] != "tiny":
-            assert (await env.c.delete(f"/images/{img['id']}")).status_code == 202
+    in_use = {(await env.c.get("/vms/src")).json()["image_id"]}
+    images = (await env.c.get("/images")).json()["items"]
+    for img in images:  # the source's layers (linked clones) stay: they are its disk
+        if img["id"] in in_use and img["parent_id"]:
+            in_use.add(img["parent_id"])
+    for img in sorted(images, key=lambda i: i["parent_id"] is None):  # layers first
+        if img["name"] != "tiny" and img["id"] not in in_use:
+            assert (await env.c.delete(f"/images/{img['id']}")).status_code == 202, img
 
 
 async def test_capture_a_stopped_vm_disk_and_boot_a_vm_from_it(env: Env) -> None:
@@ -196,7 +201,7 @@ async def test_clone_requests_that_cannot_succeed_are_refused_upfront(env: Env) 
         "invalid_input",
     )
     refused(
-        await env.c.post("/vms/src/clone", json={"name": "c", "mode": "linked"}),
+        await env.c.post("/vms/src/clone", json={"name": "c", "mode": "bogus"}),
         422,
         "invalid_input",
     )
@@ -207,7 +212,7 @@ async def test_clone_requests_that_cannot_succeed_are_refused_upfront(env: Env) 
     assert (await env.names("images"), await env.names("vms"), await env.quota()) == before
 
 
-@pytest.mark.parametrize("step", ["capture", "launch"])
+@pytest.mark.parametrize("step", ["base", "launch"])
 async def test_a_clone_failing_before_its_vms_exist_leaves_nothing(env: Env, step: str) -> None:
     before = (
         await env.names("images"),
@@ -256,3 +261,65 @@ async def test_a_failed_clone_creation_keeps_the_others_and_their_base(env: Env)
     made = {n for n in await env.names("vms") if n.startswith("p-")}
     assert len(made) == 2  # the failed one rolled back on its own
     assert "p-base" in await env.names("images")
+
+
+@pytest.mark.parametrize("mode", ["linked", "instant"])
+async def test_linked_and_instant_clones_share_a_frozen_layer_on_the_source_host(
+    env: Env, mode: str
+) -> None:
+    src = (await env.c.get("/vms/src")).json()
+    pool = env.runtime.volumes
+    op = await env.ok(
+        await env.c.post("/vms/src/clone", json={"name": mode, "count": 2, "mode": mode})
+    )
+    assert op["type"] == "vm.clone"
+    layer = (await env.c.get(f"/images/{mode}-base")).json()
+    assert (layer["status"], layer["host_id"], layer["parent_id"]) == (
+        "ready",
+        src["host_id"],
+        src["image_id"],
+    )
+    assert pool.layers[src["id"]][-1] == layer["id"]  # type: ignore[attr-defined]
+    assert (await env.c.get("/vms/src")).json()["image_id"] == layer["id"]  # on the layer now
+    for i in (1, 2):
+        vm = (await env.c.get(f"/vms/{mode}-{i}")).json()
+        assert (vm["status"], vm["host_id"]) == ("running", src["host_id"])
+        if mode == "linked":
+            assert vm["image_id"] == layer["id"]
+        else:  # flattened live: depends on no image
+            assert vm["image_id"] is None
+            assert vm["id"] in env.runtime.compute.flattened_roots  # type: ignore[attr-defined]
+    # a layer is not in the image store and cannot be copied into a volume
+    refused(await env.c.get(f"/images/{layer['id']}/data"), 409, "invalid_state")
+    body = {"name": "v", "size_gb": 1, "pool": "loc", "image": layer["id"]}
+    refused(await env.c.post("/volumes", json=body), 422, "invalid_input")
+    # the source's former image cannot go while the layer is on it
+    refused(await env.c.delete(f"/images/{src['image_id']}"), 409, "in_use")
+
+
+async def test_linked_clones_must_stay_with_their_source(env: Env) -> None:
+    before = (await env.names("images"), await env.names("vms"), await env.quota())
+    other = next(h for h in (await env.c.get("/hosts")).json()["items"])
+    assert other["id"] == (await env.c.get("/vms/src")).json()["host_id"]  # one host here
+    r = await env.c.post("/vms/src/clone", json={"name": "l", "mode": "linked", "host": "nope"})
+    refused(r, 404, "not_found")
+    assert (await env.names("images"), await env.names("vms"), await env.quota()) == before
+
+
+@pytest.mark.parametrize("where", ["engine-after", "agent", "launch"])
+async def test_a_failed_linked_clone_thaws_the_source(env: Env, where: str) -> None:
+    src = (await env.c.get("/vms/src")).json()
+    before = (await env.names("images"), await env.names("vms"), await env.quota())
+    layers = env.runtime.volumes.layers  # type: ignore[attr-defined]
+    layers_before = {k: list(v) for k, v in layers.items()}
+    faults = env.stack.server.services.engine.faults
+    if where == "agent":
+        env.runtime.faults.fail_next("agent.disk.freeze")
+    elif where == "launch":
+        faults.inject("vm.clone", "launch", "before")
+    else:
+        faults.inject("vm.clone", "base", "after")
+    await env.failed(await env.c.post("/vms/src/clone", json={"name": "t", "mode": "linked"}))
+    assert (await env.names("images"), await env.names("vms"), await env.quota()) == before
+    assert (await env.c.get("/vms/src")).json()["image_id"] == src["image_id"]
+    assert {k: v for k, v in layers.items() if v} == {k: v for k, v in layers_before.items() if v}

@@ -42,6 +42,9 @@ from corral.agent.volume_tasks import VolumeTasks, check_volume_id
 from corral.api.agent import (
     DiskCreate,
     DiskDelete,
+    DiskFlatten,
+    DiskFreeze,
+    DiskThaw,
     ImageCaptureTask,
     ImageRef,
     PoolsSync,
@@ -69,6 +72,9 @@ log = logging.getLogger(__name__)
 Payload = (
     DiskCreate
     | DiskDelete
+    | DiskFreeze
+    | DiskThaw
+    | DiskFlatten
     | VmDefine
     | VmUndefine
     | VmPower
@@ -197,6 +203,13 @@ class TaskExecutor:
             case DiskDelete():
                 await self.volumes.delete_vm_disk(payload.vm_id)
                 return {}
+            case DiskFreeze():
+                return {"layer": await self.volumes.freeze_vm_disk(payload.vm_id, payload.layer)}
+            case DiskThaw():
+                await self.volumes.thaw_vm_disk(payload.vm_id, payload.layer)
+                return {}
+            case DiskFlatten():
+                return {"live": await self.flatten(payload.vm_id)}
             case VmDefine():
                 await self.define(payload.spec)
                 return {}
@@ -320,6 +333,15 @@ class TaskExecutor:
             raise
         self.specs.delete(vm_id)
         self.drift.pop(vm_id, None)
+
+    async def flatten(self, vm_id: str) -> bool:
+        """Make the VM's root disk standalone: a live block pull while QEMU runs, else
+        offline. Returns whether it was live."""
+        if await self.compute.power_state(vm_id) in (PowerState.running, PowerState.paused):
+            await self.compute.flatten_root(vm_id)
+            return True
+        await self.volumes.flatten_vm_disk(vm_id)
+        return False
 
     async def power(self, payload: VmPower) -> str:
         vm_id = payload.vm_id

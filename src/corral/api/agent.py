@@ -183,6 +183,33 @@ class DiskDelete(Model):
     vm_id: str
 
 
+class DiskFreeze(Model):
+    """Make the stopped VM's root disk the read-only layer ``layer`` (in the host's image cache)
+    and put the VM on a new empty overlay of it: constant time, for linked clones. Idempotent."""
+
+    kind: Literal["disk.freeze"] = "disk.freeze"
+    vm_id: str
+    layer: ImageRef
+
+
+class DiskThaw(Model):
+    """Undo ``disk.freeze`` (the VM's overlay on ``layer`` dropped, the layer made its disk
+    again). Only before anything else uses the layer. Nothing frozen: success."""
+
+    kind: Literal["disk.thaw"] = "disk.thaw"
+    vm_id: str
+    layer: ImageRef
+
+
+class DiskFlatten(Model):
+    """Copy everything the VM's root disk reads from its backing files into it, so it stands
+    alone (a live block pull while the VM runs, ``qemu-img rebase -b ''`` when it does not).
+    Idempotent."""
+
+    kind: Literal["disk.flatten"] = "disk.flatten"
+    vm_id: str
+
+
 class VmDefine(Model):
     """Define the VM, or redefine it with a new spec (resize). Idempotent."""
 
@@ -356,6 +383,9 @@ class PoolsSync(Model):
 TaskPayload = Annotated[
     DiskCreate
     | DiskDelete
+    | DiskFreeze
+    | DiskThaw
+    | DiskFlatten
     | VmDefine
     | VmUndefine
     | VmPower

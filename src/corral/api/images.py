@@ -31,6 +31,12 @@ class Image(OwnedResource):
         None, description="what the image was captured from (None: uploaded or downloaded)"
     )
     source_id: str | None = Field(None, description="the id of the VM, volume or snapshot")
+    host_id: str | None = Field(
+        None,
+        description="a linked-clone layer: only in this host's image cache, not in the image"
+        " store; VMs made from it run there",
+    )
+    parent_id: str | None = Field(None, description="the image a layer is an overlay on")
 
 
 class ImageSource(Model):

@@ -108,17 +108,25 @@ MAX_CLONES = 50
 
 
 class VmClone(Model):
-    """Clone a VM. ``full``: the source's root disk is captured once into an image (``<name>-base``,
-    ``source_type`` ``vm``) and every clone's disk is a copy-on-write overlay on that image's
-    copy in the hosts' image cache — one base however many clones, independent of the source
-    (which may be deleted afterwards). The source must be stopped. Each clone gets its own id,
-    name, VNC password and (later) MAC addresses, the source's CPUs, memory and disk size; data
-    volumes are not cloned. ``count`` > 1 names the clones ``<name>-1`` … ``<name>-<count>``."""
+    """Clone a stopped VM. Each clone gets its own id, name, VNC password and (later) MAC
+    addresses, and the source's CPUs, memory and disk size; data volumes are not cloned.
+    ``count`` > 1 names the clones ``<name>-1`` … ``<name>-<count>``. The clones' base is the
+    image ``<name>-base``:
+
+    - ``full``: the source's root disk captured into the image store once (``source_type``
+      ``vm``); every clone is a copy-on-write overlay on that image's copy in a host's image
+      cache — independent of the source, placed on any host.
+    - ``linked``: the source's disk frozen in constant time whatever its size into a layer kept
+      in its host's image cache (``host_id`` set; the source goes on in a new overlay of it);
+      the clones are overlays on the layer, on that host.
+    - ``instant``: a linked clone (usable at once) whose disk then gets the layer's data copied
+      in (a live block pull while it runs), after which it depends on no image.
+    """
 
     name: Name
-    mode: Literal["full"] = Field(
-        "full", description="full (linked and instant clones are not available yet)"
-    )
+    mode: Literal["full", "linked", "instant"] = "full"
     count: int = Field(1, ge=1, le=MAX_CLONES)
     start: bool = True
-    host: Ref | None = Field(None, description="pin the clones to a host (id or name)")
+    host: Ref | None = Field(
+        None, description="pin the clones to a host (id or name; full clones only)"
+    )

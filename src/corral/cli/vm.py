@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -114,6 +115,12 @@ def _created(client: Client, name: str, op: Operation) -> str:
     return f"VM {vm.name} created ({vm.id}){where}: {vm.status.value}."
 
 
+class CloneMode(StrEnum):
+    full = "full"
+    linked = "linked"
+    instant = "instant"
+
+
 @app.command("clone")
 def clone(
     ctx: typer.Context,
@@ -129,15 +136,28 @@ def clone(
         int, typer.Option("--count", "-n", min=1, max=MAX_CLONES, help="How many clones.")
     ] = 1,
     no_start: Annotated[bool, typer.Option("--no-start", help="Leave them stopped.")] = False,
-    host: Annotated[str | None, typer.Option("--host", help="Pin the clones to this host.")] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Pin the clones to this host (full only).")
+    ] = None,
+    mode: Annotated[
+        CloneMode,
+        typer.Option(
+            "--mode",
+            "-m",
+            case_sensitive=False,
+            help="full: a captured base image; linked: overlays on a frozen layer of the"
+            " source's disk (constant time, same host); instant: linked, then made"
+            " independent in the background.",
+        ),
+    ] = CloneMode.full,
     no_wait: NoWait = False,
 ) -> None:
-    """Clone a stopped VM (full clone): its disk is captured once into the image NAME-base and
-    every clone is a copy-on-write overlay on it, independent of the source. Data volumes are
-    not cloned."""
+    """Clone a stopped VM. Its disk becomes the base image NAME-base (full: captured into the
+    image store; linked/instant: frozen in place on its host) and every clone is a
+    copy-on-write overlay on it. Data volumes are not cloned."""
     state = state_of(ctx)
     client = state.client()
-    op = client.vms.clone(source, name, count=count, start=not no_start, host=host)
+    op = client.vms.clone(source, name, count=count, start=not no_start, host=host, mode=mode.value)
     finish(state, op, no_wait=no_wait, done=lambda o: _cloned(client, source, name, count, o))
 
 

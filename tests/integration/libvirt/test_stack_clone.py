@@ -1,8 +1,9 @@
 """Full clones and captured images through REST on a whole stack (server + libvirt agent) with
 real TCG guests (``$CORRAL_TEST_IMAGE``): a marker written on the source's root disk and on one
-of its data volumes is read back inside two clones booted from the captured base and from a
-volume made of the captured data volume; the clones are overlays on one cached base on the host,
-and they outlive their source."""
+of its data volumes is read back inside two full clones booted from the captured base, in a
+volume made of the captured data volume, in a linked clone (an overlay on the source's frozen
+layer) and in an instant clone (its disk pulled live into a standalone file); the full clones
+are overlays on one cached base on the host, and the clones outlive their source."""
 
 from __future__ import annotations
 
@@ -118,6 +119,28 @@ async def test_full_clones_and_captured_volumes_keep_the_sources_data(
                 return got == data_marker
 
             await until(data_read, "the clone to read the data marker on vdb", timeout=30)
+
+            # A linked and an instant clone: overlays on a frozen layer of the source's disk.
+            await finished(c, await c.post("/vms/src/clone", json={"name": "lk", "mode": "linked"}))
+            layer = (await c.get("/images/lk-base")).json()
+            layer_file = runtime.data_dir / "pool" / "images" / f"{layer['id']}.qcow2"
+            src_vm = (await c.get("/vms/src")).json()
+            src_disk = runtime.data_dir / "pool" / "vms" / src_vm["id"] / "root.qcow2"
+            assert src_vm["image_id"] == layer["id"] and backing_of(src_disk) == str(layer_file)
+            body = {"name": "inst", "mode": "instant"}
+            await finished(c, await c.post("/vms/src/clone", json=body), timeout=300)
+            for name in ("lk", "inst"):
+                vm = (await c.get(f"/vms/{name}")).json()
+                disk = runtime.data_dir / "pool" / "vms" / vm["id"] / "root.qcow2"
+                if name == "lk":
+                    assert vm["image_id"] == layer["id"]
+                    assert backing_of(disk) == str(layer_file)
+                else:  # pulled live into its own disk: standalone
+                    assert vm["image_id"] is None and backing_of(disk) is None
+                guest = await boot(name)
+                read = f"dd if=/dev/vda bs=512 skip={ROOT_SECTOR} count=1 2>/dev/null"
+                got = await asyncio.to_thread(guest.sh, f"{read} | head -c {len(root_marker)}")
+                assert got == root_marker, name
 
             # The source goes; the clones stay, their base in use.
             await finished(c, await c.delete("/vms/src"), timeout=180)

@@ -143,6 +143,12 @@ class ComputeDriver(Protocol):
         definition): ``DiskSource.path`` of a file disk, ``DiskSource.name`` of a network one.
         None if the VM does not have the volume, ``NotFound`` if the VM is not defined."""
 
+    async def flatten_root(self, vm_id: str) -> None:
+        """Copy into the live VM's root disk everything its backing chain holds (a block pull
+        onto nothing), so it stands alone; returns when done. Standalone already is success.
+        ``InvalidState`` unless the VM runs, ``DriverError`` if the copy fails or does not
+        finish in time (it is cancelled)."""
+
     async def block_pull(self, vm_id: str, volume_id: str, base: DiskSource | None) -> None:
         """Copy into the live VM's active file of the volume what the files between it and
         ``base`` hold, so that it is backed by ``base`` directly (None: by nothing, standalone);

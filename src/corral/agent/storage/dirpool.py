@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from corral.agent.storage import layers
 from corral.agent.storage.driver import Fetcher
 from corral.agent.storage.qemu_img import QEMU_IMG, create_overlay, image_info, run_qemu_img
 from corral.api.agent import ImageRef
@@ -73,7 +74,7 @@ class DirPool:
                 image_id=image.id,
                 format=image.format,
             )
-        async with self._vm_locks.setdefault(vm_id, asyncio.Lock()):
+        async with self.vm_lock(vm_id):
             if await asyncio.to_thread(path.is_file):
                 return str(path)
             _check_size(image, size_gb, image.virtual_size_bytes)
@@ -109,7 +110,7 @@ class DirPool:
     async def delete_vm_disk(self, vm_id: str) -> None:
         """Remove the VM's directory and everything in it. Absent is success."""
         vm_dir = Path(self.disk_path(vm_id)).parent
-        async with self._vm_locks.setdefault(vm_id, asyncio.Lock()):
+        async with self.vm_lock(vm_id):
             try:
                 await asyncio.to_thread(shutil.rmtree, vm_dir)
             except FileNotFoundError:
@@ -136,6 +137,22 @@ class DirPool:
             )
         return self.images_dir / f"{_safe_id(image.id, 'image')}.{image.format}"
 
+    def vm_lock(self, vm_id: str) -> asyncio.Lock:
+        """The lock every call on the VM's disk holds."""
+        return self._vm_locks.setdefault(vm_id, asyncio.Lock())
+
+    async def freeze_vm_disk(self, vm_id: str, layer: ImageRef) -> str:
+        """See ``VolumeDriver`` and ``corral.agent.storage.layers``."""
+        return await layers.freeze(self, vm_id, layer)
+
+    async def thaw_vm_disk(self, vm_id: str, layer: ImageRef) -> None:
+        """See ``VolumeDriver`` and ``corral.agent.storage.layers``."""
+        await layers.thaw(self, vm_id, layer)
+
+    async def flatten_vm_disk(self, vm_id: str) -> None:
+        """See ``VolumeDriver`` and ``corral.agent.storage.layers``."""
+        await layers.flatten(self, vm_id)
+
     def staging_path(self, image_id: str) -> Path:
         """``root/images/.<image_id>.capture.part`` (see ``VolumeDriver``); ``InvalidInput``
         for an unsafe id."""
@@ -154,7 +171,7 @@ class DirPool:
             args = ("convert", "-q", "-f", "qcow2", "-O", "qcow2", str(path), str(part))
             await run_qemu_img(*args, qemu_img=self.qemu_img)
 
-        async with self._vm_locks.setdefault(vm_id, asyncio.Lock()):
+        async with self.vm_lock(vm_id):
             try:
                 await write_new(dest, convert)
             except (OSError, StorageError) as exc:

@@ -53,6 +53,18 @@ class VolumeDriver(Protocol):
         """Where an image being captured is written before ``adopt_image``: on the cache's file
         system, a ``*.part`` name that the pool's start-up sweep removes. No I/O."""
 
+    async def freeze_vm_disk(self, vm_id: str, layer: ImageRef) -> str:
+        """Make the stopped VM's root disk the read-only cached image ``layer`` and the VM's
+        disk a new empty overlay on it, in constant time (linked clones' disks are overlays on
+        the layer too). Idempotent. Returns the layer's path. ``NotFound`` without a disk."""
+
+    async def thaw_vm_disk(self, vm_id: str, layer: ImageRef) -> None:
+        """Undo ``freeze_vm_disk`` while nothing else uses the layer. Nothing frozen: success."""
+
+    async def flatten_vm_disk(self, vm_id: str) -> None:
+        """Make the stopped VM's root disk standalone (the data of its backing chain copied in).
+        Standalone already: success. ``NotFound`` without a disk."""
+
     def disk_path(self, vm_id: str) -> str:
         """Where the VM's root disk is (or would be)."""
 

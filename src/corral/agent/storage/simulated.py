@@ -56,6 +56,9 @@ class SimulatedPool:
         self._disks: dict[str, int] = {}
         self._used_gb = 0
         self._images: set[str] = set()
+        self.layers: dict[str, list[str]] = {}
+        """VM id -> the layers its disk was frozen into (``freeze_vm_disk``), oldest first."""
+        self.flattened: set[str] = set()
         self._image_locks: dict[str, asyncio.Lock] = {}
 
     async def create_vm_disk(
@@ -103,6 +106,33 @@ class SimulatedPool:
 
     def disk_path(self, vm_id: str) -> str:
         return f"sim://{self.host_name}/{vm_id}/root.qcow2"
+
+    async def freeze_vm_disk(self, vm_id: str, layer: ImageRef) -> str:
+        """Fault op ``disk.freeze``; the layer counts as cached (VMs made from it fetch
+        nothing). ``NotFound`` if the VM has no disk."""
+        self._enter("disk.freeze")
+        if vm_id not in self._disks:
+            raise NotFound(f"VM {vm_id} has no disk on {self.host_name}", vm_id=vm_id)
+        self._images.add(layer.id)
+        frozen = self.layers.setdefault(vm_id, [])
+        if layer.id not in frozen:
+            frozen.append(layer.id)
+        return self._media(layer)
+
+    async def thaw_vm_disk(self, vm_id: str, layer: ImageRef) -> None:
+        """Fault op ``disk.thaw``: forgets the freeze."""
+        self._enter("disk.thaw")
+        frozen = self.layers.get(vm_id, [])
+        if frozen and frozen[-1] == layer.id:
+            frozen.pop()
+            self._images.discard(layer.id)
+
+    async def flatten_vm_disk(self, vm_id: str) -> None:
+        """Fault op ``disk.flatten``; ``NotFound`` if the VM has no disk."""
+        self._enter("disk.flatten")
+        if vm_id not in self._disks:
+            raise NotFound(f"VM {vm_id} has no disk on {self.host_name}", vm_id=vm_id)
+        self.flattened.add(vm_id)
 
     def staging_path(self, image_id: str) -> Path:
         """In ``image_cache``, else in the system's temporary directory (a simulated host has

@@ -193,15 +193,18 @@ class Vms(Collection[Vm]):
         count: int = 1,
         start: bool = True,
         host: str | None = None,
-        mode: Literal["full"] = "full",
+        mode: Literal["full", "linked", "instant"] = "full",
     ) -> Operation:
         """Clone the stopped VM ``ref`` (id or name) ``count`` times (1 to 50): the clone is
-        ``name`` when ``count`` is 1, else ``<name>-1`` … ``<name>-<count>``. ``mode="full"``
-        (the only one yet): the source's root disk is captured once into the image
-        ``<name>-base`` and every clone's disk is a copy-on-write overlay on it, so the clones do
-        not depend on the source (which may be deleted). Each clone has the source's CPUs,
-        memory and disk size, is started unless ``start`` is False and is placed on ``host``
-        when given; data volumes are not cloned.
+        ``name`` when ``count`` is 1, else ``<name>-1`` … ``<name>-<count>``. The clones' base
+        is the image ``<name>-base``. ``full``: the source's root disk is captured once into
+        the image store and every clone's disk is a copy-on-write overlay on it, so the clones
+        do not depend on the source (which may be deleted). ``linked``: the disk is frozen in
+        constant time into a layer on the source's host (the source goes on in an overlay of
+        it) and the clones, on that host, are overlays on it. ``instant``: linked, then every
+        clone's disk gets the layer's data copied in and depends on no image. Each clone has
+        the source's CPUs, memory and disk size, is started unless ``start`` is False and is
+        placed on ``host`` when given (full clones only); data volumes are not cloned.
 
         Returns the ``vm.clone`` operation (its ``target_id`` is the source's id); it succeeds
         once every clone exists. Raises ``InvalidInput`` (before any request) for a bad name,

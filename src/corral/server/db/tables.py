@@ -99,6 +99,11 @@ class ImageRow(Timestamped, Owned, Base):
     source_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
     """``vm``, ``volume`` or ``snapshot``: captured from that resource (``source_id``)."""
     source_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), nullable=True)
+    """Set for a linked-clone layer: it exists only in that host's image cache (not in the
+    image store), so VMs made from it are placed there."""
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("images.id"), nullable=True)
+    """The image a layer is a qcow2 overlay on (it cannot go while the layer exists)."""
 
     __table_args__ = (UniqueConstraint("project_id", "name", name="uq_images_project_name"),)
 

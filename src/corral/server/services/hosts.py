@@ -27,7 +27,7 @@ from corral.api.operations import Operation
 from corral.api.vms import PowerState, VmStatus
 from corral.server.agents import host_tokens
 from corral.server.agents.client import AgentEndpoint
-from corral.server.db.tables import ClusterRow, HostRow, StoragePoolHostRow, VmRow
+from corral.server.db.tables import ClusterRow, HostRow, ImageRow, StoragePoolHostRow, VmRow
 from corral.server.db.types import UTCDateTime, new_id, utcnow
 from corral.server.query import specs
 from corral.server.services.context import Services
@@ -167,6 +167,17 @@ async def remove_host(*, svc: Services, ref: str) -> Operation:
         n = await s.scalar(select(func.count()).where(VmRow.host_id == row.id))
         if n:
             raise InUse(f"host {row.name!r} still has {n} VM(s)", vms=n)
+        layers = list(
+            await s.scalars(
+                select(ImageRow.name).where(ImageRow.host_id == row.id).order_by(ImageRow.name)
+            )
+        )
+        if layers:
+            raise InUse(
+                f"host {row.name!r} holds linked-clone layer image(s) {', '.join(layers)}:"
+                " delete them first",
+                images=layers,
+            )
         pool_ids = list(
             await s.scalars(
                 select(StoragePoolHostRow.pool_id).where(StoragePoolHostRow.host_id == row.id)

@@ -41,6 +41,8 @@ def image_model(r: ImageRow) -> Image:
         source_url=r.source_url,
         source_type=r.source_type,
         source_id=r.source_id,
+        host_id=r.host_id,
+        parent_id=r.parent_id,
         created_at=r.created_at,
         updated_at=r.updated_at,
         project_id=r.project_id,
@@ -278,6 +280,17 @@ async def delete_image(*, svc: Services, ref: str, caller: Caller) -> Operation:
                 " (at their first attach): delete or attach them first",
                 volumes=copies,
             )
+        layers = list(
+            await s.scalars(
+                select(ImageRow.name).where(ImageRow.parent_id == row.id).order_by(ImageRow.name)
+            )
+        )
+        if layers:
+            raise InUse(
+                f"image {row.name!r} is under the linked-clone layer(s) {', '.join(layers)}:"
+                " delete them first",
+                images=layers,
+            )
         await s.execute(update(VolumeRow).where(VolumeRow.image_id == row.id).values(image_id=None))
         await quotas.adjust(s, row.project_id, images=-1)
         await s.delete(row)
@@ -304,4 +317,11 @@ async def ready_path(
         row = await get_row(s, ImageRow, ref, "image", where=where)
     if row.status != ImageStatus.ready:
         raise InvalidState(f"image {row.name!r} is {row.status}, not ready")
+    if row.host_id is not None:
+        raise InvalidState(
+            f"image {row.name!r} is a linked-clone layer kept on its host only, not in the"
+            " image store",
+            image=row.name,
+            host_id=row.host_id,
+        )
     return row, image_path(svc, row.id)

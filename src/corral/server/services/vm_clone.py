@@ -1,5 +1,5 @@
-"""Clone a VM (``POST /vms/{ref}/clone``): the request's checks and the ``vm.clone`` operation
-(see ``workflows.vm_clone``)."""
+"""Clone a VM (``POST /vms/{ref}/clone``, full, linked or instant): the request's checks and the
+``vm.clone`` operation (see ``workflows.vm_clone``)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from corral.server.services.vms import visible_vms
 from corral.server.workflows.vm_clone import VM_CLONE
 
 NAME_MAX = 63
+GIB = 1 << 30
 
 
 def clone_names(spec: VmClone) -> list[str]:
@@ -45,8 +46,9 @@ async def clone_vm(*, svc: Services, ref: str, spec: VmClone, caller: Caller) ->
     """Check and queue a ``vm.clone`` of the VM ``ref`` into the caller's project: the source
     must be stopped (``InvalidState``), the clones' and the base image's names free
     (``NameTaken``) and the quota must hold the clones and the image (``QuotaExceeded``);
-    nothing is recorded on a 4xx. The image is recorded (``importing``) and charged now, the
-    clones once it is captured."""
+    nothing is recorded on a 4xx; linked and instant clones stay in the source's project and on
+    its host (``InvalidInput``). The base image is recorded (``importing``) and charged now,
+    the clones once it is made."""
     project_id = creation_project(caller, "vm:create")
     names = clone_names(spec)
     async with svc.sessionmaker() as s:
@@ -54,6 +56,17 @@ async def clone_vm(*, svc: Services, ref: str, spec: VmClone, caller: Caller) ->
         require(caller, "vm:get", source.project_id)
         src = vm_source(source)
         pinned = (await get_row(s, HostRow, spec.host, "host")).id if spec.host else None
+        if spec.mode != "full" and source.project_id != project_id:
+            raise InvalidInput(
+                f"{spec.mode} clones share a layer with their source: they go to its project",
+                mode=spec.mode,
+                project_id=source.project_id,
+            )
+        if spec.mode != "full" and pinned not in (None, source.host_id):
+            raise InvalidInput(
+                f"{spec.mode} clones run on their source's host: leave host out",
+                mode=spec.mode,
+            )
         for name in names:
             await ensure_name_free(s, VmRow, name, "VM", project_id=project_id)
         await ensure_name_free(s, ImageRow, base_name(spec), "image", project_id=project_id)
@@ -62,6 +75,11 @@ async def clone_vm(*, svc: Services, ref: str, spec: VmClone, caller: Caller) ->
         await quotas.adjust(s, project_id, **everything)  # raises if the clones do not fit
         await quotas.adjust(s, project_id, **{k: -v for k, v in everything.items()})
         image = new_image(base_name(spec), project_id, caller.user_id, src)
+        if spec.mode != "full":  # a layer: on the source's host only, over its image
+            image.host_id = source.host_id
+            image.parent_id = source.image_id
+            image.format = "qcow2"
+            image.virtual_size_bytes = source.disk_gb * GIB
         s.add(image)
         await s.flush()
         await quotas.adjust(s, project_id, images=1)
@@ -72,6 +90,7 @@ async def clone_vm(*, svc: Services, ref: str, spec: VmClone, caller: Caller) ->
             target_id=source.id,
             lock_key=src.lock_key,
             params={
+                "mode": spec.mode,
                 "image_id": image.id,
                 **src.params,
                 "names": names,

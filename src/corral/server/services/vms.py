@@ -143,6 +143,21 @@ async def record_vm(
     return op
 
 
+def layer_host(image: ImageRow, pinned: str | None) -> str | None:
+    """Where a VM made from ``image`` must run: a linked-clone layer's host (``InvalidInput``
+    if ``pinned`` names another), else ``pinned``."""
+    if image.host_id is None:
+        return pinned
+    if pinned is not None and pinned != image.host_id:
+        raise InvalidInput(
+            f"image {image.name!r} is a linked-clone layer on one host only: VMs made from it"
+            " run there",
+            image=image.name,
+            host_id=image.host_id,
+        )
+    return image.host_id
+
+
 async def create_vm(*, svc: Services, spec: VmCreate, caller: Caller) -> Operation:
     """Validate, record the VM, place it and claim its resources in one transaction; the rest
     (disk, define, start) runs as the ``vm.create`` workflow. Nothing is created on a 4xx. The VM
@@ -178,6 +193,7 @@ async def create_vm(*, svc: Services, spec: VmCreate, caller: Caller) -> Operati
                 image_gb=min_disk,
             )
         pinned = (await get_row(s, HostRow, spec.host, "host")).id if spec.host else None
+        pinned = layer_host(image, pinned)
         await ensure_name_free(s, VmRow, spec.name, "VM", project_id=project_id)
         new = NewVm(
             name=spec.name,

@@ -301,6 +301,12 @@ async def source_image(s: AsyncSession, ref: str, size_gb: int, caller: Caller) 
             image=img.name,
             format=img.format,
         )
+    if img.host_id is not None:
+        raise InvalidInput(
+            f"image {img.name!r} is a linked-clone layer (on one host only): a volume cannot"
+            " copy it; capture an image from a VM made from it instead",
+            image=img.name,
+        )
     need = max(1, -(-img.virtual_size_bytes // 1024**3))
     if size_gb < need:
         raise InvalidInput(

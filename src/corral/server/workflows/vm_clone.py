@@ -1,29 +1,87 @@
-"""vm.clone (full): capture the source's root disk once, then create every clone from it.
+"""vm.clone: one base made from the stopped source's root disk, then every clone created on it.
+
+Params: ``mode`` (full, linked, instant), ``image_id`` (the base's row, recorded ``importing``
+by the request), ``vm_id``/``host_id`` (the source), the clones' ``names`` and shape.
 
 Steps:
-- ``capture`` (undo: ``drop_image``): the stopped source's root disk becomes an image
-  (``image.capture``'s step; the source host keeps the copy in its image cache, so clones
-  placed there fetch nothing). Its undo deletes the image unless a VM was made from it.
-- ``launch``: one transaction records every clone (quota, placement, claim, row, its own
-  queued ``vm.create`` operation) as ``POST /vms`` does; if one cannot be placed, none is
-  recorded and the capture is undone. Then the operations start. No undo of its own: once the
-  clones exist, the image is theirs (``drop_image`` refuses while they use it).
-- ``wait`` (point of no return): wait for every clone's ``vm.create``; each rolls back on its
-  own when it fails, and the clone operation then fails naming them, keeping the clones that
-  were made and their image.
+- ``base``: ``full`` captures the disk into an image in the image store (``image.capture``'s
+  step; the source host keeps the copy in its image cache) — undo: ``drop_image``. ``linked``
+  and ``instant`` freeze it in constant time (``disk.freeze``): the disk becomes a read-only
+  layer in the source host's image cache (the image row, ``host_id`` set, ``parent_id`` the
+  source's image) and the source goes on in a new empty overlay of it (its ``image_id`` is the
+  layer from then on) — undo: ``disk.thaw``, the source back on its image, the row deleted.
+- ``launch``: one transaction records every clone (quota, placement — on the layer's host for
+  linked and instant clones —, claim, row, its own queued ``vm.create``) as ``POST /vms`` does;
+  if one cannot be placed, none is, and the base is undone. No undo of its own: once clones
+  exist, the base is theirs (``drop_image`` refuses while VMs use it).
+- ``wait`` (point of no return): each clone's ``vm.create``; each rolls back on its own when
+  it fails, and the clone operation then fails naming them, keeping the clones that were made.
+- ``flatten`` (``instant`` only): each clone's disk gets the layer's data copied in (a live
+  block pull while it runs) and is then made from no image: it depends on nothing.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from corral.api.errors import CorralError, NameTaken, Timeout
+from sqlalchemy import update
+
+from corral.api.agent import DiskFlatten, DiskFreeze, DiskThaw
+from corral.api.errors import CorralError, NameTaken, NotFound, Timeout
+from corral.api.images import ImageStatus
 from corral.api.operations import OperationStatus
+from corral.server.db.tables import ImageRow, VmRow
+from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
 from corral.server.workflows.image_capture import capture, drop_image
+from corral.server.workflows.vm_common import image_ref, repeatable_task
 
 WAIT_S = 3600.0
 """How long the clone operation waits for its clones' creation in all."""
+
+
+async def _layer(ctx: Ctx) -> ImageRow:
+    async with ctx.deps.sessionmaker() as s:
+        row: ImageRow | None = await s.get(ImageRow, ctx.params["image_id"])
+    if row is None:
+        raise NotFound("the clones' base image is gone", image_id=ctx.params["image_id"])
+    return row
+
+
+async def _base(ctx: Ctx) -> dict[str, Any]:
+    if ctx.params["mode"] == "full":
+        return await capture(ctx)
+    layer = await _layer(ctx)
+    await ctx.progress(20, "freezing the source's disk")
+    task = DiskFreeze(vm_id=ctx.params["vm_id"], layer=image_ref(layer))
+    await agent_task(ctx, ctx.params["host_id"], "freeze", task)
+    async with ctx.deps.sessionmaker.begin() as s:
+        await s.execute(
+            update(ImageRow).where(ImageRow.id == layer.id).values(status=ImageStatus.ready)
+        )
+        await s.execute(
+            update(VmRow).where(VmRow.id == ctx.params["vm_id"]).values(image_id=layer.id)
+        )
+    return {}
+
+
+async def _unbase(ctx: Ctx) -> None:
+    if ctx.params["mode"] == "full":
+        await drop_image(ctx)
+        return
+    try:
+        layer = await _layer(ctx)
+    except NotFound:
+        return
+    task = DiskThaw(vm_id=ctx.params["vm_id"], layer=image_ref(layer))
+    await repeatable_task(ctx, ctx.params["host_id"], "undo-freeze", task)
+    async with ctx.deps.sessionmaker.begin() as s:
+        await s.execute(
+            update(VmRow)
+            .where(VmRow.id == ctx.params["vm_id"], VmRow.image_id == layer.id)
+            .values(image_id=layer.parent_id)
+        )
+    await drop_image(ctx)
 
 
 async def _launch(ctx: Ctx) -> dict[str, Any]:
@@ -33,6 +91,7 @@ async def _launch(ctx: Ctx) -> dict[str, Any]:
 
     p = ctx.params
     svc = ctx.deps
+    pinned = p["pinned"] if p["mode"] == "full" else p["host_id"]
     await ctx.progress(60, f"creating {len(p['names'])} clone(s)")
     ops = []
     async with svc.sessionmaker() as s:
@@ -47,7 +106,7 @@ async def _launch(ctx: Ctx) -> dict[str, Any]:
                     disk_gb=p["disk_gb"],
                     image_id=p["image_id"],
                     offering_id=p["offering_id"],
-                    pinned=p["pinned"],
+                    pinned=pinned,
                     start=p["start"],
                 )
                 ops.append(await record_vm(svc, s, new))
@@ -63,16 +122,16 @@ async def _launch(ctx: Ctx) -> dict[str, Any]:
 
 async def _wait(ctx: Ctx) -> dict[str, Any]:
     launched = ctx.results["launch"]
-    loop_deadline = WAIT_S
     failed: list[str] = []
     total = len(launched["operations"])
+    last = 80 if ctx.params["mode"] == "instant" else 100
     for i, op_id in enumerate(launched["operations"]):
-        op = await ctx.deps.runner.wait(op_id, timeout=loop_deadline)
+        op = await ctx.deps.runner.wait(op_id, timeout=WAIT_S)
         if not op.status.done:
             raise Timeout("the clones are still being created", operations=launched["operations"])
         if op.status != OperationStatus.succeeded:
             failed.append(launched["vms"][i])
-        await ctx.progress(60 + 40 * (i + 1) // total, f"{i + 1} of {total} clone(s) done")
+        await ctx.progress(60 + (last - 60) * (i + 1) // total, f"{i + 1} of {total} created")
     if failed:
         raise CorralError(
             f"{len(failed)} of {total} clone(s) could not be created (see their vm.create"
@@ -83,12 +142,27 @@ async def _wait(ctx: Ctx) -> dict[str, Any]:
     return {"vms": launched["vms"], "image_id": ctx.params["image_id"]}
 
 
+async def _flatten(ctx: Ctx) -> dict[str, Any]:
+    if ctx.params["mode"] != "instant":
+        return {}
+    vms = ctx.results["wait"]["vms"]
+    for i, vm_id in enumerate(vms):
+        await ctx.progress(
+            80 + 20 * i // len(vms), f"making clone {i + 1} of {len(vms)} independent"
+        )
+        await agent_task(ctx, ctx.params["host_id"], f"flatten-{i}", DiskFlatten(vm_id=vm_id))
+        async with ctx.deps.sessionmaker.begin() as s:
+            await s.execute(update(VmRow).where(VmRow.id == vm_id).values(image_id=None))
+    return {}
+
+
 VM_CLONE = Workflow(
     "vm.clone",
     steps=(
-        Step("capture", capture, drop_image),
+        Step("base", _base, _unbase),
         Step("launch", _launch, NO_UNDO),
         Step("wait", _wait, NO_UNDO),
+        Step("flatten", _flatten, NO_UNDO),
     ),
     forward_from="wait",
 )

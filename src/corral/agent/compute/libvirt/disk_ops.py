@@ -184,6 +184,39 @@ class LibvirtDiskOps:
                     base=base_path,
                 )
             )
+        await self._wait_job(vm_id, target, size, f"volume {volume_id}", volume_id=volume_id)
+        await self._run(self._pulled, vm_id, volume_id, base_path)
+
+    async def flatten_root(self, vm_id: str) -> None:
+        """Block pull of the live VM's root disk (``vda``) onto nothing: everything its backing
+        chain holds is copied into the active file, which then stands alone. Standalone already
+        is success. Polled and time-bounded like ``block_pull``."""
+
+        def state() -> tuple[bool, bool, int]:
+            return data_disks.root_pull_state(self._dom(vm_id), vm_id=vm_id)
+
+        running, standalone, size = await self._run(state)
+        if standalone and not running:
+            return
+        if not running:
+            await self._run(
+                lambda: data_disks.start_pull(
+                    self._dom(vm_id), vm_id=vm_id, volume_id="", target=ROOT_TARGET, base=None
+                )
+            )
+        await self._wait_job(vm_id, ROOT_TARGET, size, "the root disk", volume_id="")
+        _, standalone, _ = await self._run(state)
+        if not standalone:
+            raise DriverError(
+                "the block pull of the root disk ended but the disk still has a backing file",
+                vm_id=vm_id,
+            )
+
+    async def _wait_job(
+        self, vm_id: str, target: str, size: int, what: str, *, volume_id: str
+    ) -> None:
+        """Poll the disk's block job until it is gone; past ``pull_min_timeout`` plus ``size``
+        at ``pull_rate`` it is aborted and ``DriverError`` raised."""
         timeout = self.pull_min_timeout + size / self.pull_rate
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -202,22 +235,23 @@ class LibvirtDiskOps:
                         )
                     )
                 except DriverError as exc:
-                    log.error("vm %s: cannot abort the pull of %s: %s", vm_id, volume_id, exc)
+                    log.error("vm %s: cannot abort the pull of %s: %s", vm_id, what, exc)
                 raise DriverError(
-                    f"the block pull of volume {volume_id} did not finish within {timeout:.0f} s"
-                    " and was cancelled",
+                    f"the block pull of {what} did not finish within {timeout:.0f} s and was"
+                    " cancelled",
                     vm_id=vm_id,
                     volume_id=volume_id,
                     timeout=timeout,
                 )
             await asyncio.sleep(delay)
             delay = min(self._poll, delay * 2)
-        await self._run(self._pulled, vm_id, volume_id, base_path)
 
     def _pulled(self, vm_id: str, volume_id: str, base: str | None) -> None:
         data_disks.pulled(self._dom(vm_id), vm_id=vm_id, volume_id=volume_id, base=base)
 
 
+ROOT_TARGET = "vda"
+"""The root disk's target device in Corral's domains."""
 FIRST_POLL_S = 0.01
 """The first wait between two looks at a block job (doubling up to the driver's poll interval)."""
 

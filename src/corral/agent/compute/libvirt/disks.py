@@ -268,6 +268,26 @@ def pull_state(
     return target, bool(job), done, size
 
 
+def root_pull_state(dom: Any, *, vm_id: str) -> tuple[bool, bool, int]:
+    """The live VM's root disk (``vda``): (block job running, standalone, virtual size).
+    ``InvalidState`` unless QEMU runs."""
+    if not is_active(dom):
+        raise InvalidState(f"VM {vm_id} is not running", vm_id=vm_id)
+    root = ET.fromstring(_xml(dom, live=True, vm_id=vm_id))
+    disk = next(
+        (d for d in root.iterfind("devices/disk") if d.find("target[@dev='vda']") is not None),
+        None,
+    )
+    if disk is None:
+        raise NotFound(f"VM {vm_id} has no root disk", vm_id=vm_id)
+    layer = disk.find("backingStore")
+    standalone = layer is None or _source_of(layer) is None
+    with libvirt_errors(vm_id=vm_id):
+        job = dom.blockJobInfo("vda", 0)
+        size = int(dom.blockInfo("vda", 0)[0])
+    return bool(job), standalone, size
+
+
 def start_pull(dom: Any, *, vm_id: str, volume_id: str, target: str, base: str | None) -> None:
     """Start the block pull (``blockRebase`` without copy: QEMU's block-stream) onto ``base``."""
     with libvirt_errors(vm_id=vm_id, volume_id=volume_id):

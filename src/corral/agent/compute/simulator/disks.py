@@ -58,6 +58,7 @@ class SimDiskOps:
 
     latencies: SimLatencies
     _releases: dict[tuple[str, str], asyncio.Event]
+    flattened_roots: set[str]
 
     def _require(self, vm_id: str) -> SimVm:
         raise NotImplementedError
@@ -153,6 +154,15 @@ class SimDiskOps:
             sim_disk.chain = sim_disk.chain[sim_disk.chain.index(base) :]
         else:
             sim_disk.chain = [base]
+
+    async def flatten_root(self, vm_id: str) -> None:
+        """Fault op ``vm.flatten_root``; ``InvalidState`` unless the VM runs. Counted in
+        ``flattened_roots``."""
+        await self._begin("vm.flatten_root", self.latencies.block_pull)
+        vm = self._require(vm_id)
+        if not vm.active:
+            raise InvalidState(f"VM {vm_id} is {vm.state.value}, not running", vm_id=vm_id)
+        self.flattened_roots.add(vm_id)
 
     # --- test helpers ------------------------------------------------------------------------
 

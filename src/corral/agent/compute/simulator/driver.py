@@ -67,6 +67,7 @@ class SimulatorDriver(SimDiskOps):
         self._releases: dict[tuple[str, str], asyncio.Event] = {}
         self._next_port = _FIRST_VNC_PORT
         self._free_ports: list[int] = []
+        self.flattened_roots: set[str] = set()
 
     # --- ComputeDriver -----------------------------------------------------------------------
 
