@@ -1,8 +1,8 @@
 """The ``image.capture`` task: a disk copied into a standalone image, sent to the server's image
 store and kept in this host's image cache.
 
-Order: export (the disk, its chain flattened, into a staging file next to the cache), checksum,
-upload, adopt into the cache. The staging file is removed on every failure (a crash leaves a
+Order: export (the disk, its chain flattened, into a staging file next to the cache), upload
+(hashed as it is read: one pass), adopt into the cache. The staging file is removed on every failure (a crash leaves a
 ``*.part`` file the pool's ``prepare()`` sweeps at the next start). The server stores the bytes
 and computes the same SHA-256; the cached copy is then already the image every VM created
 from it on this host is an overlay of (clones on this host fetch nothing).
@@ -10,8 +10,6 @@ from it on this host is an overlay of (clones on this host fetch nothing).
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,12 +17,13 @@ from pathlib import Path
 from corral.agent.storage.driver import VolumeDriver
 from corral.agent.storage.volumes import Backends
 from corral.api.agent import ImageCaptureTask, ImageRef
-from corral.api.errors import CorralError, StorageError
+from corral.api.errors import CorralError
 
 log = logging.getLogger(__name__)
 
-Uploader = Callable[[str, Path], Awaitable[None]]
-"""Streams a local file to a path on the server (``PUT``)."""
+Uploader = Callable[[str, Path], Awaitable[tuple[int, str]]]
+"""Streams a local file to a path on the server (``PUT``); returns the size and SHA-256 (hex)
+of the bytes it sent."""
 
 CAPTURED_FORMAT = "qcow2"
 
@@ -48,8 +47,7 @@ class ImageCapture:
                 assert task.volume is not None  # the model's validator
                 backend = self.backends.for_pool(task.volume.pool)
                 await backend.export(task.volume, task.volume.name, staging)
-            size, digest = await asyncio.to_thread(_size_and_sha256, staging)
-            await self.upload(task.upload_path, staging)
+            size, digest = await self.upload(task.upload_path, staging)
             await self._keep(task, staging, size, digest)
         finally:
             _discard(staging)  # inline: survives cancellation; gone already once adopted
@@ -70,20 +68,6 @@ class ImageCapture:
             await self.volumes.adopt_image(image, staging)
         except CorralError as exc:
             log.warning("image %s: cannot keep the captured copy: %s", task.image_id, exc)
-
-
-def _size_and_sha256(path: Path) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    try:
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-                size += len(chunk)
-    except OSError as exc:
-        raise StorageError(
-            "cannot read the captured image", path=str(path), reason=exc.strerror
-        ) from exc
-    return size, digest.hexdigest()
 
 
 def _discard(path: Path) -> None:

@@ -135,7 +135,7 @@ def payload_key(payload: Payload) -> str:
     return vm_id if vm_id is not None else f"volume:{payload_volume_id(payload)}"
 
 
-async def _no_upload(path: str, source: Path) -> None:
+async def _no_upload(path: str, source: Path) -> tuple[int, str]:
     raise InvalidInput("this agent cannot send images to a server", path=path)
 
 

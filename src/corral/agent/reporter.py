@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -37,6 +39,7 @@ CALLBACK_DELAYS = (0.5, 1.0, 2.0, 4.0)
 """Pauses between the attempts of a task callback (so 5 attempts in ~7.5 s)."""
 
 _CHUNK = 1024 * 1024
+_UPLOAD_CHUNK = 4 * 1024 * 1024
 
 
 class ServerLink:
@@ -165,14 +168,25 @@ class ServerLink:
                 "cannot write the image", path=str(dest), reason=exc.strerror
             ) from exc
 
-    async def upload(self, path_or_url: str, source: Path) -> None:
-        """Stream the file ``source`` to the server with ``PUT`` (a captured image's bytes).
-        Raises ``AgentUnreachable``, the server's error, or ``StorageError`` for local I/O."""
+    async def upload(self, path_or_url: str, source: Path) -> tuple[int, str]:
+        """Stream the file ``source`` to the server with ``PUT`` (a captured image's bytes);
+        returns the size and SHA-256 (hex) of the bytes sent, hashed as they are read. Raises
+        ``AgentUnreachable``, the server's error, or ``StorageError`` for local I/O."""
         url = self.url(path_or_url)
+        digest = hashlib.sha256()
+        sent = 0
+
+        async def chunks() -> AsyncIterator[bytes]:
+            nonlocal sent
+            with source.open("rb") as f:
+                while chunk := await asyncio.to_thread(_read_and_hash, f, digest):
+                    sent += len(chunk)
+                    yield chunk
+
         try:
             resp = await self._downloads().put(
                 url,
-                content=_file_chunks(source),
+                content=chunks(),
                 headers={"Content-Type": "application/octet-stream"},
                 timeout=httpx.Timeout(600.0, connect=10.0),
             )
@@ -185,12 +199,13 @@ class ServerLink:
                 "cannot read the image", path=str(source), reason=exc.strerror
             ) from exc
         _raise_for_error(resp.status_code, resp.content, str(resp.url))
+        return sent, digest.hexdigest()
 
 
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    with path.open("rb") as f:
-        while chunk := await asyncio.to_thread(f.read, _CHUNK):
-            yield chunk
+def _read_and_hash(f: BinaryIO, digest: Any) -> bytes:
+    chunk = f.read(_UPLOAD_CHUNK)
+    digest.update(chunk)
+    return chunk
 
 
 def _raise_for_error(status: int, content: bytes, url: str) -> None:

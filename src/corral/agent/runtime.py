@@ -265,11 +265,11 @@ class HostRuntime:
             raise AgentError("agent is not attached to a server", image_id=image.id)
         await link.download(image, dest)
 
-    async def _upload(self, path: str, source: Path) -> None:
+    async def _upload(self, path: str, source: Path) -> tuple[int, str]:
         link = self.link
         if link is None:
             raise AgentError("agent is not attached to a server", path=path)
-        await link.upload(path, source)
+        return await link.upload(path, source)
 
     async def _notify(self, status: TaskStatus, callback_url: str) -> None:
         link = self.link

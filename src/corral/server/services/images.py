@@ -8,7 +8,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -182,10 +182,17 @@ async def store_bytes(
     size = 0
     try:
         with tmp.open("wb") as f:
+            pending = bytearray()  # small network chunks gathered: one thread hop per MiB
             async for chunk in chunks:
-                digest.update(chunk)
                 size += len(chunk)
-                await asyncio.to_thread(f.write, chunk)
+                pending += chunk
+                if len(pending) >= CHUNK:
+                    await asyncio.to_thread(_write_and_hash, f, digest, bytes(pending))
+                    pending.clear()
+                    if progress is not None:
+                        await progress(size)
+            if pending:
+                await asyncio.to_thread(_write_and_hash, f, digest, bytes(pending))
                 if progress is not None:
                     await progress(size)
         if size == 0:
@@ -216,6 +223,11 @@ async def store_bytes(
         row.size_bytes = size
         row.virtual_size_bytes = int(info.get("virtual-size", size))
         row.sha256 = digest.hexdigest()
+
+
+def _write_and_hash(f: BinaryIO, digest: Any, chunk: bytes) -> None:
+    digest.update(chunk)
+    f.write(chunk)
 
 
 async def upload(
