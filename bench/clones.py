@@ -1,7 +1,7 @@
-"""Full VM clones (``POST /vms/{ref}/clone``) on one libvirt host: how fast a clone copies its
-source's disk next to ``qemu-img convert`` of that disk, and how many bytes a batch of clones
+"""VM clones (``POST /vms/{ref}/clone``) on one libvirt host: how fast a full clone copies its
+source's disk next to ``qemu-img convert`` of that disk, how many bytes a batch of full clones
 leaves on the host next to one flattened copy in the image store, one in the host's image cache
-and the clones' overlays.
+and the clones' overlays, and how long a linked clone takes for a 1 GiB and a 20 GiB virtual disk.
 
 One stack, ``corral up --driver libvirt`` on qemu:///system (server + local agent in one process,
 plain HTTP; libvirtd started by ``scripts/ensure-libvirtd`` if needed), the tiny test image of
@@ -10,7 +10,8 @@ plain HTTP; libvirtd started by ``scripts/ensure-libvirtd`` if needed), the tiny
 image, ``<agent data>/pool/vms/<vm_id>/``) gets N MiB of a non-zero pattern at 512 MiB, past the
 image's data (``qemu-io -c "write -P 0x5a 512M NM"``; N = 512, ``--quick``: 32). No guest boots.
 Stopped VMs claim their vCPUs too: the cluster's CPU overcommit is raised, if needed, so that
-the source and the batch's clones fit on the host.
+the source and the batch's clones fit on the host, then again, if needed, for the two linked
+sources and one clone.
 
 - ``clones.full_throughput``: the time from ``POST /vms/src/clone {mode: full, count: 1,
   start: false}`` until
@@ -41,10 +42,34 @@ the source and the batch's clones fit on the host.
   the batch wrote one copy for the store, one for the cache and an overlay per clone, not count
   full copies (their size, count x one flattened copy, is in the note, with Corral's own
   breakdown and how long the batch took).
+- ``clones.linked_1g`` and ``clones.linked_20g``: after the batch, two more sources, ``src1g``
+  and ``src20g``, created stopped with a 1 GiB and a 20 GiB root disk; each ``root.qcow2`` gets
+  M MiB of the pattern at 512 MiB (M = 256, ``--quick``: 16, the same for both), and the 20 GiB
+  one also 1 MiB in its last MiB, so that it is not all sparse past the data. Then K rounds
+  (K = 5, ``--quick``: 2), one clone of each source per round, which goes first alternating:
+  the time from ``POST /vms/<source>/clone {name, mode: linked, count: 1, start: false}`` until
+  its ``vm.clone`` operation succeeds (the source's ``root.qcow2`` renamed into the image cache as
+  a read-only layer and a new empty overlay on it made the source's disk, then the clone's
+  ``vm.create``: an overlay on the layer and a defined domain). Between rounds (not timed) the
+  clone VM is deleted; its layer stays (the source's disk is an overlay on it), so each round
+  freezes a new layer on top of the previous one and the source's backing chain grows by one
+  file per round (K layers over the cached test image at the end; fine for K = 5: the note of
+  ``clones.linked_20g`` gives the chain's final length). The figures are median seconds.
+  ``clones.linked_20g``'s baseline is ``clones.linked_1g``'s median (ratio 20 GiB / 1 GiB,
+  target: equal within noise, ratio ~1.0, and <= 0.5 s; every round's times are in its note).
+  ``clones.linked_1g``'s baseline ("2 x qemu-img create -b") is the raw cost of what a minimal
+  linked clone does at the least, the source's new overlay and the clone's: two ``qemu-img
+  create -q -f qcow2 -F qcow2 -b <copy> <overlay> 1G`` in a row, on a scratch copy of the 1 GiB
+  source's ``root.qcow2`` (``cp --sparse=always``, taken before its first freeze; not the VM's
+  own files), both overlays deleted after each of K rounds (interleaved with the clones); no
+  rename, no domain, no API. Its note also gives, measured once after the linked rounds, an
+  instant clone of the 1 GiB source: ``POST /vms/src1g/clone {name, mode: instant, count: 1,
+  start: false}`` until its operation succeeds (a linked clone, then its stopped disk flattened
+  offline by ``qemu-img rebase -b ''``: the whole chain's data copied in).
 
 The stack is stopped at the end, then every domain of a VM it made (``corral-<vm_id>``) is
-destroyed and undefined, also when the benchmark fails; the files are in the scratch directory,
-which ``run.py`` removes.
+destroyed and undefined, also when the benchmark fails; the files (the layers too) are in the
+scratch directory, which ``run.py`` removes.
 """
 
 from __future__ import annotations
@@ -58,6 +83,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -68,6 +94,10 @@ from bench.snapshots import qemu_img, remove_domain, settle
 NAME = "clones"
 THROUGHPUT_TARGET = "ratio >= 0.9x"
 BYTES_TARGET = "ratio ~1.0x (one copy in the store, one in the cache, overlays)"
+LINKED_TARGET = "<= 0.5 s"
+LINKED_20G_TARGET = "equal within noise (ratio ~1.0) and <= 0.5 s"
+LINKED_SIZES = (1, 20)
+"""The linked sources' root disks (GiB)."""
 URI = "qemu:///system"
 MIB = 1 << 20
 DISK_GB = 2
@@ -85,9 +115,10 @@ PHASES = (
 """(a phase of the clone, the mark that ends it); a mark not seen merges its phase into the next."""
 
 
-def fill(path: Path, mib: int) -> None:
-    """Write ``mib`` MiB of a non-zero pattern at ``FILL_AT`` in the qcow2 file ``path``."""
-    cmd = ["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5a {FILL_AT} {mib}M", str(path)]
+def fill(path: Path, mib: int, at: str = FILL_AT) -> None:
+    """Write ``mib`` MiB of a non-zero pattern at ``at`` (a qemu-io offset) in the qcow2 file
+    ``path``."""
+    cmd = ["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5a {at} {mib}M", str(path)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0 or "wrote" not in done.stdout:
         raise RuntimeError(f"qemu-io on {path}: {done.stdout.strip()} {done.stderr.strip()}")
@@ -98,6 +129,27 @@ def actual_size(path: Path) -> int:
     out = subprocess.run(["qemu-img", "info", "-U", "--output=json", str(path)],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     return int(json.loads(out)["actual-size"])
+
+
+def image_info(path: Path, *, chain: bool = False) -> Any:
+    """``qemu-img info`` of ``path`` (JSON; with ``chain``, the list of its backing chain)."""
+    cmd = ["qemu-img", "info", "-U", "--output=json", *(["--backing-chain"] if chain else []),
+           str(path)]  # fmt: skip
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+
+
+def two_overlays(base: Path, size: int, scratch: Path) -> float:
+    """Seconds of two ``qemu-img create -b base`` overlays of ``size`` bytes in a row (the
+    overlays are deleted afterwards, not timed)."""
+    overlays = [scratch / "overlay-a.qcow2", scratch / "overlay-b.qcow2"]
+    t0 = time.perf_counter()
+    for over in overlays:
+        qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(over),
+                 str(size))  # fmt: skip
+    dt = time.perf_counter() - t0
+    for over in overlays:
+        over.unlink()
+    return dt
 
 
 def allocated(dirs: list[Path]) -> dict[Path, int]:
@@ -174,6 +226,10 @@ class Watch:
         return out
 
 
+def rounds_note(xs: list[float]) -> str:
+    return "/".join(f"{x * 1000:.0f}" for x in xs) + " ms"
+
+
 def phase_note(runs: list[dict[str, float]]) -> str:
     keys = [k for k in runs[0] if all(k in r for r in runs)]
     return ", ".join(f"{k} {median([r[k] for r in runs]):.2f} s" for k in keys)
@@ -208,6 +264,8 @@ async def run(ctx: BenchContext) -> list[Figure]:
     rounds = 1 if ctx.quick else 3
     mib = 32 if ctx.quick else 512
     count = 3 if ctx.quick else 20
+    linked_rounds = 2 if ctx.quick else 5
+    linked_mib = 16 if ctx.quick else 256
     await asyncio.to_thread(subprocess.run, [str(REPO / "scripts/ensure-libvirtd")], check=True)
     image = test_image()
     work = ctx.workdir
@@ -220,6 +278,8 @@ async def run(ctx: BenchContext) -> list[Figure]:
     sync_s: list[float] = []
     phases: list[dict[str, float]] = []
     flat = overlay = 0
+    linked_s: dict[int, list[float]] = {gb: [] for gb in LINKED_SIZES}
+    two_s: list[float] = []
     proc, url, password = start_up(server_dir, driver="libvirt")
     try:
         async with api(url, password) as c:
@@ -313,6 +373,75 @@ async def run(ctx: BenchContext) -> list[Figure]:
             capture_s = watch.marks.get("cached", t1) - t0
             ctx.say(f"batch of {count}: {batch_s:.2f} s (capture {capture_s:.2f} s), "
                     f"{len(grown)} files grew by {written / MIB:.1f} MiB")  # fmt: skip
+
+            # --- clones.linked_1g, clones.linked_20g: the sources ------------------------------
+            await allow_vcpus(c, len(LINKED_SIZES) + 1)
+            roots: dict[int, Path] = {}
+            for gb in LINKED_SIZES:
+                body = {"name": f"src{gb}g", "image": "tiny", "cpus": 1, "memory_mb": 128,
+                        "disk_gb": gb, "start": False}  # fmt: skip
+                await ok(c, "POST", "/vms", json=body)
+                vm = (await c.get(f"/vms/src{gb}g")).json()
+                known.add(vm["id"])
+                roots[gb] = vms_dir / vm["id"] / "root.qcow2"
+                size = int((await asyncio.to_thread(image_info, roots[gb]))["virtual-size"])
+                if size != gb << 30:
+                    raise RuntimeError(f"src{gb}g: a {size}-byte disk, not {gb} GiB")
+                await asyncio.to_thread(fill, roots[gb], linked_mib)
+                if gb == max(LINKED_SIZES):  # not all sparse past the data
+                    await asyncio.to_thread(fill, roots[gb], 1, str(size - MIB))
+            scratch = work / "linked-baseline"
+            scratch.mkdir()
+            copy = scratch / "root-1g.qcow2"
+            await asyncio.to_thread(subprocess.run, ["cp", "--sparse=always", str(roots[1]),
+                                    str(copy)], check=True)  # fmt: skip
+            ctx.say(f"linked sources stopped with {linked_mib} MiB at {FILL_AT} of their "
+                    f"{' and '.join(f'{gb} GiB' for gb in LINKED_SIZES)} root disks")  # fmt: skip
+
+            # --- clones.linked_1g, clones.linked_20g: the rounds -------------------------------
+            async def linked_clone(gb: int, i: int) -> None:
+                name = f"linked{gb}g-{i}"
+                await settle()
+                t0 = time.perf_counter()
+                body = {"name": name, "mode": "linked", "count": 1, "start": False}
+                await ok(c, "POST", f"/vms/src{gb}g/clone", json=body)
+                linked_s[gb].append(time.perf_counter() - t0)
+                known.update(await vm_ids(c))
+                await ok(c, "DELETE", f"/vms/{name}")  # not timed; its layer stays
+
+            async def baseline_overlays() -> None:
+                await settle()
+                two_s.append(await asyncio.to_thread(two_overlays, copy, 1 << 30, scratch))
+
+            for i in range(linked_rounds):
+                order = [*LINKED_SIZES, 0]
+                for gb in order if i % 2 == 0 else order[::-1]:
+                    if gb:
+                        await linked_clone(gb, i)
+                    else:
+                        await baseline_overlays()
+                ctx.say(f"linked round {i}: "
+                        + ", ".join(f"{gb} GiB {linked_s[gb][-1]:.3f} s" for gb in LINKED_SIZES)
+                        + f", 2 x qemu-img create -b {two_s[-1]:.3f} s")  # fmt: skip
+            chain = len(await asyncio.to_thread(image_info, roots[20], chain=True))
+
+            # --- an instant clone of the 1 GiB source, once ------------------------------------
+            await settle()
+            t0 = time.perf_counter()
+            body = {"name": "instant1g", "mode": "instant", "count": 1, "start": False}
+            await ok(c, "POST", "/vms/src1g/clone", json=body)
+            instant_s = time.perf_counter() - t0
+            known.update(await vm_ids(c))
+            inst = (await c.get("/vms/instant1g")).json()
+            inst_root = vms_dir / inst["id"] / "root.qcow2"
+            inst_info = await asyncio.to_thread(image_info, inst_root)
+            if "backing-filename" in inst_info:
+                raise RuntimeError(
+                    f"the instant clone's disk is on {inst_info['backing-filename']}"
+                )
+            inst_mib = int(inst_info["actual-size"]) / MIB
+            ctx.say(f"instant clone of the 1 GiB source: {instant_s:.2f} s "
+                    f"(standalone disk, {inst_mib:.0f} MiB allocated)")  # fmt: skip
     finally:
         proc.stop()  # VMs survive a stop: their domains go here
         if vms_dir.is_dir():
@@ -340,4 +469,14 @@ async def run(ctx: BenchContext) -> list[Figure]:
                f"{cached / MIB:.1f} + store {stored / MIB:.1f} + VM dirs {in_vms / MIB:.1f} + "
                f"other {other / MIB:.1f} MiB; {count} full copies = "
                f"{count * flat / MIB:.0f} MiB"),
+        Figure("clones.linked_1g", median(linked_s[1]), "s", LINKED_TARGET, median(two_s),
+               "2 x qemu-img create -b",
+               f"median of {linked_rounds}; {linked_mib} MiB written; instant clone (once, "
+               f"flattened offline by qemu-img rebase -b ''): {instant_s:.2f} s, "
+               f"{inst_mib:.0f} MiB standalone disk"),
+        Figure("clones.linked_20g", median(linked_s[20]), "s", LINKED_20G_TARGET,
+               median(linked_s[1]), "clones.linked_1g",
+               f"median of {linked_rounds}; {linked_mib} MiB + 1 MiB at the end written; "
+               f"rounds 20 GiB {rounds_note(linked_s[20])}, 1 GiB {rounds_note(linked_s[1])}; "
+               f"source's chain after: {chain} files"),
     ]  # fmt: skip

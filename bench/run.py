@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import shutil
 import sys
 import tempfile
@@ -42,7 +43,15 @@ BENCHMARKS = {
         "bench.snapshots",
         ["snapshots.create_live", "snapshots.merge_live", "snapshots.merge_offline"],
     ),
-    "clones": ("bench.clones", ["clones.full_throughput", "clones.batch20_bytes"]),
+    "clones": (
+        "bench.clones",
+        [
+            "clones.full_throughput",
+            "clones.batch20_bytes",
+            "clones.linked_1g",
+            "clones.linked_20g",
+        ],
+    ),
 }
 """name -> (module, the figures it prints)."""
 
@@ -53,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = parser.parse_args(argv)
+    # the benchmarks delete what they made between rounds: for good, not into the recycle bin
+    os.environ.setdefault("CORRAL_DELETION_POLICY", "immediate")
     names = list(BENCHMARKS) if not args.only else [n.strip() for n in args.only.split(",")]
     if unknown := [n for n in names if n not in BENCHMARKS]:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")

@@ -11,6 +11,10 @@ import pytest
 
 from tests.support import postgres
 
+# Deletes in the tests' stacks are immediate unless a test sets a policy (PUT
+# /deletion-policies): the recycle bin has its own tests (tests/integration/test_recycle_sim.py).
+os.environ.setdefault("CORRAL_DELETION_POLICY", "immediate")
+
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:

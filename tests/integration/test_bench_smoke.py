@@ -29,6 +29,8 @@ FIGURES = [
     "snapshots.merge_offline",
     "clones.full_throughput",
     "clones.batch20_bytes",
+    "clones.linked_1g",
+    "clones.linked_20g",
 ]
 
 

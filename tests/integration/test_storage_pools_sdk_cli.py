@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from corral.api.errors import InvalidInput, InvalidState
+from corral.api.errors import InUse, InvalidInput, InvalidState, NotFound
 from corral.cli.app import app
 from corral.cli.common import CliState
 from corral.sdk import Client
@@ -30,8 +30,9 @@ def admin(url: str) -> Iterator[Client]:
         yield c
 
 
-def corral(*args: str, stdin: str | None = None) -> Result:
-    return CliRunner().invoke(app, list(args), obj=CliState(), input=stdin)
+def corral(*args: str, stdin: str | None = None, force_terminal: bool | None = None) -> Result:
+    state = CliState(force_terminal=force_terminal)
+    return CliRunner().invoke(app, list(args), obj=state, input=stdin)
 
 
 @pytest.fixture
@@ -133,3 +134,75 @@ def test_sdk_and_cli_pool_hosts(admin: Client, cli: None, tmp_path: Path) -> Non
     assert "HOSTS OK/FAILED" in corral("pool", "list").stdout
     admin.storage_pools.update("cli-loc", state="maintenance").wait()
     admin.storage_pools.delete("cli-loc").wait()
+
+
+def test_sdk_pool_delete_cascade(admin: Client, tmp_path: Path) -> None:
+    """A pool holding volumes is deleted only with ``cascade``, and its volumes with it (these
+    were never attached: records only; the files' side is in test_volumes_sim and
+    test_pool_delete_sim)."""
+    admin.storage_pools.create("sdk-casc", type="local", settings={"path": str(tmp_path)}).wait()
+    pool_id = admin.storage_pools.get("sdk-casc").id
+    admin.volumes.create("casc-a", size_gb=1, pool="sdk-casc").wait()
+    admin.volumes.create("casc-b", size_gb=2, pool=pool_id).wait()
+    project = admin.volumes.get("casc-a").project_id
+    assert project is not None
+    used = admin.quotas.get(project).volume_gb.used
+    with pytest.raises(InUse) as refused:
+        admin.storage_pools.delete("sdk-casc")
+    assert refused.value.context == {"volumes": 2} and "cascade" in refused.value.message
+    assert admin.storage_pools.get(pool_id).capacity.allocated_gb == 3  # nothing changed
+    assert admin.volumes.count(q=f"pool_id={pool_id},status=available") == 2
+    op = admin.storage_pools.delete("sdk-casc", cascade=True).wait()
+    assert (op.type, op.status, op.target_id) == ("storage_pool.delete", "succeeded", pool_id)
+    with pytest.raises(NotFound):
+        admin.storage_pools.get(pool_id)
+    assert admin.volumes.count(q=f"pool_id={pool_id}") == 0
+    for name in ("casc-a", "casc-b"):
+        with pytest.raises(NotFound):
+            admin.volumes.get(name)
+    assert admin.quotas.get(project).volume_gb.used == used - 3
+    # cascade on an empty pool is a plain delete
+    admin.storage_pools.create("sdk-empty", type="local", settings={"path": str(tmp_path)}).wait()
+    assert admin.storage_pools.delete("sdk-empty", cascade=True).wait().status == "succeeded"
+    assert admin.storage_pools.count(q="name~sdk-*") == 0
+
+
+def test_cli_pool_delete_cascade(admin: Client, cli: None, tmp_path: Path) -> None:
+    settings = {"path": str(tmp_path)}
+    admin.storage_pools.create("cli-casc", type="local", settings=settings).wait()
+    for name in ("cli-casc-b", "cli-casc-a"):
+        admin.volumes.create(name, size_gb=1, pool="cli-casc").wait()
+    r = corral("pool", "delete", "cli-casc")
+    assert r.exit_code == 1, r.output
+    assert "in_use" in r.output and "2 volume(s)" in r.output and "cascade" in r.output
+    assert admin.volumes.count(q="pool.name=cli-casc") == 2  # nothing changed
+    r = corral("pool", "delete", "cli-casc", "--cascade", force_terminal=True)
+    assert r.exit_code == 0, r.output
+    assert "storage_pool.delete" in r.stderr  # the (transient) progress bar
+    assert r.stdout == (
+        "Storage pool cli-casc deleted with its 2 volume(s) and their snapshots: "
+        "cli-casc-a, cli-casc-b.\n"
+    )
+    assert admin.storage_pools.count(q="name=cli-casc") == 0
+    assert admin.volumes.count(q="name~cli-casc-*") == 0
+
+    # --no-wait prints the operation; -o json gives the finished operation
+    admin.storage_pools.create("cli-casc2", type="local", settings=settings).wait()
+    admin.volumes.create("cli-casc2-a", size_gb=1, pool="cli-casc2").wait()
+    r = corral("pool", "delete", "cli-casc2", "--cascade", "--no-wait")
+    assert r.exit_code == 0, r.output
+    op = admin.operations.wait(r.stdout.strip())
+    assert (op.type, op.status) == ("storage_pool.delete", "succeeded")
+    assert admin.volumes.count(q="name=cli-casc2-a") == 0
+    admin.storage_pools.create("cli-empty", type="local", settings=settings).wait()
+    r = corral("pool", "delete", "cli-empty", "--cascade")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == "Storage pool cli-empty deleted (it held no volumes).\n"
+    admin.storage_pools.create("cli-empty", type="local", settings=settings).wait()
+    r = corral("-o", "json", "pool", "delete", "cli-empty", "--cascade")
+    assert r.exit_code == 0, r.output
+    shown = json.loads(r.stdout)
+    assert (shown["type"], shown["status"]) == ("storage_pool.delete", "succeeded")
+    r = corral("pool", "delete", "no-such-pool", "--cascade")
+    assert r.exit_code == 1 and "not_found" in r.output
+    assert admin.storage_pools.count(q="name~cli-*") == 0

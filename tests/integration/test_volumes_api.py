@@ -1,5 +1,6 @@
 """Data volumes through REST, the parts that need no host: records, quota and pool accounting,
-validation with stable codes, permissions, query, tags, ETags, the pool delete rule. SQLite and
+validation with stable codes, permissions, query, tags, ETags, the pool delete rule (and one VM, on
+the simulated host, to which a volume of another project cannot be attached). SQLite and
 PostgreSQL; simulator stack."""
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import pytest_asyncio
 
 from corral.up import Stack
 from tests.integration.identity.admin import done, names, refused
+from tests.integration.test_vm_sim import make_qcow2
 from tests.support import postgres
 from tests.support.identity import client_as, make_project, make_user
-from tests.support.stack import api_client, running_stack
+from tests.support.stack import api_client, running_stack, upload_image, wait_op
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -29,6 +31,7 @@ async def env(
     if request.param == "postgres":
         url = await postgres.create_database(request.getfixturevalue("pg_server"), "t_volumes_api")
     async with running_stack(tmp, database_url=url) as stack, api_client(stack) as c:
+        await upload_image(c, "tiny", make_qcow2(tmp / "tiny.qcow2"))  # public
         cluster = (await c.get("/clusters")).json()["items"][0]["name"]
         body = {"name": "loc", "type": "local", "settings": {"path": str(tmp / "pool")},
                 "clusters": [cluster]}  # fmt: skip
@@ -209,3 +212,63 @@ async def test_query_tags_etag_and_permissions(env: tuple[Stack, httpx.AsyncClie
         refused(await viewer.delete("/volumes/small"), 403, "forbidden")
         for name in ("small", "mid2", "large"):
             done(await m.delete(f"/volumes/{name}"))
+
+
+async def _quotas(c: httpx.AsyncClient) -> dict[str, Any]:
+    projects = (await c.get("/projects", params={"limit": 1000})).json()["items"]
+    return {p["id"]: (await c.get(f"/projects/{p['id']}/quota")).json() for p in projects}
+
+
+async def _volume_ops(c: httpx.AsyncClient) -> int:
+    page = (await c.get("/operations", params={"q": "target_type=volume", "limit": 1})).json()
+    return int(page["total"])
+
+
+async def test_attach_across_projects_is_refused_and_changes_nothing(
+    env: tuple[Stack, httpx.AsyncClient],
+) -> None:
+    """A member of two projects sees a volume of one and a VM of the other: attaching (or
+    creating a volume on that VM) is ``422 invalid_input``, and nothing is recorded."""
+    stack, c = env
+    pa, pb = await make_project(stack, "xa"), await make_project(stack, "xb")
+    await make_user(stack, "x-both", {pa: "member", pb: "member"})
+    async with client_as(stack, "x-both") as u:
+        in_a, in_b = {"X-Corral-Project": pa}, {"X-Corral-Project": pb}
+        body = {"name": "xb-vm", "image": "tiny", "cpus": 1, "memory_mb": 128}
+        r = await u.post("/vms", json=body, headers=in_b)
+        assert r.status_code == 202, r.text
+        assert (await wait_op(u, r.json()))["status"] == "succeeded"
+        done(await u.post("/volumes", json={"name": "xa-vol", "size_gb": 1, "pool": "loc"},
+                          headers=in_a))  # fmt: skip
+        vol = (await u.get("/volumes/xa-vol")).json()
+        vm = (await u.get("/vms/xb-vm")).json()
+        assert (vol["project_id"], vm["project_id"], vm["status"]) == (pa, pb, "running")
+        pool = (await _pool(c))["capacity"]["allocated_gb"]
+        quotas = await _quotas(c)
+        ops = await _volume_ops(c)
+
+        for caller in (u, c):  # the member of both, and a platform admin
+            err = refused(
+                await caller.post("/volumes/xa-vol/attach", json={"vm": "xb-vm"}),
+                422,
+                "invalid_input",
+                vm="xb-vm",
+            )
+            assert err["message"] == "the volume and the VM are in different projects"
+        # creating a volume on that VM: scoped to project A the VM is not there; the admin's
+        # new volume goes to its own project, not B
+        body = {"name": "xa-vol2", "size_gb": 1, "pool": "loc", "vm": "xb-vm"}
+        refused(await u.post("/volumes", json=body, headers=in_a), 404, "not_found")
+        refused(await c.post("/volumes", json=body), 422, "invalid_input", vm="xb-vm")
+
+        assert (await u.get("/volumes/xa-vol")).json() == vol  # available, no attachment
+        assert (await u.get("/vms/xb-vm")).json() == vm
+        assert (await u.get("/vms/xb-vm/volumes")).json()["total"] == 0
+        refused(await c.get("/volumes/xa-vol2"), 404, "not_found")  # in no project
+        assert (await _pool(c))["capacity"]["allocated_gb"] == pool
+        assert await _quotas(c) == quotas  # every project's, the admin's one included
+        assert await _volume_ops(c) == ops  # no operation was queued or recorded
+
+        r = await u.delete("/vms/xb-vm")
+        assert (await wait_op(u, r.json()))["status"] == "succeeded", r.text
+        done(await u.delete("/volumes/xa-vol"))

@@ -24,6 +24,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from corral.agent.files import write_private
+from corral.agent.storage.backend import LunInventory
 from corral.agent.storage.volumes import Backends
 from corral.api.agent import PoolRef, PoolReport, pools_digest
 from corral.api.common import Model
@@ -170,6 +171,9 @@ class HostPools:
                     await backend.prepare(pool)
                     self._prepared.add(pool.id)
                 usage = await backend.usage(pool)
+                luns = None
+                if pool.type == "iscsi" and isinstance(backend, LunInventory):
+                    luns = await backend.luns(pool)
         except CorralError as exc:
             error = exc.message
         except TimeoutError:
@@ -183,6 +187,7 @@ class HostPools:
                 ok=True,
                 total_gb=round(usage.total_gb, 3),
                 free_gb=round(usage.free_gb, 3),
+                luns=luns,
             )
         return PoolReport(pool_id=pool.id, ok=False, error=_scrub(error, pool.credentials))
 
@@ -202,7 +207,7 @@ def noticeable(old: PoolReport, new: PoolReport) -> bool:
     """Whether ``new`` must be sent although ``old`` was: ``ok`` or ``error`` changed, or the
     total or free space moved by more than ``REPORT_MIN_CHANGE_GB`` and more than
     ``REPORT_MIN_CHANGE_FRACTION`` of the total."""
-    if old.ok != new.ok or old.error != new.error:
+    if old.ok != new.ok or old.error != new.error or old.luns != new.luns:
         return True
     threshold = max(REPORT_MIN_CHANGE_GB, REPORT_MIN_CHANGE_FRACTION * max(old.total_gb, 0.0))
     return (

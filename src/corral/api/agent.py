@@ -124,6 +124,9 @@ class PoolReport(Model):
     total_gb: float = 0
     free_gb: float = 0
     error: str | None = None
+    luns: list[tuple[int, int]] | None = Field(
+        None, description="iscsi pools: the target's LUNs as (LUN number, size in bytes)"
+    )
 
 
 class VolumeRef(Model):

@@ -14,6 +14,7 @@ class ImageStatus(StrEnum):
     importing = "importing"
     ready = "ready"
     error = "error"
+    recycled = "recycled"
 
 
 class Image(OwnedResource):

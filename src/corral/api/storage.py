@@ -206,3 +206,12 @@ class StoragePoolUpdate(Model):
 
 class PoolClusterAttach(Model):
     cluster: Ref = Field(description="cluster id or name")
+
+
+class PoolLun(Model):
+    """A LUN of an iscsi pool's target, as its hosts last reported it, and the volume that
+    uses it (None: free)."""
+
+    lun: int
+    size_gb: float
+    volume_id: str | None = None

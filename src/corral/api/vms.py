@@ -21,6 +21,7 @@ class VmStatus(StrEnum):
     rebooting = "rebooting"
     resizing = "resizing"
     deleting = "deleting"
+    recycled = "recycled"
     error = "error"
     unknown = "unknown"
 

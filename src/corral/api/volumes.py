@@ -37,6 +37,7 @@ class VolumeStatus(StrEnum):
     reverting = "reverting"
     capturing = "capturing"
     deleting = "deleting"
+    recycled = "recycled"
     error = "error"
 
 

@@ -20,6 +20,7 @@ from corral.cli import (
     pool,
     project,
     quota,
+    recycle,
     role,
     snapshot,
     user,
@@ -140,6 +141,8 @@ app.add_typer(pool.app, name="pool")
 app.add_typer(vm.app, name="vm")
 app.add_typer(volume.app, name="volume")
 app.add_typer(snapshot.app, name="snapshot")
+app.add_typer(recycle.app, name="recycle")
+app.add_typer(recycle.policy_app, name="deletion-policy")
 app.add_typer(op.app, name="op")
 app.add_typer(user.app, name="user")
 app.add_typer(project.app, name="project")

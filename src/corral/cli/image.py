@@ -25,6 +25,7 @@ from corral.cli.common import (
     state_of,
 )
 from corral.cli.output import Column, console, human_bytes, print_page
+from corral.cli.recycle import add_expungeable_delete
 
 if TYPE_CHECKING:
     from corral.sdk import Client, Operation
@@ -172,3 +173,4 @@ def list_images(
 
 
 add_show_delete(app, noun="image", collection=lambda c: c.images)
+add_expungeable_delete(app, noun="image", collection=lambda c: c.images)

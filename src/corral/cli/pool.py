@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,6 +21,9 @@ from corral.cli.common import (
     state_of,
 )
 from corral.cli.output import Column, emit_json, print_page, print_table
+
+if TYPE_CHECKING:
+    from corral.sdk import Client
 
 app = typer.Typer(help="Storage pools: where VM disks live.", no_args_is_help=True)
 
@@ -186,4 +189,53 @@ def hosts(ctx: typer.Context, ref: Ref) -> None:
         print_table(reports, HOST_COLUMNS)
 
 
+_SHOWN = 20
+"""How many volume names the cascading delete names (then "and N more")."""
+
+
+def _cascade_done(client: Client, ref: str) -> str:
+    """What ``delete --cascade`` will have removed, said before it starts: the volumes of the
+    pool the caller sees (their snapshots go with them)."""
+    from corral.api.errors import CorralError
+
+    try:
+        pool_id = client.storage_pools.get(ref).id
+        page = client.volumes.list(q=f"pool_id={pool_id}", sort="name", limit=_SHOWN)
+    except CorralError:  # the delete itself says what is wrong
+        return f"Storage pool {ref} deleted with its volumes."
+    if not page.total:
+        return f"Storage pool {ref} deleted (it held no volumes)."
+    names = ", ".join(v.name for v in page.items)
+    more = page.total - len(page.items)
+    if more > 0:
+        names += f" and {more} more"
+    return (
+        f"Storage pool {ref} deleted with its {page.total} volume(s) and their snapshots: {names}."
+    )
+
+
 add_show_delete(app, noun="storage pool", collection=lambda c: c.storage_pools)
+# The shared ``delete`` has no --cascade: this module's own takes its place.
+app.registered_commands = [c for c in app.registered_commands if c.name != "delete"]
+
+
+@app.command("delete")
+def delete(
+    ctx: typer.Context,
+    ref: Ref,
+    cascade: Annotated[
+        bool,
+        typer.Option(
+            "--cascade",
+            help="Delete the pool's volumes first (their files and snapshots on the pool); "
+            "refused while any is attached or busy.",
+        ),
+    ] = False,
+    no_wait: NoWait = False,
+) -> None:
+    """Delete a storage pool: refused while it holds volumes, unless --cascade."""
+    state = state_of(ctx)
+    client = state.client()
+    done = _cascade_done(client, ref) if cascade else f"Storage pool {ref} deleted."
+    op = client.storage_pools.delete(ref, cascade=cascade)
+    finish(state, op, no_wait=no_wait, done=done)

@@ -22,6 +22,7 @@ from corral.cli.common import (
     state_of,
 )
 from corral.cli.output import Column, gib, mib, print_page
+from corral.cli.recycle import add_expungeable_delete
 from corral.cli.sizes import gib_option, mib_option
 from corral.cli.volume import print_volumes
 
@@ -337,3 +338,4 @@ def volumes(
 
 
 add_show_delete(app, noun="VM", collection=lambda c: c.vms)
+add_expungeable_delete(app, noun="VM", collection=lambda c: c.vms)

@@ -23,6 +23,7 @@ from corral.cli.common import (
     state_of,
 )
 from corral.cli.output import Column, emit_json, gib, print_page
+from corral.cli.recycle import add_expungeable_delete
 from corral.cli.sizes import gib_option, parse_bytes
 
 if TYPE_CHECKING:
@@ -362,3 +363,4 @@ def list_volumes(
 
 
 add_show_delete(app, noun="volume", collection=lambda c: c.volumes)
+add_expungeable_delete(app, noun="volume", collection=lambda c: c.volumes)

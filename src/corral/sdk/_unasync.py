@@ -28,6 +28,7 @@ MODULES = (
     "storage.py",
     "volumes.py",
     "snapshots.py",
+    "recycle.py",
 )
 
 RULES: tuple[tuple[str, str], ...] = (

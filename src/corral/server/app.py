@@ -22,6 +22,7 @@ from corral.server.http import (
     routes_cdrom,
     routes_identity,
     routes_ops,
+    routes_recycle,
     routes_resources,
     routes_snapshots,
     routes_storage,
@@ -34,7 +35,7 @@ from corral.server.http.idempotency import Idempotency
 from corral.server.identity.directory import ensure_identity
 from corral.server.secretbox import SecretBox, load_master_keys
 from corral.server.security.ratelimit import RateLimiter
-from corral.server.services import auth, hosts, snapshot_schedule
+from corral.server.services import auth, hosts, recycle, snapshot_schedule
 from corral.server.services.context import Services
 from corral.server.services.operations import OperationRunner
 from corral.server.settings import ServerSettings
@@ -51,6 +52,7 @@ from corral.server.workflows.vm_clone import VM_CLONE
 from corral.server.workflows.vm_create import VM_CREATE
 from corral.server.workflows.vm_delete import VM_DELETE
 from corral.server.workflows.vm_power import VM_POWER
+from corral.server.workflows.vm_recycle import VM_RECYCLE
 from corral.server.workflows.vm_resize import VM_RESIZE
 from corral.server.workflows.volume_attach import VOLUME_ATTACH
 from corral.server.workflows.volume_delete import VOLUME_DELETE
@@ -89,6 +91,7 @@ def create_app(svc: Services | None = None) -> FastAPI:
     api.include_router(routes_storage.router)
     api.include_router(routes_volumes.router)
     api.include_router(routes_snapshots.router)
+    api.include_router(routes_recycle.router)
     api.include_router(routes_tags.router)
     api.include_router(routes_cdrom.router)
     app.include_router(api)
@@ -122,6 +125,7 @@ async def build_services(settings: ServerSettings) -> Services:
         IMAGE_IMPORT,
         IMAGE_CAPTURE,
         VM_CLONE,
+        VM_RECYCLE,
         VM_CREATE,
         VM_DELETE,
         VM_RESIZE,
@@ -217,6 +221,7 @@ async def start(settings: ServerSettings, *, listen: bool = True) -> ServerHandl
         log.warning("recovering %d interrupted operation(s)", recovered)
     handle._tasks.append(asyncio.create_task(_monitor(svc), name="host-monitor"))
     handle._tasks.append(asyncio.create_task(_snapshot_scheduler(svc), name="snapshot-scheduler"))
+    handle._tasks.append(asyncio.create_task(recycle.run_expunges(svc), name="recycle-expunges"))
     svc.agents.ca = ClusterCA.load_or_create(settings.ca_dir)  # before any agent call runs
     if listen:
         cert = key = None

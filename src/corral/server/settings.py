@@ -52,6 +52,12 @@ class ServerSettings:
     expensive_burst: int = 1000
     """Per user: how many expensive calls (VM creation, image imports and uploads, audit
     exports) may come at once, and how many per second after that (``429`` + ``Retry-After``)."""
+    deletion_policy: str | None = None
+    """The deletion policy of VMs, volumes and images until an admin sets one
+    (``PUT /deletion-policies``): ``immediate``, ``delayed`` (the recycle bin) or ``never``;
+    unset: ``CORRAL_DELETION_POLICY``, else ``delayed``."""
+    deletion_retention_hours: float = 24.0
+    """How long a ``delayed`` delete stays in the recycle bin, until an admin sets it."""
     cert_file: Path | None = None
     key_file: Path | None = None
     pkcs12_file: Path | None = None
@@ -71,6 +77,13 @@ class ServerSettings:
             self.database_url = os.environ.get("CORRAL_DATABASE_URL")
         if self.admin_password is None:
             self.admin_password = os.environ.get("CORRAL_ADMIN_PASSWORD") or None
+        if self.deletion_policy is None:
+            self.deletion_policy = os.environ.get("CORRAL_DELETION_POLICY") or "delayed"
+        if self.deletion_policy not in ("immediate", "delayed", "never"):
+            raise InvalidInput(
+                f"unknown deletion policy {self.deletion_policy!r}",
+                supported=["immediate", "delayed", "never"],
+            )
         if os.environ.get("CORRAL_FAULT_INJECTION") == "1":
             self.fault_injection = True
 

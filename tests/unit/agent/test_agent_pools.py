@@ -294,7 +294,7 @@ async def test_sync_fault_and_task_key(tmp_path: Path) -> None:
         assert status.state == TaskState.succeeded
         assert status.result["pools"] == [
             {"pool_id": "p", "ok": False, "total_gb": 0, "free_gb": 0,
-             "error": "injected failure of volume.usage"}
+             "error": "injected failure of volume.usage", "luns": None}
         ]  # fmt: skip
         measured = await rt.pools.measure()
         assert measured == [PoolReport(pool_id="p", ok=True, total_gb=100, free_gb=100)]

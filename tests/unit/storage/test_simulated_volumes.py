@@ -8,11 +8,12 @@ import pytest
 
 from corral.agent.faults import FaultPlan
 from corral.agent.storage.backend import DiskSource, PoolUsage, VolumeBackend
+from corral.agent.storage.iscsi import IscsiBackend
 from corral.agent.storage.local import LocalBackend
 from corral.agent.storage.nfs import NfsBackend
 from corral.agent.storage.rbd import RbdBackend
 from corral.agent.storage.simulated_volumes import SimulatedBackend
-from corral.agent.storage.volumes import real_backends, simulated_backends
+from corral.agent.storage.volumes import Backends, real_backends, simulated_backends
 from corral.api.agent import PoolRef, VolumeRef
 from corral.api.errors import InjectedFault, InvalidInput, StorageError
 
@@ -91,13 +92,18 @@ def test_simulated_backends_serve_every_pool_type_with_one_backend() -> None:
     assert (only.host_name, only.faults, only.capacity_gb) == ("sim-7", faults, 42)
 
 
-def test_real_backends_are_local_nfs_and_rbd() -> None:
+def test_real_backends_are_local_nfs_rbd_and_iscsi() -> None:
     backends = real_backends()
-    assert backends.types == ["local", "nfs", "rbd"]
+    assert backends.types == ["iscsi", "local", "nfs", "rbd"]
     by_type = {
         t: type(backends.for_pool(POOL.model_copy(update={"type": t}))) for t in backends.types
     }
-    assert by_type == {"local": LocalBackend, "nfs": NfsBackend, "rbd": RbdBackend}
+    assert by_type == {
+        "iscsi": IscsiBackend,
+        "local": LocalBackend,
+        "nfs": NfsBackend,
+        "rbd": RbdBackend,
+    }
     with pytest.raises(InvalidInput) as err:
-        backends.for_pool(POOL.model_copy(update={"type": "iscsi"}))
-    assert err.value.context["supported"] == ["local", "nfs", "rbd"]
+        Backends({"local": LocalBackend()}).for_pool(POOL.model_copy(update={"type": "nfs"}))
+    assert err.value.context["supported"] == ["local"]

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from corral.agent.storage.common import file_ref
 from corral.api.agent import PoolRef, VolumeRef
@@ -143,6 +143,14 @@ class VolumeBackend(Protocol):
         """Make the pool ready for volumes on this host (``pools.sync``): create what volumes
         will be put in (a local directory, the NFS ``corral-volumes`` directory), or nothing.
         Idempotent; ``StorageError`` (context ``pool_id``) when it cannot."""
+
+
+@runtime_checkable
+class LunInventory(Protocol):
+    """A backend whose pools are made of LUNs the storage admin provisions (iscsi)."""
+
+    async def luns(self, pool: PoolRef) -> list[tuple[int, int]]:
+        """The pool's LUNs as (LUN number, size in bytes), by number."""
 
 
 def check_source_format(volume: VolumeRef, source_format: str) -> str:

@@ -30,6 +30,7 @@ class SimulatedBackend:
     - Volumes are thin: creation never fails for space; ``usage`` reports ``capacity_gb`` per
       pool as total and what the volumes' sizes leave of it (not below 0) as free.
     - ``source`` is ``sim://<host>/volumes/<name>`` (kind ``file``), in the volume's format.
+    - iscsi pools list ``iscsi_luns`` as their LUNs (``luns``).
     - Snapshot files (``create_overlay``, ``rebase``, ``delete_file``; fault ops
       ``volume.create_overlay``, ``volume.rebase``, ``volume.delete_file``) are kept as
       ``{name: backing name}`` per pool (``files``), apart from the volumes' sizes.
@@ -44,6 +45,8 @@ class SimulatedBackend:
         self, *, host_name: str, faults: FaultPlan | None = None, capacity_gb: float = 1000.0
     ) -> None:
         self.host_name = host_name
+        self.iscsi_luns: list[tuple[int, int]] = [(1, 10), (2, 10), (3, 20), (4, 50)]
+        """The LUNs (number, GiB) every simulated iscsi target has."""
         self.faults = faults if faults is not None else FaultPlan()
         self.capacity_gb = capacity_gb
         self.calls: Counter[str] = Counter()
@@ -85,6 +88,11 @@ class SimulatedBackend:
 
     async def prepare(self, pool: PoolRef) -> None:
         self._enter("volume.prepare")
+
+    async def luns(self, pool: PoolRef) -> list[tuple[int, int]]:
+        """An iscsi pool's LUNs (fault op ``volume.luns``): ``iscsi_luns`` (number, bytes)."""
+        self._enter("volume.luns")
+        return [(n, gib << 30) for n, gib in self.iscsi_luns]
 
     async def usage(self, pool: PoolRef) -> PoolUsage:
         self._enter("volume.usage")

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from corral.agent.faults import FaultPlan
 from corral.agent.storage.backend import VolumeBackend
+from corral.agent.storage.iscsi import IscsiBackend
 from corral.agent.storage.local import LocalBackend
 from corral.agent.storage.nfs import NfsBackend
 from corral.agent.storage.rbd import RbdBackend
@@ -39,8 +40,16 @@ class Backends:
 
 
 def real_backends() -> Backends:
-    """The backends of a real host: ``local``, ``nfs`` (QEMU's userspace client) and ``rbd``."""
-    return Backends({"local": LocalBackend(), "nfs": NfsBackend(), "rbd": RbdBackend()})
+    """The backends of a real host: ``local``, ``nfs`` and ``iscsi`` (QEMU's userspace clients)
+    and ``rbd``."""
+    return Backends(
+        {
+            "local": LocalBackend(),
+            "nfs": NfsBackend(),
+            "iscsi": IscsiBackend(),
+            "rbd": RbdBackend(),
+        }
+    )
 
 
 def simulated_backends(

@@ -22,6 +22,7 @@ from corral.sdk._async.identity import (
     AsyncUsers,
 )
 from corral.sdk._async.operation import AsyncOperation
+from corral.sdk._async.recycle import AsyncDeletionPolicies, AsyncRecycleBin
 from corral.sdk._async.resources import (
     AsyncClusters,
     AsyncHosts,
@@ -97,6 +98,8 @@ class AsyncClient:
         self.vms = AsyncVms(self)
         self.volumes = AsyncVolumes(self)
         self.snapshots = AsyncSnapshots(self)
+        self.recycle_bin = AsyncRecycleBin(self)
+        self.deletion_policies = AsyncDeletionPolicies(self)
         self.operations = AsyncOperations(self)
         self.users = AsyncUsers(self)
         self.projects = AsyncProjects(self)

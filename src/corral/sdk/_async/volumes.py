@@ -112,6 +112,14 @@ class AsyncVolumes(AsyncCollection[Volume]):
         body = build(VolumeResize, size_gb=size_gb)
         return await self._client.operation("POST", f"{self._item(ref)}/resize", body=body)
 
+    async def delete(self, ref: str, *, expunge: bool = False) -> AsyncOperation:
+        """Delete a volume no VM uses (``InUse`` otherwise). Under the ``delayed`` and ``never``
+        deletion policies an available volume goes to the recycle bin (``volume.recycle``: its
+        data and pool space kept until it is expunged); with ``expunge``, under the
+        ``immediate`` policy or in another state it is deleted at once (``volume.delete``)."""
+        params = {"expunge": "true"} if expunge else None
+        return await self._client.operation("DELETE", self._item(ref), params=params)
+
     async def of_vm(
         self,
         vm_ref: str,

@@ -91,6 +91,16 @@ class AsyncImages(AsyncCollection[Image]):
         body = build(ImageCreate, name=name, source=source)
         return await self._client.operation("POST", self._path, body=body)
 
+    async def delete(self, ref: str, *, expunge: bool = False) -> AsyncOperation:
+        """Delete the image (``InUse`` while a VM, a CD-ROM drive, a volume to be copied or a
+        linked-clone layer uses it). A ready image goes to the recycle bin under the
+        ``delayed`` and ``never`` deletion policies (``image.recycle``), else, or with
+        ``expunge``, it is deleted at once (``image.delete``)."""
+        params = {"expunge": "true"} if expunge else None
+        return await self._client.operation(
+            "DELETE", f"{self._path}/{quote_ref(ref)}", params=params
+        )
+
     async def download(
         self, ref: str, path: str | Path, *, progress: ProgressCallback | None = None
     ) -> int:
@@ -135,6 +145,16 @@ class AsyncVms(AsyncCollection[Vm]):
             **extra,
         )
         return await self._client.operation("POST", self._path, body=body)
+
+    async def delete(self, ref: str, *, expunge: bool = False) -> AsyncOperation:
+        """Delete the VM. Under the ``delayed`` and ``never`` deletion policies a stopped,
+        running or paused VM goes to the recycle bin (``vm.recycle``: powered off, its disk,
+        host claim and quota kept until it is expunged); with ``expunge``, under the
+        ``immediate`` policy or in another state it is deleted at once (``vm.delete``)."""
+        params = {"expunge": "true"} if expunge else None
+        return await self._client.operation(
+            "DELETE", f"{self._path}/{quote_ref(ref)}", params=params
+        )
 
     async def _action(self, ref: str, action: str, body: BaseModel | None = None) -> AsyncOperation:
         return await self._client.operation(

@@ -34,6 +34,7 @@ from corral.sdk._sync.identity import (
     Users,
 )
 from corral.sdk._sync.operation import Operation
+from corral.sdk._sync.recycle import DeletionPolicies, RecycleBin
 from corral.sdk._sync.resources import (
     Clusters,
     Hosts,
@@ -99,6 +100,8 @@ class Client:
         self.vms = Vms(self)
         self.volumes = Volumes(self)
         self.snapshots = Snapshots(self)
+        self.recycle_bin = RecycleBin(self)
+        self.deletion_policies = DeletionPolicies(self)
         self.operations = Operations(self)
         self.users = Users(self)
         self.projects = Projects(self)

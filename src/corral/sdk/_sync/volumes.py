@@ -108,6 +108,14 @@ class Volumes(Collection[Volume]):
         body = build(VolumeResize, size_gb=size_gb)
         return self._client.operation("POST", f"{self._item(ref)}/resize", body=body)
 
+    def delete(self, ref: str, *, expunge: bool = False) -> Operation:
+        """Delete a volume no VM uses (``InUse`` otherwise). Under the ``delayed`` and ``never``
+        deletion policies an available volume goes to the recycle bin (``volume.recycle``: its
+        data and pool space kept until it is expunged); with ``expunge``, under the
+        ``immediate`` policy or in another state it is deleted at once (``volume.delete``)."""
+        params = {"expunge": "true"} if expunge else None
+        return self._client.operation("DELETE", self._item(ref), params=params)
+
     def of_vm(
         self,
         vm_ref: str,

@@ -93,6 +93,14 @@ class Images(Collection[Image]):
         body = build(ImageCreate, name=name, source=source)
         return self._client.operation("POST", self._path, body=body)
 
+    def delete(self, ref: str, *, expunge: bool = False) -> Operation:
+        """Delete the image (``InUse`` while a VM, a CD-ROM drive, a volume to be copied or a
+        linked-clone layer uses it). A ready image goes to the recycle bin under the
+        ``delayed`` and ``never`` deletion policies (``image.recycle``), else, or with
+        ``expunge``, it is deleted at once (``image.delete``)."""
+        params = {"expunge": "true"} if expunge else None
+        return self._client.operation("DELETE", f"{self._path}/{quote_ref(ref)}", params=params)
+
     def download(
         self, ref: str, path: str | Path, *, progress: ProgressCallback | None = None
     ) -> int:
@@ -137,6 +145,14 @@ class Vms(Collection[Vm]):
             **extra,
         )
         return self._client.operation("POST", self._path, body=body)
+
+    def delete(self, ref: str, *, expunge: bool = False) -> Operation:
+        """Delete the VM. Under the ``delayed`` and ``never`` deletion policies a stopped,
+        running or paused VM goes to the recycle bin (``vm.recycle``: powered off, its disk,
+        host claim and quota kept until it is expunged); with ``expunge``, under the
+        ``immediate`` policy or in another state it is deleted at once (``vm.delete``)."""
+        params = {"expunge": "true"} if expunge else None
+        return self._client.operation("DELETE", f"{self._path}/{quote_ref(ref)}", params=params)
 
     def _action(self, ref: str, action: str, body: BaseModel | None = None) -> Operation:
         return self._client.operation("POST", f"{self._path}/{quote_ref(ref)}/{action}", body=body)

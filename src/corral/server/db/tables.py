@@ -335,6 +335,8 @@ class StoragePoolRow(Timestamped, Base):
     total_gb: Mapped[float] = mapped_column(Float, default=0)
     used_gb: Mapped[float] = mapped_column(Float, default=0)
     allocated_gb: Mapped[float] = mapped_column(Float, default=0)
+    luns: Mapped[list[Any] | None] = mapped_column(nullable=True)
+    """iscsi: the target's LUNs as ``[number, bytes]`` pairs, as its hosts last reported them."""
 
 
 class StoragePoolClusterRow(Base):
@@ -397,7 +399,10 @@ class VolumeRow(Timestamped, Owned, Base):
     next_auto_snapshot_at: Mapped[dt.datetime | None] = mapped_column(nullable=True, index=True)
     """When the scheduler takes the next automatic snapshot (None: no schedule)."""
 
-    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_volumes_project_name"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "name", name="uq_volumes_project_name"),
+        UniqueConstraint("pool_id", "pool_name", name="uq_volumes_pool_file"),
+    )
 
 
 class VolumeAttachmentRow(Base):
@@ -437,3 +442,30 @@ class SnapshotRow(Timestamped, Owned, Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (UniqueConstraint("volume_id", "name", name="uq_snapshots_volume_name"),)
+
+
+class RecycleBinRow(Base):
+    """A deleted VM, volume or image kept in the recycle bin (``corral.api.recycle``). The
+    resource's own row stays, with the status ``recycled`` and a name freed for reuse; ``name``
+    is the one it had, ``previous_status`` the status a restore gives back."""
+
+    __tablename__ = "recycle_bin"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(16))
+    resource_id: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(63))
+    previous_status: Mapped[str] = mapped_column(String(16))
+    project_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    owner_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    deleted_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    deleted_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expunge_at: Mapped[dt.datetime | None] = mapped_column(nullable=True, index=True)
+
+
+class DeletionPolicyRow(Base):
+    """The deletion policy of one kind of resource (no row: the server's default)."""
+
+    __tablename__ = "deletion_policies"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    policy: Mapped[str] = mapped_column(String(16))
+    retention_s: Mapped[float] = mapped_column(Float)

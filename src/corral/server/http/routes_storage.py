@@ -12,6 +12,7 @@ from corral.api.operations import Operation
 from corral.api.storage import (
     PoolClusterAttach,
     PoolHostReport,
+    PoolLun,
     StoragePool,
     StoragePoolCreate,
     StoragePoolUpdate,
@@ -47,6 +48,15 @@ async def get_storage_pool_hosts(
     """What each host of the attached clusters last reported of the pool: whether it can use
     it (``ok``, else ``error``) and the sizes it sees."""
     return await pool_sync.pool_hosts(svc, ref)
+
+
+@router.get("/storage-pools/{ref}/luns", response_model=list[PoolLun], tags=T)
+async def get_storage_pool_luns(
+    ref: str, svc: Svc, caller: Annotated[Caller, allow("storage_pool:get")]
+) -> list[PoolLun]:
+    """An iscsi pool's LUNs (as its hosts last reported the target's) and the volume on each:
+    a volume on the pool gets the smallest free LUN that holds its size."""
+    return await pools.pool_luns(svc, ref)
 
 
 @router.post("/storage-pools", **A)

@@ -48,8 +48,12 @@ async def delete_vm(
     svc: Svc,
     caller: Annotated[Caller, allow("vm:delete")],
     if_match: IfMatch = None,
+    expunge: bool = False,
 ) -> Operation:
-    return accepted(response, await vms.delete(svc=svc, ref=ref, caller=caller, if_match=if_match))
+    """Delete the VM: to the recycle bin under the deletion policy (``delayed``, ``never``),
+    at once with ``expunge=true`` or the ``immediate`` policy."""
+    op = await vms.delete(svc=svc, ref=ref, caller=caller, if_match=if_match, expunge=expunge)
+    return accepted(response, op)
 
 
 @router.post("/vms/{ref}/clone", **A, dependencies=[EXPENSIVE], tags=["vms"])
@@ -167,6 +171,13 @@ async def download_image(
 
 @router.delete("/images/{ref}", **A, dependencies=[IF_MATCH], tags=["images"])
 async def delete_image(
-    ref: str, response: Response, svc: Svc, caller: Annotated[Caller, allow("image:delete")]
+    ref: str,
+    response: Response,
+    svc: Svc,
+    caller: Annotated[Caller, allow("image:delete")],
+    expunge: bool = False,
 ) -> Operation:
-    return accepted(response, await images.delete_image(svc=svc, ref=ref, caller=caller))
+    """Delete the image: to the recycle bin under the deletion policy (``delayed``,
+    ``never``), at once with ``expunge=true`` or the ``immediate`` policy."""
+    op = await images.delete_image(svc=svc, ref=ref, caller=caller, expunge=expunge)
+    return accepted(response, op)

@@ -121,6 +121,9 @@ async def delete_volume(
     svc: Svc,
     caller: Annotated[Caller, allow("volume:delete")],
     if_match: IfMatch = None,
+    expunge: bool = False,
 ) -> Operation:
-    op = await volumes.delete(svc=svc, ref=ref, caller=caller, if_match=if_match)
+    """Delete the volume: to the recycle bin under the deletion policy (``delayed``,
+    ``never``), at once with ``expunge=true`` or the ``immediate`` policy."""
+    op = await volumes.delete(svc=svc, ref=ref, caller=caller, if_match=if_match, expunge=expunge)
     return accepted(response, op)

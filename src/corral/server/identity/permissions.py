@@ -13,11 +13,11 @@ from typing import Final
 
 PLATFORM_KINDS: Final = frozenset(
     {"zone", "cluster", "host", "offering", "storage_pool", "user", "project", "role", "debug",
-     "account"}
+     "account", "deletion_policy"}
 )  # fmt: skip
 PROJECT_KINDS: Final = frozenset(
     {"vm", "volume", "snapshot", "image", "operation", "quota", "member", "audit", "tag",
-     "access_key"}
+     "access_key", "recycle_bin"}
 )  # fmt: skip
 
 ACTIONS: Final[dict[str, tuple[str, ...]]] = {
@@ -31,6 +31,7 @@ ACTIONS: Final[dict[str, tuple[str, ...]]] = {
     "role": ("list", "get", "create", "update", "delete"),
     "debug": ("faults",),
     "account": ("manage",),
+    "deletion_policy": ("get", "update"),
     "vm": ("list", "get", "create", "update", "delete", "power", "console", "see-all"),
     "volume": ("list", "get", "create", "update", "delete", "see-all"),
     "snapshot": ("list", "get", "create", "update", "delete", "see-all"),
@@ -41,13 +42,15 @@ ACTIONS: Final[dict[str, tuple[str, ...]]] = {
     "audit": ("list",),
     "tag": ("add", "remove"),
     "access_key": ("list", "create", "update", "delete"),
+    "recycle_bin": ("list", "restore", "expunge"),
 }
 """Every permission that exists (``kind: actions``). ``see-all``: see every resource of the kind
 in the project, not only one's own and shared ones."""
 
 EVERYONE: Final = frozenset(
-    {"offering:list", "offering:get", "project:list", "project:get", "account:manage"}
-)
+    {"offering:list", "offering:get", "project:list", "project:get", "account:manage",
+     "deletion_policy:get"}
+)  # fmt: skip
 """What every authenticated user may do (platform reads a self-service user needs; their own
 password, two-factor authentication and sessions: ``account:manage``)."""
 
@@ -57,7 +60,7 @@ BUILTIN_ROLES: Final[dict[str, tuple[str, list[str]]]] = {
     "project-admin": (
         "everything in the project: all its resources, its members, its audit log",
         ["vm:*", "volume:*", "snapshot:*", "image:*", "operation:*", "quota:get", "member:*",
-         "audit:list", "tag:*", "access_key:*"],
+         "audit:list", "tag:*", "access_key:*", "recycle_bin:*"],
     ),
     "member": (
         "creates and uses resources; sees their own and shared ones",
@@ -66,13 +69,14 @@ BUILTIN_ROLES: Final[dict[str, tuple[str, list[str]]]] = {
          "snapshot:list", "snapshot:get", "snapshot:create", "snapshot:update", "snapshot:delete",
          "image:list", "image:get", "image:create", "image:update", "image:delete",
          "operation:list", "operation:get", "operation:cancel", "quota:get", "member:list",
-         "tag:*", "access_key:*"],
+         "tag:*", "access_key:*", "recycle_bin:list", "recycle_bin:restore",
+         "recycle_bin:expunge"],
     ),
     "viewer": (
         "reads what is shared with the project's members",
         ["vm:list", "vm:get", "volume:list", "volume:get", "snapshot:list", "snapshot:get",
          "image:list", "image:get", "operation:list", "operation:get", "quota:get",
-         "member:list", "access_key:*"],
+         "member:list", "access_key:*", "recycle_bin:list"],
     ),
 }  # fmt: skip
 """Project roles created at start-up and kept as defined here (description, permissions)."""

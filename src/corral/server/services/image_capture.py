@@ -21,8 +21,8 @@ from corral.server.services.vms import visible_vms
 from corral.server.services.volumes import attachments_of, claim_status, visible_volumes
 from corral.server.workflows.volume_common import pool_host
 
-CAPTURE_POOLS = frozenset({"local", "nfs", "rbd"})
-"""Pool types whose volumes can be captured (file pools and RBD images)."""
+CAPTURE_POOLS = frozenset({"local", "nfs", "rbd", "iscsi"})
+"""Pool types whose volumes can be captured (file pools, RBD images, iSCSI LUNs)."""
 SNAPSHOT_POOLS = frozenset({"local", "nfs"})
 
 

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.errors import InUse, InvalidInput, InvalidState, StorageError
 from corral.api.images import Image, ImageCreate, ImageStatus
 from corral.api.operations import Operation
-from corral.server.db.tables import ImageRow, VmRow, VolumeRow
+from corral.server.db.tables import ImageRow, OperationRow, VmRow, VolumeRow
 from corral.server.identity import quotas
 from corral.server.identity.access import creation_project, require, visible
 from corral.server.identity.caller import Caller
@@ -25,6 +25,7 @@ from corral.server.services.context import Services
 from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import Kind, get_row
 from corral.server.services.operations import to_model as op_model
+from corral.server.services.recycle import recycles, to_bin
 
 CHUNK = 1024 * 1024
 
@@ -56,7 +57,10 @@ IMAGES = Kind("image", ImageRow, image_model, specs.IMAGES, Image)
 
 def visible_images(caller: Caller) -> ColumnElement[bool]:
     """The images ``caller`` sees: their projects' (``access.visible``) and public ones."""
-    return visible(caller, ImageRow, "image", public_if_no_project=True)
+    return and_(
+        visible(caller, ImageRow, "image", public_if_no_project=True),
+        ImageRow.status != ImageStatus.recycled.value,
+    )
 
 
 def _image_project(caller: Caller) -> str | None:
@@ -262,62 +266,99 @@ async def store_captured(*, svc: Services, image_id: str, chunks: AsyncIterator[
     await store_bytes(svc, image_id, chunks)
 
 
-async def delete_image(*, svc: Services, ref: str, caller: Caller) -> Operation:
+async def delete_image(
+    *, svc: Services, ref: str, caller: Caller, expunge: bool = False
+) -> Operation:
+    """Delete an image nothing uses (``InUse`` naming the users otherwise): a ready one goes to
+    the recycle bin under the ``delayed`` and ``never`` policies (unless ``expunge``), else it
+    is deleted at once (row and file)."""
     async with svc.sessionmaker() as s:
         row = await _visible_image(s, ref, caller, "image:delete")
-        n = await s.scalar(select(func.count()).where(VmRow.image_id == row.id))
-        if n:
-            raise InUse(f"image {row.name!r} is used by {n} VM(s)", vms=n)
-        in_drive = list(
-            await s.scalars(
-                select(VmRow.name).where(VmRow.cdrom_image_id == row.id).order_by(VmRow.name)
+        await _check_unused(s, row)
+        if row.status == ImageStatus.ready and await recycles(svc, s, "image", expunge):
+            await to_bin(svc, s, "image", row, deleted_by=caller.user_id)
+            op = svc.runner.create(
+                s,
+                type="image.recycle",
+                target_type="image",
+                target_id=row.id,
+                done=True,
+                project_id=row.project_id,
+                user_id=caller.user_id,
             )
-        )
-        if in_drive:
-            raise InUse(
-                f"image {row.name!r} is in the CD-ROM drive of VM(s) {', '.join(in_drive)}:"
-                " eject it first",
-                vms=in_drive,
-            )
-        copies = list(
-            await s.scalars(
-                select(VolumeRow.name)
-                .where(VolumeRow.image_id == row.id, VolumeRow.instantiated.is_(False))
-                .order_by(VolumeRow.name)
-            )
-        )
-        if copies:
-            raise InUse(
-                f"image {row.name!r} is still to be copied into volume(s) {', '.join(copies)}"
-                " (at their first attach): delete or attach them first",
-                volumes=copies,
-            )
-        layers = list(
-            await s.scalars(
-                select(ImageRow.name).where(ImageRow.parent_id == row.id).order_by(ImageRow.name)
-            )
-        )
-        if layers:
-            raise InUse(
-                f"image {row.name!r} is under the linked-clone layer(s) {', '.join(layers)}:"
-                " delete them first",
-                images=layers,
-            )
-        await s.execute(update(VolumeRow).where(VolumeRow.image_id == row.id).values(image_id=None))
-        await quotas.adjust(s, row.project_id, images=-1)
-        await s.delete(row)
-        op = svc.runner.create(
-            s,
-            type="image.delete",
-            target_type="image",
-            target_id=row.id,
-            done=True,
-            project_id=row.project_id,
-            user_id=caller.user_id,
-        )
+            await s.commit()
+            return op_model(op)
+        op = await expunge_image(svc, s, row, caller.user_id)
         await s.commit()
-    image_path(svc, row.id).unlink(missing_ok=True)
+    drop_file(svc, row.id)
     return op_model(op)
+
+
+async def _check_unused(s: AsyncSession, row: ImageRow) -> None:
+    """``InUse`` if a VM (also one in the bin), a CD-ROM drive, a volume still to be copied or
+    a linked-clone layer uses the image."""
+    n = await s.scalar(select(func.count()).where(VmRow.image_id == row.id))
+    if n:
+        raise InUse(f"image {row.name!r} is used by {n} VM(s)", vms=n)
+    in_drive = list(
+        await s.scalars(
+            select(VmRow.name).where(VmRow.cdrom_image_id == row.id).order_by(VmRow.name)
+        )
+    )
+    if in_drive:
+        raise InUse(
+            f"image {row.name!r} is in the CD-ROM drive of VM(s) {', '.join(in_drive)}:"
+            " eject it first",
+            vms=in_drive,
+        )
+    copies = list(
+        await s.scalars(
+            select(VolumeRow.name)
+            .where(VolumeRow.image_id == row.id, VolumeRow.instantiated.is_(False))
+            .order_by(VolumeRow.name)
+        )
+    )
+    if copies:
+        raise InUse(
+            f"image {row.name!r} is still to be copied into volume(s) {', '.join(copies)}"
+            " (at their first attach): delete or attach them first",
+            volumes=copies,
+        )
+    layers = list(
+        await s.scalars(
+            select(ImageRow.name).where(ImageRow.parent_id == row.id).order_by(ImageRow.name)
+        )
+    )
+    if layers:
+        raise InUse(
+            f"image {row.name!r} is under the linked-clone layer(s) {', '.join(layers)}:"
+            " delete them first",
+            images=layers,
+        )
+
+
+async def expunge_image(
+    svc: Services, s: AsyncSession, row: ImageRow, user_id: str | None
+) -> OperationRow:
+    """Delete the image's row in ``s`` and give its quota back (the caller commits, then
+    removes the file with ``drop_file``); returns the finished ``image.delete`` operation."""
+    await s.execute(update(VolumeRow).where(VolumeRow.image_id == row.id).values(image_id=None))
+    await quotas.adjust(s, row.project_id, images=-1)
+    await s.delete(row)
+    return svc.runner.create(
+        s,
+        type="image.delete",
+        target_type="image",
+        target_id=row.id,
+        done=True,
+        project_id=row.project_id,
+        user_id=user_id,
+    )
+
+
+def drop_file(svc: Services, image_id: str) -> None:
+    """Remove a deleted image's file from the store (absent: nothing)."""
+    image_path(svc, image_id).unlink(missing_ok=True)
 
 
 async def ready_path(

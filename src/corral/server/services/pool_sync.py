@@ -265,6 +265,13 @@ async def _record(svc: Services, host_id: str, reports: Sequence[PoolReport]) ->
         for pool_id, row in existing.items():
             if pool_id not in keep:
                 await s.delete(row)
+        for pool_id, report in keep.items():
+            if report.ok and report.luns is not None:  # iscsi: the target's LUNs, latest wins
+                await s.execute(
+                    update(StoragePoolRow)
+                    .where(StoragePoolRow.id == pool_id)
+                    .values(luns=[list(lun) for lun in report.luns])
+                )
         await s.flush()
         await recompute_capacity(s, affected)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.errors import InUse, InvalidInput, InvalidState
@@ -22,6 +22,7 @@ from corral.api.storage import (
     CREDENTIAL_TYPES,
     PoolCapacity,
     PoolHosts,
+    PoolLun,
     PoolState,
     PoolType,
     StoragePool,
@@ -32,6 +33,7 @@ from corral.api.storage import (
 from corral.api.volumes import VolumeStatus
 from corral.server.db.tables import (
     ClusterRow,
+    RecycleBinRow,
     StoragePoolClusterRow,
     StoragePoolRow,
     VolumeAttachmentRow,
@@ -234,13 +236,23 @@ async def _cascade(
             f"storage pool {pool.name!r} has attached volumes: detach them first",
             volumes=attached,
         )
-    busy = sorted(v.name for v in vols if v.status not in ("available", "error"))
+    deletable = ("available", "error", "recycled")  # the bin's volumes go too, for good
+    busy = sorted(v.name for v in vols if v.status not in deletable)
     if busy:
         raise InvalidState(f"volumes of pool {pool.name!r} are busy: retry", volumes=busy)
+    await s.execute(
+        delete(RecycleBinRow).where(
+            RecycleBinRow.kind == "volume", RecycleBinRow.resource_id.in_(vids)
+        )
+    )
     pairs = []
     for v in vols:
         await claim_status(
-            s, v, {VolumeStatus.available, VolumeStatus.error}, VolumeStatus.deleting, "delete"
+            s,
+            v,
+            {VolumeStatus.available, VolumeStatus.error, VolumeStatus.recycled},
+            VolumeStatus.deleting,
+            "delete",
         )
         host = await pool_host(s, pool.id, v) if v.instantiated else None
         pairs.append([v.id, host])
@@ -270,8 +282,8 @@ async def delete_pool(*, svc: Services, ref: str, cascade: bool = False) -> Oper
         n = await count_pool_volumes(s, row.id)
         if n and not cascade:
             raise InUse(
-                f"storage pool {row.name!r} still holds {n} volume(s): delete them, or the pool"
-                " with cascade=true",
+                f"storage pool {row.name!r} still holds {n} volume(s) (those in the recycle bin"
+                " count: expunge them): delete them, or the pool with cascade=true",
                 volumes=n,
             )
         attached = int(
@@ -296,3 +308,26 @@ async def delete_pool(*, svc: Services, ref: str, cascade: bool = False) -> Oper
     if clusters:
         pools_changed(svc, pool_ids=[], cluster_ids=clusters)
     return op
+
+
+async def pool_luns(svc: Services, ref: str) -> list[PoolLun]:
+    """The LUN inventory of an iscsi pool (``InvalidInput`` for another type), by number,
+    with the volume using each."""
+    async with svc.sessionmaker() as s:
+        pool = await get_row(s, StoragePoolRow, ref, KIND)
+        if pool.type != "iscsi":
+            raise InvalidInput(
+                f"storage pool {pool.name!r} is {pool.type}: only iscsi pools have LUNs",
+                pool_type=pool.type,
+            )
+        users = dict(
+            (
+                await s.execute(
+                    select(VolumeRow.pool_name, VolumeRow.id).where(VolumeRow.pool_id == pool.id)
+                )
+            ).all()
+        )
+    return [
+        PoolLun(lun=int(n), size_gb=round(int(size) / (1 << 30), 3), volume_id=users.get(str(n)))
+        for n, size in sorted(pool.luns or [])
+    ]

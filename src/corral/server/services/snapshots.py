@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -84,7 +84,9 @@ SNAPSHOTS = SnapshotsKind(KIND, SnapshotRow, to_model, specs.SNAPSHOTS, Snapshot
 
 
 def visible_snapshots(caller: Caller) -> ColumnElement[bool]:
-    return visible(caller, SnapshotRow, KIND)
+    """The snapshots ``caller`` sees (not those of volumes in the recycle bin)."""
+    recycled = select(VolumeRow.id).where(VolumeRow.status == VolumeStatus.recycled.value)
+    return and_(visible(caller, SnapshotRow, KIND), SnapshotRow.volume_id.not_in(recycled))
 
 
 async def _context(s: AsyncSession, vol: VolumeRow) -> tuple[str | None, str, str | None]:

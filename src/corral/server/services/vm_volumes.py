@@ -98,7 +98,8 @@ async def record_vm_volumes(
     ids: list[str] = []
     attachments = []
     for p, device in zip(planned.volumes, DEVICES, strict=False):
-        vol = new_volume(
+        vol = await new_volume(
+            s,
             p.pool,
             name=p.name,
             project_id=planned.project_id,

@@ -8,7 +8,7 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, insert
+from sqlalchemy import ColumnElement, Table, and_, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +27,7 @@ from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import Kind, get_row
 from corral.server.services.operations import to_model as op_model
 from corral.server.services.placement import place_and_claim
+from corral.server.services.recycle import recycles
 from corral.server.services.vm_volumes import (
     PlannedVolumes,
     plan_vm_volumes,
@@ -34,6 +35,7 @@ from corral.server.services.vm_volumes import (
 )
 from corral.server.workflows.vm_create import VM_CREATE
 from corral.server.workflows.vm_power import check_allowed
+from corral.server.workflows.vm_recycle import VM_RECYCLE
 
 GIB = 1024**3
 _VMS: Table = VmRow.__table__  # type: ignore[assignment]
@@ -73,7 +75,8 @@ def vnc_password() -> str:
 
 
 def visible_vms(caller: Caller) -> ColumnElement[bool]:
-    return visible(caller, VmRow, "vm")
+    """The VMs ``caller`` sees (not those in the recycle bin)."""
+    return and_(visible(caller, VmRow, "vm"), VmRow.status != VmStatus.recycled.value)
 
 
 @dataclass(frozen=True)
@@ -313,10 +316,51 @@ async def resize(
     return op
 
 
+RECYCLABLE = frozenset({VmStatus.stopped, VmStatus.running, VmStatus.paused})
+"""VMs a delete may put in the recycle bin (others, e.g. in ``error``, are deleted at once)."""
+
+
 async def delete(
-    *, svc: Services, ref: str, caller: Caller, if_match: str | None = None
+    *,
+    svc: Services,
+    ref: str,
+    caller: Caller,
+    if_match: str | None = None,
+    expunge: bool = False,
 ) -> Operation:
-    allowed = set(VmStatus) - {VmStatus.creating, VmStatus.deleting}
+    """Delete the VM: to the recycle bin (``vm.recycle``) under the ``delayed`` and ``never``
+    policies when it is stopped, running or paused, else (``expunge``, the ``immediate``
+    policy, a VM in ``error``…) at once (``vm.delete``)."""
+    allowed = set(VmStatus) - {VmStatus.creating, VmStatus.deleting, VmStatus.recycled}
     vm = await _check(svc, ref, allowed, "delete", caller, "vm:delete", if_match)
+    async with svc.sessionmaker() as s:
+        to_bin = VmStatus(vm.status) in RECYCLABLE and await recycles(svc, s, "vm", expunge)
+    if to_bin:
+        op, _ = await _submit(svc, vm.id, VM_RECYCLE.type, {"user_id": caller.user_id}, caller)
+        return op
     op, _ = await _submit(svc, vm.id, "vm.delete", {}, caller)
     return op
+
+
+async def expunge_vm(
+    svc: Services, s: AsyncSession, vm: VmRow, user_id: str | None
+) -> OperationRow:
+    """The ``vm.delete`` of a VM leaving the bin (added to ``s``; the caller commits and
+    launches it). The VM is ``stopped`` again meanwhile: a failed delete leaves it in the VM
+    list (``error``), to be deleted again."""
+    vm.status = VmStatus.stopped.value
+    return svc.runner.create(
+        s,
+        project_id=vm.project_id,
+        user_id=user_id,
+        type="vm.delete",
+        target_type="vm",
+        target_id=vm.id,
+        lock_key=f"vm:{vm.id}",
+        params={
+            "vm_id": vm.id,
+            "host_id": vm.host_id,
+            "previous_status": VmStatus.stopped.value,
+            "previous_power": vm.power_state,
+        },
+    )

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,6 +35,7 @@ from corral.api.volumes import (
 from corral.server.db.tables import (
     HostRow,
     ImageRow,
+    OperationRow,
     StoragePoolClusterRow,
     StoragePoolRow,
     VmRow,
@@ -51,8 +52,9 @@ from corral.server.services.images import visible_images
 from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import Kind, get_row
 from corral.server.services.operations import to_model as op_model
+from corral.server.services.recycle import recycles, to_bin
 from corral.server.workflows.volume_attach import VOLUME_ATTACH
-from corral.server.workflows.volume_common import pool_host
+from corral.server.workflows.volume_common import pool_host, settle_status
 from corral.server.workflows.volume_delete import VOLUME_DELETE, forget_volume
 from corral.server.workflows.volume_detach import VOLUME_DETACH
 from corral.server.workflows.volume_qos import VOLUME_QOS
@@ -63,6 +65,7 @@ DEVICES = tuple(f"vd{c}" for c in "bcdefghijklmnopqrstuvwxy")[:MAX_DATA_VOLUMES]
 ATTACHABLE_VM = {VmStatus.running, VmStatus.stopped, VmStatus.paused}
 """VM states in which volumes may be attached or detached."""
 RAW_POOLS = frozenset({"iscsi", "rbd"})
+GIB = 1 << 30
 
 
 def to_model(r: VolumeRow, attachments: Sequence[tuple[str, str]] = ()) -> Volume:
@@ -145,10 +148,12 @@ def _op(
 
 
 def visible_volumes(caller: Caller) -> ColumnElement[bool]:
-    return visible(caller, VolumeRow, KIND)
+    """The volumes ``caller`` sees (not those in the recycle bin)."""
+    return and_(visible(caller, VolumeRow, KIND), VolumeRow.status != VolumeStatus.recycled.value)
 
 
-def new_volume(
+async def new_volume(
+    s: AsyncSession,
     pool: StoragePoolRow,
     *,
     name: str,
@@ -160,12 +165,14 @@ def new_volume(
     image_id: str | None = None,
     qos: VolumeQos | None = None,
 ) -> VolumeRow:
-    """A new volume row on ``pool`` (not added to a session) with its format and file name on
-    the pool (raw on block pools, and when shareable: QEMU shares raw images only; qcow2
-    otherwise); ``pool.allocated_gb`` is charged with its size."""
+    """A new volume row on ``pool`` (not added to ``s``) with its format and place on the pool:
+    raw on block pools and when shareable (QEMU shares raw images only), qcow2 otherwise; a file
+    ``vol-<id>[.qcow2|.raw]``, on an iscsi pool the smallest free LUN that holds ``size_gb``
+    (``pick_lun``). ``pool.allocated_gb`` is charged with its size."""
     vid = new_id()
     raw = pool.type in RAW_POOLS or shareable
     suffix = "" if pool.type in RAW_POOLS else (".raw" if raw else ".qcow2")
+    place = await pick_lun(s, pool, size_gb) if pool.type == "iscsi" else f"vol-{vid}{suffix}"
     pool.allocated_gb += size_gb
     return VolumeRow(
         id=vid,
@@ -176,11 +183,46 @@ def new_volume(
         size_gb=size_gb,
         format="raw" if raw else "qcow2",
         pool_id=pool.id,
-        pool_name=f"vol-{vid}{suffix}",
+        pool_name=place,
         shareable=shareable,
         image_id=image_id,
         qos=(qos or VolumeQos()).model_dump(),
     )
+
+
+def lun_sizes(pool: StoragePoolRow) -> dict[str, int]:
+    """An iscsi pool's LUNs as its hosts reported them: LUN number (a volume's ``pool_name``)
+    -> bytes."""
+    return {str(n): int(size) for n, size in pool.luns or []}
+
+
+async def pick_lun(s: AsyncSession, pool: StoragePoolRow, size_gb: int) -> str:
+    """The smallest LUN of the iscsi pool that no volume uses (also among the volumes added to
+    ``s`` but not written yet) and holds ``size_gb`` GiB. ``InvalidState`` (context
+    ``reason``: ``no_inventory`` before any host reported the LUNs, ``no_free_lun``)."""
+    sizes = lun_sizes(pool)
+    if not sizes:
+        raise InvalidState(
+            f"iscsi pool {pool.name!r} has no LUN inventory yet: none of its hosts reported"
+            " the target's LUNs (see GET /storage-pools/{ref}/hosts)",
+            pool=pool.name,
+            reason="no_inventory",
+        )
+    used = set(await s.scalars(select(VolumeRow.pool_name).where(VolumeRow.pool_id == pool.id)))
+    used |= {v.pool_name for v in s.new if isinstance(v, VolumeRow) and v.pool_id == pool.id}
+    need = size_gb * GIB
+    fits = [(size, int(n)) for n, size in sizes.items() if n not in used and size >= need]
+    if not fits:
+        free = sorted(round(size / GIB, 2) for n, size in sizes.items() if n not in used)
+        raise InvalidState(
+            f"iscsi pool {pool.name!r} has no free LUN of {size_gb} GiB or more"
+            f" (free LUNs, GiB: {free or 'none'})",
+            pool=pool.name,
+            reason="no_free_lun",
+            size_gb=size_gb,
+            free_gb=free,
+        )
+    return str(min(fits)[1])
 
 
 def set_schedule(vol: VolumeRow, schedule: SnapshotSchedule | None) -> None:
@@ -260,7 +302,8 @@ async def create_volume(*, svc: Services, spec: VolumeCreate, caller: Caller) ->
             else None
         )
         await ensure_name_free(s, VolumeRow, spec.name, KIND, project_id=project_id)
-        vol = new_volume(
+        vol = await new_volume(
+            s,
             pool,
             name=spec.name,
             project_id=project_id,
@@ -535,6 +578,15 @@ async def resize(
             raise InvalidState("detach the volume from all but one VM to grow it", volume=vol.name)
         pool = await s.get(StoragePoolRow, vol.pool_id)
         assert pool is not None  # foreign key
+        lun = lun_sizes(pool).get(vol.pool_name) if pool.type == "iscsi" else None
+        if pool.type == "iscsi" and (lun is None or spec.size_gb * GIB > lun):
+            raise InvalidInput(
+                f"volume {vol.name!r} is a LUN of {(lun or 0) / GIB:.2f} GiB: it cannot grow"
+                " past it (the storage admin grows LUNs)",
+                reason="lun_size",
+                lun_gb=round((lun or 0) / GIB, 2),
+                requested_gb=spec.size_gb,
+            )
         delta = spec.size_gb - vol.size_gb
         check_room(pool, delta)
         old = vol.size_gb
@@ -546,12 +598,8 @@ async def resize(
         await s.execute(
             update(VolumeRow).where(VolumeRow.id == vol.id).values(size_gb=spec.size_gb)
         )
-        if not vol.instantiated:
-            await s.execute(
-                update(VolumeRow)
-                .where(VolumeRow.id == vol.id)
-                .values(status=VolumeStatus.available.value)
-            )
+        if not vol.instantiated or pool.type == "iscsi":  # a LUN is as big as it is already
+            await settle_status(s, vol.id)
             op = _op(svc, s, VOLUME_RESIZE.type, vol.id, vol.project_id, caller)
             await s.commit()
             return op_model(op)
@@ -582,11 +630,18 @@ async def resize(
 
 
 async def delete(
-    *, svc: Services, ref: str, caller: Caller, if_match: str | None = None
+    *,
+    svc: Services,
+    ref: str,
+    caller: Caller,
+    if_match: str | None = None,
+    expunge: bool = False,
 ) -> Operation:
-    """Delete a volume that no VM uses (``InUse`` with the VMs otherwise): at once if it was
-    never created on its pool, else through ``volume.delete``. A volume in ``error`` may be
-    deleted (that is how a failed operation's leftovers are cleaned up)."""
+    """Delete a volume that no VM uses (``InUse`` with the VMs otherwise): an ``available``
+    one goes to the recycle bin under the ``delayed`` and ``never`` policies (unless
+    ``expunge``); else at once if it was never created on its pool, or through
+    ``volume.delete``. A volume in ``error`` may be deleted (that is how a failed operation's
+    leftovers are cleaned up)."""
     async with svc.sessionmaker() as s:
         vol = await _visible_volume(s, ref, caller, "volume:delete", if_match)
         attached = (await attachments_of(s, [vol.id]))[vol.id]
@@ -595,6 +650,12 @@ async def delete(
                 f"volume {vol.name!r} is attached: detach it first",
                 vms=[v for v, _ in attached],
             )
+        if vol.status == VolumeStatus.available and await recycles(svc, s, KIND, expunge):
+            await claim_status(s, vol, {VolumeStatus.available}, VolumeStatus.recycled, "delete")
+            await to_bin(svc, s, KIND, vol, deleted_by=caller.user_id)
+            op = _op(svc, s, "volume.recycle", vol.id, vol.project_id, caller)
+            await s.commit()
+            return op_model(op)
         if not vol.instantiated:
             await claim_status(
                 s,
@@ -624,3 +685,34 @@ async def delete(
         await s.commit()
     svc.runner.launch(op)
     return op_model(op)
+
+
+async def expunge_volume(
+    svc: Services, s: AsyncSession, vol: VolumeRow, user_id: str | None
+) -> OperationRow:
+    """The delete of a volume leaving the bin, in ``s`` (the caller commits, and launches the
+    operation when it is queued): at once if it was never created on its pool, else
+    ``volume.delete`` (a failure leaves it in ``error``, out of the bin)."""
+    vol.status = VolumeStatus.deleting.value
+    if not vol.instantiated:
+        await forget_volume(s, vol)
+        return svc.runner.create(
+            s,
+            type=VOLUME_DELETE.type,
+            target_type=KIND,
+            target_id=vol.id,
+            done=True,
+            project_id=vol.project_id,
+            user_id=user_id,
+        )
+    host_id = await pool_host(s, vol.pool_id, vol)
+    return svc.runner.create(
+        s,
+        type=VOLUME_DELETE.type,
+        target_type=KIND,
+        target_id=vol.id,
+        lock_key=f"volume:{vol.id}",
+        params={"volume_id": vol.id, "host_id": host_id},
+        project_id=vol.project_id,
+        user_id=user_id,
+    )
