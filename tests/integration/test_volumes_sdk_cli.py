@@ -343,3 +343,23 @@ def test_cdrom_and_boot_order_by_sdk_and_cli(admin: Client, cli: None, tmp_path:
     admin.vms.eject_cdrom("vm2").wait()
     admin.vms.set_boot_order("vm2", ["hd"]).wait()
     admin.images.delete("boot-iso").wait()
+
+
+def test_sdk_and_cli_move_a_volume(admin: Client, cli: None) -> None:
+    admin.storage_pools.create(
+        "vols2", type="local", settings={"path": "/var/lib/corral/volumes2"}, clusters=["default"]
+    ).wait()
+    try:
+        admin.volumes.create("mover", size_gb=1, pool=POOL).wait()
+        admin.volumes.move("mover", "vols2").wait(timeout=60)  # never created: a record change
+        assert admin.volumes.get("mover").pool_id == admin.storage_pools.get("vols2").id
+        r = corral("volume", "move", "mover", "--pool", POOL)
+        assert r.exit_code == 0, r.output
+        assert r.stdout.strip().endswith(f"Volume mover moved to pool {POOL}.")
+        assert admin.volumes.get("mover").pool_id == admin.storage_pools.get(POOL).id
+        r = corral("volume", "move", "mover", "--pool", POOL)  # the same pool
+        assert r.exit_code == 2 and "invalid_input" in r.output, r.output
+    finally:
+        admin.volumes.delete("mover").wait(timeout=60)
+        admin.storage_pools.update("vols2", state="maintenance").wait()
+        admin.storage_pools.delete("vols2").wait(timeout=60)

@@ -58,10 +58,12 @@ from corral.api.agent import (
     VmSpec,
     VmUndefine,
     VolumeAttachTask,
+    VolumeCopyTask,
     VolumeCreateTask,
     VolumeDeleteTask,
     VolumeDetachTask,
     VolumeQosTask,
+    VolumeRef,
     VolumeResizeTask,
 )
 from corral.api.errors import CorralError, InvalidInput, NotFound
@@ -81,6 +83,7 @@ Payload = (
     | VmCdrom
     | VolumeCreateTask
     | VolumeDeleteTask
+    | VolumeCopyTask
     | VolumeAttachTask
     | VolumeDetachTask
     | VolumeResizeTask
@@ -98,7 +101,13 @@ def payload_vm_id(payload: Payload) -> str | None:
             return payload.spec.vm_id
         case ImageCaptureTask():
             return payload.vm_id
-        case VolumeCreateTask() | VolumeDeleteTask() | PoolsSync() | SnapshotDeleteFileTask():
+        case (
+            VolumeCreateTask()
+            | VolumeDeleteTask()
+            | VolumeCopyTask()
+            | PoolsSync()
+            | SnapshotDeleteFileTask()
+        ):
             return None
         case _:
             return payload.vm_id
@@ -109,6 +118,8 @@ def payload_volume_id(payload: Payload) -> str | None:
     match payload:
         case VolumeCreateTask() | VolumeDeleteTask() | VolumeResizeTask():
             return payload.volume.volume_id
+        case VolumeCopyTask():
+            return payload.source.volume_id
         case (
             SnapshotCreateTask()
             | SnapshotRevertTask()
@@ -243,6 +254,8 @@ class TaskExecutor:
                 await tasks.create(payload.volume, payload.image)
             case VolumeDeleteTask():
                 await tasks.delete(payload.volume)
+            case VolumeCopyTask():
+                await self.copy_volume(payload.source, payload.target)
             case VolumeAttachTask():
                 await tasks.attach(payload.vm_id, payload.disk)
             case VolumeDetachTask():
@@ -333,6 +346,17 @@ class TaskExecutor:
             raise
         self.specs.delete(vm_id)
         self.drift.pop(vm_id, None)
+
+    async def copy_volume(self, source: VolumeRef, target: VolumeRef) -> None:
+        """``volume.copy``: ``source`` exported (chain flattened, qcow2) into a staging file
+        next to the image cache, then ``target`` made from it by its pool's backend; the
+        staging file is removed whatever happens."""
+        staging = self.volumes.staging_path(f"copy-{source.volume_id}")
+        try:
+            await self.backends.for_pool(source.pool).export(source, source.name, staging)
+            await self.backends.for_pool(target.pool).create_from(target, staging, "qcow2")
+        finally:
+            staging.unlink(missing_ok=True)
 
     async def flatten(self, vm_id: str) -> bool:
         """Make the VM's root disk standalone: a live block pull while QEMU runs, else

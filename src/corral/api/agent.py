@@ -264,6 +264,17 @@ class VolumeDeleteTask(Model):
     volume: VolumeRef
 
 
+class VolumeCopyTask(Model):
+    """Make ``target`` (the same volume on another pool, not yet there) a copy of ``source``'s
+    data (its active file, chain flattened), converted to ``target.format``. Nothing may write
+    ``source`` meanwhile. Existing target: success (kept as it is). A failed copy leaves no
+    target."""
+
+    kind: Literal["volume.copy"] = "volume.copy"
+    source: VolumeRef
+    target: VolumeRef
+
+
 class VolumeAttachTask(Model):
     """Add the disk to the VM's definition and hot-plug it if the VM runs. Attached is success."""
 
@@ -395,6 +406,7 @@ TaskPayload = Annotated[
     | VmCdrom
     | VolumeCreateTask
     | VolumeDeleteTask
+    | VolumeCopyTask
     | VolumeAttachTask
     | VolumeDetachTask
     | VolumeResizeTask

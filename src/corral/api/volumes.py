@@ -36,6 +36,7 @@ class VolumeStatus(StrEnum):
     snapshotting = "snapshotting"
     reverting = "reverting"
     capturing = "capturing"
+    moving = "moving"
     deleting = "deleting"
     recycled = "recycled"
     error = "error"
@@ -122,6 +123,13 @@ class VolumeUpdate(Model):
 
 class VolumeAttach(Model):
     vm: Ref = Field(description="VM id or name")
+
+
+class VolumeMove(Model):
+    """Move a detached volume to another pool (its data copied, then the old copy deleted).
+    The volume keeps its id, name and size; it must have no snapshots."""
+
+    pool: Ref = Field(description="the pool to move it to (id or name)")
 
 
 class VolumeResize(Model):

@@ -297,6 +297,20 @@ def resize(ctx: typer.Context, ref: Ref, size: Size, no_wait: NoWait = False) ->
     finish(state, op, no_wait=no_wait, done=f"Volume {ref} resized to {gib(size)}.")
 
 
+@app.command("move")
+def move(
+    ctx: typer.Context,
+    ref: Ref,
+    pool: Annotated[str, typer.Option("--pool", "-p", help="The pool to move it to.")],
+    no_wait: NoWait = False,
+) -> None:
+    """Move a detached volume (no snapshots) to another pool: its data is copied there, then
+    the old copy deleted; its id, name and size stay."""
+    state = state_of(ctx)
+    op = state.client().volumes.move(ref, pool)
+    finish(state, op, no_wait=no_wait, done=f"Volume {ref} moved to pool {pool}.")
+
+
 @app.command("schedule")
 def schedule(
     ctx: typer.Context,

@@ -57,6 +57,7 @@ from corral.server.workflows.vm_resize import VM_RESIZE
 from corral.server.workflows.volume_attach import VOLUME_ATTACH
 from corral.server.workflows.volume_delete import VOLUME_DELETE
 from corral.server.workflows.volume_detach import VOLUME_DETACH
+from corral.server.workflows.volume_move import VOLUME_MOVE
 from corral.server.workflows.volume_qos import VOLUME_QOS
 from corral.server.workflows.volume_resize import VOLUME_RESIZE
 from corral.util.ca import ClusterCA
@@ -134,6 +135,7 @@ async def build_services(settings: ServerSettings) -> Services:
         VOLUME_DETACH,
         VOLUME_RESIZE,
         VOLUME_DELETE,
+        VOLUME_MOVE,
         VOLUME_QOS,
         SNAPSHOT_CREATE,
         SNAPSHOT_REVERT,

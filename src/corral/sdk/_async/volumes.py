@@ -11,6 +11,7 @@ from corral.api.volumes import (
     Volume,
     VolumeAttach,
     VolumeCreate,
+    VolumeMove,
     VolumeQos,
     VolumeResize,
     VolumeUpdate,
@@ -111,6 +112,14 @@ class AsyncVolumes(AsyncCollection[Volume]):
         """Grow the volume to ``size_gb`` GiB (live when its VM runs); a shrink is refused."""
         body = build(VolumeResize, size_gb=size_gb)
         return await self._client.operation("POST", f"{self._item(ref)}/resize", body=body)
+
+    async def move(self, ref: str, pool: str) -> AsyncOperation:
+        """Move a detached volume without snapshots to ``pool`` (id or name): ``volume.move``
+        copies its data there, switches it and deletes the old copy; its id, name and size
+        stay. ``InvalidState`` (attached, snapshots, a pool not enabled), ``InvalidInput``
+        (the same pool), ``PoolFull``, ``NoHostAvailable`` (no host reaches both pools)."""
+        body = build(VolumeMove, pool=pool)
+        return await self._client.operation("POST", f"{self._item(ref)}/move", body=body)
 
     async def delete(self, ref: str, *, expunge: bool = False) -> AsyncOperation:
         """Delete a volume no VM uses (``InUse`` otherwise). Under the ``delayed`` and ``never``

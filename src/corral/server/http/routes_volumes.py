@@ -10,7 +10,14 @@ from fastapi import APIRouter, Query, Response
 
 from corral.api.common import Page
 from corral.api.operations import Operation
-from corral.api.volumes import Volume, VolumeAttach, VolumeCreate, VolumeResize, VolumeUpdate
+from corral.api.volumes import (
+    Volume,
+    VolumeAttach,
+    VolumeCreate,
+    VolumeMove,
+    VolumeResize,
+    VolumeUpdate,
+)
 from corral.server.db.tables import VolumeAttachmentRow, VolumeRow
 from corral.server.http.deps import EXPENSIVE, IfMatch, Listing, Svc, accepted, allow, listed
 from corral.server.http.versioning import VersionedRoute
@@ -111,6 +118,21 @@ async def resize_volume(
     if_match: IfMatch = None,
 ) -> Operation:
     op = await volumes.resize(svc=svc, ref=ref, spec=spec, caller=caller, if_match=if_match)
+    return accepted(response, op)
+
+
+@router.post("/volumes/{ref}/move", **A)
+async def move_volume(
+    ref: str,
+    spec: VolumeMove,
+    response: Response,
+    svc: Svc,
+    caller: Annotated[Caller, allow("volume:update")],
+    if_match: IfMatch = None,
+) -> Operation:
+    """Move a detached volume without snapshots to another pool (copied, then the old copy
+    deleted; its id, name and size stay)."""
+    op = await volumes.move(svc=svc, ref=ref, spec=spec, caller=caller, if_match=if_match)
     return accepted(response, op)
 
 

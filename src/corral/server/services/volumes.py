@@ -17,7 +17,14 @@ from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corral.api.errors import InUse, InvalidInput, InvalidState, NameTaken, PoolFull
+from corral.api.errors import (
+    InUse,
+    InvalidInput,
+    InvalidState,
+    NameTaken,
+    NoHostAvailable,
+    PoolFull,
+)
 from corral.api.operations import Operation
 from corral.api.vms import VmStatus
 from corral.api.volumes import (
@@ -27,6 +34,7 @@ from corral.api.volumes import (
     VolumeAttach,
     VolumeAttachment,
     VolumeCreate,
+    VolumeMove,
     VolumeQos,
     VolumeResize,
     VolumeStatus,
@@ -36,7 +44,9 @@ from corral.server.db.tables import (
     HostRow,
     ImageRow,
     OperationRow,
+    SnapshotRow,
     StoragePoolClusterRow,
+    StoragePoolHostRow,
     StoragePoolRow,
     VmRow,
     VolumeAttachmentRow,
@@ -57,6 +67,7 @@ from corral.server.workflows.volume_attach import VOLUME_ATTACH
 from corral.server.workflows.volume_common import pool_host, settle_status
 from corral.server.workflows.volume_delete import VOLUME_DELETE, forget_volume
 from corral.server.workflows.volume_detach import VOLUME_DETACH
+from corral.server.workflows.volume_move import VOLUME_MOVE
 from corral.server.workflows.volume_qos import VOLUME_QOS
 from corral.server.workflows.volume_resize import VOLUME_RESIZE
 
@@ -170,9 +181,7 @@ async def new_volume(
     ``vol-<id>[.qcow2|.raw]``, on an iscsi pool the smallest free LUN that holds ``size_gb``
     (``pick_lun``). ``pool.allocated_gb`` is charged with its size."""
     vid = new_id()
-    raw = pool.type in RAW_POOLS or shareable
-    suffix = "" if pool.type in RAW_POOLS else (".raw" if raw else ".qcow2")
-    place = await pick_lun(s, pool, size_gb) if pool.type == "iscsi" else f"vol-{vid}{suffix}"
+    place, fmt = await place_on(s, pool, vid, size_gb, shareable)
     pool.allocated_gb += size_gb
     return VolumeRow(
         id=vid,
@@ -181,13 +190,26 @@ async def new_volume(
         owner_id=owner_id,
         status=status.value,
         size_gb=size_gb,
-        format="raw" if raw else "qcow2",
+        format=fmt,
         pool_id=pool.id,
         pool_name=place,
         shareable=shareable,
         image_id=image_id,
         qos=(qos or VolumeQos()).model_dump(),
     )
+
+
+async def place_on(
+    s: AsyncSession, pool: StoragePoolRow, volume_id: str, size_gb: int, shareable: bool
+) -> tuple[str, str]:
+    """Where a volume goes on ``pool`` and in which format: raw on block pools and when
+    shareable (QEMU shares raw images only), qcow2 otherwise; a file ``vol-<id>[.qcow2|.raw]``,
+    on an iscsi pool the smallest free LUN that holds ``size_gb`` (``pick_lun``)."""
+    raw = pool.type in RAW_POOLS or shareable
+    if pool.type == "iscsi":
+        return await pick_lun(s, pool, size_gb), "raw"
+    suffix = "" if pool.type in RAW_POOLS else (".raw" if raw else ".qcow2")
+    return f"vol-{volume_id}{suffix}", "raw" if raw else "qcow2"
 
 
 def lun_sizes(pool: StoragePoolRow) -> dict[str, int]:
@@ -715,4 +737,113 @@ async def expunge_volume(
         params={"volume_id": vol.id, "host_id": host_id},
         project_id=vol.project_id,
         user_id=user_id,
+    )
+
+
+async def move(
+    *, svc: Services, ref: str, spec: VolumeMove, caller: Caller, if_match: str | None = None
+) -> Operation:
+    """Move a detached volume (``available``) with no snapshots to another enabled pool with
+    room: ``volume.move`` (copy, switch, delete the old copy) through a host that reaches both
+    pools (``NoHostAvailable`` otherwise; a local volume's own host), or a record change for a
+    volume not created on its pool yet. ``InvalidState``, ``InvalidInput`` (same pool),
+    ``PoolFull``; nothing changes on a 4xx."""
+    async with svc.sessionmaker() as s:
+        vol = await _visible_volume(s, ref, caller, "volume:update", if_match)
+        source = await s.get(StoragePoolRow, vol.pool_id)
+        target = await get_row(s, StoragePoolRow, spec.pool, "storage_pool")
+        assert source is not None  # foreign key
+        if target.id == source.id:
+            raise InvalidInput(f"volume {vol.name!r} is on pool {target.name!r} already")
+        if target.state != "enabled":
+            raise InvalidState(
+                f"pool {target.name!r} is {target.state}", pool=target.name, state=target.state
+            )
+        n = await s.scalar(
+            select(func.count()).select_from(SnapshotRow).where(SnapshotRow.volume_id == vol.id)
+        )
+        if n:
+            raise InvalidState(
+                f"volume {vol.name!r} has {n} snapshot(s): delete them first (a move copies the"
+                " current data only)",
+                snapshots=n,
+            )
+        check_room(target, vol.size_gb)
+        await claim_status(s, vol, {VolumeStatus.available}, VolumeStatus.moving, "move")
+        name, fmt = await place_on(s, target, vol.id, vol.size_gb, vol.shareable)
+        if not vol.instantiated:
+            target.allocated_gb += vol.size_gb
+            source.allocated_gb = max(0.0, source.allocated_gb - vol.size_gb)
+            await s.execute(
+                update(VolumeRow)
+                .where(VolumeRow.id == vol.id)
+                .values(pool_id=target.id, pool_name=name, format=fmt, status="available")
+            )
+            op = _op(svc, s, VOLUME_MOVE.type, vol.id, vol.project_id, caller)
+            await s.commit()
+            return op_model(op)
+        source_host = await pool_host(s, source.id, vol)
+        host_id = await _mover(s, source, target, vol, source_host)
+        target.allocated_gb += vol.size_gb
+        op = _op(
+            svc,
+            s,
+            VOLUME_MOVE.type,
+            vol.id,
+            vol.project_id,
+            caller,
+            lock_key=f"volume:{vol.id}",
+            params={
+                "volume_id": vol.id,
+                "host_id": host_id,
+                "source": {
+                    "pool_id": source.id,
+                    "name": vol.pool_name,
+                    "format": vol.format,
+                    "host_id": source_host,
+                },
+                "target": {
+                    "pool_id": target.id,
+                    "name": name,
+                    "format": fmt,
+                    "host_id": host_id if target.type == "local" else None,
+                },
+            },
+        )
+        await s.commit()
+    svc.runner.launch(op)
+    return op_model(op)
+
+
+async def _mover(
+    s: AsyncSession,
+    source: StoragePoolRow,
+    target: StoragePoolRow,
+    vol: VolumeRow,
+    source_host: str,
+) -> str:
+    """A connected host that reaches both pools (reports ``ok``): a local volume's own host,
+    else the host acting on the source if it reaches the target, else any that reaches both."""
+    reach = select(StoragePoolHostRow.host_id).where(
+        StoragePoolHostRow.pool_id == target.id, StoragePoolHostRow.ok.is_(True)
+    )
+    targets = set(await s.scalars(reach))
+    if source_host in targets:
+        return source_host
+    if source.type != "local":
+        both = set(
+            await s.scalars(
+                select(StoragePoolHostRow.host_id).where(
+                    StoragePoolHostRow.pool_id == source.id,
+                    StoragePoolHostRow.ok.is_(True),
+                    StoragePoolHostRow.host_id.in_(sorted(targets)),
+                )
+            )
+        )
+        if both:
+            return sorted(both)[0]
+    raise NoHostAvailable(
+        f"no host reaches both pool {source.name!r} and pool {target.name!r}",
+        source_pool=source.name,
+        target_pool=target.name,
     )
