@@ -22,7 +22,9 @@ Tasks are serialized per ``payload_key``: the VM id, or ``volume:<volume_id>`` f
 tasks that have no VM (create, delete, resize of a detached volume), or ``pools`` for
 ``pools.sync`` (see ``corral.agent.pools``: stores the host's pool set, prepares and measures
 each pool, answers ``{"pools": [PoolReport...], "digest": ...}``). ``image.capture`` (see
-``corral.agent.capture``) is serialized on its VM or its volume.
+``corral.agent.capture``) is serialized on its VM or its volume. ``rbd.snapshot`` (a Ceph
+snapshot of an rbd volume's image: create, rollback, remove; answers ``{}``) runs on the
+volume, through its pool's backend (an ``RbdSnapshots``, else ``InvalidInput``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from corral.agent.faults import FaultPlan
 from corral.agent.pools import HostPools
 from corral.agent.snapshot_tasks import SnapshotPayload, SnapshotTasks
 from corral.agent.specs import SpecStore, StoredSpec, check_vm_id
+from corral.agent.storage.backend import RbdSnapshots
 from corral.agent.storage.driver import Fetcher, VolumeDriver
 from corral.agent.storage.volumes import Backends
 from corral.agent.volume_tasks import VolumeTasks, check_volume_id
@@ -48,6 +51,7 @@ from corral.api.agent import (
     ImageCaptureTask,
     ImageRef,
     PoolsSync,
+    RbdSnapshotTask,
     SnapshotCreateTask,
     SnapshotDeleteFileTask,
     SnapshotRebaseTask,
@@ -90,6 +94,7 @@ Payload = (
     | VolumeQosTask
     | PoolsSync
     | SnapshotPayload
+    | RbdSnapshotTask
     | ImageCaptureTask
 )
 
@@ -107,6 +112,7 @@ def payload_vm_id(payload: Payload) -> str | None:
             | VolumeCopyTask()
             | PoolsSync()
             | SnapshotDeleteFileTask()
+            | RbdSnapshotTask()
         ):
             return None
         case _:
@@ -125,6 +131,7 @@ def payload_volume_id(payload: Payload) -> str | None:
             | SnapshotRevertTask()
             | SnapshotRebaseTask()
             | SnapshotDeleteFileTask()
+            | RbdSnapshotTask()
         ):
             return payload.volume.volume_id
         case VolumeAttachTask():
@@ -265,9 +272,31 @@ class TaskExecutor:
                 return {"live": live}
             case VolumeQosTask():
                 await tasks.set_qos(payload.vm_id, payload.volume_id, payload.qos)
+            case RbdSnapshotTask():
+                await self.rbd_snapshot(payload)
             case _:
                 raise AssertionError(f"not a volume task: {payload.kind}")  # pragma: no cover
         return {}
+
+    async def rbd_snapshot(self, payload: RbdSnapshotTask) -> None:
+        """``rbd.snapshot``: ``op`` on the Ceph snapshot ``snap`` of the volume's image, by its
+        pool's backend; ``InvalidInput`` if that backend has no Ceph snapshots."""
+        volume = payload.volume
+        backend = self.backends.for_pool(volume.pool)
+        if not isinstance(backend, RbdSnapshots):
+            raise InvalidInput(
+                f"snapshots of {volume.pool.type} volumes are not Ceph snapshots",
+                pool_id=volume.pool.id,
+                volume_id=volume.volume_id,
+                type=volume.pool.type,
+            )
+        match payload.op:
+            case "create":
+                await backend.snap_create(volume, payload.snap)
+            case "rollback":
+                await backend.snap_rollback(volume, payload.snap)
+            case "remove":
+                await backend.snap_remove(volume, payload.snap)
 
     async def define(self, spec: VmSpec) -> None:
         """Define the VM with its data disks (each with its source from the pool's backend),

@@ -363,6 +363,17 @@ class SnapshotDeleteFileTask(Model):
     name: str
 
 
+class RbdSnapshotTask(Model):
+    """A Ceph snapshot of an rbd volume's image (Ceph's own copy-on-write): ``create`` it
+    (existing: success), ``rollback`` the image to it (the image's data becomes the snapshot's;
+    no client may have the image open: its VM is stopped), ``remove`` it (absent: success)."""
+
+    kind: Literal["rbd.snapshot"] = "rbd.snapshot"
+    op: Literal["create", "rollback", "remove"]
+    volume: VolumeRef
+    snap: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+
 class ImageCaptureTask(Model):
     """Copy a disk into a standalone qcow2 image (its backing chain flattened), send it to the
     server's image store (``PUT upload_path``) and keep it in this host's image cache. Exactly
@@ -416,6 +427,7 @@ TaskPayload = Annotated[
     | SnapshotRevertTask
     | SnapshotRebaseTask
     | SnapshotDeleteFileTask
+    | RbdSnapshotTask
     | ImageCaptureTask,
     Field(discriminator="kind"),
 ]

@@ -300,16 +300,15 @@ async def test_rbd_refuses_to_delete_an_open_image(
     assert image not in images(ceph_cluster)
 
 
-async def test_rbd_refuses_to_delete_an_image_with_snapshots(
+async def test_rbd_delete_purges_the_images_snapshots(
     ceph_cluster: CephCluster, rbd: RbdBackend, image: str
 ) -> None:
     vol = rbd_volume(ceph_cluster, image)
     await rbd.create(vol)
     ceph_cluster.rbd("snap", "create", f"{ceph_cluster.pool}/{image}@keep")
-    with pytest.raises(StorageError) as err:
-        await rbd.delete(vol)
-    assert err.value.context["reason"] == "has_snapshots"
-    assert "snap purge" in err.value.message
+    ceph_cluster.rbd("snap", "protect", f"{ceph_cluster.pool}/{image}@keep")
+    await rbd.delete(vol)  # Ceph's snapshots go with the volume
+    assert image not in images(ceph_cluster)
 
 
 async def test_a_wrong_key_is_a_storage_error_without_the_key(

@@ -304,5 +304,5 @@ async def test_rbd_refuses_external_snapshots() -> None:
         rbd.delete_file(vol, "a"),
         rbd.backing_of(vol, "a"),
     ):
-        with pytest.raises(InvalidInput, match="rbd snapshots are native"):
+        with pytest.raises(InvalidInput, match="rbd volumes have Ceph snapshots"):
             await call

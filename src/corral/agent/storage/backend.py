@@ -153,6 +153,28 @@ class LunInventory(Protocol):
         """The pool's LUNs as (LUN number, size in bytes), by number."""
 
 
+@runtime_checkable
+class RbdSnapshots(Protocol):
+    """A backend whose volumes have Ceph's own snapshots (rbd pools): named, copy-on-write
+    points in time kept inside the image (no files; the external snapshots above are refused).
+    ``snap`` is 1-64 of ``A-Za-z0-9_-`` (else ``InvalidInput``); each call is serialized with
+    the other calls on the image and raises ``StorageError`` (context ``pool_id``,
+    ``volume_id``, ``snap``) as the shared contract says."""
+
+    async def snap_create(self, volume: VolumeRef, snap: str) -> None:
+        """Snapshot the volume's image as ``snap``; existing is success (kept as it is).
+        ``reason="not_found"`` for a missing image."""
+
+    async def snap_rollback(self, volume: VolumeRef, snap: str) -> None:
+        """Make the image's data the snapshot's (the snapshots are kept). No client may have
+        the image open: ``reason="in_use"`` (nothing done); ``reason="not_found"`` for a missing
+        snapshot or image."""
+
+    async def snap_remove(self, volume: VolumeRef, snap: str) -> None:
+        """Remove the snapshot, unprotected first if it is protected; an absent snapshot or
+        image is success."""
+
+
 def check_source_format(volume: VolumeRef, source_format: str) -> str:
     """``source_format`` if ``create_from`` can copy from it, else ``InvalidInput``."""
     if source_format not in SOURCE_FORMATS:

@@ -90,7 +90,9 @@ class KeyedLocks:
         return len(self._locks)
 
 
-SNAPSHOTS_UNSUPPORTED = "rbd snapshots are native: not supported yet"
+SNAPSHOTS_UNSUPPORTED = (
+    "rbd volumes have Ceph snapshots (rbd.snapshot tasks), not external qcow2 snapshot files"
+)
 
 
 def file_ref(volume: VolumeRef, name: str) -> VolumeRef:

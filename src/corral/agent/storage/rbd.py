@@ -9,7 +9,14 @@ when the call ends. A pool without credentials is refused (``InvalidInput``): ce
 What the tools answer (Ceph 16.2, verified on the testbed): ``rbd create`` of an existing image
 exits 17 (EEXIST), ``rbd rm``/``info`` of an absent one 2 (ENOENT), ``rbd rm`` of an image with
 snapshots 39 (ENOTEMPTY) and of one still open (watchers, e.g. a running QEMU) 16 (EBUSY),
-``rbd resize`` to a smaller size 22 without ``--allow-shrink`` (never passed). A wrong key fails
+``rbd resize`` to a smaller size 22 without ``--allow-shrink`` (never passed). Snapshots:
+``rbd snap create`` of an existing one exits 17, ``snap rollback``/``snap rm`` of an absent one 2
+(as does any ``snap``/``status`` command on an absent image), ``snap rm`` of a protected one 16,
+``snap unprotect`` of an unprotected one 22 and of one with clones 16; ``snap purge`` skips
+protected snapshots and still exits 0. ``snap rollback`` of an image a client merely has open
+(a watcher, as ``rbd status`` lists them) succeeds under that client, and fails with 30 (EROFS)
+only when the client holds the image's exclusive lock (QEMU once it wrote): the watchers are
+checked first (see ``snap_rollback``). A wrong key fails
 with 13 (EACCES) over msgr v1, but over msgr v2 the client keeps retrying until
 ``client_mount_timeout`` and exits 110 (ETIMEDOUT), like unreachable monitors: ``connect_timeout``
 bounds that. ``ceph df -f json`` works with the ``profile rbd`` caps libvirt clients have.
@@ -53,13 +60,15 @@ from corral.agent.storage.dirpool import write_new
 from corral.agent.storage.qemu_img import QEMU_IMG
 from corral.agent.storage.tools import ToolResult, run_tool
 from corral.api.agent import PoolRef, VolumeRef
-from corral.api.errors import InvalidInput, StorageError
+from corral.api.errors import CorralError, InvalidInput, StorageError
 from corral.api.storage import RbdSettings
 
 MON_PORT = 6789
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+[+-]\d{4} ")
+_SNAP = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ENOENT, EBUSY, EEXIST, ENOTEMPTY, EACCES, ETIMEDOUT = 2, 16, 17, 39, 13, 110
+EINVAL, EROFS = 22, 30
 _SECRET_ID = "sec0"
 
 
@@ -217,31 +226,50 @@ class RbdBackend:
             shutil.rmtree(tmp, ignore_errors=True)  # inline: survives cancellation
 
     async def delete(self, volume: VolumeRef) -> None:
-        """Remove the image; absent is success. ``StorageError`` with ``reason`` ``in_use``
-        (a client still has it open) or ``has_snapshots`` when Ceph refuses."""
+        """Remove the image with its snapshots; absent is success. ``rbd rm`` first; if Ceph
+        refuses because the image has snapshots, its watchers are checked (any: ``in_use``, the
+        snapshots kept), its protected snapshots unprotected, all of them removed (``rbd snap
+        purge``), and ``rbd rm`` runs again. ``StorageError`` with ``reason`` ``in_use`` (a client
+        still has it open) or ``has_snapshots`` (a snapshot Ceph keeps: clones depend on it, or
+        one was made meanwhile); an error past the purge leaves the image without snapshots."""
         conn, spec = self._where(volume)
         async with self._locks.hold(spec):
             try:
                 done = await self._rbd(volume.pool, conn, "rm", "--no-progress", spec)
+                if done.returncode == ENOTEMPTY:
+                    await self._purge(volume.pool, conn, spec)
+                    done = await self._rbd(volume.pool, conn, "rm", "--no-progress", spec)
                 if done.returncode in (0, ENOENT):
                     return
                 if done.returncode == EBUSY:
-                    raise StorageError(
-                        f"image {spec} is still open by a client (a running VM?); it can be"
-                        " deleted once that client closes it or has been gone for 30 s",
-                        reason="in_use",
-                        returncode=done.returncode,
-                    )
+                    raise _in_use(spec, "deleted", returncode=done.returncode)
                 if done.returncode == ENOTEMPTY:
                     raise StorageError(
-                        f"image {spec} has snapshots, which Corral did not make; remove them"
-                        " first (rbd snap purge)",
+                        f"image {spec} still has snapshots (made meanwhile, or kept by Ceph for"
+                        " clones of it); remove them first",
                         reason="has_snapshots",
                         returncode=done.returncode,
                     )
                 raise _failure(done, "rbd rm")
             except Exception as exc:
                 raise volume_error("delete", volume, exc) from exc
+
+    async def _purge(self, pool: PoolRef, conn: _Conn, spec: str) -> None:
+        """Remove every snapshot of the image ``spec`` for ``delete``, unless a client has it
+        open (``in_use``: nothing removed) or a protected one cannot be unprotected
+        (``has_snapshots``: clones depend on it; nothing removed)."""
+        watchers = await self._watchers(pool, conn, spec)
+        if watchers is None:  # removed meanwhile
+            return
+        if watchers:
+            raise _in_use(spec, "deleted", watchers=watchers)
+        snaps = await self._snaps(pool, conn, spec)
+        for name, protected in (snaps or {}).items():
+            if protected:
+                await self._unprotect(pool, conn, f"{spec}@{name}", "has_snapshots")
+        done = await self._rbd(pool, conn, "snap", "purge", "--no-progress", spec)
+        if done.returncode not in (0, ENOENT):
+            raise _failure(done, "rbd snap purge")
 
     async def resize(self, volume: VolumeRef, size_gb: int) -> None:
         """Grow the image to ``size_gb``; already that size or larger: nothing. ``StorageError``
@@ -298,7 +326,124 @@ class RbdBackend:
             ) from exc
         return PoolUsage(total_gb=(stored + free) / GIB, free_gb=free / GIB)
 
-    # --- external snapshots: RBD has its own, not used yet ---------------------------------
+    # --- Ceph's own snapshots (``RbdSnapshots``) --------------------------------------------
+
+    async def snap_create(self, volume: VolumeRef, snap: str) -> None:
+        """Snapshot the image as ``snap`` (``rbd snap create <pool>/<image>@<snap>``: Ceph's
+        copy-on-write, crash-consistent if a client writes meanwhile); an existing snapshot of
+        that name is success (kept as it is). ``StorageError`` (``reason="not_found"``) if the
+        image does not exist; ``InvalidInput`` for a name other than 1-64 of ``A-Za-z0-9_-``."""
+        conn, spec = self._where(volume)
+        target = _snap_spec(volume, spec, snap)
+        async with self._locks.hold(spec):
+            try:
+                args = ("snap", "create", "--no-progress", target)
+                done = await self._rbd(volume.pool, conn, *args)
+                if done.returncode in (0, EEXIST):
+                    return
+                if done.returncode == ENOENT:
+                    raise _not_found(f"image {spec}", returncode=done.returncode)
+                raise _failure(done, "rbd snap create")
+            except Exception as exc:
+                raise _snap_error(f"create snapshot {snap} of", volume, snap, exc) from exc
+
+    async def snap_rollback(self, volume: VolumeRef, snap: str) -> None:
+        """Make the image's data the snapshot ``snap``'s (``rbd snap rollback --no-progress``;
+        the other snapshots are kept). Running it again is harmless: an interrupted rollback
+        leaves a mix of old and new data until it is repeated.
+
+        No client may have the image open. Ceph itself only refuses (EROFS, or EBUSY) when a
+        client holds the image's exclusive lock, so the image's watchers (``rbd status``) are
+        checked first: any client there, or Ceph refusing, is a ``StorageError`` with
+        ``reason="in_use"`` and nothing rolled back. A client opening the image between the
+        check and the rollback is not seen: the caller keeps the VM stopped. A missing image
+        or snapshot: ``reason="not_found"``."""
+        conn, spec = self._where(volume)
+        target = _snap_spec(volume, spec, snap)
+        async with self._locks.hold(spec):
+            try:
+                watchers = await self._watchers(volume.pool, conn, spec)
+                if watchers is None:
+                    raise _not_found(f"image {spec}")
+                if watchers:
+                    raise _in_use(spec, "rolled back", watchers=watchers)
+                args = ("snap", "rollback", "--no-progress", target)
+                done = await self._rbd(volume.pool, conn, *args)
+                if done.returncode == 0:
+                    return
+                if done.returncode == ENOENT:
+                    raise _not_found(f"snapshot {target}", returncode=done.returncode)
+                if done.returncode in (EBUSY, EROFS):
+                    raise _in_use(spec, "rolled back", returncode=done.returncode)
+                raise _failure(done, "rbd snap rollback")
+            except Exception as exc:
+                raise _snap_error("roll back", volume, snap, exc) from exc
+
+    async def snap_remove(self, volume: VolumeRef, snap: str) -> None:
+        """Remove the snapshot ``snap``, unprotected first if it is protected (``rbd snap
+        unprotect``, then ``rbd snap rm``); an absent snapshot or image is success.
+        ``StorageError`` with ``reason="has_clones"`` when Ceph refuses to unprotect it (clones
+        of it exist)."""
+        conn, spec = self._where(volume)
+        target = _snap_spec(volume, spec, snap)
+        async with self._locks.hold(spec):
+            try:
+                snaps = await self._snaps(volume.pool, conn, spec)
+                if snaps is None or snap not in snaps:
+                    return
+                if snaps[snap]:
+                    await self._unprotect(volume.pool, conn, target, "has_clones")
+                done = await self._rbd(volume.pool, conn, "snap", "rm", "--no-progress", target)
+                if done.returncode not in (0, ENOENT):
+                    raise _failure(done, "rbd snap rm")
+            except Exception as exc:
+                raise _snap_error(f"remove snapshot {snap} of", volume, snap, exc) from exc
+
+    async def _snaps(self, pool: PoolRef, conn: _Conn, spec: str) -> dict[str, bool] | None:
+        """The image's snapshots (user namespace) as {name: protected}; None if it is absent."""
+        done = await self._rbd(pool, conn, "snap", "ls", "--format", "json", spec)
+        if done.returncode == ENOENT:
+            return None
+        if done.returncode != 0:
+            raise _failure(done, "rbd snap ls")
+        try:
+            entries: list[dict[str, Any]] = json.loads(done.stdout)
+            return {str(e["name"]): str(e["protected"]).lower() == "true" for e in entries}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(
+                "unexpected output of rbd snap ls", output=done.stdout[:2000]
+            ) from exc
+
+    async def _watchers(self, pool: PoolRef, conn: _Conn, spec: str) -> int | None:
+        """How many clients have the image open (``rbd status``); None if it is absent. A
+        client that died keeps its watch for up to 30 s."""
+        done = await self._rbd(pool, conn, "status", "--format", "json", spec)
+        if done.returncode == ENOENT:
+            return None
+        if done.returncode != 0:
+            raise _failure(done, "rbd status")
+        try:
+            return len(json.loads(done.stdout)["watchers"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(
+                "unexpected output of rbd status", output=done.stdout[:2000]
+            ) from exc
+
+    async def _unprotect(self, pool: PoolRef, conn: _Conn, target: str, busy_reason: str) -> None:
+        """``rbd snap unprotect`` of the snapshot ``target``; already unprotected or absent is
+        success, clones of it (EBUSY) a ``StorageError`` with ``reason=busy_reason``."""
+        done = await self._rbd(pool, conn, "snap", "unprotect", target)
+        if done.returncode in (0, EINVAL, ENOENT):
+            return
+        if done.returncode == EBUSY:
+            raise StorageError(
+                f"snapshot {target} is protected and has clones (rbd children): Ceph keeps it",
+                reason=busy_reason,
+                returncode=done.returncode,
+            )
+        raise _failure(done, "rbd snap unprotect")
+
+    # --- external (qcow2) snapshots: RBD has its own (above) -------------------------------
 
     async def create_overlay(self, volume: VolumeRef, new_name: str, backing_name: str) -> None:
         raise _no_snapshots(volume)
@@ -408,6 +553,42 @@ def _image_opts(conn: _Conn, image: str, key_dir: Path) -> str:
     for i, (host, port) in enumerate(conn.monitors):
         opts += [f"file.server.{i}.host={host}", f"file.server.{i}.port={port}"]
     return ",".join(opts)
+
+
+def _snap_spec(volume: VolumeRef, spec: str, snap: str) -> str:
+    """``<pool>/<image>@<snap>``; ``InvalidInput`` for a snapshot name other than 1-64 of
+    ``A-Za-z0-9_-`` (the task's own rule, checked again before it reaches a command line)."""
+    if not _SNAP.match(snap):
+        raise InvalidInput(
+            f"invalid RBD snapshot name {snap!r} (1-64 of A-Za-z0-9_-)",
+            pool_id=volume.pool.id,
+            volume_id=volume.volume_id,
+            snap=snap,
+        )
+    return f"{spec}@{snap}"
+
+
+def _snap_error(action: str, volume: VolumeRef, snap: str, exc: BaseException) -> CorralError:
+    """``volume_error`` for ``action`` (``cannot <action> volume <id>: …``), a
+    ``StorageError``'s context also naming the snapshot."""
+    err = volume_error(action, volume, exc)
+    if isinstance(err, StorageError):
+        err.context["snap"] = snap
+    return err
+
+
+def _not_found(what: str, **context: Any) -> StorageError:
+    return StorageError(f"{what} does not exist", reason="not_found", **context)
+
+
+def _in_use(spec: str, done: str, **context: Any) -> StorageError:
+    """The image is open by a client (Ceph's answer, or watchers ``rbd status`` lists)."""
+    return StorageError(
+        f"image {spec} is still open by a client (a running VM?); it can be {done} once that"
+        " client closes it or has been gone for 30 s",
+        reason="in_use",
+        **context,
+    )
 
 
 def _no_snapshots(volume: VolumeRef) -> InvalidInput:

@@ -39,6 +39,12 @@ class SimulatedBackend:
       backends' temporary name and rename; a volume this backend does not hold, or a ``name``
       that is neither its active file nor a recorded snapshot file, is a ``StorageError``
       (``reason="not_found"``) as on a real pool.
+    - Ceph's snapshots (``RbdSnapshots``: ``snap_create``, ``snap_rollback``, ``snap_remove``;
+      fault ops ``volume.snap_create``, ``volume.snap_rollback``, ``volume.snap_remove``) are
+      a set of names per volume (``snapshots``), whatever the pool type; ``delete`` drops them
+      with the volume. Creating one of an unknown volume records it (lenient, like
+      ``resize``); rolling back to a name not recorded is a ``StorageError``
+      (``reason="not_found"``); the volume's size is not touched.
     """
 
     def __init__(
@@ -52,6 +58,7 @@ class SimulatedBackend:
         self.calls: Counter[str] = Counter()
         self._pools: dict[str, dict[str, int]] = {}
         self._files: dict[str, dict[str, str | None]] = {}
+        self._snaps: dict[tuple[str, str], set[str]] = {}
 
     async def create(self, volume: VolumeRef) -> None:
         self._enter("volume.create")
@@ -71,6 +78,7 @@ class SimulatedBackend:
             pool.pop(volume.volume_id, None)
             if not pool:
                 del self._pools[volume.pool.id]
+        self._snaps.pop((volume.pool.id, volume.volume_id), None)
 
     async def resize(self, volume: VolumeRef, size_gb: int) -> None:
         """Grow the volume; an absent one is created at ``size_gb`` (the simulator is lenient:
@@ -138,6 +146,35 @@ class SimulatedBackend:
             await write_new(dest, write)
         except Exception as exc:
             raise volume_error("export", volume, exc) from exc
+
+    async def snap_create(self, volume: VolumeRef, snap: str) -> None:
+        """Record the snapshot ``snap`` of the volume (existing: kept)."""
+        self._enter("volume.snap_create")
+        self._snaps.setdefault((volume.pool.id, volume.volume_id), set()).add(snap)
+
+    async def snap_rollback(self, volume: VolumeRef, snap: str) -> None:
+        """Nothing to roll back in memory; ``StorageError`` (``reason="not_found"``, context
+        ``pool_id``, ``volume_id``, ``snap``) if ``snap`` is not recorded."""
+        self._enter("volume.snap_rollback")
+        if snap not in self._snaps.get((volume.pool.id, volume.volume_id), ()):
+            missing = StorageError(f"snapshot {snap} does not exist", reason="not_found")
+            err = volume_error("roll back", volume, missing)
+            err.context["snap"] = snap
+            raise err
+
+    async def snap_remove(self, volume: VolumeRef, snap: str) -> None:
+        """Forget the snapshot ``snap``; absent is success."""
+        self._enter("volume.snap_remove")
+        key = (volume.pool.id, volume.volume_id)
+        snaps = self._snaps.get(key)
+        if snaps is not None:
+            snaps.discard(snap)
+            if not snaps:
+                del self._snaps[key]
+
+    def snapshots(self, pool_id: str, volume_id: str) -> frozenset[str]:
+        """The Ceph snapshots recorded for a volume."""
+        return frozenset(self._snaps.get((pool_id, volume_id), ()))
 
     def files(self, pool_id: str) -> Mapping[str, str | None]:
         """The snapshot files made on a pool, with their backing (read-only view)."""

@@ -36,7 +36,7 @@ from corral.server.services.context import Services
 from corral.server.services.listing import Kind, get_row
 from corral.server.services.operations import to_model as op_model
 from corral.server.services.volumes import attachments_of, claim_status, visible_volumes
-from corral.server.workflows.snapshot_common import active_chain, backings
+from corral.server.workflows.snapshot_common import CEPH_POOLS, active_chain, backings
 from corral.server.workflows.snapshot_create import SNAPSHOT_CREATE
 from corral.server.workflows.snapshot_delete import SNAPSHOT_DELETE
 from corral.server.workflows.snapshot_revert import SNAPSHOT_REVERT
@@ -44,6 +44,8 @@ from corral.server.workflows.volume_common import pool_host
 
 KIND = "snapshot"
 FILE_POOLS = frozenset({"local", "nfs"})
+"""Pools whose snapshots are external qcow2 files (the others: ``CEPH_POOLS``)."""
+
 STOPPED = frozenset({"stopped", "crashed", "absent"})
 
 
@@ -112,7 +114,7 @@ async def _usable_volume(
     require(caller, permission, vol.project_id)
     pool = await s.get(StoragePoolRow, vol.pool_id)
     assert pool is not None  # foreign key
-    if pool.type not in FILE_POOLS:
+    if pool.type not in FILE_POOLS | CEPH_POOLS:
         raise InvalidState(
             f"snapshots of {pool.type} volumes are not supported yet",
             volume=vol.name,
@@ -160,9 +162,11 @@ async def create_snapshot(
     return op_model(op)
 
 
-async def chain_length(s: AsyncSession, vol: VolumeRow) -> int:
-    """How many snapshot files lie under the volume's active file."""
-    return len(active_chain(vol, await backings(s, vol.id)))
+async def chain_length(s: AsyncSession, vol: VolumeRow, pool_type: str = "local") -> int:
+    """How many snapshot files lie under the volume's active file (a Ceph pool: how many
+    snapshots the image has)."""
+    files = await backings(s, vol.id)
+    return len(files) if pool_type in CEPH_POOLS else len(active_chain(vol, files))
 
 
 async def take(
@@ -175,8 +179,17 @@ async def take(
     kind: SnapshotKind,
 ) -> Any:
     """In the caller's transaction: check, record the snapshot, claim the volume and add the
-    ``snapshot.create`` operation (to be launched after the commit)."""
-    chain = await chain_length(s, vol)
+    ``snapshot.create`` operation (to be launched after the commit). On an rbd pool the
+    snapshot is Ceph's (``file`` is its name, no overlay; ``quiesce`` is refused)."""
+    pool = await s.get(StoragePoolRow, vol.pool_id)
+    ceph = pool is not None and pool.type in CEPH_POOLS
+    if ceph and spec.quiesce:
+        raise InvalidInput(
+            "quiesced snapshots are not available on rbd pools (Ceph snapshots are crash"
+            " consistent)",
+            volume=vol.name,
+        )
+    chain = await chain_length(s, vol, pool.type if pool is not None else "local")
     if chain >= MAX_CHAIN:
         raise InvalidState(
             f"volume {vol.name!r} has {chain} snapshots in its chain (at most"
@@ -199,16 +212,17 @@ async def take(
         "snapshot",
     )
     await quotas.adjust(s, vol.project_id, snapshots=1)
+    snap_id = new_id()
     snap = SnapshotRow(
-        id=new_id(),
+        id=snap_id,
         name=spec.name,
         description=spec.description,
         project_id=vol.project_id,
         owner_id=user_id,
         volume_id=vol.id,
         parent_id=vol.current_snapshot_id,
-        file=vol.pool_name,
-        backing=vol.backing_name,
+        file=f"snap-{snap_id}" if ceph else vol.pool_name,
+        backing=None if ceph else vol.backing_name,
         size_gb=vol.size_gb,
         status=SnapshotStatus.creating.value,
         kind=kind.value,
@@ -220,8 +234,9 @@ async def take(
         "vm_id": vm_id,
         "host_id": host_id,
         "old_active": vol.pool_name,
-        "new_name": _new_file(vol),
+        "new_name": None if ceph else _new_file(vol),
         "quiesce": spec.quiesce,
+        "ceph": ceph,
     }
     return _op(svc, s, SNAPSHOT_CREATE.type, snap.id, vol, user_id, vm_id, params)
 

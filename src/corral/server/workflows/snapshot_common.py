@@ -16,6 +16,9 @@ from corral.server.workflows.engine import Ctx
 from corral.server.workflows.volume_common import load_volume, settle_status, volume_ref
 
 LIVE = frozenset({PowerState.running.value, PowerState.paused.value})
+CEPH_POOLS = frozenset({"rbd"})
+"""Pools whose snapshots are Ceph's own (``rbd snap``): no overlay files, no merges; a
+snapshot's ``file`` is its Ceph name."""
 
 
 def file_ref(ctx: Ctx, vol: VolumeRow, pool: StoragePoolRow, name: str) -> VolumeRef:

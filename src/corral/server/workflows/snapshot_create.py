@@ -1,4 +1,5 @@
-"""snapshot.create: freeze the volume's active file and go on in a new overlay.
+"""snapshot.create: freeze the volume's active file and go on in a new overlay (on an rbd pool:
+a Ceph snapshot of the image, param ``ceph``; the image stays the volume's).
 
 Params: ``snapshot_id``, ``volume_id``, ``vm_id`` (the VM using the volume, or None),
 ``host_id``, ``old_active`` (the file being frozen), ``new_name`` (the new overlay), ``quiesce``.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.api.agent import SnapshotCreateTask
+from corral.api.agent import RbdSnapshotTask, SnapshotCreateTask
 from corral.api.errors import CorralError
 from corral.api.snapshots import SnapshotStatus
 from corral.server.db.tables import SnapshotRow
@@ -21,7 +22,7 @@ from corral.server.identity import quotas
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
 from corral.server.workflows.snapshot_common import file_ref, finish, outcome_unknown
 from corral.server.workflows.vm_common import repeatable_task
-from corral.server.workflows.volume_common import load_volume, settle_status
+from corral.server.workflows.volume_common import load_volume, settle_status, volume_ref
 
 
 async def _record(ctx: Ctx) -> dict[str, Any]:
@@ -31,6 +32,14 @@ async def _record(ctx: Ctx) -> dict[str, Any]:
 async def _freeze(ctx: Ctx) -> dict[str, Any]:
     vol, pool = await load_volume(ctx)
     await ctx.progress(30, "freezing the volume")
+    if ctx.params.get("ceph"):  # Ceph's own snapshot: the image stays the active one
+        async with ctx.deps.sessionmaker() as s:
+            snap = await s.get(SnapshotRow, ctx.params["snapshot_id"])
+        assert snap is not None  # recorded by the request, only this operation removes it
+        task = RbdSnapshotTask(
+            op="create", volume=volume_ref(ctx.deps.secrets, vol, pool), snap=snap.file
+        )
+        return await repeatable_task(ctx, ctx.params["host_id"], "freeze", task)
     payload = SnapshotCreateTask(
         volume=file_ref(ctx, vol, pool, ctx.params["old_active"]),
         new_name=ctx.params["new_name"],
@@ -41,13 +50,12 @@ async def _freeze(ctx: Ctx) -> dict[str, Any]:
 
 
 async def _finalize(ctx: Ctx) -> dict[str, Any]:
+    volume: dict[str, Any] = {"current_snapshot_id": ctx.params["snapshot_id"]}
+    if not ctx.params.get("ceph"):
+        volume.update(pool_name=ctx.params["new_name"], backing_name=ctx.params["old_active"])
     await finish(
         ctx,
-        volume={
-            "pool_name": ctx.params["new_name"],
-            "backing_name": ctx.params["old_active"],
-            "current_snapshot_id": ctx.params["snapshot_id"],
-        },
+        volume=volume,
         snapshot={"status": SnapshotStatus.ready.value, "error": None},
     )
     return {}

@@ -9,7 +9,8 @@ between is open and they are rebased offline. Then N's file is deleted and the t
 children get N's parent; the volume's current snapshot moves up if it was N).
 
 One forward step: each agent call is idempotent and its effect is recorded before the next one,
-so a retry (or a new delete after a failure) continues where it stopped.
+so a retry (or a new delete after a failure) continues where it stopped. On an rbd pool there
+is nothing to merge: the Ceph snapshot is removed (``rbd snap rm``) and the tree mended.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from typing import Any
 
 from sqlalchemy import update
 
-from corral.api.agent import SnapshotDeleteFileTask, SnapshotRebaseTask
+from corral.api.agent import RbdSnapshotTask, SnapshotDeleteFileTask, SnapshotRebaseTask
 from corral.api.errors import CorralError
 from corral.api.snapshots import SnapshotStatus
 from corral.server.db.tables import SnapshotRow, VolumeRow
 from corral.server.identity import quotas
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
 from corral.server.workflows.snapshot_common import (
+    CEPH_POOLS,
     active_chain,
     backings,
     file_ref,
@@ -33,12 +35,25 @@ from corral.server.workflows.snapshot_common import (
     vm_is_live,
 )
 from corral.server.workflows.vm_common import repeatable_task
-from corral.server.workflows.volume_common import load_volume, set_volume, settle_status
+from corral.server.workflows.volume_common import (
+    load_volume,
+    set_volume,
+    settle_status,
+    volume_ref,
+)
 
 
 async def _merge(ctx: Ctx) -> dict[str, Any]:
     snap, vol, pool = await load_snapshot(ctx)
     host, vm_id = ctx.params["host_id"], ctx.params["vm_id"]
+    if pool.type in CEPH_POOLS:  # Ceph's snapshots stand alone: nothing to merge
+        await ctx.progress(50, "removing the Ceph snapshot")
+        task = RbdSnapshotTask(
+            op="remove", volume=volume_ref(ctx.deps.secrets, vol, pool), snap=snap.file
+        )
+        await repeatable_task(ctx, host, "rbd-remove", task)
+        await _unlink(ctx, vol, snap)
+        return {"pulled_live": 0, "rebased": 0}
     n_file, base = snap.file, snap.backing
     async with ctx.deps.sessionmaker() as s:
         files = await backings(s, vol.id)
@@ -77,6 +92,13 @@ async def _merge(ctx: Ctx) -> dict[str, Any]:
     await ctx.progress(85, "deleting the snapshot's file")
     payload_del = SnapshotDeleteFileTask(volume=file_ref(ctx, vol, pool, n_file), name=n_file)
     await repeatable_task(ctx, host, "delete-file", payload_del)
+    await _unlink(ctx, vol, snap)
+    return {"pulled_live": pulled, "rebased": len(children)}
+
+
+async def _unlink(ctx: Ctx, vol: VolumeRow, snap: SnapshotRow) -> None:
+    """Mend the tree without the snapshot (its children get its parent; the volume's current
+    snapshot moves up if it was this one), drop its row and give its quota back."""
     async with ctx.deps.sessionmaker.begin() as s:
         await s.execute(
             update(SnapshotRow)
@@ -93,7 +115,6 @@ async def _merge(ctx: Ctx) -> dict[str, Any]:
             await quotas.adjust(s, row.project_id, snapshots=-1)
             await s.delete(row)
         await settle_status(s, vol.id)
-    return {"pulled_live": pulled, "rebased": len(children)}
 
 
 async def _on_failure(ctx: Ctx, err: CorralError) -> None:

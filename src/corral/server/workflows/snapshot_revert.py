@@ -3,25 +3,38 @@
 Params: ``snapshot_id``, ``volume_id``, ``vm_id`` (stopped, or None), ``host_id``,
 ``old_active``, ``new_name``. The agent makes ``new_name`` (an overlay on the snapshot's file)
 the volume's active file and deletes ``old_active``; atomic with a fixed task id like
-``snapshot.create`` (see there for failures).
+``snapshot.create`` (see there for failures). On an rbd pool the image is rolled back to the
+Ceph snapshot instead (the image stays the volume's).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from corral.api.agent import SnapshotRevertTask
+from corral.api.agent import RbdSnapshotTask, SnapshotRevertTask
 from corral.api.errors import CorralError
 from corral.api.snapshots import SnapshotStatus
 from corral.api.volumes import VolumeStatus
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
-from corral.server.workflows.snapshot_common import file_ref, finish, load_snapshot, outcome_unknown
+from corral.server.workflows.snapshot_common import (
+    CEPH_POOLS,
+    file_ref,
+    finish,
+    load_snapshot,
+    outcome_unknown,
+)
 from corral.server.workflows.vm_common import repeatable_task
+from corral.server.workflows.volume_common import volume_ref
 
 
 async def _switch(ctx: Ctx) -> dict[str, Any]:
     snap, vol, pool = await load_snapshot(ctx)
     await ctx.progress(30, f"reverting to {snap.name}")
+    if pool.type in CEPH_POOLS:  # the image rolled back to Ceph's snapshot
+        task = RbdSnapshotTask(
+            op="rollback", volume=volume_ref(ctx.deps.secrets, vol, pool), snap=snap.file
+        )
+        return await repeatable_task(ctx, ctx.params["host_id"], "revert", task)
     payload = SnapshotRevertTask(
         volume=file_ref(ctx, vol, pool, ctx.params["old_active"]),
         target=snap.file,
@@ -32,12 +45,10 @@ async def _switch(ctx: Ctx) -> dict[str, Any]:
 
 
 async def _finalize(ctx: Ctx) -> dict[str, Any]:
-    snap, _, _ = await load_snapshot(ctx)
-    volume = {
-        "pool_name": ctx.params["new_name"],
-        "backing_name": snap.file,
-        "current_snapshot_id": snap.id,
-    }
+    snap, _, pool = await load_snapshot(ctx)
+    volume: dict[str, Any] = {"current_snapshot_id": snap.id}
+    if pool.type not in CEPH_POOLS:
+        volume.update(pool_name=ctx.params["new_name"], backing_name=snap.file)
     await finish(ctx, volume=volume, snapshot={"status": SnapshotStatus.ready.value})
     return {}
 

@@ -39,6 +39,8 @@ async def delete_from_pool(
             await s.scalars(select(SnapshotRow.file).where(SnapshotRow.volume_id == vol.id))
         )
     await repeatable_task(ctx, host_id, f"{label}-delete", VolumeDeleteTask(volume=ref))
+    if pool.type == "rbd":
+        return  # Ceph's snapshots go with the image (``rbd snap purge`` first)
     for i, name in enumerate(files):  # the snapshots' images, once nothing is backed by them
         task = SnapshotDeleteFileTask(volume=ref.model_copy(update={"name": name}), name=name)
         await repeatable_task(ctx, host_id, f"{label}-file-{i}", task)
