@@ -55,6 +55,9 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
         cluster = (await c.get("/clusters")).json()["items"][0]["name"]
         e = Env(stack, c, next(iter(stack.agent.runtimes.values())))
         await e.ok(await c.post("/storage-pools", json={**POOL, "clusters": [cluster]}))
+        body = {"name": "loc", "type": "local", "settings": {"path": str(tmp / "loc")},
+                "clusters": [cluster]}  # fmt: skip
+        await e.ok(await c.post("/storage-pools", json=body))
         await e.ok(await c.post("/vms", json={"name": "vm", "image": "tiny", "cpus": 1,
                                               "memory_mb": 64}))  # fmt: skip
         yield e
@@ -93,3 +96,71 @@ async def test_ceph_snapshots_tree_revert_and_delete(env: Env) -> None:
     await env.ok(await c.post("/volumes/d/detach"))
     await env.ok(await c.delete("/volumes/d"))  # with its Ceph snapshots
     assert (await c.get("/snapshots", params={"q": "name=s2"})).json()["items"] == []
+
+
+@pytest.mark.parametrize("pool", ["ceph", "loc"])
+async def test_a_volume_made_from_a_snapshot(env: Env, pool: str) -> None:
+    c = env.c
+    src = f"src-{pool}"
+    body = {"name": src, "size_gb": 2, "pool": pool, "vm": "vm"}
+    await env.ok(await c.post("/volumes", json=body))
+    await env.ok(await c.post(f"/volumes/{src}/snapshots", json={"name": f"gold-{pool}"}))
+    snap = (await c.get(f"/snapshots/gold-{pool}")).json()
+    op = await env.ok(await c.post("/volumes", json={"name": f"copy-{pool}", "size_gb": 3,
+                                                      "pool": pool, "snapshot": snap["id"]}))  # fmt: skip
+    assert op["type"] == "volume.clone"
+    copy = (await c.get(f"/volumes/copy-{pool}")).json()
+    assert (copy["status"], copy["instantiated"], copy["size_gb"]) == ("available", True, 3)
+    on_pool = env.runtime.backends.for_pool(PoolRef(id=copy["pool_id"], type="local", settings={}))
+    assert isinstance(on_pool, SimulatedBackend)
+    assert on_pool.volumes(copy["pool_id"])[copy["id"]] == 3
+    if pool == "ceph":  # a copy-on-write clone keeps its snapshot (and so its volume)
+        assert copy["parent_snapshot_id"] == snap["id"]
+        refused(await c.delete(f"/snapshots/{snap['id']}"), 409, "in_use", volumes=[f"copy-{pool}"])
+        await env.ok(await c.post(f"/volumes/{src}/detach"))
+        refused(await c.delete(f"/volumes/{src}"), 409, "in_use")
+        await env.ok(await c.delete(f"/volumes/copy-{pool}"))
+        await env.ok(await c.delete(f"/snapshots/{snap['id']}"))
+    else:  # a full copy: independent
+        assert copy["parent_snapshot_id"] is None
+        await env.ok(await c.delete(f"/snapshots/{snap['id']}"))
+        await env.ok(await c.post(f"/volumes/{src}/detach"))
+        await env.ok(await c.delete(f"/volumes/copy-{pool}"))
+    await env.ok(await c.delete(f"/volumes/{src}"))
+
+    # refused upfront, nothing recorded: smaller than the snapshot, another pool, with a vm
+    await env.ok(await c.post("/volumes", json={"name": "s2", "size_gb": 2, "pool": pool,
+                                                "vm": "vm"}))  # fmt: skip
+    await env.ok(await c.post("/volumes/s2/snapshots", json={"name": f"g2-{pool}"}))
+    other = "loc" if pool == "ceph" else "ceph"
+    for bad, code in (({"size_gb": 1, "pool": pool}, "invalid_input"),
+                      ({"size_gb": 2, "pool": other}, "invalid_input")):  # fmt: skip
+        r = await c.post("/volumes", json={"name": "nope", "snapshot": f"g2-{pool}", **bad})
+        refused(r, 422, code)
+    r = await c.post("/volumes", json={"name": "nope", "size_gb": 2, "pool": pool,
+                                       "snapshot": f"g2-{pool}", "vm": "vm"})  # fmt: skip
+    refused(r, 422, "invalid_input")
+    assert (await c.get("/volumes/nope")).status_code == 404
+    await env.ok(await c.delete(f"/snapshots/g2-{pool}"))
+    await env.ok(await c.post("/volumes/s2/detach"))
+    await env.ok(await c.delete("/volumes/s2"))
+
+
+async def test_a_failed_clone_leaves_no_volume(env: Env) -> None:
+    c = env.c
+    await env.ok(await c.post("/volumes", json={"name": "fs", "size_gb": 1, "pool": "ceph",
+                                                "vm": "vm"}))  # fmt: skip
+    await env.ok(await c.post("/volumes/fs/snapshots", json={"name": "fsn"}))
+    quota = (await c.get("/volumes/fs")).json()["project_id"]
+    used = (await c.get(f"/projects/{quota}/quota")).json()["volume_gb"]["used"]
+    env.runtime.faults.fail_next("volume.snap_clone")
+    r = await c.post("/volumes", json={"name": "fc", "size_gb": 1, "pool": "ceph",
+                                       "snapshot": "fsn"})  # fmt: skip
+    assert r.status_code == 202
+    op = await wait_op(c, r.json())
+    assert op["status"] == "failed"
+    assert (await c.get("/volumes/fc")).status_code == 404
+    assert (await c.get(f"/projects/{quota}/quota")).json()["volume_gb"]["used"] == used
+    await env.ok(await c.delete("/snapshots/fsn"))  # not held by the failed clone
+    await env.ok(await c.post("/volumes/fs/detach"))
+    await env.ok(await c.delete("/volumes/fs"))

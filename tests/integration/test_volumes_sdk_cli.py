@@ -363,3 +363,35 @@ def test_sdk_and_cli_move_a_volume(admin: Client, cli: None) -> None:
         admin.volumes.delete("mover").wait(timeout=60)
         admin.storage_pools.update("vols2", state="maintenance").wait()
         admin.storage_pools.delete("vols2").wait(timeout=60)
+
+
+def test_sdk_and_cli_volumes_from_a_snapshot(admin: Client, cli: None) -> None:
+    admin.volumes.create("origin", size_gb=1, pool=POOL, vm="vm1").wait(timeout=60)
+    admin.snapshots.create("origin", "golden").wait(timeout=60)
+    try:
+        op = admin.volumes.create("from-snap", size_gb=2, pool=POOL, snapshot="golden")
+        assert op.type == "volume.clone"
+        op.wait(timeout=60)
+        made = admin.volumes.get("from-snap")
+        assert (made.status, made.instantiated, made.size_gb) == ("available", True, 2)
+        r = corral(
+            "volume",
+            "create",
+            "from-snap-2",
+            "--size",
+            "1G",
+            "--pool",
+            POOL,
+            "--snapshot",
+            "golden",
+        )
+        assert r.exit_code == 0, r.output
+        assert admin.volumes.get("from-snap-2").instantiated
+        with pytest.raises(InvalidInput):  # no vm with a snapshot (checked on the client side)
+            admin.volumes.create("bad", size_gb=1, pool=POOL, snapshot="golden", vm="vm1")
+    finally:
+        for name in ("from-snap", "from-snap-2"):
+            admin.volumes.delete(name).wait(timeout=60)
+        admin.snapshots.delete("golden").wait(timeout=60)
+        admin.volumes.detach("origin").wait(timeout=60)
+        admin.volumes.delete("origin").wait(timeout=60)

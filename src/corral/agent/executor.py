@@ -297,6 +297,12 @@ class TaskExecutor:
                 await backend.snap_rollback(volume, payload.snap)
             case "remove":
                 await backend.snap_remove(volume, payload.snap)
+            case "clone":
+                if payload.target is None:
+                    raise InvalidInput(
+                        "a clone needs its target volume", volume_id=volume.volume_id
+                    )
+                await backend.snap_clone(volume, payload.snap, payload.target)
 
     async def define(self, spec: VmSpec) -> None:
         """Define the VM with its data disks (each with its source from the pool's backend),

@@ -366,12 +366,14 @@ class SnapshotDeleteFileTask(Model):
 class RbdSnapshotTask(Model):
     """A Ceph snapshot of an rbd volume's image (Ceph's own copy-on-write): ``create`` it
     (existing: success), ``rollback`` the image to it (the image's data becomes the snapshot's;
-    no client may have the image open: its VM is stopped), ``remove`` it (absent: success)."""
+    no client may have the image open: its VM is stopped), ``remove`` it (absent: success),
+    ``clone`` it into the new volume ``target`` (same pool; a copy-on-write clone)."""
 
     kind: Literal["rbd.snapshot"] = "rbd.snapshot"
-    op: Literal["create", "rollback", "remove"]
+    op: Literal["create", "rollback", "remove", "clone"]
     volume: VolumeRef
     snap: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    target: VolumeRef | None = Field(None, description="clone: the new volume")
 
 
 class ImageCaptureTask(Model):

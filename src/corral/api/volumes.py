@@ -37,6 +37,7 @@ class VolumeStatus(StrEnum):
     reverting = "reverting"
     capturing = "capturing"
     moving = "moving"
+    cloning = "cloning"
     deleting = "deleting"
     recycled = "recycled"
     error = "error"
@@ -92,6 +93,9 @@ class Volume(OwnedResource):
     )
     shareable: bool = Field(False, description="may be attached to several VMs at once")
     image_id: str | None = Field(None, description="the image it started as a copy of")
+    parent_snapshot_id: str | None = Field(
+        None, description="rbd: the snapshot this volume is a copy-on-write clone of"
+    )
     qos: VolumeQos = Field(default_factory=VolumeQos)
     snapshot_schedule: SnapshotSchedule | None = None
     error: str | None = None
@@ -99,7 +103,9 @@ class Volume(OwnedResource):
 
 class VolumeCreate(Model):
     """Record a data volume on ``pool`` (created on the pool at its first attach), blank or a
-    copy of ``image``."""
+    copy of ``image``; or made at once from ``snapshot`` (on the snapshot's pool: a full copy of
+    its data on file pools, a Ceph copy-on-write clone on rbd, which keeps the snapshot while
+    it exists: ``parent_snapshot_id``)."""
 
     name: Name
     size_gb: int = Field(ge=1, le=MAX_VOLUME_GB)
@@ -107,9 +113,18 @@ class VolumeCreate(Model):
     image: Ref | None = Field(
         None, description="start as a copy of this disk image (id or name; not an ISO)"
     )
+    snapshot: Ref | None = Field(
+        None, description="start as a copy (rbd: a clone) of this snapshot (id or name)"
+    )
     shareable: bool = False
     qos: VolumeQos | None = None
     vm: Ref | None = Field(None, description="attach to this VM at once (id or name)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> VolumeCreate:
+        if self.snapshot is not None and (self.image is not None or self.vm is not None):
+            raise ValueError("a volume from a snapshot takes no image and no vm (attach it after)")
+        return self
 
 
 class VolumeUpdate(Model):

@@ -180,6 +180,13 @@ def create(
         str | None,
         typer.Option("--image", "-i", help="Start as a copy of this disk image (name or id)."),
     ] = None,
+    snapshot: Annotated[
+        str | None,
+        typer.Option(
+            "--snapshot",
+            help="Make it now from this snapshot (same pool; rbd: a copy-on-write clone).",
+        ),
+    ] = None,
     iops: Iops = None,
     read_iops: ReadIops = None,
     write_iops: WriteIops = None,
@@ -189,12 +196,19 @@ def create(
     no_wait: NoWait = False,
 ) -> None:
     """Create a volume, blank or a copy of --image (made on the pool at its first attach; --vm
-    attaches it now)."""
+    attaches it now), or made at once from --snapshot."""
     state = state_of(ctx)
     client = state.client()
     qos = qos_limits(_given(iops, read_iops, write_iops, bps, read_bps, write_bps))
     op = client.volumes.create(
-        name, size_gb=size, pool=pool, shareable=shareable, qos=qos, vm=vm, image=image
+        name,
+        size_gb=size,
+        pool=pool,
+        shareable=shareable,
+        qos=qos,
+        vm=vm,
+        image=image,
+        snapshot=snapshot,
     )
 
     def done(o: Operation) -> str:

@@ -55,6 +55,7 @@ from corral.server.workflows.vm_power import VM_POWER
 from corral.server.workflows.vm_recycle import VM_RECYCLE
 from corral.server.workflows.vm_resize import VM_RESIZE
 from corral.server.workflows.volume_attach import VOLUME_ATTACH
+from corral.server.workflows.volume_clone import VOLUME_CLONE
 from corral.server.workflows.volume_delete import VOLUME_DELETE
 from corral.server.workflows.volume_detach import VOLUME_DETACH
 from corral.server.workflows.volume_move import VOLUME_MOVE
@@ -136,6 +137,7 @@ async def build_services(settings: ServerSettings) -> Services:
         VOLUME_RESIZE,
         VOLUME_DELETE,
         VOLUME_MOVE,
+        VOLUME_CLONE,
         VOLUME_QOS,
         SNAPSHOT_CREATE,
         SNAPSHOT_REVERT,

@@ -418,3 +418,34 @@ async def test_rbd_snapshot_tasks_need_a_backend_with_ceph_snapshots(tmp_path: P
     assert err.value.message == "snapshots of local volumes are not Ceph snapshots"
     assert err.value.context["volume_id"] == "vol-1"
     assert not (tmp_path / "loc").exists()
+
+
+async def test_clone_is_a_copy_on_write_image_that_holds_its_snapshot(
+    ceph_cluster: CephCluster, rbd: RbdBackend, image: str, secret: Path
+) -> None:
+    vol = rbd_volume(ceph_cluster, image)
+    await rbd.create(vol)
+    write(ceph_cluster, image, secret, 0xAA)
+    await rbd.snap_create(vol, "gold")
+    write(ceph_cluster, image, secret, 0xBB)  # the source goes on; the clone sees "gold"
+    clone_name = f"{image}-clone"
+    target = rbd_volume(ceph_cluster, clone_name).model_copy(update={"size_gb": 2})
+    try:
+        await rbd.snap_clone(vol, "gold", target)
+        await rbd.snap_clone(vol, "gold", target)  # existing: kept
+        assert holds(ceph_cluster, clone_name, secret, 0xAA)
+        info = json.loads(
+            ceph_cluster.rbd("info", "--format", "json", f"{ceph_cluster.pool}/{clone_name}")
+        )
+        assert info["size"] == 2 << 30 and info["parent"]["snapshot"] == "gold"
+        assert snaps(ceph_cluster, image) == {"gold": True}  # protected for its clone
+        with pytest.raises(StorageError) as held:
+            await rbd.snap_remove(vol, "gold")
+        assert held.value.context["reason"] == "has_clones"
+        with pytest.raises(StorageError) as missing:
+            await rbd.snap_clone(vol, "nope", target.model_copy(update={"name": f"{image}-x"}))
+        assert missing.value.context["reason"] == "not_found"
+    finally:
+        await rbd.delete(target)
+    await rbd.snap_remove(vol, "gold")  # free once the clone is gone
+    assert snaps(ceph_cluster, image) == {}

@@ -174,6 +174,10 @@ class RbdSnapshots(Protocol):
         """Remove the snapshot, unprotected first if it is protected; an absent snapshot or
         image is success."""
 
+    async def snap_clone(self, volume: VolumeRef, snap: str, target: VolumeRef) -> None:
+        """Make ``target`` (same pool) a copy-on-write clone of the snapshot, grown to its
+        size; existing is success. ``reason="not_found"`` for a missing snapshot or image."""
+
 
 def check_source_format(volume: VolumeRef, source_format: str) -> str:
     """``source_format`` if ``create_from`` can copy from it, else ``InvalidInput``."""

@@ -399,6 +399,31 @@ class RbdBackend:
             except Exception as exc:
                 raise _snap_error(f"remove snapshot {snap} of", volume, snap, exc) from exc
 
+    async def snap_clone(self, volume: VolumeRef, snap: str, target: VolumeRef) -> None:
+        """Make the image ``target.name`` (same pool) a Ceph copy-on-write clone of the snapshot
+        ``snap`` (protected first: ``rbd snap protect``, then ``rbd clone``), grown to
+        ``target.size_gb`` if that is bigger. The snapshot cannot be removed while the clone
+        exists (``snap_remove``: ``has_clones``). An existing target is success (kept as it
+        is). ``StorageError`` ``reason="not_found"`` for a missing image or snapshot."""
+        conn, spec = self._where(volume)
+        source = _snap_spec(volume, spec, snap)
+        _, clone = self._where(target)
+        async with self._locks.hold(clone):
+            try:
+                snaps = await self._snaps(volume.pool, conn, spec)
+                if snaps is None or snap not in snaps:
+                    raise _not_found(f"snapshot {source}")
+                if not snaps[snap]:
+                    done = await self._rbd(volume.pool, conn, "snap", "protect", source)
+                    if done.returncode not in (0, EBUSY):  # EBUSY: protected meanwhile
+                        raise _failure(done, "rbd snap protect")
+                done = await self._rbd(volume.pool, conn, "clone", source, clone)
+                if done.returncode not in (0, EEXIST):
+                    raise _failure(done, "rbd clone")
+            except Exception as exc:
+                raise _snap_error(f"clone snapshot {snap} of", volume, snap, exc) from exc
+        await self.resize(target, target.size_gb)
+
     async def _snaps(self, pool: PoolRef, conn: _Conn, spec: str) -> dict[str, bool] | None:
         """The image's snapshots (user namespace) as {name: protected}; None if it is absent."""
         done = await self._rbd(pool, conn, "snap", "ls", "--format", "json", spec)

@@ -172,6 +172,19 @@ class SimulatedBackend:
             if not snaps:
                 del self._snaps[key]
 
+    async def snap_clone(self, volume: VolumeRef, snap: str, target: VolumeRef) -> None:
+        """Record ``target`` as a volume (fault op ``volume.snap_clone``); ``StorageError``
+        ``reason="not_found"`` for a snapshot it does not know."""
+        self._enter("volume.snap_clone")
+        if snap not in self._snaps.get((volume.pool.id, volume.volume_id), set()):
+            raise StorageError(
+                f"snapshot {snap} of volume {volume.volume_id} not found",
+                pool_id=volume.pool.id,
+                volume_id=volume.volume_id,
+                reason="not_found",
+            )
+        self._pools.setdefault(target.pool.id, {}).setdefault(target.volume_id, target.size_gb)
+
     def snapshots(self, pool_id: str, volume_id: str) -> frozenset[str]:
         """The Ceph snapshots recorded for a volume."""
         return frozenset(self._snaps.get((pool_id, volume_id), ()))

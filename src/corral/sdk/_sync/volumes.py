@@ -48,11 +48,14 @@ class Volumes(Collection[Volume]):
         qos: Qos | None = None,
         vm: str | None = None,
         image: str | None = None,
+        snapshot: str | None = None,
     ) -> Operation:
         """Record a volume of ``size_gb`` GiB on ``pool`` (id or name), blank or a copy of
         ``image`` (a disk image, copied when the volume is created on the pool). Without ``vm``
         the operation is finished at once; with ``vm`` (id or name) it is the operation attaching
-        the volume to that VM (which creates it on the pool)."""
+        the volume to that VM (which creates it on the pool). With ``snapshot`` (id or name; on
+        ``pool``; no ``image``, no ``vm``) it is the ``volume.clone`` operation making it at
+        once: a copy of the snapshot's data, on rbd a Ceph copy-on-write clone."""
         body = build(
             VolumeCreate,
             name=name,
@@ -62,6 +65,7 @@ class Volumes(Collection[Volume]):
             qos=qos,
             vm=vm,
             image=image,
+            snapshot=snapshot,
         )
         return self._client.operation("POST", self._path, body=body)
 

@@ -383,6 +383,8 @@ class VolumeRow(Timestamped, Owned, Base):
     format: Mapped[str] = mapped_column(String(16), default="qcow2")
     pool_id: Mapped[str] = mapped_column(ForeignKey("storage_pools.id"), index=True)
     pool_name: Mapped[str] = mapped_column(String(128))
+    parent_snapshot_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    """rbd: the snapshot (of another volume) this volume is a Ceph copy-on-write clone of."""
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), nullable=True, index=True)
     instantiated: Mapped[bool] = mapped_column(Boolean, default=False)
     shareable: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corral.api.errors import InvalidInput, InvalidState, NameTaken
+from corral.api.errors import InUse, InvalidInput, InvalidState, NameTaken
 from corral.api.operations import Operation
 from corral.api.snapshots import (
     MAX_CHAIN,
@@ -35,7 +35,12 @@ from corral.server.query import specs
 from corral.server.services.context import Services
 from corral.server.services.listing import Kind, get_row
 from corral.server.services.operations import to_model as op_model
-from corral.server.services.volumes import attachments_of, claim_status, visible_volumes
+from corral.server.services.volumes import (
+    attachments_of,
+    claim_status,
+    clones_of,
+    visible_volumes,
+)
 from corral.server.workflows.snapshot_common import CEPH_POOLS, active_chain, backings
 from corral.server.workflows.snapshot_create import SNAPSHOT_CREATE
 from corral.server.workflows.snapshot_delete import SNAPSHOT_DELETE
@@ -349,6 +354,12 @@ async def delete(
         if snap.status not in (SnapshotStatus.ready, SnapshotStatus.error):
             raise InvalidState(f"snapshot {snap.name!r} is {snap.status}", status=snap.status)
         vol, _ = await _usable_volume(s, snap.volume_id, caller, "volume:update")
+        if clones := await clones_of(s, [snap.id]):
+            raise InUse(
+                f"snapshot {snap.name!r} has copy-on-write clones: volume(s)"
+                f" {', '.join(clones)}; delete them first",
+                volumes=clones,
+            )
         op = await merge(svc, s, vol, snap, user_id=caller.user_id)
         await s.commit()
     svc.runner.launch(op)

@@ -92,6 +92,7 @@ def to_model(r: VolumeRow, attachments: Sequence[tuple[str, str]] = ()) -> Volum
         attachments=[VolumeAttachment(vm_id=v, device=d) for v, d in sorted(attachments)],
         shareable=r.shareable,
         image_id=r.image_id,
+        parent_snapshot_id=r.parent_snapshot_id,
         qos=VolumeQos.model_validate(r.qos or {}),
         snapshot_schedule=(
             SnapshotSchedule(every_minutes=r.snapshot_every_min, keep=r.snapshot_keep)
@@ -309,6 +310,8 @@ async def create_volume(*, svc: Services, spec: VolumeCreate, caller: Caller) ->
     charging the quota and the pool; with ``spec.vm`` the attach follows in the same request
     (its operation is returned). Nothing is recorded on a 4xx."""
     project_id = creation_project(caller, "volume:create")
+    if spec.snapshot is not None:
+        return await _from_snapshot(svc, spec, project_id, caller)
     async with svc.sessionmaker() as s:
         pool = await get_row(s, StoragePoolRow, spec.pool, "storage_pool")
         if pool.state != "enabled":
@@ -672,6 +675,13 @@ async def delete(
                 f"volume {vol.name!r} is attached: detach it first",
                 vms=[v for v, _ in attached],
             )
+        snap_ids = await s.scalars(select(SnapshotRow.id).where(SnapshotRow.volume_id == vol.id))
+        if clones := await clones_of(s, list(snap_ids)):
+            raise InUse(
+                f"volume {vol.name!r} has snapshots with copy-on-write clones: volume(s)"
+                f" {', '.join(clones)}; delete them first",
+                volumes=clones,
+            )
         if vol.status == VolumeStatus.available and await recycles(svc, s, KIND, expunge):
             await claim_status(s, vol, {VolumeStatus.available}, VolumeStatus.recycled, "delete")
             await to_bin(svc, s, KIND, vol, deleted_by=caller.user_id)
@@ -846,4 +856,88 @@ async def _mover(
         f"no host reaches both pool {source.name!r} and pool {target.name!r}",
         source_pool=source.name,
         target_pool=target.name,
+    )
+
+
+async def _from_snapshot(
+    svc: Services, spec: VolumeCreate, project_id: str, caller: Caller
+) -> Operation:
+    """A volume made at once from ``spec.snapshot`` (``volume.clone``): the snapshot must be
+    ``ready`` and on ``spec.pool`` (``InvalidInput`` otherwise), no smaller than it."""
+    from corral.server.services.snapshots import visible_snapshots
+    from corral.server.workflows.volume_clone import VOLUME_CLONE
+
+    assert spec.snapshot is not None
+    async with svc.sessionmaker() as s:
+        snap = await get_row(
+            s, SnapshotRow, spec.snapshot, "snapshot", where=visible_snapshots(caller)
+        )
+        require(caller, "snapshot:get", snap.project_id)
+        source = await s.get(VolumeRow, snap.volume_id)
+        pool = await get_row(s, StoragePoolRow, spec.pool, "storage_pool")
+        assert source is not None  # foreign key
+        if snap.status != "ready":
+            raise InvalidState(f"snapshot {snap.name!r} is {snap.status}", snapshot=snap.name)
+        if source.pool_id != pool.id:
+            raise InvalidInput(
+                f"snapshot {snap.name!r} is on another pool: a volume made from it goes on the"
+                " same pool",
+                snapshot=snap.name,
+            )
+        if spec.size_gb < snap.size_gb:
+            raise InvalidInput(
+                f"volume size {spec.size_gb} GiB is smaller than snapshot {snap.name!r}"
+                f" ({snap.size_gb} GiB)",
+                size_gb=spec.size_gb,
+                min_size_gb=snap.size_gb,
+            )
+        if pool.state != "enabled":
+            raise InvalidState(f"storage pool {pool.name!r} is {pool.state}", pool=pool.name)
+        check_room(pool, spec.size_gb)
+        host_id = await pool_host(s, pool.id, source)
+        await ensure_name_free(s, VolumeRow, spec.name, KIND, project_id=project_id)
+        vol = await new_volume(
+            s,
+            pool,
+            name=spec.name,
+            project_id=project_id,
+            owner_id=caller.user_id,
+            size_gb=spec.size_gb,
+            status=VolumeStatus.cloning,
+            shareable=spec.shareable,
+            qos=spec.qos or VolumeQos(),
+        )
+        if pool.type == "rbd":
+            vol.parent_snapshot_id = snap.id
+        s.add(vol)
+        await quotas.adjust(s, project_id, volume_gb=spec.size_gb)
+        try:
+            await s.flush()
+        except IntegrityError as exc:
+            raise NameTaken(f"a volume named {spec.name!r} exists already", name=spec.name) from exc
+        op = _op(
+            svc,
+            s,
+            VOLUME_CLONE.type,
+            vol.id,
+            project_id,
+            caller,
+            lock_key=f"volume:{source.id}",
+            params={"volume_id": vol.id, "snapshot_id": snap.id, "host_id": host_id},
+        )
+        await s.commit()
+    svc.runner.launch(op)
+    return op_model(op)
+
+
+async def clones_of(s: AsyncSession, snapshot_ids: Sequence[str]) -> list[str]:
+    """The names of the volumes that are Ceph clones of any of ``snapshot_ids``."""
+    if not snapshot_ids:
+        return []
+    return list(
+        await s.scalars(
+            select(VolumeRow.name)
+            .where(VolumeRow.parent_snapshot_id.in_(list(snapshot_ids)))
+            .order_by(VolumeRow.name)
+        )
     )
