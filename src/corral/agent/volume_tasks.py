@@ -17,7 +17,7 @@ from pathlib import Path
 
 from corral.agent.compute.driver import ComputeDriver
 from corral.agent.specs import SpecStore, StoredSpec
-from corral.agent.storage.backend import DiskSource, check_fits
+from corral.agent.storage.backend import DiskSource, ImageCache, check_fits
 from corral.agent.storage.volumes import Backends
 from corral.api.agent import DataDisk, ImageRef, VmSpec, VolumeRef
 from corral.api.errors import CorralError, InvalidInput, InvalidState, NotFound
@@ -105,7 +105,10 @@ class VolumeTasks:
         if self.image_path is None:
             raise InvalidInput("this agent cannot make volumes from images", image_id=image.id)
         source = await self.image_path(image)
-        await backend.create_from(volume, source, image.format)
+        if isinstance(backend, ImageCache):  # the pool keeps the image once
+            await backend.create_on_image(volume, image.id, source, image.format)
+        else:
+            await backend.create_from(volume, source, image.format)
 
     async def delete(self, volume: VolumeRef) -> None:
         """Delete the volume from its pool; absent is success. ``InvalidState`` (context

@@ -146,6 +146,18 @@ class VolumeBackend(Protocol):
 
 
 @runtime_checkable
+class ImageCache(Protocol):
+    """A backend that stores an image once per pool and makes volumes from it as copy-on-write
+    children (local: qcow2 overlays on ``<pool>/images/``; rbd: clones of a base image)."""
+
+    async def create_on_image(
+        self, volume: VolumeRef, image_id: str, source: Path, source_format: str
+    ) -> None:
+        """Make the volume from the image (``source``: the host's checked copy), through the
+        pool's own copy of it (made once). Existing volume: kept as it is."""
+
+
+@runtime_checkable
 class LunInventory(Protocol):
     """A backend whose pools are made of LUNs the storage admin provisions (iscsi)."""
 

@@ -52,6 +52,14 @@ def safe_name(volume: VolumeRef) -> str:
     return name
 
 
+def safe_image_id(image_id: str) -> str:
+    """``image_id`` if it can name a file or an RBD image (as ``safe_name``), else
+    ``InvalidInput``."""
+    if not _NAME.match(image_id) or ".." in image_id or image_id.endswith(PART_SUFFIX):
+        raise InvalidInput(f"invalid image id {image_id!r}", image_id=image_id)
+    return image_id
+
+
 def volume_error(action: str, volume: VolumeRef, exc: BaseException) -> CorralError:
     """``exc`` as the error a backend raises for ``action`` on ``volume``: Corral errors other
     than ``StorageError`` pass unchanged; ``StorageError`` and ``OSError`` become a

@@ -32,6 +32,7 @@ from corral.agent.storage.common import (
     file_ref,
     name_in_dir,
     pool_settings,
+    safe_image_id,
     safe_name,
     volume_error,
 )
@@ -42,6 +43,8 @@ from corral.api.errors import StorageError
 from corral.api.storage import LocalSettings
 
 VOLUMES_DIR = "volumes"
+IMAGES_DIR = "images"
+"""Where the pool keeps its copies of the images volumes are overlays on (``create_on_image``)."""
 
 
 class LocalBackend:
@@ -107,6 +110,55 @@ class LocalBackend:
                 if isinstance(exc, Exception):
                     raise volume_error("create", volume, exc) from exc
                 raise
+
+    async def create_on_image(
+        self, volume: VolumeRef, image_id: str, source: Path, source_format: str
+    ) -> None:
+        """The volume as a qcow2 overlay (``volume.size_gb``) on the pool's own copy of the
+        image, ``<pool>/images/<image_id>.<format>``: copied once per pool from ``source`` (the
+        host's checked cache copy), 0644, never written again; however many volumes are made
+        from the image, the pool holds it once. A raw volume (shareable) is a full copy
+        (``create_from``). Existing volume: kept as it is. The overlay names its base by a
+        relative path (the pool can be mounted elsewhere)."""
+        if volume.format != "qcow2":
+            await self.create_from(volume, source, source_format)
+            return
+        fmt = check_source_format(volume, source_format)
+        path = self.path(volume)
+        base = path.parent.parent / IMAGES_DIR / f"{safe_image_id(image_id)}.{fmt}"
+        part = path.with_name(path.name + PART_SUFFIX)
+        async with self._locks.hold(str(path)):
+            if await asyncio.to_thread(path.is_file):
+                return
+            try:
+                await self._pool_copy(base, source)
+                info = await image_info(base, fmt, qemu_img=self.qemu_img)
+                check_fits(volume, info.virtual_size)
+                await asyncio.to_thread(_mkdir, path.parent)
+                rel = f"../{IMAGES_DIR}/{base.name}"
+                await run_qemu_img(
+                    *("create", "-q", "-f", "qcow2", "-F", fmt, "-b", rel, str(part)),
+                    str(volume.size_gb * GIB),
+                    qemu_img=self.qemu_img,
+                )
+                await asyncio.to_thread(_publish, part, path, 0o600)
+            except BaseException as exc:
+                part.unlink(missing_ok=True)  # inline: survives cancellation
+                if isinstance(exc, Exception):
+                    raise volume_error("create", volume, exc) from exc
+                raise
+
+    async def _pool_copy(self, base: Path, source: Path) -> None:
+        """``base`` as a copy of ``source`` unless it is there (once per pool and image)."""
+        async with self._locks.hold(str(base)):
+            if await asyncio.to_thread(base.is_file):
+                return
+            await asyncio.to_thread(_mkdir, base.parent)
+
+            async def copy(part: Path) -> None:
+                await asyncio.to_thread(shutil.copyfile, source, part)
+
+            await write_new(base, copy, mode=0o644)
 
     async def delete(self, volume: VolumeRef) -> None:
         """Remove the file (and a ``.part`` left by a crash); absent is success."""

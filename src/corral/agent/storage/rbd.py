@@ -54,6 +54,7 @@ from corral.agent.storage.common import (
     SNAPSHOTS_UNSUPPORTED,
     KeyedLocks,
     pool_settings,
+    safe_image_id,
     volume_error,
 )
 from corral.agent.storage.dirpool import write_new
@@ -68,6 +69,9 @@ _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+[+-]\d{4} ")
 _SNAP = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ENOENT, EBUSY, EEXIST, ENOTEMPTY, EACCES, ETIMEDOUT = 2, 16, 17, 39, 13, 110
+BASE_PREFIX = "corral-image-"
+"""The pool's copy of an image that volumes are copy-on-write clones of (``create_on_image``)."""
+BASE_SNAP = "base"
 EINVAL, EROFS = 22, 30
 _SECRET_ID = "sec0"
 
@@ -398,6 +402,29 @@ class RbdBackend:
                     raise _failure(done, "rbd snap rm")
             except Exception as exc:
                 raise _snap_error(f"remove snapshot {snap} of", volume, snap, exc) from exc
+
+    async def create_on_image(
+        self, volume: VolumeRef, image_id: str, source: Path, source_format: str
+    ) -> None:
+        """The volume as a Ceph copy-on-write clone of the pool's copy of the image: the image
+        ``corral-image-<image_id>`` (written once per pool from ``source``, the host's checked
+        cache copy) with its protected snapshot ``base``; grown to ``volume.size_gb``. However
+        many volumes are made from the image, the pool holds it once (the base stays while a
+        clone exists). Existing volume: kept as it is."""
+        fmt = check_source_format(volume, source_format)
+        out = await run_tool([self.qemu_img, "info", "--output=json", "-U", "-f", fmt, str(source)])
+        virtual_size = _json_int(out.stdout, "virtual-size", "qemu-img info")
+        check_fits(volume, virtual_size)
+        base = volume.model_copy(
+            update={
+                "volume_id": f"image-{safe_image_id(image_id)}",
+                "name": f"{BASE_PREFIX}{image_id}",
+                "size_gb": max(1, -(-virtual_size // GIB)),
+            }
+        )
+        await self.create_from(base, source, fmt)
+        await self.snap_create(base, BASE_SNAP)
+        await self.snap_clone(base, BASE_SNAP, volume)
 
     async def snap_clone(self, volume: VolumeRef, snap: str, target: VolumeRef) -> None:
         """Make the image ``target.name`` (same pool) a Ceph copy-on-write clone of the snapshot
