@@ -261,8 +261,8 @@ def set_schedule(vol: VolumeRow, schedule: SnapshotSchedule | None) -> None:
 
 def check_room(pool: StoragePoolRow, more_gb: int) -> None:
     """``PoolFull`` if the pool's known capacity cannot take ``more_gb`` (capacity unknown:
-    total 0, no check)."""
-    if pool.total_gb <= 0:
+    total 0, no check; an iscsi pool: its free LUNs decide, ``pick_lun``)."""
+    if pool.total_gb <= 0 or pool.type == "iscsi":
         return
     limit = pool.total_gb * pool.overcommit
     if pool.allocated_gb + more_gb > limit:
