@@ -1,6 +1,7 @@
 """Volumes made from an image through the pool's own copy of it (``create_on_image``), with the
 real tools: on a local pool, qcow2 overlays on ``<pool>/images/<id>.qcow2`` (stored once,
-relative backing names); on Ceph, copy-on-write clones of ``corral-image-<id>@base``."""
+relative backing names); on NFS (ganesha), overlays on ``corral-image-<id>.qcow2`` named by its
+URL; on Ceph, copy-on-write clones of ``corral-image-<id>@base``."""
 
 from __future__ import annotations
 
@@ -11,17 +12,20 @@ from pathlib import Path
 import pytest
 
 from corral.agent.storage.local import LocalBackend
+from corral.agent.storage.nfs import NfsBackend
 from corral.agent.storage.rbd import RbdBackend
 from corral.api.agent import PoolRef, VolumeRef
 from tests.integration.storage.test_volume_create_from import (
     compare,
     images,  # noqa: F401 (fixture)
+    nfs_volume,
     rbd_images,
     rbd_target,
     rbd_volume,
     run,
 )
 from tests.support.storage.ceph import CephCluster
+from tests.support.storage.nfs import NfsExport
 
 GIB = 1 << 30
 
@@ -92,3 +96,23 @@ async def test_rbd_volumes_are_clones_of_one_base_image(
             ceph_cluster.rbd("snap", "unprotect", f"{spec}@base")
             ceph_cluster.rbd("snap", "purge", "--no-progress", spec)
             ceph_cluster.rbd("rm", "--no-progress", spec)
+
+
+@pytest.mark.storage_servers
+async def test_nfs_volumes_share_the_pools_copy_of_the_image(
+    nfs_dir: NfsExport,
+    images: dict[str, Path],  # noqa: F811 (the fixture)
+) -> None:
+    backend = NfsBackend()
+    vols = [nfs_volume(nfs_dir, "qcow2", size_gb=n) for n in (1, 2)]
+    for vol in vols:
+        await backend.create_on_image(vol, "img-9", images["raw"], "raw")
+    files = sorted(p.name for p in nfs_dir.local("corral-volumes").iterdir())
+    assert files.count("corral-image-img-9.qcow2") == 1 and len(files) == 3
+    for vol, size in zip(vols, (GIB, 2 * GIB), strict=True):
+        url = backend.url(vol)
+        info = json.loads(run("qemu-img", "info", "--output=json", url).stdout)
+        assert info["virtual-size"] == size
+        assert "corral-image-img-9.qcow2" in info["backing-filename"]
+        assert compare(images["raw"], "-F", "qcow2", url).returncode == 0
+    await backend.create_on_image(vols[0], "img-9", images["raw"], "raw")  # existing: kept

@@ -67,6 +67,7 @@ from corral.agent.storage.common import (
     file_ref,
     name_in_dir,
     pool_settings,
+    safe_image_id,
     safe_name,
     volume_error,
 )
@@ -78,6 +79,8 @@ from corral.api.errors import StorageError
 from corral.api.storage import NfsSettings
 
 VOLUMES_DIR = "corral-volumes"
+BASE_PREFIX = "corral-image-"
+"""The pool's copy of an image that volumes are overlays on (``create_on_image``)."""
 NFS_PORT = 2049
 
 
@@ -170,6 +173,33 @@ class NfsBackend:
                 if isinstance(exc, Exception):
                     raise volume_error("create", volume, exc) from exc
                 raise
+
+    async def create_on_image(
+        self, volume: VolumeRef, image_id: str, source: Path, source_format: str
+    ) -> None:
+        """The volume as a qcow2 overlay (``volume.size_gb``) on the pool's own qcow2 copy of
+        the image, ``corral-volumes/corral-image-<image_id>.qcow2`` (converted once per pool
+        from ``source``, the host's checked cache copy; named by its full URL, as NFS
+        snapshots are). A raw (shareable) volume is a full copy (``create_from``). Existing
+        volume: kept (grown to ``size_gb`` if a call was cut short)."""
+        if volume.format != "qcow2":
+            await self.create_from(volume, source, source_format)
+            return
+        fmt = check_source_format(volume, source_format)
+        out = await self._qemu_img("info", "--output=json", "-U", "-f", fmt, str(source))
+        virtual_size = _virtual_size(out)
+        check_fits(volume, virtual_size)
+        base = volume.model_copy(
+            update={
+                "volume_id": f"image-{safe_image_id(image_id)}",
+                "name": f"{BASE_PREFIX}{image_id}.qcow2",
+                "format": "qcow2",
+                "size_gb": max(1, -(-virtual_size // GIB)),
+            }
+        )
+        await self.create_from(base, source, fmt)
+        await self.create_overlay(volume, volume.name, base.name)
+        await self.resize(volume, volume.size_gb)
 
     async def delete(self, volume: VolumeRef) -> None:
         """Remove the file (and a ``.part`` left by a crash) over NFS; absent is success."""
