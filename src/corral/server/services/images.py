@@ -295,46 +295,34 @@ async def delete_image(
 
 
 async def _check_unused(s: AsyncSession, row: ImageRow) -> None:
-    """``InUse`` if a VM (also one in the bin), a CD-ROM drive, a volume still to be copied or
-    a linked-clone layer uses the image."""
+    """``InUse`` (naming the users) if a VM (also one in the bin), a CD-ROM drive, a volume
+    still to be copied or a linked-clone layer uses the image."""
     n = await s.scalar(select(func.count()).where(VmRow.image_id == row.id))
     if n:
         raise InUse(f"image {row.name!r} is used by {n} VM(s)", vms=n)
-    in_drive = list(
-        await s.scalars(
-            select(VmRow.name).where(VmRow.cdrom_image_id == row.id).order_by(VmRow.name)
-        )
-    )
-    if in_drive:
-        raise InUse(
-            f"image {row.name!r} is in the CD-ROM drive of VM(s) {', '.join(in_drive)}:"
-            " eject it first",
-            vms=in_drive,
-        )
-    copies = list(
-        await s.scalars(
+    users: list[tuple[Any, str, str]] = [
+        (
+            select(VmRow.name).where(VmRow.cdrom_image_id == row.id).order_by(VmRow.name),
+            "vms",
+            "is in the CD-ROM drive of VM(s) {}: eject it first",
+        ),
+        (
             select(VolumeRow.name)
             .where(VolumeRow.image_id == row.id, VolumeRow.instantiated.is_(False))
-            .order_by(VolumeRow.name)
-        )
-    )
-    if copies:
-        raise InUse(
-            f"image {row.name!r} is still to be copied into volume(s) {', '.join(copies)}"
-            " (at their first attach): delete or attach them first",
-            volumes=copies,
-        )
-    layers = list(
-        await s.scalars(
-            select(ImageRow.name).where(ImageRow.parent_id == row.id).order_by(ImageRow.name)
-        )
-    )
-    if layers:
-        raise InUse(
-            f"image {row.name!r} is under the linked-clone layer(s) {', '.join(layers)}:"
-            " delete them first",
-            images=layers,
-        )
+            .order_by(VolumeRow.name),
+            "volumes",
+            "is still to be copied into volume(s) {} (at their first attach): delete or attach"
+            " them first",
+        ),
+        (
+            select(ImageRow.name).where(ImageRow.parent_id == row.id).order_by(ImageRow.name),
+            "images",
+            "is under the linked-clone layer(s) {}: delete them first",
+        ),
+    ]
+    for stmt, key, why in users:
+        if names := list(await s.scalars(stmt)):
+            raise InUse(f"image {row.name!r} " + why.format(", ".join(names)), **{key: names})
 
 
 async def expunge_image(

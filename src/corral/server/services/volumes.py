@@ -308,52 +308,70 @@ async def claim_status(
 async def create_volume(*, svc: Services, spec: VolumeCreate, caller: Caller) -> Operation:
     """Record a blank volume on ``spec.pool`` (an ``enabled`` pool) in the caller's project,
     charging the quota and the pool; with ``spec.vm`` the attach follows in the same request
-    (its operation is returned). Nothing is recorded on a 4xx."""
+    (its operation is returned); with ``spec.snapshot`` it is made at once (``volume.clone``).
+    Nothing is recorded on a 4xx."""
     project_id = creation_project(caller, "volume:create")
     if spec.snapshot is not None:
         return await _from_snapshot(svc, spec, project_id, caller)
     async with svc.sessionmaker() as s:
         pool = await get_row(s, StoragePoolRow, spec.pool, "storage_pool")
-        if pool.state != "enabled":
-            raise InvalidState(
-                f"storage pool {pool.name!r} is {pool.state}: no new volumes go there",
-                pool=pool.name,
-                state=pool.state,
-            )
-        check_room(pool, spec.size_gb)
         image_id = (
             await source_image(s, spec.image, spec.size_gb, caller)
             if spec.image is not None
             else None
         )
-        await ensure_name_free(s, VolumeRow, spec.name, KIND, project_id=project_id)
-        vol = await new_volume(
-            s,
-            pool,
-            name=spec.name,
-            project_id=project_id,
-            owner_id=caller.user_id,
-            size_gb=spec.size_gb,
-            status=VolumeStatus.available,
-            shareable=spec.shareable,
-            image_id=image_id,
-            qos=spec.qos or VolumeQos(),
+        vol = await _record(
+            s, pool, spec, project_id, caller, VolumeStatus.available, image_id=image_id
         )
-        vid = vol.id
-        s.add(vol)
-        await quotas.adjust(s, project_id, volume_gb=spec.size_gb)
-        try:
-            await s.flush()
-        except IntegrityError as exc:
-            raise NameTaken(f"a volume named {spec.name!r} exists already", name=spec.name) from exc
         if spec.vm is not None:
             op = await _attach_in(svc, s, vol, spec.vm, caller)
         else:
-            op = _op(svc, s, "volume.create", vid, project_id, caller)
+            op = _op(svc, s, "volume.create", vol.id, project_id, caller)
         await s.commit()
     if spec.vm is not None:
         svc.runner.launch(op)
     return op_model(op)
+
+
+async def _record(
+    s: AsyncSession,
+    pool: StoragePoolRow,
+    spec: VolumeCreate,
+    project_id: str,
+    caller: Caller,
+    status: VolumeStatus,
+    *,
+    image_id: str | None = None,
+) -> VolumeRow:
+    """Check that ``pool`` is enabled with room and the name free, then add the volume's row
+    (``new_volume``) and charge the quota, flushed (``NameTaken`` on a race)."""
+    if pool.state != "enabled":
+        raise InvalidState(
+            f"storage pool {pool.name!r} is {pool.state}: no new volumes go there",
+            pool=pool.name,
+            state=pool.state,
+        )
+    check_room(pool, spec.size_gb)
+    await ensure_name_free(s, VolumeRow, spec.name, KIND, project_id=project_id)
+    vol = await new_volume(
+        s,
+        pool,
+        name=spec.name,
+        project_id=project_id,
+        owner_id=caller.user_id,
+        size_gb=spec.size_gb,
+        status=status,
+        shareable=spec.shareable,
+        image_id=image_id,
+        qos=spec.qos or VolumeQos(),
+    )
+    s.add(vol)
+    await quotas.adjust(s, project_id, volume_gb=spec.size_gb)
+    try:
+        await s.flush()
+    except IntegrityError as exc:
+        raise NameTaken(f"a volume named {spec.name!r} exists already", name=spec.name) from exc
+    return vol
 
 
 async def source_image(s: AsyncSession, ref: str, size_gb: int, caller: Caller) -> str:
@@ -891,30 +909,10 @@ async def _from_snapshot(
                 size_gb=spec.size_gb,
                 min_size_gb=snap.size_gb,
             )
-        if pool.state != "enabled":
-            raise InvalidState(f"storage pool {pool.name!r} is {pool.state}", pool=pool.name)
-        check_room(pool, spec.size_gb)
         host_id = await pool_host(s, pool.id, source)
-        await ensure_name_free(s, VolumeRow, spec.name, KIND, project_id=project_id)
-        vol = await new_volume(
-            s,
-            pool,
-            name=spec.name,
-            project_id=project_id,
-            owner_id=caller.user_id,
-            size_gb=spec.size_gb,
-            status=VolumeStatus.cloning,
-            shareable=spec.shareable,
-            qos=spec.qos or VolumeQos(),
-        )
-        if pool.type == "rbd":
+        vol = await _record(s, pool, spec, project_id, caller, VolumeStatus.cloning)
+        if pool.type == "rbd":  # a Ceph clone: it holds its snapshot
             vol.parent_snapshot_id = snap.id
-        s.add(vol)
-        await quotas.adjust(s, project_id, volume_gb=spec.size_gb)
-        try:
-            await s.flush()
-        except IntegrityError as exc:
-            raise NameTaken(f"a volume named {spec.name!r} exists already", name=spec.name) from exc
         op = _op(
             svc,
             s,
