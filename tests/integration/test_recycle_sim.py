@@ -209,3 +209,30 @@ async def test_a_failed_recycle_leaves_the_vm_as_it_was(env: Env) -> None:
     back = (await env.c.get("/vms/stay")).json()
     assert (back["id"], back["status"], back["power_state"]) == (vm["id"], "running", "running")
     assert "stay" not in await env.bin()
+
+
+async def test_a_pools_copy_of_an_image_goes_with_the_image_and_its_last_volume(
+    env: Env,
+) -> None:
+    from sqlalchemy import select
+
+    from corral.server.db.tables import PoolImageCopyRow
+    from corral.server.services import pool_images
+
+    svc = env.stack.server.services
+    await env.policies(image={"policy": "immediate"})
+    img = await upload_image(env.c, "based", make_qcow2(svc.settings.data_dir / "b.qcow2"))
+    await _vm(env, "holder")
+    body = {"name": "on-img", "size_gb": 1, "pool": "loc", "image": "based", "vm": "holder"}
+    await env.ok(await env.c.post("/volumes", json=body))
+
+    async def copies() -> list[str]:
+        async with svc.sessionmaker() as s:
+            return list(await s.scalars(select(PoolImageCopyRow.image_id)))
+
+    assert await copies() == [img["id"]]
+    await env.ok(await env.c.delete("/images/based"))  # a volume is still made on the copy
+    assert await pool_images.sweep(svc) == 0 and await copies() == [img["id"]]
+    await env.ok(await env.c.post("/volumes/on-img/detach"))
+    await env.ok(await env.c.delete("/volumes/on-img", params={"expunge": "true"}))
+    assert await pool_images.sweep(svc) == 1 and await copies() == []

@@ -38,7 +38,7 @@ from corral.agent.faults import FaultPlan
 from corral.agent.pools import HostPools
 from corral.agent.snapshot_tasks import SnapshotPayload, SnapshotTasks
 from corral.agent.specs import SpecStore, StoredSpec, check_vm_id
-from corral.agent.storage.backend import RbdSnapshots
+from corral.agent.storage.backend import ImageCache, RbdSnapshots
 from corral.agent.storage.driver import Fetcher, VolumeDriver
 from corral.agent.storage.volumes import Backends
 from corral.agent.volume_tasks import VolumeTasks, check_volume_id
@@ -50,6 +50,7 @@ from corral.api.agent import (
     DiskThaw,
     ImageCaptureTask,
     ImageRef,
+    PoolImageForget,
     PoolsSync,
     RbdSnapshotTask,
     SnapshotCreateTask,
@@ -96,6 +97,7 @@ Payload = (
     | SnapshotPayload
     | RbdSnapshotTask
     | ImageCaptureTask
+    | PoolImageForget
 )
 
 
@@ -107,7 +109,8 @@ def payload_vm_id(payload: Payload) -> str | None:
         case ImageCaptureTask():
             return payload.vm_id
         case (
-            VolumeCreateTask()
+            PoolImageForget()
+            | VolumeCreateTask()
             | VolumeDeleteTask()
             | VolumeCopyTask()
             | PoolsSync()
@@ -149,6 +152,8 @@ def payload_key(payload: Payload) -> str:
     ``pools.sync``)."""
     if isinstance(payload, PoolsSync):
         return "pools"
+    if isinstance(payload, PoolImageForget):
+        return f"pool-image:{payload.pool.id}:{payload.image_id}"
     vm_id = payload_vm_id(payload)
     return vm_id if vm_id is not None else f"volume:{payload_volume_id(payload)}"
 
@@ -210,6 +215,11 @@ class TaskExecutor:
             return await self._pools_sync(payload)
         if isinstance(payload, ImageCaptureTask):
             return await self.capture.run(payload)
+        if isinstance(payload, PoolImageForget):
+            backend = self.backends.for_pool(payload.pool)
+            if isinstance(backend, ImageCache):
+                await backend.forget_image(payload.pool, payload.image_id)
+            return {}
         if volume_id is not None:
             return await self._volume_task(payload)
         match payload:

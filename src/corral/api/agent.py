@@ -376,6 +376,17 @@ class RbdSnapshotTask(Model):
     target: VolumeRef | None = Field(None, description="clone: the new volume")
 
 
+class PoolImageForget(Model):
+    """Remove the pool's own copy of an image (the base its volumes are made on: ``<pool>/
+    images/<id>.*`` on local, ``corral-image-<id>.qcow2`` on nfs, ``corral-image-<id>`` on
+    rbd). Absent: success. The server sends it once no volume of the pool uses the copy; rbd
+    refuses while clones exist (``reason="in_use"``)."""
+
+    kind: Literal["pool.image.forget"] = "pool.image.forget"
+    pool: PoolRef
+    image_id: str
+
+
 class ImageCaptureTask(Model):
     """Copy a disk into a standalone qcow2 image (its backing chain flattened), send it to the
     server's image store (``PUT upload_path``) and keep it in this host's image cache. Exactly
@@ -430,6 +441,7 @@ TaskPayload = Annotated[
     | SnapshotRebaseTask
     | SnapshotDeleteFileTask
     | RbdSnapshotTask
+    | PoolImageForget
     | ImageCaptureTask,
     Field(discriminator="kind"),
 ]

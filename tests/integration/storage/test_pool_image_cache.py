@@ -116,3 +116,37 @@ async def test_nfs_volumes_share_the_pools_copy_of_the_image(
         assert "corral-image-img-9.qcow2" in info["backing-filename"]
         assert compare(images["raw"], "-F", "qcow2", url).returncode == 0
     await backend.create_on_image(vols[0], "img-9", images["raw"], "raw")  # existing: kept
+
+
+async def test_local_forget_image_removes_the_pools_copy(
+    tmp_path: Path,
+    images: dict[str, Path],  # noqa: F811 (the fixture)
+) -> None:
+    backend = LocalBackend()
+    root = tmp_path / "pool"
+    vol = local_volume(root, "a.qcow2")
+    await backend.create_on_image(vol, "img-2", images["qcow2"], "qcow2")
+    await backend.delete(vol)
+    await backend.forget_image(vol.pool, "img-2")
+    assert list((root / "images").iterdir()) == []
+    await backend.forget_image(vol.pool, "img-2")  # absent: success
+
+
+@pytest.mark.storage_servers
+async def test_rbd_forget_image_waits_for_its_clones(
+    ceph_cluster: CephCluster,
+    images: dict[str, Path],  # noqa: F811 (the fixture)
+) -> None:
+    from corral.api.errors import StorageError
+
+    backend = RbdBackend()
+    image_id = uuid.uuid4().hex[:12]
+    vol = rbd_volume(ceph_cluster, f"vol-{uuid.uuid4().hex[:8]}")
+    await backend.create_on_image(vol, image_id, images["qcow2"], "qcow2")
+    with pytest.raises(StorageError) as held:
+        await backend.forget_image(vol.pool, image_id)
+    assert held.value.context["reason"] == "has_clones"
+    await backend.delete(vol)
+    await backend.forget_image(vol.pool, image_id)
+    assert f"corral-image-{image_id}" not in rbd_images(ceph_cluster)
+    await backend.forget_image(vol.pool, image_id)  # absent: success

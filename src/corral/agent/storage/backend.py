@@ -156,6 +156,10 @@ class ImageCache(Protocol):
         """Make the volume from the image (``source``: the host's checked copy), through the
         pool's own copy of it (made once). Existing volume: kept as it is."""
 
+    async def forget_image(self, pool: PoolRef, image_id: str) -> None:
+        """Remove the pool's own copy of the image (the caller knows no volume uses it);
+        absent: success."""
+
 
 @runtime_checkable
 class LunInventory(Protocol):

@@ -148,6 +148,23 @@ class LocalBackend:
                     raise volume_error("create", volume, exc) from exc
                 raise
 
+    async def forget_image(self, pool: PoolRef, image_id: str) -> None:
+        """Remove ``<pool>/images/<image_id>.*`` (the caller knows no volume is an overlay on
+        it); absent: success."""
+        root = Path(pool_settings(pool, LocalSettings).path) / IMAGES_DIR
+        name = safe_image_id(image_id)
+        for fmt in ("qcow2", "raw"):
+            base = root / f"{name}.{fmt}"
+            async with self._locks.hold(str(base)):
+                try:
+                    await asyncio.to_thread(base.unlink, missing_ok=True)
+                except OSError as exc:
+                    raise StorageError(
+                        f"cannot remove the pool's copy of image {image_id}: {exc}",
+                        pool_id=pool.id,
+                        image_id=image_id,
+                    ) from exc
+
     async def _pool_copy(self, base: Path, source: Path) -> None:
         """``base`` as a copy of ``source`` unless it is there (once per pool and image)."""
         async with self._locks.hold(str(base)):

@@ -201,6 +201,17 @@ class NfsBackend:
         await self.create_overlay(volume, volume.name, base.name)
         await self.resize(volume, volume.size_gb)
 
+    async def forget_image(self, pool: PoolRef, image_id: str) -> None:
+        """Remove ``corral-volumes/corral-image-<image_id>.qcow2`` (the caller knows no volume
+        is an overlay on it); absent: success."""
+        base = VolumeRef(
+            volume_id=f"image-{safe_image_id(image_id)}",
+            pool=pool,
+            name=f"{BASE_PREFIX}{image_id}.qcow2",
+            size_gb=1,
+        )
+        await self.delete(base)
+
     async def delete(self, volume: VolumeRef) -> None:
         """Remove the file (and a ``.part`` left by a crash) over NFS; absent is success."""
         _, name = self._where(volume)

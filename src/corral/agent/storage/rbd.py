@@ -426,6 +426,20 @@ class RbdBackend:
         await self.snap_create(base, BASE_SNAP)
         await self.snap_clone(base, BASE_SNAP, volume)
 
+    async def forget_image(self, pool: PoolRef, image_id: str) -> None:
+        """Remove the base image ``corral-image-<image_id>`` and its ``base`` snapshot;
+        absent: success. ``StorageError`` ``reason="has_clones"`` while volumes are its
+        clones."""
+        base = VolumeRef(
+            volume_id=f"image-{safe_image_id(image_id)}",
+            pool=pool,
+            name=f"{BASE_PREFIX}{image_id}",
+            size_gb=1,
+            format="raw",
+        )
+        await self.snap_remove(base, BASE_SNAP)
+        await self.delete(base)
+
     async def snap_clone(self, volume: VolumeRef, snap: str, target: VolumeRef) -> None:
         """Make the image ``target.name`` (same pool) a Ceph copy-on-write clone of the snapshot
         ``snap`` (protected first: ``rbd snap protect``, then ``rbd clone``), grown to

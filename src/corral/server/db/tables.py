@@ -383,6 +383,9 @@ class VolumeRow(Timestamped, Owned, Base):
     format: Mapped[str] = mapped_column(String(16), default="qcow2")
     pool_id: Mapped[str] = mapped_column(ForeignKey("storage_pools.id"), index=True)
     pool_name: Mapped[str] = mapped_column(String(128))
+    base_image_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    """The image whose copy on the pool this volume is made on (local, nfs: an overlay; rbd: a
+    clone); kept after the image is deleted, so the copy goes only with its last volume."""
     parent_snapshot_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     """rbd: the snapshot (of another volume) this volume is a Ceph copy-on-write clone of."""
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), nullable=True, index=True)
@@ -471,3 +474,16 @@ class DeletionPolicyRow(Base):
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     policy: Mapped[str] = mapped_column(String(16))
     retention_s: Mapped[float] = mapped_column(Float)
+
+
+class PoolImageCopyRow(Base):
+    """A pool holds its own copy of an image (volumes from it are made on it). Removed, with
+    the copy, once the image is deleted and no volume of the pool is made on it
+    (``services.pool_images.sweep``)."""
+
+    __tablename__ = "pool_image_copies"
+    pool_id: Mapped[str] = mapped_column(
+        ForeignKey("storage_pools.id", ondelete="CASCADE"), primary_key=True
+    )
+    image_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

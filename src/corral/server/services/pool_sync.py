@@ -163,7 +163,8 @@ def _sync_factory(svc: Services, host_id: str) -> Any:
 # -- the sync -----------------------------------------------------------------------------
 
 
-async def _endpoint(svc: Services, host: HostRow) -> AgentEndpoint:
+async def agent_endpoint(svc: Services, host: HostRow) -> AgentEndpoint:
+    """How to reach the host's agent (its token opened; cached in the directory)."""
     directory = svc.agents.directory
     cached = directory.endpoint(host.id)
     if isinstance(cached, AgentEndpoint):
@@ -185,7 +186,7 @@ async def sync_host(svc: Services, host_id: str) -> bool:
         pools = await cluster_pools(s, host.cluster_id)
         cluster_id = host.cluster_id
     try:
-        ep = await _endpoint(svc, host)
+        ep = await agent_endpoint(svc, host)
         refs = [pool_ref(svc.secrets, p) for p in pools]
     except CorralError as exc:
         log.warning("host %s: cannot sync storage pools: %s", host_id, exc)

@@ -42,6 +42,7 @@ from corral.server.db.tables import (
 from corral.server.db.types import utcnow
 from corral.server.identity.access import require
 from corral.server.identity.caller import Caller
+from corral.server.services import pool_images
 from corral.server.services.context import Services
 from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import get_row
@@ -282,10 +283,12 @@ async def expunge_due(svc: Services) -> int:
 
 
 async def run_expunges(svc: Services, tick: float = TICK_S) -> None:
-    """The background loop of ``expunge_due`` (cancelled at shutdown)."""
+    """The background loop of ``expunge_due`` and of ``pool_images.sweep`` (cancelled at
+    shutdown)."""
     while True:
         await asyncio.sleep(tick)
         try:
             await expunge_due(svc)
+            await pool_images.sweep(svc)  # the pools' copies of images gone for good
         except Exception:
             log.exception("recycle bin: the expunge pass failed")

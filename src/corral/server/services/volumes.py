@@ -44,6 +44,7 @@ from corral.server.db.tables import (
     HostRow,
     ImageRow,
     OperationRow,
+    PoolImageCopyRow,
     SnapshotRow,
     StoragePoolClusterRow,
     StoragePoolHostRow,
@@ -184,7 +185,11 @@ async def new_volume(
     vid = new_id()
     place, fmt = await place_on(s, pool, vid, size_gb, shareable)
     pool.allocated_gb += size_gb
+    base = image_id if image_id is not None and keeps_copy(pool.type, fmt) else None
+    if base is not None:  # the pool will hold its own copy of the image (``pool_images``)
+        await s.merge(PoolImageCopyRow(pool_id=pool.id, image_id=base))
     return VolumeRow(
+        base_image_id=base,
         id=vid,
         name=name,
         project_id=project_id,
@@ -198,6 +203,13 @@ async def new_volume(
         image_id=image_id,
         qos=(qos or VolumeQos()).model_dump(),
     )
+
+
+def keeps_copy(pool_type: str, fmt: str) -> bool:
+    """Whether a volume of ``fmt`` made from an image on a ``pool_type`` pool is made on the
+    pool's own copy of the image (the agent's ``create_on_image``: local and nfs qcow2
+    overlays, rbd clones) rather than being a full copy."""
+    return pool_type == "rbd" or (pool_type in ("local", "nfs") and fmt == "qcow2")
 
 
 async def place_on(

@@ -83,6 +83,7 @@ async def _switch(ctx: Ctx) -> dict[str, Any]:
                 format=target["format"],
                 host_id=target["host_id"],
                 backing_name=None,
+                base_image_id=None,  # the copy is standalone: on no image of the new pool
             )
         )
         old = await s.get(StoragePoolRow, source["pool_id"])
