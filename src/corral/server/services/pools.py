@@ -221,6 +221,7 @@ async def _cascade(
     """Claim every volume of the pool for deletion and add the ``storage_pool.delete``
     operation (launch it after the commit)."""
     vols = list(await s.scalars(select(VolumeRow).where(VolumeRow.pool_id == pool.id)))
+    vols.sort(key=lambda v: v.parent_snapshot_id is None)  # Ceph clones before their sources
     vids = [v.id for v in vols]
     attached = sorted(
         set(
