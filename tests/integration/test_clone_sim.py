@@ -107,14 +107,26 @@ async def test_capture_a_stopped_vm_disk_and_boot_a_vm_from_it(env: Env) -> None
     assert (await env.c.get("/vms/from-golden")).json()["status"] == "running"
 
 
-async def test_a_running_vm_or_a_busy_volume_is_refused_and_nothing_is_recorded(env: Env) -> None:
+async def test_a_running_vm_is_copied_live(env: Env) -> None:
+    await env.ok(await env.c.post("/vms/src/start"))
+    calls = env.runtime.compute.calls["vm.copy_root"]  # type: ignore[attr-defined]
+    await env.ok(await env.capture("live", vm="src"))
+    assert env.runtime.compute.calls["vm.copy_root"] == calls + 1  # type: ignore[attr-defined]
+    assert (await env.c.get("/images/live")).json()["status"] == "ready"
+    await env.ok(await env.c.post("/vms/src/clone", json={"name": "hot", "start": False}))
+    assert (await env.c.get("/vms/hot")).json()["status"] == "stopped"
+    assert (await env.c.get("/vms/src")).json()["status"] == "running"  # never stopped
+
+
+async def test_a_busy_source_is_refused_and_nothing_is_recorded(env: Env) -> None:
     await env.ok(await env.c.post("/vms/src/start"))
     before = (await env.names("images"), await env.quota(), env.store_files())
-    refused(await env.capture("nope", vm="src"), 409, "invalid_state", vm="src")
     body = {"name": "d", "size_gb": 1, "pool": "loc", "vm": "src"}
     await env.ok(await env.c.post("/volumes", json=body))
     refused(await env.capture("nope", volume="d"), 409, "invalid_state", vm="src")
-    refused(await env.c.post("/vms/src/clone", json={"name": "c"}), 409, "invalid_state")
+    for mode in ("linked", "instant"):  # they freeze the disk: the source must be stopped
+        r = await env.c.post("/vms/src/clone", json={"name": "c", "mode": mode})
+        refused(r, 409, "invalid_state", vm="src")
     assert (await env.names("images"), await env.quota(), env.store_files()) == before
     assert (await env.c.get("/volumes/d")).json()["status"] == "in_use"
     r = await env.c.post(

@@ -1,7 +1,8 @@
 """The ``image.capture`` task: a disk copied into a standalone image, sent to the server's image
 store and kept in this host's image cache.
 
-Order: export (the disk, its chain flattened, into a staging file next to the cache), upload
+Order: export (the disk, its chain flattened, into a staging file next to the cache; a running
+VM's root disk by a live block copy), upload
 (hashed as it is read: one pass), adopt into the cache. The staging file is removed on every failure (a crash leaves a
 ``*.part`` file the pool's ``prepare()`` sweeps at the next start). The server stores the bytes
 and computes the same SHA-256; the cached copy is then already the image every VM created
@@ -14,10 +15,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from corral.agent.compute.driver import ComputeDriver
 from corral.agent.storage.driver import VolumeDriver
 from corral.agent.storage.volumes import Backends
 from corral.api.agent import ImageCaptureTask, ImageRef
 from corral.api.errors import CorralError
+from corral.api.vms import PowerState
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +29,24 @@ Uploader = Callable[[str, Path], Awaitable[tuple[int, str]]]
 of the bytes it sent."""
 
 CAPTURED_FORMAT = "qcow2"
+LIVE = (PowerState.running, PowerState.paused)
 
 
 class ImageCapture:
     """Runs ``image.capture`` tasks; see the module docstring."""
 
-    def __init__(self, *, volumes: VolumeDriver, backends: Backends, upload: Uploader) -> None:
+    def __init__(
+        self,
+        *,
+        volumes: VolumeDriver,
+        backends: Backends,
+        upload: Uploader,
+        compute: ComputeDriver | None = None,
+    ) -> None:
         self.volumes = volumes
         self.backends = backends
         self.upload = upload
+        self.compute = compute
 
     async def run(self, task: ImageCaptureTask) -> dict[str, object]:
         """Capture the task's source; returns ``{"size_bytes", "sha256"}`` of the image sent.
@@ -42,7 +54,7 @@ class ImageCapture:
         staging = self.volumes.staging_path(task.image_id)
         try:
             if task.vm_id is not None:
-                await self.volumes.export_vm_disk(task.vm_id, staging)
+                await self._vm_disk(task.vm_id, staging)
             else:
                 assert task.volume is not None  # the model's validator
                 backend = self.backends.for_pool(task.volume.pool)
@@ -52,6 +64,16 @@ class ImageCapture:
         finally:
             _discard(staging)  # inline: survives cancellation; gone already once adopted
         return {"size_bytes": size, "sha256": digest}
+
+    async def _vm_disk(self, vm_id: str, staging: Path) -> None:
+        """The VM's root disk into ``staging``: a live block copy while the VM runs (a
+        consistent copy of that moment), else the disk file converted."""
+        compute = self.compute
+        if compute is not None and await compute.power_state(vm_id) in LIVE:
+            staging.unlink(missing_ok=True)  # noqa: ASYNC240 (one unlink; the copy makes it)
+            await compute.copy_root(vm_id, staging)
+            return
+        await self.volumes.export_vm_disk(vm_id, staging)
 
     async def _keep(self, task: ImageCaptureTask, staging: Path, size: int, digest: str) -> None:
         """Adopt the sent file as the cached copy of the image. The image is in the store

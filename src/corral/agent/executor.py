@@ -195,7 +195,7 @@ class TaskExecutor:
             image_path=self._image_path,
         )
         self.capture = ImageCapture(
-            volumes=volumes, backends=self.backends, upload=upload or _no_upload
+            volumes=volumes, backends=self.backends, upload=upload or _no_upload, compute=compute
         )
         self.snapshot_tasks = SnapshotTasks(
             compute=compute, backends=self.backends, specs=specs, define=self.define

@@ -390,7 +390,8 @@ class PoolImageForget(Model):
 class ImageCaptureTask(Model):
     """Copy a disk into a standalone qcow2 image (its backing chain flattened), send it to the
     server's image store (``PUT upload_path``) and keep it in this host's image cache. Exactly
-    one source: ``vm_id`` (the VM's root disk; the VM must not run) or ``volume`` (its file
+    one source: ``vm_id`` (the VM's root disk; while the VM runs, a live block copy: a
+    consistent copy of that moment) or ``volume`` (its file
     ``volume.name``: the active file, which nothing may write meanwhile, or a snapshot file).
     Result: ``{"size_bytes": int, "sha256": str}`` of the bytes sent."""
 

@@ -41,8 +41,8 @@ class Image(OwnedResource):
 
 
 class ImageSource(Model):
-    """What an image is captured from: exactly one of ``vm`` (its root disk; the VM must be
-    stopped), ``volume`` (its current data; detached, or its VMs stopped) or ``snapshot`` (the
+    """What an image is captured from: exactly one of ``vm`` (its root disk; stopped, or
+    running: copied live, a consistent copy of that moment), ``volume`` (its current data; detached, or its VMs stopped) or ``snapshot`` (the
     volume's data at that snapshot; any time, the VM may run). The disk's backing chain is
     flattened into one standalone qcow2 image."""
 

@@ -109,7 +109,8 @@ MAX_CLONES = 50
 
 
 class VmClone(Model):
-    """Clone a stopped VM. Each clone gets its own id, name, VNC password and (later) MAC
+    """Clone a VM (stopped; a full clone also of a running one, its disk copied live). Each
+    clone gets its own id, name, VNC password and (later) MAC
     addresses, and the source's CPUs, memory and disk size; data volumes are not cloned.
     ``count`` > 1 names the clones ``<name>-1`` … ``<name>-<count>``. The clones' base is the
     image ``<name>-base``:

@@ -1,6 +1,7 @@
 """Full clones and captured images through REST on a whole stack (server + libvirt agent) with
 real TCG guests (``$CORRAL_TEST_IMAGE``): a marker written on the source's root disk and on one
-of its data volumes is read back inside two full clones booted from the captured base, in a
+of its data volumes is read back inside a full clone of the running source (its disk copied
+live), two full clones of the stopped source booted from the captured base, in a
 volume made of the captured data volume, in a linked clone (an overlay on the source's frozen
 layer) and in an instant clone (its disk pulled live into a standalone file); the full clones
 are overlays on one cached base on the host, and the clones outlive their source."""
@@ -83,6 +84,17 @@ async def test_full_clones_and_captured_volumes_keep_the_sources_data(
                                         ("vdb", DATA_SECTOR, data_marker)):  # fmt: skip
                 script = f"printf '%s' '{marker}' | dd of=/dev/{dev} bs=512 seek={sector}"
                 await asyncio.to_thread(src.sh, f"{script} conv=fsync 2>/dev/null && sync")
+            # A full clone of the running source: its disk copied live (block copy).
+            body = {"name": "hot", "mode": "full"}
+            await finished(c, await c.post("/vms/src/clone", json=body), timeout=300)
+            assert (await c.get("/vms/src")).json()["status"] == "running"  # never stopped
+            hot = await boot("hot")
+            read = f"dd if=/dev/vda bs=512 skip={ROOT_SECTOR} count=1 2>/dev/null"
+            got = await asyncio.to_thread(hot.sh, f"{read} | head -c {len(root_marker)}")
+            assert got == root_marker
+            await finished(c, await c.delete("/vms/hot"), timeout=180)
+            await finished(c, await c.delete("/images/hot-base"))
+
             await finished(c, await c.post("/vms/src/stop", json={"force": True}))
 
             # Two clones from one capture; they boot and see the source's root disk.
@@ -110,7 +122,8 @@ async def test_full_clones_and_captured_volumes_keep_the_sources_data(
             await finished(c, await c.post("/images", json=body), timeout=180)
             body = {"name": "data2", "size_gb": 1, "pool": "loc", "image": "data-img", "vm": "cl-1"}
             await finished(c, await c.post("/volumes", json=body), timeout=180)
-            guest = Guest(await asyncio.to_thread(system_conn.lookupByName, f"corral-{vm_ids[1]}"))
+            cl1 = (await c.get("/vms/cl-1")).json()["id"]
+            guest = Guest(await asyncio.to_thread(system_conn.lookupByName, f"corral-{cl1}"))
             await has_vdb(guest)
             read = f"dd if=/dev/vdb bs=512 skip={DATA_SECTOR} count=1 2>/dev/null"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from corral.agent.storage.backend import DiskSource
@@ -142,6 +143,12 @@ class ComputeDriver(Protocol):
         """The file the VM has the data volume on now (live while it runs, else in its
         definition): ``DiskSource.path`` of a file disk, ``DiskSource.name`` of a network one.
         None if the VM does not have the volume, ``NotFound`` if the VM is not defined."""
+
+    async def copy_root(self, vm_id: str, dest: Path) -> None:
+        """A point-in-time, standalone qcow2 copy of the live VM's root disk (its backing chain
+        flattened) at ``dest`` (absent; its directory exists), made while the guest runs (a
+        full block copy, stopped without switching the VM to it). ``InvalidState`` unless the
+        VM runs; ``DriverError`` if the copy fails (``dest`` is then removed)."""
 
     async def flatten_root(self, vm_id: str) -> None:
         """Copy into the live VM's root disk everything its backing chain holds (a block pull

@@ -39,8 +39,8 @@ class CaptureSource:
 
 async def check_source(s: AsyncSession, source: ImageSource, caller: Caller) -> CaptureSource:
     """Resolve ``source`` as ``caller`` sees it; ``InvalidState`` if it cannot be captured now
-    (a running VM, an attached volume whose VM runs, a volume with no data yet, a snapshot that
-    is not ready). A volume or snapshot source moves the volume to ``capturing`` (in ``s``)."""
+    (a VM being created or deleted, an attached volume whose VM runs, a volume with no data
+    yet, a snapshot that is not ready). A volume or snapshot source moves the volume to ``capturing`` (in ``s``)."""
     if source.vm is not None:
         vm = await get_row(s, VmRow, source.vm, "vm", where=visible_vms(caller))
         require(caller, "vm:get", vm.project_id)
@@ -65,12 +65,14 @@ async def check_source(s: AsyncSession, source: ImageSource, caller: Caller) -> 
     return await _volume_source(s, snap_vol, "snapshot", snap.id, snap.file)
 
 
-def vm_source(vm: VmRow) -> CaptureSource:
-    """The VM's root disk: ``InvalidState`` unless the VM is stopped on a host."""
-    if vm.power_state not in STOPPED or vm.host_id is None or vm.status != "stopped":
+def vm_source(vm: VmRow, *, live: bool = True) -> CaptureSource:
+    """The VM's root disk: ``InvalidState`` unless the VM is placed and stopped (or, with
+    ``live``, running or paused: its disk is then copied by a live block copy)."""
+    ok = {"stopped", "running", "paused"} if live else {"stopped"}
+    if vm.status not in ok or vm.host_id is None or (not live and vm.power_state not in STOPPED):
+        need = "stopped, running or paused" if live else "stopped: stop it first"
         raise InvalidState(
-            f"VM {vm.name!r} is {vm.status} ({vm.power_state}): stop it first, its disk is"
-            " copied while nothing writes it",
+            f"VM {vm.name!r} is {vm.status} ({vm.power_state}): it must be {need}",
             vm=vm.name,
             status=vm.status,
             power_state=vm.power_state,

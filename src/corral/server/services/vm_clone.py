@@ -44,7 +44,8 @@ def base_name(spec: VmClone) -> str:
 
 async def clone_vm(*, svc: Services, ref: str, spec: VmClone, caller: Caller) -> Operation:
     """Check and queue a ``vm.clone`` of the VM ``ref`` into the caller's project: the source
-    must be stopped (``InvalidState``), the clones' and the base image's names free
+    must be stopped for linked and instant clones, stopped or running for full ones
+    (``InvalidState``), the clones' and the base image's names free
     (``NameTaken``) and the quota must hold the clones and the image (``QuotaExceeded``);
     nothing is recorded on a 4xx; linked and instant clones stay in the source's project and on
     its host (``InvalidInput``). The base image is recorded (``importing``) and charged now,
@@ -54,7 +55,7 @@ async def clone_vm(*, svc: Services, ref: str, spec: VmClone, caller: Caller) ->
     async with svc.sessionmaker() as s:
         source = await get_row(s, VmRow, ref, "vm", where=visible_vms(caller))
         require(caller, "vm:get", source.project_id)
-        src = vm_source(source)
+        src = vm_source(source, live=spec.mode == "full")
         pinned = (await get_row(s, HostRow, spec.host, "host")).id if spec.host else None
         if spec.mode != "full" and source.project_id != project_id:
             raise InvalidInput(

@@ -9,8 +9,10 @@ block pull polls its job).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from corral.agent.compute.libvirt import disks as data_disks
@@ -211,6 +213,45 @@ class LibvirtDiskOps:
                 "the block pull of the root disk ended but the disk still has a backing file",
                 vm_id=vm_id,
             )
+
+    async def copy_root(self, vm_id: str, dest: Path) -> None:
+        """A full block copy of the live root disk (``vda``) into ``dest`` (libvirt
+        ``blockCopy``, a transient job: the domain stays persistent), cancelled without pivot
+        once it is in step: QEMU leaves ``dest`` a consistent copy of that moment. Bounded like
+        a block pull; on any failure the job is aborted and ``dest`` removed."""
+
+        def start() -> int:
+            dom = self._dom(vm_id)
+            _, _, size = data_disks.root_pull_state(dom, vm_id=vm_id)
+            data_disks.start_copy(dom, vm_id=vm_id, target=ROOT_TARGET, dest=str(dest))
+            return size
+
+        size = await self._run(start)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.pull_min_timeout + size / self.pull_rate
+        try:
+            delay = FIRST_POLL_S
+            while not await self._run(lambda: data_disks.copy_ready(self._dom(vm_id), vm_id)):
+                if loop.time() >= deadline:
+                    raise DriverError(
+                        "the copy of the root disk did not get in step in time", vm_id=vm_id
+                    )
+                await asyncio.sleep(delay)
+                delay = min(self._poll, delay * 2)
+            await self._run(
+                lambda: data_disks.abort_job(
+                    self._dom(vm_id), vm_id=vm_id, volume_id="", target=ROOT_TARGET
+                )
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._run(
+                    lambda: data_disks.abort_job(
+                        self._dom(vm_id), vm_id=vm_id, volume_id="", target=ROOT_TARGET
+                    )
+                )
+            dest.unlink(missing_ok=True)  # noqa: ASYNC240 (one unlink on failure)
+            raise
 
     async def _wait_job(
         self, vm_id: str, target: str, size: int, what: str, *, volume_id: str

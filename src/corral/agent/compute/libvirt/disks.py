@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 import libvirt
 
@@ -286,6 +287,28 @@ def root_pull_state(dom: Any, *, vm_id: str) -> tuple[bool, bool, int]:
         job = dom.blockJobInfo("vda", 0)
         size = int(dom.blockInfo("vda", 0)[0])
     return bool(job), standalone, size
+
+
+def start_copy(dom: Any, *, vm_id: str, target: str, dest: str) -> None:
+    """Start a full block copy (mirror) of the disk ``target`` into a new qcow2 file ``dest``
+    (a transient job: allowed on a persistent domain, gone with the domain's QEMU)."""
+    xml = f"<disk type='file'><source file={quoteattr(dest)}/><driver type='qcow2'/></disk>"
+    with libvirt_errors(vm_id=vm_id):
+        dom.blockCopy(target, xml, None, libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB)
+
+
+def copy_ready(dom: Any, vm_id: str) -> bool:
+    """Whether the root disk's block copy is in step (its live ``<mirror ready='yes'>``);
+    ``DriverError`` if the job is gone (it failed)."""
+    root = ET.fromstring(_xml(dom, live=True, vm_id=vm_id))
+    for disk in root.iterfind("devices/disk"):
+        if disk.find("target[@dev='vda']") is None:
+            continue
+        mirror = disk.find("mirror")
+        if mirror is None:
+            raise DriverError("the block copy of the root disk stopped", vm_id=vm_id)
+        return mirror.get("ready") == "yes"
+    raise NotFound(f"VM {vm_id} has no root disk", vm_id=vm_id)
 
 
 def start_pull(dom: Any, *, vm_id: str, volume_id: str, target: str, base: str | None) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 
 from corral.agent.compute.simulator.model import SimDisk, SimLatencies, SimVm
 from corral.agent.storage.backend import DiskSource
@@ -154,6 +155,15 @@ class SimDiskOps:
             sim_disk.chain = sim_disk.chain[sim_disk.chain.index(base) :]
         else:
             sim_disk.chain = [base]
+
+    async def copy_root(self, vm_id: str, dest: Path) -> None:
+        """Fault op ``vm.copy_root``; ``InvalidState`` unless the VM runs. Writes
+        ``b"simulated live copy of <vm_id>\n"`` to ``dest``."""
+        await self._begin("vm.copy_root", self.latencies.block_pull)
+        vm = self._require(vm_id)
+        if not vm.active:
+            raise InvalidState(f"VM {vm_id} is {vm.state.value}, not running", vm_id=vm_id)
+        await asyncio.to_thread(dest.write_bytes, f"simulated live copy of {vm_id}\n".encode())
 
     async def flatten_root(self, vm_id: str) -> None:
         """Fault op ``vm.flatten_root``; ``InvalidState`` unless the VM runs. Counted in
