@@ -172,8 +172,8 @@ def test_cli_volume_records(admin: Client, cli: None) -> None:
     r = corral("volume", "list", "--pool", POOL, "--status", "available")
     assert r.exit_code == 0, r.output
     table = rows(r.stdout)
-    assert table[0] == ["NAME", "ID", "STATUS", "SIZE", "POOL", "VM/DEVICE"]
-    assert ["cli-data", vol.id, "available", "2", "GiB", POOL, "-"] in table[1:]
+    assert table[0] == ["NAME", "ID", "STATUS", "SIZE", "POOL", "ROLE", "VM/DEVICE"]
+    assert ["cli-data", vol.id, "available", "2", "GiB", POOL, "data", "-"] in table[1:]
 
     r = corral("-o", "json", "volume", "show", "cli-data")
     assert r.exit_code == 0, r.output
@@ -218,7 +218,9 @@ def test_cli_volume_attach_detach(admin: Client, cli: None) -> None:
     for args in (("vm", "volumes", "vm2"), ("volume", "list", "--vm", "vm2")):
         r = corral(*args)
         assert r.exit_code == 0, r.output
-        assert rows(r.stdout)[1:] == [["cli-att", vol.id, "in_use", "1", "GiB", POOL, "vm2/vdb"]]
+        assert rows(r.stdout)[1:] == [
+            ["cli-att", vol.id, "in_use", "1", "GiB", POOL, "data", "vm2/vdb"]
+        ]
     shown = json.loads(corral("-o", "json", "vm", "volumes", "vm2").stdout)
     assert [v["id"] for v in shown["items"]] == [vol.id]
 
@@ -262,7 +264,9 @@ def test_a_member_uses_volumes_and_a_viewer_reads_them(
         r = corral("volume", "list")
         assert r.exit_code == 0, r.output
         pool_id = admin.storage_pools.get(POOL).id  # members may not list pools: ids shown
-        assert rows(r.stdout)[1:] == [["team-data2", vol.id, "available", "1", "GiB", pool_id, "-"]]
+        assert rows(r.stdout)[1:] == [
+            ["team-data2", vol.id, "available", "1", "GiB", pool_id, "data", "-"]
+        ]
     with Client.login(url, "vviewer", password) as viewer:
         with pytest.raises(NotFound):  # not shared: the viewer does not see it
             viewer.volumes.get(vol.id)

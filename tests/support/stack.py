@@ -71,3 +71,17 @@ async def upload_image(c: httpx.AsyncClient, name: str, path: Path) -> dict[str,
     r = await c.put(f"/images/{image_id}/data", content=path.read_bytes())
     r.raise_for_status()
     return (await c.get(f"/images/{image_id}")).json()  # type: ignore[no-any-return]
+
+
+async def pool_reached(c: httpx.AsyncClient, pool: str, hosts: int, timeout: float = 10) -> None:
+    """Wait until ``hosts`` agents report the storage pool usable (pool syncs are
+    asynchronous: until then placement finds no host that reaches it)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if (await c.get(f"/storage-pools/{pool}")).json()["hosts"]["ok"] >= hosts:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"pool {pool} not reached by {hosts} hosts in {timeout} s")

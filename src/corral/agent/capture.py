@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from corral.agent.compute.driver import ComputeDriver
+from corral.agent.specs import SpecStore
 from corral.agent.storage.driver import VolumeDriver
 from corral.agent.storage.volumes import Backends
 from corral.api.agent import ImageCaptureTask, ImageRef
@@ -42,11 +43,13 @@ class ImageCapture:
         backends: Backends,
         upload: Uploader,
         compute: ComputeDriver | None = None,
+        specs: SpecStore | None = None,
     ) -> None:
         self.volumes = volumes
         self.backends = backends
         self.upload = upload
         self.compute = compute
+        self.specs = specs
 
     async def run(self, task: ImageCaptureTask) -> dict[str, object]:
         """Capture the task's source; returns ``{"size_bytes", "sha256"}`` of the image sent.
@@ -67,11 +70,18 @@ class ImageCapture:
 
     async def _vm_disk(self, vm_id: str, staging: Path) -> None:
         """The VM's root disk into ``staging``: a live block copy while the VM runs (a
-        consistent copy of that moment), else the disk file converted."""
+        consistent copy of that moment), else the disk file converted (a root volume: its
+        active file, exported by its pool's backend)."""
         compute = self.compute
         if compute is not None and await compute.power_state(vm_id) in LIVE:
             staging.unlink(missing_ok=True)  # noqa: ASYNC240 (one unlink; the copy makes it)
             await compute.copy_root(vm_id, staging)
+            return
+        stored = self.specs.get(vm_id) if self.specs is not None else None
+        root = next((d for d in stored.spec.disks if d.device == "vda"), None) if stored else None
+        if root is not None:
+            backend = self.backends.for_pool(root.volume.pool)
+            await backend.export(root.volume, root.volume.name, staging)
             return
         await self.volumes.export_vm_disk(vm_id, staging)
 

@@ -14,7 +14,9 @@ Ordering rules (so that a crash at any point leaves a state reconcile handles co
   the file is removed. If the driver fails, the file is renamed back. A crash leaves a ``.deleting``
   file that reconcile finishes (undefine again, remove), so a deleted VM never comes back.
 - ``volume.*``: see ``volume_tasks`` (driver first, then the spec, undone the same way);
-  ``snapshot.*``: see ``snapshot_tasks`` (serialized like the volume tasks). The VM's
+  ``snapshot.*``: see ``snapshot_tasks`` (serialized like the volume tasks); ``vm.snapshot``
+  and ``vm.memory``: see ``vm_snapshots`` (serialized on their VM; memory state files in
+  ``<data>/memory``, next to the spec store's ``<data>/vms``). The VM's
   data disks are defined with it: ``vm.define`` hands the driver each disk of the spec with its
   source (from the pool's backend).
 
@@ -41,6 +43,7 @@ from corral.agent.specs import SpecStore, StoredSpec, check_vm_id
 from corral.agent.storage.backend import ImageCache, RbdSnapshots
 from corral.agent.storage.driver import Fetcher, VolumeDriver
 from corral.agent.storage.volumes import Backends
+from corral.agent.vm_snapshots import VmSnapshotTasks
 from corral.agent.volume_tasks import VolumeTasks, check_volume_id
 from corral.api.agent import (
     DiskCreate,
@@ -59,7 +62,9 @@ from corral.api.agent import (
     SnapshotRevertTask,
     VmCdrom,
     VmDefine,
+    VmMemoryTask,
     VmPower,
+    VmSnapshotTask,
     VmSpec,
     VmUndefine,
     VolumeAttachTask,
@@ -70,6 +75,7 @@ from corral.api.agent import (
     VolumeQosTask,
     VolumeRef,
     VolumeResizeTask,
+    has_root_volume,
 )
 from corral.api.errors import CorralError, InvalidInput, NotFound
 from corral.api.vms import PowerState
@@ -98,6 +104,8 @@ Payload = (
     | RbdSnapshotTask
     | ImageCaptureTask
     | PoolImageForget
+    | VmSnapshotTask
+    | VmMemoryTask
 )
 
 
@@ -178,6 +186,7 @@ class TaskExecutor:
         backends: Backends | None = None,
         pools: HostPools | None = None,
         upload: Uploader | None = None,
+        memory_dir: Path | None = None,
     ) -> None:
         self.compute = compute
         self.volumes = volumes
@@ -195,10 +204,21 @@ class TaskExecutor:
             image_path=self._image_path,
         )
         self.capture = ImageCapture(
-            volumes=volumes, backends=self.backends, upload=upload or _no_upload, compute=compute
+            volumes=volumes,
+            backends=self.backends,
+            upload=upload or _no_upload,
+            compute=compute,
+            specs=specs,
         )
         self.snapshot_tasks = SnapshotTasks(
             compute=compute, backends=self.backends, specs=specs, define=self.define
+        )
+        self.vm_snapshots = VmSnapshotTasks(
+            compute=compute,
+            backends=self.backends,
+            specs=specs,
+            define=self.define,
+            memory_dir=memory_dir if memory_dir is not None else specs.directory.parent / "memory",
         )
 
     async def run(self, payload: Payload) -> dict[str, object]:
@@ -248,6 +268,8 @@ class TaskExecutor:
                 return {"power_state": await self.power(payload)}
             case VmCdrom():
                 return {"cdrom": await self.cdrom(payload.vm_id, payload.image)}
+            case VmSnapshotTask() | VmMemoryTask():
+                return await self.vm_snapshots.run(payload)
         raise AssertionError(f"unhandled task {payload.kind}")  # pragma: no cover
 
     async def _pools_sync(self, payload: PoolsSync) -> dict[str, object]:
@@ -315,10 +337,11 @@ class TaskExecutor:
                 await backend.snap_clone(volume, payload.snap, payload.target)
 
     async def define(self, spec: VmSpec) -> None:
-        """Define the VM with its data disks (each with its source from the pool's backend),
-        then store the spec; see the module docstring."""
+        """Define the VM with its data disks (each with its source from the pool's backend; a
+        disk ``vda`` is its root volume, else the root disk is this host's ``disk_path``), then
+        store the spec; see the module docstring."""
         vm_id = spec.vm_id
-        disk_path = self.volumes.disk_path(vm_id)
+        disk_path = None if has_root_volume(spec) else self.volumes.disk_path(vm_id)
         disks = self.volume_tasks.sources(spec.disks)
         cdrom = await self._media(spec.cdrom)
         old = self.specs.get(vm_id)

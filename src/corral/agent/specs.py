@@ -41,7 +41,8 @@ class StoredSpec(Model):
     """What the agent remembers about a VM it defined."""
 
     spec: VmSpec
-    disk_path: str
+    disk_path: str | None
+    """The host-local root disk; None: the root is a volume (the data disk ``vda``)."""
     cdrom_path: str | None = None
     """The cached ISO file in the CD-ROM drive (``spec.cdrom``), None when empty."""
 

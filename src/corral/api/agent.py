@@ -141,13 +141,19 @@ class VolumeRef(Model):
 
 
 class DataDisk(Model):
-    """A data volume in a VM's definition: virtio disk ``device`` (vdb…), serial = the first
+    """A volume in a VM's definition: virtio disk ``device`` (``vda``: the VM's root volume,
+    which then replaces the host-local root disk; ``vdb``…: data volumes), serial = the first
     20 characters of the volume id (``/dev/disk/by-id/virtio-<serial>`` in the guest)."""
 
     volume: VolumeRef
-    device: str = Field(pattern=r"^vd[b-z]$")
+    device: str = Field(pattern=r"^vd[a-z]$")
     shareable: bool = False
     qos: VolumeQos = Field(default_factory=VolumeQos)
+
+
+def has_root_volume(spec: VmSpec) -> bool:
+    """Whether the VM's root disk is a volume (a data disk ``vda``), not host-local."""
+    return any(d.device == "vda" for d in spec.disks)
 
 
 BootDevice = Literal["cdrom", "hd"]
@@ -408,6 +414,58 @@ class ImageCaptureTask(Model):
         return self
 
 
+class VmSnapshotDisk(Model):
+    """One disk of a whole-VM snapshot. A file volume (``new_name``): its active file
+    ``volume.name`` is frozen and the disk continues on the new empty overlay ``new_name`` (as
+    ``SnapshotCreateTask``); an rbd volume (``ceph_snap``): a Ceph snapshot of its image."""
+
+    volume: VolumeRef
+    new_name: str | None = None
+    ceph_snap: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> VmSnapshotDisk:
+        if (self.new_name is None) == (self.ceph_snap is None):
+            raise ValueError("give new_name (file volume) or ceph_snap (rbd volume)")
+        return self
+
+
+class VmSnapshotTask(Model):
+    """Snapshot every listed disk of the VM ``vm_id`` at one moment (its other disks, e.g. a
+    host-local root disk, are left alone). Running or paused VM: the guest's file systems are
+    frozen through the guest agent when ``quiesce`` and it answers (else the snapshot is
+    crash-consistent; never with ``memory``, whose state holds what the disks lack: a guest
+    restored from a frozen state would stay frozen), the VM is paused while the rbd snapshots
+    are taken and the file disks switched to their overlays (one libvirt external snapshot for
+    all of them), its memory saved to the agent's memory file ``memory`` when given, then it
+    runs on as before. Stopped VM: the overlays are made and the VM redefined on them;
+    ``memory`` must be None. Done already (every file disk on ``new_name``, every Ceph
+    snapshot there) is success. Result: ``{"quiesced": bool, "memory_bytes": int | None}``."""
+
+    kind: Literal["vm.snapshot"] = "vm.snapshot"
+    vm_id: str
+    disks: list[VmSnapshotDisk] = Field(min_length=1, max_length=26)
+    quiesce: bool = True
+    memory: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="memory file name (in the agent's data directory); None: disks only",
+    )
+
+
+class VmMemoryTask(Model):
+    """The memory state files of whole-VM snapshots (host-local, ``<data>/memory/<name>.mem``).
+    ``restore``: start the stopped VM ``vm_id`` from the memory state ``name`` on the disk files
+    of its current definition (the server has reverted its disks to the snapshot first; its
+    disks must be those it had then, other devices are as they were saved); the VM runs
+    afterwards (running already: success). ``delete``: remove the file (absent: success)."""
+
+    kind: Literal["vm.memory"] = "vm.memory"
+    op: Literal["restore", "delete"]
+    vm_id: str
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+
 class PoolsSync(Model):
     """Every pool this host should use: the agent stores them (0600, they hold credentials),
     forgets the others, prepares each (local: its directory; nfs: the ``corral-volumes``
@@ -443,7 +501,9 @@ TaskPayload = Annotated[
     | SnapshotDeleteFileTask
     | RbdSnapshotTask
     | PoolImageForget
-    | ImageCaptureTask,
+    | ImageCaptureTask
+    | VmSnapshotTask
+    | VmMemoryTask,
     Field(discriminator="kind"),
 ]
 

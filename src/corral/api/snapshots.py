@@ -40,6 +40,9 @@ class Snapshot(OwnedResource):
     current: bool = Field(description="the volume's present content descends from it")
     status: SnapshotStatus
     kind: SnapshotKind = SnapshotKind.manual
+    vm_snapshot_id: str | None = Field(
+        None, description="the whole-VM snapshot this node is part of (deleted with it only)"
+    )
     size_gb: int = Field(description="the volume's size when the snapshot was taken")
     description: str = ""
     error: str | None = None

@@ -59,6 +59,9 @@ class Vm(OwnedResource):
     boot_order: list[str] = Field(
         default_factory=lambda: ["hd"], description='boot devices in order: "cdrom", "hd"'
     )
+    root_volume_id: str | None = Field(
+        None, description="the root volume (on a storage pool); None: a host-local root disk"
+    )
 
 
 class VmVolume(Model):
@@ -74,7 +77,7 @@ class VmVolume(Model):
 
 class VmCreate(Model):
     """Create a VM. Sizes come from ``offering`` unless given; explicit values win. The VM is
-    placed only on a host that reaches the storage pools of its ``volumes``."""
+    placed only on a host that reaches the storage pools of its ``volumes`` and ``root_pool``."""
 
     name: Name
     image: Ref = Field(description="image id or name")
@@ -85,6 +88,12 @@ class VmCreate(Model):
     host: Ref | None = Field(None, description="pin to a host (id or name)")
     start: bool = True
     volumes: list[VmVolume] = Field(default_factory=list, max_length=MAX_DATA_VOLUMES)
+    root_pool: Ref | None = Field(
+        None,
+        description="put the root disk on this storage pool as the VM's root volume "
+        "(<name>-root, made from the image, deleted with the VM; snapshots, whole-VM "
+        "snapshots); None: a host-local root disk in the host agent's data directory",
+    )
 
     @model_validator(mode="after")
     def _sizes_or_offering(self) -> VmCreate:
@@ -123,6 +132,9 @@ class VmClone(Model):
       the clones are overlays on the layer, on that host.
     - ``instant``: a linked clone (usable at once) whose disk then gets the layer's data copied
       in (a live block pull while it runs), after which it depends on no image.
+
+    Linked and instant clones are of host-local root disks; a VM whose root is a volume is
+    cloned ``full`` (its clones' root volumes are made on the pool from the captured base).
     """
 
     name: Name
@@ -131,4 +143,10 @@ class VmClone(Model):
     start: bool = True
     host: Ref | None = Field(
         None, description="pin the clones to a host (id or name; full clones only)"
+    )
+    pool: Ref | None = Field(
+        None,
+        description="full clones: put each clone's root volume on this storage pool (default: "
+        "the source's root volume's pool; a source with a host-local root disk gives clones "
+        "host-local root disks)",
     )

@@ -23,6 +23,15 @@ MAX_DATA_VOLUMES = 24
 """Most data volumes on one VM (virtio disks ``vdb`` … ``vdy``)."""
 
 
+class VolumeRole(StrEnum):
+    """``data``: a data volume (attached and detached at will); ``root``: a VM's root disk
+    (``vda``), made with the VM from its image and deleted with it: it cannot be detached,
+    moved or deleted on its own."""
+
+    data = "data"
+    root = "root"
+
+
 class VolumeStatus(StrEnum):
     """``available``: not attached; ``in_use``: attached to a VM (``attachments``); the ``-ing`` states while
     an operation runs; ``error``: an operation failed and could not be undone (``error`` says
@@ -92,6 +101,7 @@ class Volume(OwnedResource):
         default_factory=list, description="the VMs using it (several only when shareable)"
     )
     shareable: bool = Field(False, description="may be attached to several VMs at once")
+    role: VolumeRole = VolumeRole.data
     image_id: str | None = Field(None, description="the image it started as a copy of")
     parent_snapshot_id: str | None = Field(
         None, description="rbd: the snapshot this volume is a copy-on-write clone of"

@@ -1,4 +1,5 @@
-"""``corral vm``: create, clone, list, show, power actions, resize, CD-ROM and boot order, delete."""
+"""``corral vm``: create, clone, list, show, power actions, resize, CD-ROM and boot order,
+whole-VM snapshots, delete."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from corral.cli import vm_snapshot
 from corral.cli.common import (
     Limit,
     Name,
@@ -78,6 +80,15 @@ def create(
             help="A blank data volume made with the VM (repeatable), e.g. 20G@ceph or 5G@loc:logs.",
         ),
     ] = None,
+    root_pool: Annotated[
+        str | None,
+        typer.Option(
+            "--root-pool",
+            metavar="POOL",
+            help="Put the root disk on this storage pool as a volume (NAME-root; needed for"
+            " whole-VM snapshots). Default: a disk on the host.",
+        ),
+    ] = None,
     no_wait: NoWait = False,
 ) -> None:
     """Create a VM (and start it): sizes from --offering unless given with --cpus/--memory/--disk."""
@@ -94,6 +105,7 @@ def create(
         host=host,
         start=not no_start,
         volumes=volumes,
+        root_pool=root_pool,
     )
     finish(state, op, no_wait=no_wait, done=lambda o: _created(client, name, o))
 
@@ -113,6 +125,8 @@ def _volume_spec(text: str) -> dict[str, Any]:
 def _created(client: Client, name: str, op: Operation) -> str:
     vm = client.vms.get(op.target_id or name)
     where = f" on {client.hosts.get(vm.host_id).name}" if vm.host_id else ""
+    if vm.root_volume_id:
+        where += f", root volume {client.volumes.get(vm.root_volume_id).name}"
     return f"VM {vm.name} created ({vm.id}){where}: {vm.status.value}."
 
 
@@ -151,14 +165,26 @@ def clone(
             " independent in the background.",
         ),
     ] = CloneMode.full,
+    pool: Annotated[
+        str | None,
+        typer.Option(
+            "--pool",
+            metavar="POOL",
+            help="Full clones: put each clone's root disk on this storage pool as a volume"
+            " (default: the source's root volume's pool, or a disk on the host).",
+        ),
+    ] = None,
     no_wait: NoWait = False,
 ) -> None:
     """Clone a stopped VM. Its disk becomes the base image NAME-base (full: captured into the
     image store; linked/instant: frozen in place on its host) and every clone is a
-    copy-on-write overlay on it. Data volumes are not cloned."""
+    copy-on-write overlay on it. Data volumes are not cloned; a VM whose root disk is a
+    volume is cloned full only."""
     state = state_of(ctx)
     client = state.client()
-    op = client.vms.clone(source, name, count=count, start=not no_start, host=host, mode=mode.value)
+    op = client.vms.clone(
+        source, name, count=count, start=not no_start, host=host, mode=mode.value, pool=pool
+    )
     finish(state, op, no_wait=no_wait, done=lambda o: _cloned(client, source, name, count, o))
 
 
@@ -283,6 +309,7 @@ def resize(
 
 cdrom_app = typer.Typer(help="The VM's CD-ROM drive: insert or eject an ISO image.")
 app.add_typer(cdrom_app, name="cdrom")
+app.add_typer(vm_snapshot.app, name="snapshot")
 
 
 @cdrom_app.command("insert")
@@ -330,7 +357,7 @@ def volumes(
     where: Where = None,
     tag: Tags = None,
 ) -> None:
-    """List the data volumes attached to a VM."""
+    """List the volumes attached to a VM (its root volume too, if it has one)."""
     state = state_of(ctx)
     client = state.client()
     page = client.volumes.of_vm(ref, limit=limit, offset=offset, sort=sort, q=where, tag=tag)

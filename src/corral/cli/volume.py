@@ -1,4 +1,4 @@
-"""``corral volume``: data volumes: create, list, show, attach/detach, resize, I/O limits, delete."""
+"""``corral volume``: volumes: create, list, show, attach/detach, resize, I/O limits, delete."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from corral.sdk import Client, Operation
 
 app = typer.Typer(
-    help="Data volumes: disks of their own on a storage pool, attached to VMs.",
+    help="Volumes: disks of their own on a storage pool, attached to VMs (role data; role root:"
+    " a VM's root disk, made and deleted with it).",
     no_args_is_help=True,
 )
 
@@ -140,6 +141,7 @@ def columns(vm_names: Mapping[str, str], pool_names: Mapping[str, str]) -> list[
         ("STATUS", lambda v: v.status),
         ("SIZE", lambda v: gib(v.size_gb)),
         ("POOL", lambda v: pool_names.get(v.pool_id, v.pool_id)),
+        ("ROLE", lambda v: v.role),
         ("VM/DEVICE", attached),
     ]
 

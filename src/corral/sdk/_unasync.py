@@ -28,6 +28,7 @@ MODULES = (
     "storage.py",
     "volumes.py",
     "snapshots.py",
+    "vm_snapshots.py",
     "recycle.py",
 )
 

@@ -54,6 +54,9 @@ from corral.server.workflows.vm_delete import VM_DELETE
 from corral.server.workflows.vm_power import VM_POWER
 from corral.server.workflows.vm_recycle import VM_RECYCLE
 from corral.server.workflows.vm_resize import VM_RESIZE
+from corral.server.workflows.vm_snapshot_create import VM_SNAPSHOT_CREATE
+from corral.server.workflows.vm_snapshot_delete import VM_SNAPSHOT_DELETE
+from corral.server.workflows.vm_snapshot_revert import VM_SNAPSHOT_REVERT
 from corral.server.workflows.volume_attach import VOLUME_ATTACH
 from corral.server.workflows.volume_clone import VOLUME_CLONE
 from corral.server.workflows.volume_delete import VOLUME_DELETE
@@ -142,6 +145,9 @@ async def build_services(settings: ServerSettings) -> Services:
         SNAPSHOT_CREATE,
         SNAPSHOT_REVERT,
         SNAPSHOT_DELETE,
+        VM_SNAPSHOT_CREATE,
+        VM_SNAPSHOT_REVERT,
+        VM_SNAPSHOT_DELETE,
         VM_CDROM,
         VM_BOOT_ORDER,
         POOL_DELETE,

@@ -173,9 +173,9 @@ def test_list_shows_names_where_the_caller_may_see_them(server: Server) -> None:
     r = run(server, "volume", "list", "--pool", "local1", "-q", "size>=5", "--status", "in_use")
     assert r.exit_code == 0, r.output
     assert rows(r.stdout) == [
-        ["NAME", "ID", "STATUS", "SIZE", "POOL", "VM/DEVICE"],
-        ["free", volume("free").id, "available", "10", "GiB", POOL_ID, "-"],
-        ["used", volume("used").id, "in_use", "10", "GiB", POOL_ID, "web1/vdb"],
+        ["NAME", "ID", "STATUS", "SIZE", "POOL", "ROLE", "VM/DEVICE"],
+        ["free", volume("free").id, "available", "10", "GiB", POOL_ID, "data", "-"],
+        ["used", volume("used").id, "in_use", "10", "GiB", POOL_ID, "data", "web1/vdb"],
     ]
     gets = server.sent("GET")
     assert gets[0][:2] == ("GET", "/volumes")

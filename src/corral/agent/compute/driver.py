@@ -15,7 +15,7 @@ Contract shared by all methods:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -57,11 +57,12 @@ class ComputeDriver(Protocol):
     async def define(
         self,
         spec: VmSpec,
-        disk_path: str,
+        disk_path: str | None,
         disks: Sequence[tuple[DataDisk, DiskSource]] = (),
         cdrom: str | None = None,
     ) -> None:
-        """Define the VM (persistently) or replace its definition: root disk ``disk_path``, then
+        """Define the VM (persistently) or replace its definition: root disk ``disk_path`` (None:
+        the root is the data disk ``vda`` of ``disks``, a volume), then
         the data ``disks`` in order, each with how to reach it (``spec.disks`` is not read), and
         a CD-ROM drive holding the ISO file ``cdrom`` (None: empty), booting in ``spec.boot``
         order. The VM must be stopped to change CPUs or memory (``InvalidState`` otherwise,
@@ -163,3 +164,40 @@ class ComputeDriver(Protocol):
         backed by ``base`` is success. ``InvalidState`` unless the VM is live, ``NotFound`` if
         the VM or the disk is not there, ``InvalidInput`` if ``base`` is not under the active
         file, ``DriverError`` if the copy fails or does not finish in time (it is cancelled)."""
+
+    # --- whole-VM snapshots (see ``corral.agent.vm_snapshots``) -------------------------------
+
+    async def fs_freeze(self, vm_id: str, timeout: float) -> bool:
+        """Freeze the running guest's file systems through its guest agent, waiting at most
+        about ``timeout`` seconds for an answer. True if they are frozen; False if the agent is
+        absent, does not answer in time or refuses (the caller goes on unquiesced, and must
+        call ``fs_thaw`` all the same: a late answer may still freeze them). ``NotFound`` if
+        the VM is not defined."""
+
+    async def fs_thaw(self, vm_id: str, timeout: float) -> None:
+        """Thaw the guest's file systems (not frozen is success), waiting at most about
+        ``timeout`` seconds. ``DriverError`` if the guest agent does not answer."""
+
+    async def snapshot_vm(
+        self, vm_id: str, disks: Mapping[str, DiskSource], memory: Path | None
+    ) -> None:
+        """One external snapshot of the live VM: every data volume of ``disks`` (by volume id)
+        continues on its new source, an existing empty qcow2 overlay of the disk's current file
+        (``snapshot_disk``'s contract, file sources only: ``InvalidInput`` otherwise), all at
+        the same instant, and with ``memory`` the VM's memory state is saved to that file (the
+        state a ``restore_vm`` starts from; the file is replaced if it exists). Every other
+        disk (root disk, other volumes, CD-ROM) is left alone. The VM ends in the power state
+        it had (the caller pauses it first to take other snapshots at the same instant); the
+        persistent definition follows the switched disks. All or nothing: after a failure no
+        disk is switched and ``memory`` does not exist. Every disk already on its new source is
+        success (nothing is taken again); some of them only is ``InvalidState``, as is a VM
+        that is not live. ``NotFound`` if the VM or a disk is not there."""
+
+    async def restore_vm(self, vm_id: str, memory: Path) -> None:
+        """Start the stopped VM from the memory state file ``memory`` (written by
+        ``snapshot_vm``) on the disk files of its current persistent definition (they may have
+        changed since: they must hold what the disks held when the memory was saved), with the
+        devices it had then (the persistent definition is left as it is). The VM runs
+        afterwards. Running is success; paused is ``InvalidState``, and so is a VM whose disks
+        are not those of the memory state (one gone, a volume attached since); ``NotFound`` if
+        the VM is not defined; ``DriverError`` if the hypervisor cannot restore the file."""

@@ -32,6 +32,7 @@ from corral.sdk._async.resources import (
 )
 from corral.sdk._async.snapshots import AsyncSnapshots
 from corral.sdk._async.storage import AsyncStoragePools
+from corral.sdk._async.vm_snapshots import AsyncVmSnapshots
 from corral.sdk._async.volumes import AsyncVolumes
 from corral.sdk._async.workloads import AsyncImages, AsyncVms
 from corral.sdk._base import (
@@ -98,6 +99,7 @@ class AsyncClient:
         self.vms = AsyncVms(self)
         self.volumes = AsyncVolumes(self)
         self.snapshots = AsyncSnapshots(self)
+        self.vm_snapshots = AsyncVmSnapshots(self)
         self.recycle_bin = AsyncRecycleBin(self)
         self.deletion_policies = AsyncDeletionPolicies(self)
         self.operations = AsyncOperations(self)

@@ -127,10 +127,15 @@ class AsyncVms(AsyncCollection[Vm]):
         host: str | None = None,
         start: bool = True,
         volumes: Sequence[VmVolume | Mapping[str, Any]] = (),
+        root_pool: str | None = None,
     ) -> AsyncOperation:
         """Create (and by default start) a VM; sizes come from ``offering`` unless given.
         ``volumes``: blank data volumes made with it (``{"size_gb": 20, "pool": "ceph"}``,
-        optional ``name``), attached as vdb, vdc…; the VM goes only where their pools are."""
+        optional ``name``), attached as vdb, vdc…; the VM goes only where their pools are.
+        ``root_pool`` (id or name): its root disk is a volume on that pool (``<name>-root``,
+        role ``root``, made from the image, deleted with the VM; ``Vm.root_volume_id``), which
+        whole-VM snapshots (``client.vm_snapshots``) need; without it the root disk is
+        host-local."""
         extra: dict[str, Any] = {"volumes": list(volumes)} if volumes else {}
         body = build(
             VmCreate,
@@ -142,6 +147,7 @@ class AsyncVms(AsyncCollection[Vm]):
             disk_gb=disk_gb,
             host=host,
             start=start,
+            root_pool=root_pool,
             **extra,
         )
         return await self._client.operation("POST", self._path, body=body)
@@ -214,6 +220,7 @@ class AsyncVms(AsyncCollection[Vm]):
         start: bool = True,
         host: str | None = None,
         mode: Literal["full", "linked", "instant"] = "full",
+        pool: str | None = None,
     ) -> AsyncOperation:
         """Clone the stopped VM ``ref`` (id or name) ``count`` times (1 to 50): the clone is
         ``name`` when ``count`` is 1, else ``<name>-1`` … ``<name>-<count>``. The clones' base
@@ -225,6 +232,11 @@ class AsyncVms(AsyncCollection[Vm]):
         clone's disk gets the layer's data copied in and depends on no image. Each clone has
         the source's CPUs, memory and disk size, is started unless ``start`` is False and is
         placed on ``host`` when given (full clones only); data volumes are not cloned.
+        ``pool`` (id or name; full clones only, else ``InvalidInput``): each clone's root disk
+        is a root volume on that pool; by default clones of a VM whose root disk is a volume
+        get root volumes on its pool, and clones of a VM with a host-local root disk
+        host-local ones. A VM whose root disk is a volume is cloned ``full`` only
+        (``InvalidState`` with ``context["reason"] == "root_volume"`` otherwise).
 
         Returns the ``vm.clone`` operation (its ``target_id`` is the source's id); it succeeds
         once every clone exists. Raises ``InvalidInput`` (before any request) for a bad name,
@@ -232,5 +244,5 @@ class AsyncVms(AsyncCollection[Vm]):
         ``NameTaken`` when a clone's or the base image's name is taken and ``QuotaExceeded``;
         waiting raises the operation's error if a clone could not be created (``context``
         ``failed_vms``; the clones made and their base stay)."""
-        body = build(VmClone, name=name, mode=mode, count=count, start=start, host=host)
+        body = build(VmClone, name=name, mode=mode, count=count, start=start, host=host, pool=pool)
         return await self._action(ref, "clone", body)

@@ -44,6 +44,7 @@ from corral.sdk._sync.resources import (
 )
 from corral.sdk._sync.snapshots import Snapshots
 from corral.sdk._sync.storage import StoragePools
+from corral.sdk._sync.vm_snapshots import VmSnapshots
 from corral.sdk._sync.volumes import Volumes
 from corral.sdk._sync.workloads import Images, Vms
 from corral.sdk.auth import AccessKeyAuth
@@ -100,6 +101,7 @@ class Client:
         self.vms = Vms(self)
         self.volumes = Volumes(self)
         self.snapshots = Snapshots(self)
+        self.vm_snapshots = VmSnapshots(self)
         self.recycle_bin = RecycleBin(self)
         self.deletion_policies = DeletionPolicies(self)
         self.operations = Operations(self)

@@ -137,6 +137,9 @@ class VmRow(Timestamped, Owned, Base):
         ForeignKey("images.id"), nullable=True, index=True
     )
     boot_order: Mapped[list[Any]] = mapped_column(default=lambda: ["hd"])
+    root_volume_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    """The VM's root volume (on a storage pool, attached as ``vda``); None: the root disk is
+    host-local, in its host agent's data directory."""
 
     __table_args__ = (UniqueConstraint("project_id", "name", name="uq_vms_project_name"),)
 
@@ -391,6 +394,8 @@ class VolumeRow(Timestamped, Owned, Base):
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), nullable=True, index=True)
     instantiated: Mapped[bool] = mapped_column(Boolean, default=False)
     shareable: Mapped[bool] = mapped_column(Boolean, default=False)
+    role: Mapped[str] = mapped_column(String(8), default="data", server_default="data")
+    """``data``, or ``root``: a VM's root disk (``vda``), made and deleted with its VM."""
     image_id: Mapped[str | None] = mapped_column(ForeignKey("images.id"), nullable=True)
     """The image the volume starts as a copy of (copied when it is created on its pool)."""
     qos: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -445,8 +450,28 @@ class SnapshotRow(Timestamped, Owned, Base):
     status: Mapped[str] = mapped_column(String(16), default="creating", index=True)
     kind: Mapped[str] = mapped_column(String(16), default="manual")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    vm_snapshot_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    """The whole-VM snapshot this node is part of (None: a snapshot of this volume alone)."""
 
     __table_args__ = (UniqueConstraint("volume_id", "name", name="uq_snapshots_volume_name"),)
+
+
+class VmSnapshotRow(Timestamped, Owned, Base):
+    """A whole-VM snapshot (``corral.api.vm_snapshots``): one ``SnapshotRow`` per volume of the
+    VM taken at the same moment (``SnapshotRow.vm_snapshot_id``), and with ``memory`` the VM's
+    memory state in a file on ``memory_host_id`` (agent's ``<data>/memory/<id>.mem``)."""
+
+    __tablename__ = "vm_snapshots"
+    name: Mapped[str] = mapped_column(String(63), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    vm_id: Mapped[str] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="creating", index=True)
+    memory: Mapped[bool] = mapped_column(Boolean, default=False)
+    memory_host_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    quiesced: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (UniqueConstraint("vm_id", "name", name="uq_vm_snapshots_vm_name"),)
 
 
 class RecycleBinRow(Base):

@@ -14,7 +14,7 @@ from corral.api.operations import OperationStatus
 from corral.api.snapshots import SnapshotKind, SnapshotStatus
 from corral.api.storage import PoolState, PoolType
 from corral.api.vms import PowerState, VmStatus
-from corral.api.volumes import VolumeStatus
+from corral.api.volumes import VolumeRole, VolumeStatus
 from corral.server.db.tables import (
     AccessKeyRow,
     ClusterRow,
@@ -220,6 +220,7 @@ VMS = QuerySpec(
         "cpus": VmRow.cpus,
         "memory_mb": VmRow.memory_mb,
         "disk_gb": VmRow.disk_gb,
+        "root_volume_id": VmRow.root_volume_id,
         "image_id": VmRow.image_id,
         "offering_id": VmRow.offering_id,
         "host_id": VmRow.host_id,
@@ -296,6 +297,7 @@ VOLUMES = QuerySpec(
         "host_id": VolumeRow.host_id,
         "instantiated": VolumeRow.instantiated,
         "shareable": VolumeRow.shareable,
+        "role": Field(VolumeRow.role, VolumeRole),
         "error": VolumeRow.error,
         "project_id": VolumeRow.project_id,
         "owner_id": VolumeRow.owner_id,

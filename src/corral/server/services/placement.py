@@ -220,17 +220,24 @@ def _claim_statement() -> Any:
 _CLAIM = _claim_statement()
 
 
+def host_disk_gb(vm: VmRow) -> int:
+    """The host disk a VM uses: its root disk's size, or none when its root is a volume on a
+    storage pool (the pool's capacity counts it)."""
+    return 0 if vm.root_volume_id else vm.disk_gb
+
+
 async def claim_on(s: AsyncSession, vm: VmRow, host_id: str) -> bool:
     """Claim the VM's resources on ``host_id`` if they fit and the host is connected and enabled;
     False if not (nothing changed). Sets ``vm.host_id`` and ``vm.claimed``: the VM row may be
     written after the claim, in the same transaction (``vms.create_vm`` inserts it so)."""
-    params = {"b_host": host_id, "b_cpus": vm.cpus, "b_mem": vm.memory_mb, "b_disk": vm.disk_gb}
+    disk = host_disk_gb(vm)
+    params = {"b_host": host_id, "b_cpus": vm.cpus, "b_mem": vm.memory_mb, "b_disk": disk}
     res = await s.execute(_CLAIM, params)
     if not getattr(res, "rowcount", 0):
         return False
     vm.host_id = host_id  # written by the caller (a VM in the session: at its next flush)
     vm.claimed = True
-    _adjust(s, host_id, vm.cpus, vm.memory_mb, vm.disk_gb)
+    _adjust(s, host_id, vm.cpus, vm.memory_mb, disk)
     return True
 
 
@@ -251,7 +258,7 @@ async def place_and_claim(
     req = PlacementRequest(
         cpus=vm.cpus,
         memory_mb=vm.memory_mb,
-        disk_gb=vm.disk_gb,
+        disk_gb=host_disk_gb(vm),
         host_id=pinned_host_id,
         storage_hosts=storage_hosts,
     )
@@ -286,12 +293,12 @@ async def release(s: AsyncSession, vm_id: str) -> None:
         .values(
             cpus_used=HostRow.cpus_used - vm.cpus,
             memory_mb_used=HostRow.memory_mb_used - vm.memory_mb,
-            disk_gb_used=HostRow.disk_gb_used - vm.disk_gb,
+            disk_gb_used=HostRow.disk_gb_used - host_disk_gb(vm),
         )
         .execution_options(synchronize_session=False)
     )
     vm.claimed = False
-    _adjust(s, vm.host_id, -vm.cpus, -vm.memory_mb, -vm.disk_gb)
+    _adjust(s, vm.host_id, -vm.cpus, -vm.memory_mb, -host_disk_gb(vm))
 
 
 async def resize_claim(s: AsyncSession, vm: VmRow, cpus: int, memory_mb: int) -> bool:

@@ -135,8 +135,17 @@ async def to_bin(
     s.add(entry)
     row.name = bin_name(row.name, row.id)
     row.status = RECYCLED
+    if root := await _root_volume(s, kind, row):  # hidden and renamed with its VM
+        root.name = bin_name(root.name, root.id)
+        root.status = RECYCLED
     await s.flush()
     return entry.id
+
+
+async def _root_volume(s: AsyncSession, kind: str, row: Any) -> VolumeRow | None:
+    if kind != "vm" or row.root_volume_id is None:
+        return None
+    return await s.get(VolumeRow, row.root_volume_id)
 
 
 def to_item(e: RecycleBinRow) -> RecycleItem:
@@ -207,6 +216,11 @@ async def restore(svc: Services, entry_id: str, spec: RecycleRestore, caller: Ca
         assert row is not None  # the entry goes with the row
         name = spec.name or entry.name
         await ensure_name_free(s, table, name, entry.kind, project_id=row.project_id)
+        if root := await _root_volume(s, entry.kind, row):
+            root_name = f"{name[:58]}-root"
+            await ensure_name_free(s, VolumeRow, root_name, "volume", project_id=row.project_id)
+            root.name = root_name
+            root.status = VolumeStatus.in_use.value
         row.name = name
         row.status = RESTORED[entry.kind]
         await s.delete(entry)

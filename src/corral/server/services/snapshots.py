@@ -63,6 +63,7 @@ def to_model(r: SnapshotRow, current: bool = False) -> Snapshot:
         current=current,
         status=SnapshotStatus(r.status),
         kind=SnapshotKind(r.kind),
+        vm_snapshot_id=r.vm_snapshot_id,
         size_gb=r.size_gb,
         description=r.description,
         error=r.error,
@@ -147,7 +148,7 @@ async def _offline_only(s: AsyncSession, vol: VolumeRow, power: str | None, verb
         )
 
 
-def _new_file(vol: VolumeRow) -> str:
+def new_file(vol: VolumeRow) -> str:
     """A new active file name for the volume, next to its others."""
     stem = f"vol-{vol.id}"
     return f"{stem}-{secrets.token_hex(4)}.qcow2"
@@ -174,6 +175,24 @@ async def chain_length(s: AsyncSession, vol: VolumeRow, pool_type: str = "local"
     return len(files) if pool_type in CEPH_POOLS else len(active_chain(vol, files))
 
 
+async def check_new_node(s: AsyncSession, vol: VolumeRow, pool_type: str, name: str) -> None:
+    """Whether the volume can take a snapshot ``name``: ``InvalidState`` (``reason=chain_full``)
+    when its chain holds ``MAX_CHAIN`` snapshots, ``NameTaken`` when it has one of that name."""
+    chain = await chain_length(s, vol, pool_type)
+    if chain >= MAX_CHAIN:
+        raise InvalidState(
+            f"volume {vol.name!r} has {chain} snapshots in its chain (at most"
+            f" {MAX_CHAIN}): delete some first",
+            volume=vol.name,
+            reason="chain_full",
+            limit=MAX_CHAIN,
+        )
+    if await s.scalar(
+        select(SnapshotRow.id).where(SnapshotRow.volume_id == vol.id, SnapshotRow.name == name)
+    ):
+        raise NameTaken(f"volume {vol.name!r} has a snapshot {name!r}", name=name)
+
+
 async def take(
     svc: Services,
     s: AsyncSession,
@@ -194,21 +213,9 @@ async def take(
             " consistent)",
             volume=vol.name,
         )
-    chain = await chain_length(s, vol, pool.type if pool is not None else "local")
-    if chain >= MAX_CHAIN:
-        raise InvalidState(
-            f"volume {vol.name!r} has {chain} snapshots in its chain (at most"
-            f" {MAX_CHAIN}): delete some first",
-            volume=vol.name,
-            reason="chain_full",
-            limit=MAX_CHAIN,
-        )
+    await check_new_node(s, vol, pool.type if pool is not None else "local", spec.name)
     vm_id, host_id, power = await _context(s, vol)
     await _offline_only(s, vol, power, "take a snapshot of")
-    if await s.scalar(
-        select(SnapshotRow.id).where(SnapshotRow.volume_id == vol.id, SnapshotRow.name == spec.name)
-    ):
-        raise NameTaken(f"volume {vol.name!r} has a snapshot {spec.name!r}", name=spec.name)
     await claim_status(
         s,
         vol,
@@ -239,7 +246,7 @@ async def take(
         "vm_id": vm_id,
         "host_id": host_id,
         "old_active": vol.pool_name,
-        "new_name": None if ceph else _new_file(vol),
+        "new_name": None if ceph else new_file(vol),
         "quiesce": spec.quiesce,
         "ceph": ceph,
     }
@@ -335,7 +342,7 @@ async def revert(
             "vm_id": vm_id,
             "host_id": host_id,
             "old_active": vol.pool_name,
-            "new_name": _new_file(vol),
+            "new_name": new_file(vol),
         }
         op = _op(svc, s, SNAPSHOT_REVERT.type, snap.id, vol, caller.user_id, vm_id, params)
         await s.commit()
@@ -351,6 +358,13 @@ async def delete(
     cannot be deleted this way (``InvalidState``)."""
     async with svc.sessionmaker() as s:
         snap = await _visible_snapshot(s, ref, caller, "snapshot:delete", if_match)
+        if snap.vm_snapshot_id is not None:
+            raise InvalidState(
+                f"snapshot {snap.name!r} is part of a whole-VM snapshot: delete that one"
+                " (DELETE /vms/{vm}/snapshots/{ref})",
+                reason="vm_snapshot",
+                vm_snapshot_id=snap.vm_snapshot_id,
+            )
         if snap.status not in (SnapshotStatus.ready, SnapshotStatus.error):
             raise InvalidState(f"snapshot {snap.name!r} is {snap.status}", status=snap.status)
         vol, _ = await _usable_volume(s, snap.volume_id, caller, "volume:update")

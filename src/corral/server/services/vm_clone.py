@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
-from corral.api.errors import InvalidInput
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from corral.api.errors import InvalidInput, InvalidState
 from corral.api.operations import Operation
 from corral.api.vms import VmClone
-from corral.server.db.tables import HostRow, ImageRow, VmRow
+from corral.server.db.tables import HostRow, ImageRow, StoragePoolRow, VmRow, VolumeRow
 from corral.server.identity import quotas
 from corral.server.identity.access import creation_project, require
 from corral.server.identity.caller import Caller
@@ -42,6 +44,31 @@ def base_name(spec: VmClone) -> str:
     return f"{spec.name[: NAME_MAX - 5]}-base"
 
 
+async def _root_pool(s: AsyncSession, source: VmRow, spec: VmClone) -> str | None:
+    """The pool (id) the clones' root volumes go to: ``spec.pool``, else the source's root
+    volume's pool, else None (host-local root disks). ``InvalidInput`` for a pool with a
+    linked or instant clone; ``InvalidState`` for a pool that takes no new volumes."""
+    if spec.pool is not None:
+        if spec.mode != "full":
+            raise InvalidInput("only full clones go to another pool", mode=spec.mode)
+        pool = await get_row(s, StoragePoolRow, spec.pool, "storage_pool")
+    elif source.root_volume_id is not None:
+        vol = await s.get(VolumeRow, source.root_volume_id)
+        assert vol is not None  # the root volume goes only with its VM
+        found = await s.get(StoragePoolRow, vol.pool_id)
+        assert found is not None  # foreign key
+        pool = found
+    else:
+        return None
+    if pool.state != "enabled":
+        raise InvalidState(
+            f"storage pool {pool.name!r} is {pool.state}: no new volumes go there",
+            pool=pool.name,
+            state=pool.state,
+        )
+    return pool.id
+
+
 async def clone_vm(*, svc: Services, ref: str, spec: VmClone, caller: Caller) -> Operation:
     """Check and queue a ``vm.clone`` of the VM ``ref`` into the caller's project: the source
     must be stopped for linked and instant clones, stopped or running for full ones
@@ -55,6 +82,14 @@ async def clone_vm(*, svc: Services, ref: str, spec: VmClone, caller: Caller) ->
     async with svc.sessionmaker() as s:
         source = await get_row(s, VmRow, ref, "vm", where=visible_vms(caller))
         require(caller, "vm:get", source.project_id)
+        if spec.mode != "full" and source.root_volume_id is not None:
+            raise InvalidState(
+                f"VM {source.name!r} has a root volume: {spec.mode} clones are of host-local"
+                " root disks; clone it with mode full",
+                reason="root_volume",
+                mode=spec.mode,
+            )
+        root_pool = await _root_pool(s, source, spec)
         src = vm_source(source, live=spec.mode == "full")
         pinned = (await get_row(s, HostRow, spec.host, "host")).id if spec.host else None
         if spec.mode != "full" and source.project_id != project_id:
@@ -103,6 +138,7 @@ async def clone_vm(*, svc: Services, ref: str, spec: VmClone, caller: Caller) ->
                 "offering_id": source.offering_id,
                 "pinned": pinned,
                 "start": spec.start,
+                "root_pool": root_pool,
             },
             project_id=project_id,
             user_id=caller.user_id,

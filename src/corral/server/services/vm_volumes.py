@@ -1,23 +1,28 @@
-"""Data volumes made with a VM (``VmCreate.volumes``): checked and charged before placement,
-recorded with the VM in the create transaction, created on their pools by ``vm.create``."""
+"""Volumes made with a VM: its root volume (``VmCreate.root_pool``) and its data volumes
+(``VmCreate.volumes``), checked and charged before placement, recorded with the VM in the create
+transaction, created on their pools by ``vm.create``.
+
+A root volume is attached as ``vda``, made from the VM's image with the VM's disk size, and
+counts in the project's quota once, as the VM's disk (``vm_usage``)."""
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.errors import InvalidInput, InvalidState, NoHostAvailable
 from corral.api.vms import VmCreate
-from corral.api.volumes import VolumeStatus
+from corral.api.volumes import VolumeRole, VolumeStatus
 from corral.server.db.tables import (
     StoragePoolHostRow,
     StoragePoolRow,
     VolumeAttachmentRow,
     VolumeRow,
 )
+from corral.server.db.types import new_id
 from corral.server.identity import quotas
 from corral.server.identity.caller import Caller
 from corral.server.services.inventory import ensure_name_free
@@ -31,6 +36,8 @@ class PlannedVolume:
     size_gb: int
     pool: StoragePoolRow
     image_id: str | None = None
+    root: bool = False
+    id: str = field(default_factory=new_id)
 
 
 @dataclass
@@ -40,28 +47,59 @@ class PlannedVolumes:
     """The hosts that reach every pool (what placement may choose from)."""
     project_id: str
 
+    @property
+    def root(self) -> PlannedVolume | None:
+        return next((p for p in self.volumes if p.root), None)
+
+
+@dataclass(frozen=True)
+class RootPlan:
+    """A root volume to make: on ``pool`` (id or name), from ``image_id``, ``size_gb``."""
+
+    pool: str
+    image_id: str
+    size_gb: int
+
+
+async def _usable_pool(s: AsyncSession, ref: str) -> StoragePoolRow:
+    pool = await get_row(s, StoragePoolRow, ref, "storage_pool")
+    if pool.state != "enabled":
+        raise InvalidState(
+            f"storage pool {pool.name!r} is {pool.state}: no new volumes go there",
+            pool=pool.name,
+            state=pool.state,
+        )
+    return pool
+
 
 async def plan_vm_volumes(
-    s: AsyncSession, spec: VmCreate, project_id: str, caller: Caller
+    s: AsyncSession,
+    spec: VmCreate,
+    project_id: str,
+    caller: Caller | None,
+    root: RootPlan | None = None,
 ) -> PlannedVolumes:
-    """Check the requested volumes (pools enabled with room, names free) and charge the quota;
-    the hosts that reach all their pools (``ok`` in ``storage_pool_hosts``). ``InvalidState``,
-    ``NameTaken``, ``PoolFull``, ``QuotaExceeded``, ``NoHostAvailable`` (no host reaches them
-    all); nothing is written on failure (the caller's transaction rolls back)."""
+    """Check the requested volumes (pools enabled with room, names free) and charge the quota
+    (data volumes only: the root volume is the VM's disk); the hosts that reach all their pools
+    (``ok`` in ``storage_pool_hosts``). ``InvalidState``, ``NameTaken``, ``PoolFull``,
+    ``QuotaExceeded``, ``NoHostAvailable`` (no host reaches them all); nothing is written on
+    failure (the caller's transaction rolls back). ``caller`` (whose images a data volume may
+    be made from) may be None when no data volume comes from an image."""
     planned: list[PlannedVolume] = []
     pools: dict[str, StoragePoolRow] = {}
-    for i, v in enumerate(spec.volumes, start=1):
-        pool = await get_row(s, StoragePoolRow, v.pool, "storage_pool")
-        if pool.state != "enabled":
-            raise InvalidState(
-                f"storage pool {pool.name!r} is {pool.state}: no new volumes go there",
-                pool=pool.name,
-                state=pool.state,
-            )
+    if root is not None:
+        pool = await _usable_pool(s, root.pool)
         pools[pool.id] = pool
-        image_id = (
-            await source_image(s, v.image, v.size_gb, caller) if v.image is not None else None
+        planned.append(
+            PlannedVolume(f"{spec.name}-root", root.size_gb, pool, root.image_id, root=True)
         )
+    for i, v in enumerate(spec.volumes, start=1):
+        pool = await _usable_pool(s, v.pool)
+        pools[pool.id] = pool
+        image_id = None
+        if v.image is not None:
+            assert caller is not None, "a data volume from an image needs the caller"
+            image_id = await source_image(s, v.image, v.size_gb, caller)
         planned.append(PlannedVolume(v.name or f"{spec.name}-data{i}", v.size_gb, pool, image_id))
     dupes = [n for n, k in Counter(p.name for p in planned).items() if k > 1]
     if dupes:
@@ -86,18 +124,21 @@ async def plan_vm_volumes(
             " /storage-pools/{ref}/hosts)",
             pools=sorted(p.name for p in pools.values()),
         )
-    await quotas.adjust(s, project_id, volume_gb=sum(p.size_gb for p in planned))
+    await quotas.adjust(s, project_id, volume_gb=sum(p.size_gb for p in planned if not p.root))
     return PlannedVolumes(planned, frozenset(hosts), project_id)
 
 
 async def record_vm_volumes(
     s: AsyncSession, planned: PlannedVolumes, *, vm_id: str, owner_id: str | None
 ) -> list[str]:
-    """Write the volumes (``attaching``, not yet on their pools) and their attachments as
-    ``vdb``, ``vdc``… in ``s``'s transaction, charge the pools; their ids, in order."""
+    """Write the volumes (``attaching``, not yet on their pools) and their attachments (the
+    root volume as ``vda``, the data volumes as ``vdb``, ``vdc``…) in ``s``'s transaction,
+    charge the pools; their ids, in order (the root volume first)."""
     ids: list[str] = []
     attachments = []
-    for p, device in zip(planned.volumes, DEVICES, strict=False):
+    data = iter(DEVICES)
+    for p in planned.volumes:
+        device = "vda" if p.root else next(data)
         vol = await new_volume(
             s,
             p.pool,
@@ -107,6 +148,8 @@ async def record_vm_volumes(
             size_gb=p.size_gb,
             status=VolumeStatus.attaching,
             image_id=p.image_id,
+            vid=p.id,
+            role=VolumeRole.root if p.root else VolumeRole.data,
         )
         vid = vol.id
         s.add(vol)

@@ -30,6 +30,7 @@ from corral.server.services.placement import place_and_claim
 from corral.server.services.recycle import recycles
 from corral.server.services.vm_volumes import (
     PlannedVolumes,
+    RootPlan,
     plan_vm_volumes,
     record_vm_volumes,
 )
@@ -58,6 +59,7 @@ def vm_model(r: VmRow) -> Vm:
         error=r.error,
         cdrom_image_id=r.cdrom_image_id,
         boot_order=list(r.boot_order or ["hd"]),
+        root_volume_id=r.root_volume_id,
         created_at=r.created_at,
         updated_at=r.updated_at,
         project_id=r.project_id,
@@ -115,6 +117,7 @@ async def record_vm(
         "image_id": new.image_id,
         "offering_id": new.offering_id,
         "vnc_password": vnc_password(),
+        "root_volume_id": root.id if planned is not None and (root := planned.root) else None,
     }
     vm = VmRow(**values)  # transient: written below with one Core INSERT
     await quotas.adjust(s, new.project_id, **quotas.vm_usage(new.cpus, new.memory_mb, new.disk_gb))
@@ -210,7 +213,12 @@ async def create_vm(*, svc: Services, spec: VmCreate, caller: Caller) -> Operati
             pinned=pinned,
             start=spec.start,
         )
-        planned = await plan_vm_volumes(s, spec, project_id, caller) if spec.volumes else None
+        root = RootPlan(spec.root_pool, image.id, disk_gb) if spec.root_pool else None
+        planned = (
+            await plan_vm_volumes(s, spec, project_id, caller, root)
+            if spec.volumes or root
+            else None
+        )
         try:
             op = await record_vm(svc, s, new, planned)
             await s.commit()

@@ -37,6 +37,7 @@ from corral.api.volumes import (
     VolumeMove,
     VolumeQos,
     VolumeResize,
+    VolumeRole,
     VolumeStatus,
     VolumeUpdate,
 )
@@ -92,6 +93,7 @@ def to_model(r: VolumeRow, attachments: Sequence[tuple[str, str]] = ()) -> Volum
         instantiated=r.instantiated,
         attachments=[VolumeAttachment(vm_id=v, device=d) for v, d in sorted(attachments)],
         shareable=r.shareable,
+        role=VolumeRole(r.role),
         image_id=r.image_id,
         parent_snapshot_id=r.parent_snapshot_id,
         qos=VolumeQos.model_validate(r.qos or {}),
@@ -165,6 +167,18 @@ def visible_volumes(caller: Caller) -> ColumnElement[bool]:
     return and_(visible(caller, VolumeRow, KIND), VolumeRow.status != VolumeStatus.recycled.value)
 
 
+def refuse_root(vol: VolumeRow, what: str) -> None:
+    """``InvalidState`` (``reason="root_volume"``) for a VM's root volume: it is made and
+    deleted with its VM and stays on it."""
+    if vol.role == VolumeRole.root:
+        raise InvalidState(
+            f"volume {vol.name!r} is a VM's root volume: it cannot be {what} on its own (it"
+            " goes with its VM)",
+            reason="root_volume",
+            volume=vol.name,
+        )
+
+
 async def new_volume(
     s: AsyncSession,
     pool: StoragePoolRow,
@@ -177,12 +191,15 @@ async def new_volume(
     shareable: bool = False,
     image_id: str | None = None,
     qos: VolumeQos | None = None,
+    vid: str | None = None,
+    role: VolumeRole = VolumeRole.data,
 ) -> VolumeRow:
     """A new volume row on ``pool`` (not added to ``s``) with its format and place on the pool:
     raw on block pools and when shareable (QEMU shares raw images only), qcow2 otherwise; a file
     ``vol-<id>[.qcow2|.raw]``, on an iscsi pool the smallest free LUN that holds ``size_gb``
-    (``pick_lun``). ``pool.allocated_gb`` is charged with its size."""
-    vid = new_id()
+    (``pick_lun``). ``pool.allocated_gb`` is charged with its size. ``vid``: its id (default:
+    a new one)."""
+    vid = vid or new_id()
     place, fmt = await place_on(s, pool, vid, size_gb, shareable)
     pool.allocated_gb += size_gb
     base = image_id if image_id is not None and keeps_copy(pool.type, fmt) else None
@@ -200,6 +217,7 @@ async def new_volume(
         pool_id=pool.id,
         pool_name=place,
         shareable=shareable,
+        role=role.value,
         image_id=image_id,
         qos=(qos or VolumeQos()).model_dump(),
     )
@@ -572,6 +590,7 @@ async def detach(
     """Detach the volume from its VM (``vm_ref`` required when a shareable volume has several)."""
     async with svc.sessionmaker() as s:
         vol = await _visible_volume(s, ref, caller, "volume:update", if_match)
+        refuse_root(vol, "detached")
         attached = (await attachments_of(s, [vol.id]))[vol.id]
         if not attached:
             raise InvalidState(f"volume {vol.name!r} is not attached", volume=vol.name)
@@ -653,6 +672,10 @@ async def resize(
         await s.execute(
             update(VolumeRow).where(VolumeRow.id == vol.id).values(size_gb=spec.size_gb)
         )
+        if vol.role == VolumeRole.root:  # the VM's disk size is its root volume's
+            await s.execute(
+                update(VmRow).where(VmRow.root_volume_id == vol.id).values(disk_gb=spec.size_gb)
+            )
         if not vol.instantiated or pool.type == "iscsi":  # a LUN is as big as it is already
             await settle_status(s, vol.id)
             op = _op(svc, s, VOLUME_RESIZE.type, vol.id, vol.project_id, caller)
@@ -699,6 +722,7 @@ async def delete(
     leftovers are cleaned up)."""
     async with svc.sessionmaker() as s:
         vol = await _visible_volume(s, ref, caller, "volume:delete", if_match)
+        refuse_root(vol, "deleted")
         attached = (await attachments_of(s, [vol.id]))[vol.id]
         if attached:
             raise InUse(
@@ -790,6 +814,7 @@ async def move(
     ``PoolFull``; nothing changes on a 4xx."""
     async with svc.sessionmaker() as s:
         vol = await _visible_volume(s, ref, caller, "volume:update", if_match)
+        refuse_root(vol, "moved")
         source = await s.get(StoragePoolRow, vol.pool_id)
         target = await get_row(s, StoragePoolRow, spec.pool, "storage_pool")
         assert source is not None  # foreign key

@@ -87,6 +87,8 @@ async def _unbase(ctx: Ctx) -> None:
 async def _launch(ctx: Ctx) -> dict[str, Any]:
     from sqlalchemy.exc import IntegrityError
 
+    from corral.api.vms import VmCreate
+    from corral.server.services.vm_volumes import RootPlan, plan_vm_volumes
     from corral.server.services.vms import NewVm, record_vm
 
     p = ctx.params
@@ -109,7 +111,14 @@ async def _launch(ctx: Ctx) -> dict[str, Any]:
                     pinned=pinned,
                     start=p["start"],
                 )
-                ops.append(await record_vm(svc, s, new))
+                planned = None
+                if pool := p.get("root_pool"):
+                    spec = VmCreate(
+                        name=name, image=p["image_id"], cpus=p["cpus"], memory_mb=p["memory_mb"]
+                    )
+                    root = RootPlan(pool, p["image_id"], p["disk_gb"])
+                    planned = await plan_vm_volumes(s, spec, p["project_id"], None, root)
+                ops.append(await record_vm(svc, s, new, planned))
             await s.commit()
         except IntegrityError as exc:
             raise NameTaken(

@@ -6,12 +6,12 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.agent import ImageRef, TaskPayload, VmSpec
 from corral.api.errors import CorralError, NotFound
-from corral.server.db.tables import ImageRow, VmRow
+from corral.server.db.tables import ImageRow, SnapshotRow, VmRow, VmSnapshotRow
 from corral.server.identity import quotas
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import Ctx
@@ -91,9 +91,25 @@ async def load_vm_and_image(ctx: Ctx) -> tuple[VmRow, ImageRow]:
 
 
 async def forget_vm(s: AsyncSession, vm: VmRow) -> None:
-    """Delete the VM's row and give its quota usage back (in the caller's transaction); its
-    data volumes stay, detached."""
+    """Delete the VM's row and its whole-VM snapshot records and give its quota usage back (in
+    the caller's transaction); its data volumes stay, detached (their snapshot nodes stay, as
+    snapshots of the volume alone). Its root volume's row is the caller's to forget."""
     await release_vm_volumes(s, vm.id)
+    await s.execute(
+        update(SnapshotRow)
+        .where(
+            SnapshotRow.vm_snapshot_id.in_(
+                select(VmSnapshotRow.id).where(VmSnapshotRow.vm_id == vm.id)
+            )
+        )
+        .values(vm_snapshot_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    await s.execute(
+        delete(VmSnapshotRow)
+        .where(VmSnapshotRow.vm_id == vm.id)
+        .execution_options(synchronize_session=False)
+    )
     await quotas.adjust(
         s,
         vm.project_id,

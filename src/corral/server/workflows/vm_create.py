@@ -58,7 +58,7 @@ async def _unrecord(ctx: Ctx) -> None:
         vm = await s.get(VmRow, ctx.params["vm_id"])
         if vm is not None:
             await forget_vm(s, vm)
-        for vid in ctx.params.get("volumes", []):  # made for this VM: they go with it
+        for vid in ctx.params.get("volumes", []):  # made for this VM (root first): they go too
             vol = await s.get(VolumeRow, vid)
             if vol is not None:
                 await forget_volume(s, vol)
@@ -76,19 +76,25 @@ async def _release(ctx: Ctx) -> None:
 
 
 async def _disk(ctx: Ctx) -> dict[str, Any]:
+    """The host-local root disk (none when the root is a volume: made by ``volumes``)."""
     vm, img = await load_vm_and_image(ctx)
+    if vm.root_volume_id is not None:
+        return {"root_volume": True}
     await ctx.progress(20, "preparing the disk")
     payload = DiskCreate(vm_id=vm.id, image=image_ref(img), size_gb=vm.disk_gb)
     return await agent_task(ctx, ctx.params["host_id"], "disk", payload)
 
 
 async def _delete_disk(ctx: Ctx) -> None:
+    if ctx.results.get("disk", {}).get("root_volume"):
+        return
     payload = DiskDelete(vm_id=ctx.params["vm_id"])
     await repeatable_task(ctx, ctx.params["host_id"], "undo-disk", payload)
 
 
 async def _volumes(ctx: Ctx) -> dict[str, Any]:
-    """Create the data volumes asked for with the VM on their pools (none: nothing to do)."""
+    """Create the volumes made with the VM on their pools (root volume first; none: nothing
+    to do)."""
     vids = ctx.params.get("volumes", [])
     for i, vid in enumerate(vids):
         vol, pool = await load_volume(ctx, vid)

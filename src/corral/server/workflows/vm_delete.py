@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from corral.api.agent import DiskDelete, VmDefine, VmPower, VmUndefine
-from corral.api.errors import CorralError
+from corral.api.errors import CorralError, NotFound
 from corral.api.vms import PowerState, VmStatus
-from corral.server.db.tables import VmRow
+from corral.server.db.tables import VmRow, VolumeRow
 from corral.server.services.placement import release
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
@@ -27,6 +27,9 @@ from corral.server.workflows.vm_common import (
     set_vm,
     vm_absent,
 )
+from corral.server.workflows.vm_snapshot_common import delete_memory_files
+from corral.server.workflows.volume_common import load_volume
+from corral.server.workflows.volume_delete import delete_from_pool, forget_volume
 
 
 async def _mark(ctx: Ctx) -> dict[str, Any]:
@@ -98,10 +101,24 @@ async def _redefine(ctx: Ctx) -> None:
 
 
 async def _delete_disk(ctx: Ctx) -> dict[str, Any]:
+    """The host-local root disk, or the root volume (with its snapshots' files), and the
+    memory files of the VM's whole-VM snapshots."""
     host = _host(ctx)
-    if host is not None:
-        await ctx.progress(70, "deleting the disk")
-        await repeatable_task(ctx, host, "disk", DiskDelete(vm_id=ctx.params["vm_id"]))
+    vm = await load_vm(ctx)
+    if host is None:
+        return {}
+    await ctx.progress(70, "deleting the disk")
+    if vm.root_volume_id is None:
+        await repeatable_task(ctx, host, "disk", DiskDelete(vm_id=vm.id))
+    else:
+        try:
+            vol, pool = await load_volume(ctx, vm.root_volume_id)
+        except NotFound:
+            pass
+        else:
+            if vol.instantiated:
+                await delete_from_pool(ctx, vol, pool, host, "root")
+    await delete_memory_files(ctx, vm.id)
     return {}
 
 
@@ -110,7 +127,10 @@ async def _forget(ctx: Ctx) -> dict[str, Any]:
         await release(s, ctx.params["vm_id"])
         vm = await s.get(VmRow, ctx.params["vm_id"])
         if vm is not None:
+            root = await s.get(VolumeRow, vm.root_volume_id) if vm.root_volume_id else None
             await forget_vm(s, vm)
+            if root is not None:
+                await forget_volume(s, root)
     return {}
 
 

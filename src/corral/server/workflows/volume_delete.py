@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from corral.api.agent import SnapshotDeleteFileTask, VolumeDeleteTask
 from corral.api.errors import CorralError
+from corral.api.volumes import VolumeRole
 from corral.server.db.tables import SnapshotRow, StoragePoolRow, VolumeRow
 from corral.server.identity import quotas
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
@@ -55,12 +56,14 @@ async def _forget(ctx: Ctx) -> dict[str, Any]:
 
 
 async def forget_volume(s: Any, vol: VolumeRow) -> None:
-    """Delete the volume's row and its snapshots' rows, giving its size and snapshots back to
-    the project's quota and its pool (in the caller's transaction)."""
+    """Delete the volume's row and its snapshots' rows, giving its size (a data volume's: a
+    root volume counts as its VM's disk) and snapshots back to the project's quota and its pool
+    (in the caller's transaction)."""
     snaps = list(await s.scalars(select(SnapshotRow).where(SnapshotRow.volume_id == vol.id)))
     for snap in snaps:
         await s.delete(snap)
-    await quotas.adjust(s, vol.project_id, volume_gb=-vol.size_gb, snapshots=-len(snaps))
+    size = vol.size_gb if vol.role == VolumeRole.data else 0
+    await quotas.adjust(s, vol.project_id, volume_gb=-size, snapshots=-len(snaps))
     pool = await s.get(StoragePoolRow, vol.pool_id)
     if pool is not None:
         pool.allocated_gb = max(0.0, pool.allocated_gb - vol.size_gb)

@@ -22,6 +22,7 @@ from corral.agent.compute.libvirt.naming import vm_id_of
 from corral.agent.compute.libvirt.probe import DEFAULT_TIMEOUT, probe_kvm
 from corral.agent.compute.libvirt.secrets import ensure_secret
 from corral.agent.compute.libvirt.states import event_power_state
+from corral.agent.compute.libvirt.vm_snapshot import LibvirtVmSnapshots
 from corral.agent.compute.libvirt.xml.compose import console_log_path, vm_domain
 from corral.agent.compute.libvirt.xml.parse import parse_domain
 from corral.agent.storage.backend import DiskSource
@@ -36,11 +37,13 @@ T = TypeVar("T")
 _OFF = (PowerState.stopped, PowerState.crashed)
 
 
-class LibvirtDriver(LibvirtDiskOps):
+class LibvirtDriver(LibvirtDiskOps, LibvirtVmSnapshots):
     """Runs Corral VMs as libvirt domains named ``corral-<vm_id>`` on ``uri``.
 
-    Data volumes: see ``LibvirtDiskOps``. Every libvirt call runs in a worker thread (``asyncio.to_thread``); lifecycle events arrive
-    on libvirt's event thread and are handed to the sink on the event loop that called ``open``.
+    Data volumes: see ``LibvirtDiskOps``; whole-VM snapshots and memory restores: see
+    ``LibvirtVmSnapshots``. Every libvirt call runs in a worker thread (``asyncio.to_thread``);
+    lifecycle events arrive on libvirt's event thread and are handed to the sink on the event
+    loop that called ``open``.
     The connection is opened on first use and reopened after libvirtd drops it. Whether KVM works
     is probed once (by booting a throwaway guest, ~2-5 s) unless ``kvm`` is given, and cached.
     """
@@ -162,7 +165,7 @@ class LibvirtDriver(LibvirtDiskOps):
     async def define(
         self,
         spec: VmSpec,
-        disk_path: str,
+        disk_path: str | None,
         disks: Sequence[tuple[DataDisk, DiskSource]] = (),
         cdrom: str | None = None,
     ) -> None:

@@ -13,6 +13,7 @@ from corral.agent.compute.driver import Capabilities, EventSink
 from corral.agent.compute.simulator.capacity import SimCapacity
 from corral.agent.compute.simulator.disks import SimDiskOps, disks_of
 from corral.agent.compute.simulator.model import SimHost, SimLatencies, SimUsage, SimVm
+from corral.agent.compute.simulator.vm_snapshots import SimVmSnapshotOps
 from corral.agent.faults import FaultPlan
 from corral.agent.storage.backend import DiskSource
 from corral.agent.storage.driver import VolumeDriver
@@ -26,14 +27,16 @@ log = logging.getLogger(__name__)
 _FIRST_VNC_PORT = 5900
 
 
-class SimulatorDriver(SimDiskOps):
+class SimulatorDriver(SimDiskOps, SimVmSnapshotOps):
     """A ``ComputeDriver`` whose VMs live in a dict; every operation is O(1) and needs no thread.
 
     Beyond the Protocol contract:
     - Each mutating operation calls ``faults.check(op)`` first (ops ``vm.define``, ``vm.undefine``,
       ``vm.start``, ``vm.stop``, ``vm.reboot``, ``vm.pause``, ``vm.resume``, ``vm.set_cdrom``
-      (no latency), and for data volumes ``vm.attach_disk``, ``vm.detach_disk``,
-      ``vm.resize_disk``, ``vm.set_disk_qos``, ``vm.snapshot_disk``, ``vm.block_pull``; see ``SimDiskOps``), then sleeps its
+      (no latency), for data volumes ``vm.attach_disk``, ``vm.detach_disk``,
+      ``vm.resize_disk``, ``vm.set_disk_qos``, ``vm.snapshot_disk``, ``vm.block_pull`` (see
+      ``SimDiskOps``), and for whole-VM snapshots ``vm.fs_freeze``, ``vm.fs_thaw``,
+      ``vm.snapshot_vm``, ``vm.restore_vm`` (see ``SimVmSnapshotOps``)), then sleeps its
       ``SimLatencies`` delay, then acts on the state as it is after the sleep.
     - Capacity claims (see ``SimHost``, ``SimCapacity``): a claim beyond the host raises
       ``DriverError`` with ``context["reason"] == "host_capacity"`` and sets
@@ -68,6 +71,7 @@ class SimulatorDriver(SimDiskOps):
         self._next_port = _FIRST_VNC_PORT
         self._free_ports: list[int] = []
         self.flattened_roots: set[str] = set()
+        self.restores: dict[str, int] = {}
 
     # --- ComputeDriver -----------------------------------------------------------------------
 
@@ -99,7 +103,7 @@ class SimulatorDriver(SimDiskOps):
     async def define(
         self,
         spec: VmSpec,
-        disk_path: str,
+        disk_path: str | None,
         disks: Sequence[tuple[DataDisk, DiskSource]] = (),
         cdrom: str | None = None,
     ) -> None:
@@ -282,6 +286,7 @@ class SimulatorDriver(SimDiskOps):
             vm.vnc_port = self._free_ports.pop() if self._free_ports else self._take_port()
         elif was_active and not vm.active:
             self.capacity.set_active(vm, False)
+            vm.frozen = False
             waiter = self._stop_waiters.pop(vm.spec.vm_id, None)
             if waiter is not None:
                 waiter.set()

@@ -52,6 +52,8 @@ class SimLatencies:
     set_disk_qos: float = 0.0
     snapshot_disk: float = 0.0
     block_pull: float = 0.0
+    snapshot_vm: float = 0.0
+    restore_vm: float = 0.0
 
 
 _ACTIVE = frozenset({PowerState.running, PowerState.paused})
@@ -80,7 +82,7 @@ class SimVm:
     """One simulated VM: its definition and what the "hypervisor" shows for it."""
 
     spec: VmSpec
-    disk_path: str
+    disk_path: str | None
     cpus: int
     memory_mb: int
     state: PowerState = PowerState.stopped
@@ -91,6 +93,10 @@ class SimVm:
     """Data volumes by volume id, in device order of attachment."""
     cdrom: str | None = None
     """The ISO file in the CD-ROM drive (None: empty)."""
+    guest_agent: bool = True
+    """Whether the guest agent answers (file system freezes and thaws)."""
+    frozen: bool = False
+    """Whether the guest's file systems are frozen through the guest agent."""
 
     @property
     def active(self) -> bool:

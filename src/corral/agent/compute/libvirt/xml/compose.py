@@ -118,15 +118,16 @@ def cdrom_drive(path: str | None, machine: str = "pc") -> Disk:
 def vm_domain(
     spec: VmSpec,
     *,
-    disk_path: str,
+    disk_path: str | None,
     console_dir: Path,
     kvm: bool,
     machine: str = "pc",
     disks: Sequence[tuple[DataDisk, DiskSource]] = (),
     cdrom: str | None = None,
 ) -> Domain:
-    """The domain of ``spec``: one qcow2 virtio disk ``vda``, then the data ``disks`` (see
-    ``data_disk``) in order, the CD-ROM drive (``cdrom_drive``: the ISO file ``cdrom`` or
+    """The domain of ``spec``: the root disk ``vda`` (the qcow2 file ``disk_path``, or the data
+    disk with device ``vda`` — a root volume — when ``disk_path`` is None), then the data
+    ``disks`` (see ``data_disk``) in order, the CD-ROM drive (``cdrom_drive``: the ISO file ``cdrom`` or
     empty), booting from ``spec.boot`` in order (``hd``: ``vda``), serial console to ``<console_dir>/<vm_id>.log``, VNC
     on the loopback, guest agent channel, virtio-rng. ``kvm`` chooses hardware virtualization
     (host-model CPU) over TCG (QEMU's default CPU). ``InvalidInput`` if two data disks share a
@@ -135,6 +136,12 @@ def vm_domain(
     volumes = [disk.volume.volume_id for disk, _ in disks]
     if len(set(devices)) != len(devices) or len(set(volumes)) != len(volumes):
         raise InvalidInput("data disks must have distinct devices and volumes", vm_id=spec.vm_id)
+    if (disk_path is None) != ("vda" in devices):
+        raise InvalidInput(
+            "a VM has one root disk: a host-local disk_path or a volume on vda", vm_id=spec.vm_id
+        )
+    ordered = sorted(disks, key=lambda d: d[0].device != "vda")  # the root volume first
+    root = () if disk_path is None else (Disk(source=disk_path),)
     return Domain(
         type="kvm" if kvm else "qemu",
         name=domain_name(spec.vm_id),
@@ -147,8 +154,8 @@ def vm_domain(
         features=Features(acpi=True, apic=True),
         cpu=Cpu(cores=spec.cpus, mode="host-model" if kvm else None),
         devices=(
-            Disk(source=disk_path),
-            *(data_disk(disk, source) for disk, source in disks),
+            *root,
+            *(data_disk(disk, source) for disk, source in ordered),
             cdrom_drive(cdrom, machine),
             FileSerial(path=str(console_log_path(console_dir, spec.vm_id))),
             GuestAgentChannel(),

@@ -59,11 +59,12 @@ def _source(disk: ET.Element) -> str | None:
 
 
 def _disk_path(domain: ET.Element) -> str | None:
-    """The root disk's source: target ``vda``, else the first disk that is not a data volume."""
+    """The host-local root disk's source: target ``vda``, else the first disk that is not a
+    volume; None when the root is a volume."""
     disks = list(domain.iterfind("devices/disk[@device='disk']"))
     for disk in disks:
         if disk.find("target[@dev='vda']") is not None:
-            return _source(disk)
+            return _source(disk) if _volume_id(disk) is None else None
     for disk in disks:
         if _volume_id(disk) is None and (path := _source(disk)) is not None:
             return path
