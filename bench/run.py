@@ -5,8 +5,8 @@ usage: .venv/bin/python bench/run.py [--only NAME[,NAME…]] [--quick] [--keep]
 Benchmarks: latency (a), throughput (b), listing (c), memory (d) of the foundation issue; auth
 (token vs AccessKey vs no auth), audit (audit-log write overhead), snapshots (snapshot create and
 delete-by-merge of a data volume on a running guest), clones (full-clone throughput vs qemu-img
-convert, bytes a batch of clones writes, linked-clone time by disk size); see each module's
-docstring.
+convert, bytes a batch of clones writes, linked-clone time by disk size), ipam (IPAM allocations
+per second under contention vs plain inserts); see each module's docstring.
 No asserts: a figure that misses its target is printed, not failed. The exit status is 1 only if a
 benchmark could not be measured at all (its figures then print as ``n/a``).
 ``--quick`` uses small sizes (a smoke test of the benchmarks themselves, figures not meaningful).
@@ -52,6 +52,8 @@ BENCHMARKS = {
             "clones.linked_20g",
         ],
     ),
+    "firewall": ("bench.firewall", ["firewall.compile_5x200"]),
+    "ipam": ("bench.ipam", ["ipam.allocs_per_s_v4", "ipam.allocs_per_s_v6"]),
 }
 """name -> (module, the figures it prints)."""
 

@@ -31,6 +31,9 @@ FIGURES = [
     "clones.batch20_bytes",
     "clones.linked_1g",
     "clones.linked_20g",
+    "firewall.compile_5x200",
+    "ipam.allocs_per_s_v4",
+    "ipam.allocs_per_s_v6",
 ]
 
 

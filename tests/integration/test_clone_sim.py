@@ -1,17 +1,26 @@
 """Images captured from a VM disk, a volume or a snapshot, and full VM clones, through REST with
 a simulator agent: what may be captured when, the image store holding the agent's bytes, clones
-made from one base, and failures at every step that leave no image, VM or claim behind."""
+made from one base, and failures at every step that leave no image, VM or claim behind.
+
+The simulated host keeps an image cache (``sim_fetch_images``): a captured disk's bytes (``b"
+simulated disk of <vm id>\n"``) stay there, and a full clone's base is published from there
+(``image.publish``) after the clones exist."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
 
+from corral.agent.publish import ImagePublish
 from corral.agent.runtime import HostRuntime
+from corral.server.workflows.engine import FORWARD_ATTEMPTS
 from corral.up import Stack
 from tests.integration.identity.admin import refused
 from tests.integration.test_vm_sim import make_qcow2
@@ -54,11 +63,47 @@ class Env:
     async def capture(self, name: str, **source: str) -> httpx.Response:
         return await self.c.post("/images", json={"name": name, "source": source})
 
+    async def publish_op(self, image_id: str) -> dict[str, Any]:
+        """The image's ``image.publish`` operation (as it is now)."""
+        q = {"q": f"type=image.publish,target_id={image_id}"}
+        for _ in range(200):
+            items = (await self.c.get("/operations", params=q)).json()["items"]
+            if items:
+                return items[0]  # type: ignore[no-any-return]
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no image.publish operation for image {image_id}")
+
+    async def published(self, image_id: str) -> dict[str, Any]:
+        """The image's ``image.publish`` operation once done."""
+        return await wait_op(self.c, await self.publish_op(image_id))
+
+    def stored(self, image_id: str) -> Path:
+        return self.stack.server.services.settings.image_dir / f"{image_id}.img"
+
+
+class Gate:
+    """Holds the agent's ``image.publish`` uploads until ``open()``."""
+
+    def __init__(self, runtime: HostRuntime) -> None:
+        self.publish: ImagePublish = runtime.executor.publish
+        self.original = self.publish.upload
+        self.opened = asyncio.Event()
+        self.publish.upload = self._upload
+
+    async def _upload(self, path: str, source: Path) -> tuple[int, str]:
+        await self.opened.wait()
+        return await self.original(path, source)
+
+    def open(self) -> None:
+        self.opened.set()
+        self.publish.upload = self.original
+
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     tmp = tmp_path_factory.mktemp("clone-sim")
-    async with running_stack(tmp) as stack, api_client(stack) as c:
+    overrides = {"sim_fetch_images": True}
+    async with running_stack(tmp, agent_overrides=overrides) as stack, api_client(stack) as c:
         await upload_image(c, "tiny", make_qcow2(tmp / "tiny.qcow2"))
         cluster = (await c.get("/clusters")).json()["items"][0]["name"]
         body = {"name": "loc", "type": "local", "settings": {"path": str(tmp / "pool")},
@@ -75,6 +120,9 @@ async def clean(env: Env) -> AsyncIterator[None]:
     yield
     env.stack.server.services.engine.faults.clear()
     env.runtime.faults.clear()
+    q = {"q": "type=image.publish", "limit": 500}
+    for op in (await env.c.get("/operations", params=q)).json()["items"]:
+        await wait_op(env.c, op)  # no publication ends in the next test
     for vm in (await env.c.get("/vms", params={"limit": 500})).json()["items"]:
         if vm["name"] != "src":
             await env.ok(await env.c.delete(f"/vms/{vm['id']}"))
@@ -200,6 +248,86 @@ async def test_full_clones_share_one_base_and_outlive_their_source(env: Env) -> 
     assert (await env.c.get("/vms/single")).json()["status"] == "stopped"
 
 
+async def test_a_full_clone_is_made_before_its_base_is_published(env: Env) -> None:
+    src = (await env.c.get("/vms/src")).json()
+    gate = Gate(env.runtime)  # the base's upload waits until the gate opens
+    try:
+        await env.ok(await env.c.post("/vms/src/clone", json={"name": "pub", "count": 2}))
+        base = (await env.c.get("/images/pub-base")).json()
+        assert (base["status"], base["host_id"], base["parent_id"], base["sha256"]) == (
+            "ready",
+            src["host_id"],
+            None,
+            None,
+        )
+        for name in ("pub-1", "pub-2"):
+            vm = (await env.c.get(f"/vms/{name}")).json()
+            assert (vm["status"], vm["host_id"], vm["image_id"]) == (
+                "running",
+                src["host_id"],
+                base["id"],
+            )
+        assert env.runtime.volumes.fetches[base["id"]] == 0  # type: ignore[attr-defined]
+        assert (await env.publish_op(base["id"]))["status"] in ("queued", "running")
+        r = await env.c.get(f"/images/{base['id']}/data")
+        refused(r, 409, "invalid_state", reason="unpublished")
+        body = {"name": "v", "size_gb": 1, "pool": "loc", "image": base["id"]}
+        refused(await env.c.post("/volumes", json=body), 422, "invalid_input")
+        assert f"{base['id']}.img" not in env.store_files()
+    finally:
+        gate.open()
+    op = await env.published(base["id"])
+    assert op["status"] == "succeeded", op
+    base = (await env.c.get("/images/pub-base")).json()
+    assert (base["status"], base["host_id"], base["error"]) == ("ready", None, None)
+    cached = env.runtime.volumes.image_cache / f"{base['id']}.img"  # type: ignore[attr-defined]
+    data = env.stored(base["id"]).read_bytes()
+    assert data == cached.read_bytes() == f"simulated disk of {src['id']}\n".encode()
+    assert (base["sha256"], base["size_bytes"]) == (hashlib.sha256(data).hexdigest(), len(data))
+    r = await env.c.get(f"/images/{base['id']}/data")
+    assert (r.status_code, r.content) == (200, data)
+    await env.ok(await env.c.post("/volumes", json=body))  # copyable now
+
+
+async def test_a_failed_publish_leaves_the_base_on_its_host_and_the_clones_fine(
+    env: Env,
+) -> None:
+    src = (await env.c.get("/vms/src")).json()
+    env.runtime.faults.fail_next("agent.image.publish", times=FORWARD_ATTEMPTS)
+    await env.ok(await env.c.post("/vms/src/clone", json={"name": "nopub"}))
+    base = (await env.c.get("/images/nopub-base")).json()
+    op = await env.published(base["id"])
+    assert op["status"] == "failed" and op["error"]["code"] == "injected_fault", op
+    base = (await env.c.get("/images/nopub-base")).json()
+    assert (base["status"], base["host_id"], base["sha256"]) == ("ready", src["host_id"], None)
+    assert base["error"].startswith("publish failed: injected failure of agent.image.publish")
+    assert not env.stored(base["id"]).exists()
+    assert not [n for n in env.store_files() if n.endswith(".part")]
+    vm = (await env.c.get("/vms/nopub")).json()
+    assert (vm["status"], vm["image_id"]) == ("running", base["id"])
+    # still an image on its host: a new VM from it goes there
+    body = {"name": "from-nopub", "image": "nopub-base", "cpus": 1, "memory_mb": 64}
+    await env.ok(await env.c.post("/vms", json=body))
+    assert (await env.c.get("/vms/from-nopub")).json()["host_id"] == src["host_id"]
+
+
+async def test_a_base_deleted_while_it_is_published_leaves_no_file(env: Env) -> None:
+    gate = Gate(env.runtime)
+    try:
+        body = {"name": "gone", "start": False}
+        await env.ok(await env.c.post("/vms/src/clone", json=body))
+        base = (await env.c.get("/images/gone-base")).json()
+        await env.ok(await env.c.delete("/vms/gone", params={"expunge": True}))
+        r = await env.c.delete(f"/images/{base['id']}", params={"expunge": True})
+        assert r.status_code == 202, r.text
+    finally:
+        gate.open()
+    op = await env.published(base["id"])
+    assert op["status"] == "succeeded", op
+    refused(await env.c.get(f"/images/{base['id']}"), 404, "not_found")
+    assert not [n for n in env.store_files() if n.startswith(base["id"]) or ".part" in n]
+
+
 async def test_clone_requests_that_cannot_succeed_are_refused_upfront(env: Env) -> None:
     before = (await env.names("images"), await env.names("vms"), await env.quota())
     refused(await env.c.post("/vms/src/clone", json={"name": "src"}), 409, "name_taken")
@@ -250,6 +378,8 @@ async def test_a_clone_that_cannot_be_placed_leaves_nothing(env: Env) -> None:
         env.store_files(),
     )
     total = (await env.c.get("/hosts")).json()["items"][0]["capacity"]["memory_mb_total"]
+    q = {"q": "type=image.publish", "limit": 500}
+    publications = len((await env.c.get("/operations", params=q)).json()["items"])
     # the source fits but 50 clones of it do not fit the one host
     await env.ok(await env.c.post("/vms/src/resize", json={"memory_mb": max(64, total // 10)}))
     try:
@@ -257,6 +387,9 @@ async def test_a_clone_that_cannot_be_placed_leaves_nothing(env: Env) -> None:
         assert op["error"]["code"] in ("no_host_available", "quota_exceeded"), op
     finally:
         await env.ok(await env.c.post("/vms/src/resize", json={"memory_mb": 128}))
+    if op["error"]["code"] == "no_host_available":  # not on the source's host: published first
+        ops = (await env.c.get("/operations", params=q)).json()["items"]
+        assert len(ops) == publications + 1 and ops[0]["status"] == "succeeded", ops
     after = (
         await env.names("images"),
         await env.names("vms"),
@@ -264,6 +397,35 @@ async def test_a_clone_that_cannot_be_placed_leaves_nothing(env: Env) -> None:
         env.store_files(),
     )
     assert after == before
+
+
+async def test_clones_that_do_not_fit_on_the_source_host_go_elsewhere_once_published(
+    tmp_path: Path,
+) -> None:
+    overrides = {"sim_fetch_images": True, "sim_memory_mb": 1024}
+    async with (
+        running_stack(tmp_path, sim_hosts=2, agent_overrides=overrides) as stack,
+        api_client(stack) as c,
+    ):
+        e = Env(stack, c, next(iter(stack.agent.runtimes.values())))
+        await upload_image(c, "tiny", make_qcow2(tmp_path / "tiny.qcow2"))
+        total = (await c.get("/hosts")).json()["items"][0]["capacity"]["memory_mb_total"]
+        body = {"name": "big", "image": "tiny", "cpus": 1, "memory_mb": total // 3 + 1,
+                "start": False}  # fmt: skip
+        await e.ok(await c.post("/vms", json=body))  # 1 + 3 do not fit one host, 3 do
+        src = (await c.get("/vms/big")).json()
+        await e.ok(await c.post("/vms/big/clone", json={"name": "far", "count": 3}))
+        base = (await c.get("/images/far-base")).json()
+        assert (base["host_id"], base["error"]) == (None, None) and base["sha256"]
+        assert (await e.publish_op(base["id"]))["status"] == "succeeded"  # waited for
+        hosts = [(await c.get(f"/vms/far-{i}")).json()["host_id"] for i in (1, 2, 3)]
+        assert src["host_id"] in hosts and len(set(hosts)) == 2, hosts
+        names = {h["id"]: h["name"] for h in (await c.get("/hosts")).json()["items"]}
+        fetches = {
+            r.name: r.volumes.fetches[base["id"]]  # type: ignore[attr-defined]
+            for r in stack.agent.runtimes.values()
+        }
+        assert fetches == {n: 0 if i == src["host_id"] else 1 for i, n in names.items()}
 
 
 async def test_a_failed_clone_creation_keeps_the_others_and_their_base(env: Env) -> None:

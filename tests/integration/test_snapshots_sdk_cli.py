@@ -21,6 +21,7 @@ from corral.api.snapshots import SnapshotStatus
 from corral.api.volumes import VolumeStatus
 from corral.cli.app import app
 from corral.cli.common import CliState
+from corral.cli.output import human_bytes
 from corral.sdk import Client
 from tests.e2e.inprocess import threaded_stack
 from tests.support.stack import ADMIN_PASSWORD
@@ -176,10 +177,11 @@ def test_cli_snapshots(admin: Client, cli: None) -> None:
     r = corral("snapshot", "list", "--volume", "cli-snap", "--sort", "created_at")
     assert r.exit_code == 0, r.output
     table = rows(r.stdout)
-    assert table[0] == ["NAME", "ID", "VOLUME", "STATUS", "CURRENT", "PARENT", "CREATED"]
-    assert [row[:6] for row in table[1:]] == [
-        ["c1", c1.id, "cli-snap", "ready", "no", "-"],
-        ["c2", c2.id, "cli-snap", "ready", "yes", "c1"],
+    assert table[0] == [*("NAME", "ID", "VOLUME", "STATUS", "CURRENT", "USED", "PARENT", "CREATED")]
+    assert c1.used_bytes is not None and c2.used_bytes is not None  # measured when taken
+    assert [row[:8] for row in table[1:]] == [
+        ["c1", c1.id, "cli-snap", "ready", "no", *human_bytes(c1.used_bytes).split(), "-"],
+        ["c2", c2.id, "cli-snap", "ready", "yes", *human_bytes(c2.used_bytes).split(), "c1"],
     ]
     r = corral("snapshot", "list", "-q", "volume.name=cli-snap,name=c2")
     assert [row[0] for row in rows(r.stdout)[1:]] == ["c2"]
@@ -187,10 +189,16 @@ def test_cli_snapshots(admin: Client, cli: None) -> None:
     r = corral("snapshot", "tree", "cli-snap")
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
-    assert lines[0] == "cli-snap  1 GiB"
-    assert lines[1].startswith("└── c1  1 GiB  ") and lines[1].endswith("  base")
-    assert lines[2].startswith("    └── * c2 (current)  1 GiB  ")
+    total = admin.volumes.get("cli-snap").snapshots_bytes
+    assert total == c1.used_bytes + c2.used_bytes
+    assert lines[0] == f"cli-snap  1 GiB  snapshots {human_bytes(total)}"
+    assert lines[1].startswith(f"└── c1  1 GiB  {human_bytes(c1.used_bytes)} used  ")
+    assert lines[1].endswith("  base")
+    assert lines[2].startswith(f"    └── * c2 (current)  1 GiB  {human_bytes(c2.used_bytes)} used")
     assert len(lines) == 3
+    detail = corral("volume", "show", "cli-snap").stdout.splitlines()
+    shown = dict(line.split(None, 1) for line in detail if " " in line.strip())
+    assert shown["snapshots_bytes"].strip() == f"{human_bytes(total)} ({total} bytes)"
 
     r = corral("snapshot", "revert", "c1")
     assert r.exit_code == 1 and "stop the VM" in r.output
@@ -213,7 +221,8 @@ def test_cli_snapshots(admin: Client, cli: None) -> None:
     assert (r.exit_code, r.stdout) == (0, "Snapshot c1 deleted.\n"), r.output
     assert tree(admin, vol_id) == {"c2b": (None, False)}
     lines = corral("snapshot", "tree", "cli-snap").stdout.splitlines()
-    assert lines[0] == "cli-snap  1 GiB  (its content descends from no snapshot)"
+    assert lines[0].startswith("cli-snap  1 GiB  snapshots ")  # c2b, now holding c1's data
+    assert lines[0].endswith("  (its content descends from no snapshot)")
     r = corral("snapshot", "delete", "c2b", "--no-wait")
     assert admin.operations.wait(r.stdout.strip(), timeout=60).status == "succeeded"
     r = corral("snapshot", "tree", "cli-snap")

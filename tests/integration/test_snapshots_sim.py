@@ -49,6 +49,19 @@ class Env:
         by_id = {i["id"]: i["name"] for i in items}
         return {i["name"]: (by_id.get(i["parent_id"]), i["current"]) for i in items}
 
+    async def sizes(self, volume: str) -> dict[str, int | None]:
+        """name -> used_bytes of the volume's snapshots."""
+        items = (await self.c.get(f"/volumes/{volume}/snapshots")).json()["items"]
+        return {i["name"]: i["used_bytes"] for i in items}
+
+    async def total(self, volume: str) -> int | None:
+        """The volume's ``snapshots_bytes``, the same in its listing as when got alone."""
+        got = (await self.c.get(f"/volumes/{volume}")).json()
+        listed = (await self.c.get("/volumes", params={"q": f"name={volume}"})).json()["items"]
+        assert [v["snapshots_bytes"] for v in listed] == [got["snapshots_bytes"]]
+        total: int | None = got["snapshots_bytes"]
+        return total
+
     def disk_file(self, vm_id: str) -> str:
         stored = self.runtime.specs.get(vm_id)
         assert stored is not None and stored.spec.disks
@@ -101,11 +114,16 @@ async def test_tree_revert_branch_and_merge(env: Env) -> None:
     quota0 = await env.quota_used()
     first_file = env.disk_file(vm_id)
 
+    assert (await env.c.get("/volumes/d")).json()["snapshots_bytes"] is None  # none yet
     s1 = await env.snap("d", "s1")
     assert (s1["status"], s1["current"], s1["parent_id"]) == ("ready", True, None)
     assert env.disk_file(vm_id) != first_file  # the VM goes on in a new overlay
-    await env.snap("d", "s2")
+    assert isinstance(s1["used_bytes"], int) and s1["used_bytes"] > 0  # the frozen file
+    s2 = await env.snap("d", "s2")
+    assert isinstance(s2["used_bytes"], int) and s2["used_bytes"] > 0
     assert await env.tree("d") == {"s1": (None, False), "s2": ("s1", True)}
+    assert await env.sizes("d") == {"s1": s1["used_bytes"], "s2": s2["used_bytes"]}
+    assert await env.total("d") == s1["used_bytes"] + s2["used_bytes"]
     assert await env.quota_used() == quota0 + 2
     assert (await env.c.get("/volumes/d")).json()["status"] == "in_use"
 
@@ -117,11 +135,18 @@ async def test_tree_revert_branch_and_merge(env: Env) -> None:
     await env.snap("d", "s3")  # a new branch from s1
     assert await env.tree("d") == {"s1": (None, False), "s2": ("s1", False), "s3": ("s1", True)}
     await env.ok(await env.c.post("/vms/vm0/start"))
+    before = await env.sizes("d")
+    assert await env.total("d") == sum(before.values())
 
     # deleting s1 merges it into both branches; they take its place
     op = await env.ok(await env.c.delete("/snapshots/s1"))
     assert op["type"] == "snapshot.delete"
     assert await env.tree("d") == {"s2": (None, False), "s3": (None, True)}
+    # both children's files were rebased: each now holds s1's data too (the simulator's safe
+    # rebase copies what the dropped layer held); the active file pulled live has no node
+    assert await env.sizes("d") == {"s2": before["s2"] + before["s1"],
+                                    "s3": before["s3"] + before["s1"]}  # fmt: skip
+    assert await env.total("d") == before["s2"] + before["s3"] + 2 * before["s1"]
     assert await env.quota_used() == quota0 + 2
     # deleting the current node: the volume's content now descends from nothing
     await env.ok(await env.c.delete("/snapshots/s3"))
@@ -296,3 +321,53 @@ async def test_revert_with_unknown_outcome_leaves_the_volume_in_error(env: Env) 
         await s.execute(
             update(VolumeRow).where(VolumeRow.id == vol["id"]).values(status="in_use", error=None)
         )
+
+
+async def test_an_unmeasured_snapshot_has_no_size(env: Env) -> None:
+    """A measurement that fails does not fail the snapshot: its size is unknown (None) and the
+    volume's total counts the measured ones only."""
+    await _volume(env, "um")
+    measured = await env.snap("um", "m1")
+    env.runtime.faults.fail_next("volume.allocated")
+    blind = await env.snap("um", "m2")
+    assert blind["status"] == "ready" and blind["used_bytes"] is None
+    assert await env.sizes("um") == {"m1": measured["used_bytes"], "m2": None}
+    assert await env.total("um") == measured["used_bytes"]
+
+
+async def test_ceph_and_whole_vm_snapshots_have_sizes(env: Env) -> None:
+    """rbd (the simulator's Ceph snapshot: ``snap_allocated``) and every node of a whole-VM
+    snapshot (``frozen_bytes`` per volume) get their size."""
+    from corral.agent.storage.simulated_volumes import sim_own_bytes
+
+    cluster = (await env.c.get("/clusters")).json()["items"][0]["name"]
+    body = {"name": "ceph", "type": "rbd", "credentials": "AQBzZWNyZXQta2V5LWZvci10ZXN0cw==",
+            "settings": {"monitors": ["127.0.0.1:6789"], "pool": "rbd", "user": "admin"},
+            "clusters": [cluster]}  # fmt: skip
+    await env.ok(await env.c.post("/storage-pools", json=body))
+    try:
+        await env.ok(await env.c.post("/volumes", json={"name": "cv", "size_gb": 1,
+                                                        "pool": "ceph", "vm": "vm0"}))  # fmt: skip
+        vol = (await env.c.get("/volumes/cv")).json()
+        c1 = await env.snap("cv", "c1")
+        assert c1["used_bytes"] == sim_own_bytes(vol["pool_id"], f"{vol['id']}@snap-{c1['id']}")
+        assert await env.total("cv") == c1["used_bytes"]
+        await env.ok(await env.c.post("/volumes/cv/detach"))
+        await env.ok(await env.c.delete("/volumes/cv"))
+    finally:
+        await env.c.delete("/storage-pools/ceph")
+
+    body = {"name": "whole", "image": "tiny", "cpus": 1, "memory_mb": 128, "root_pool": "loc",
+            "volumes": [{"size_gb": 1, "pool": "loc"}], "start": False}  # fmt: skip
+    await env.ok(await env.c.post("/vms", json=body))
+    try:
+        await env.ok(await env.c.post("/vms/whole/snapshots", json={"name": "w1"}))
+        (vs,) = (await env.c.get("/vms/whole/snapshots")).json()["items"]
+        nodes = [await env.get(sid) for sid in vs["snapshots"]]
+        assert len(nodes) == 2
+        for node in nodes:
+            assert isinstance(node["used_bytes"], int) and node["used_bytes"] > 0
+            volume = (await env.c.get(f"/volumes/{node['volume_id']}")).json()
+            assert volume["snapshots_bytes"] == node["used_bytes"]
+    finally:
+        await env.ok(await env.c.delete("/vms/whole"))

@@ -24,7 +24,8 @@ Tasks are serialized per ``payload_key``: the VM id, or ``volume:<volume_id>`` f
 tasks that have no VM (create, delete, resize of a detached volume), or ``pools`` for
 ``pools.sync`` (see ``corral.agent.pools``: stores the host's pool set, prepares and measures
 each pool, answers ``{"pools": [PoolReport...], "digest": ...}``). ``image.capture`` (see
-``corral.agent.capture``) is serialized on its VM or its volume. ``rbd.snapshot`` (a Ceph
+``corral.agent.capture``) is serialized on its VM or its volume, ``image.publish`` (see
+``corral.agent.publish``) on ``image:<image_id>``. ``rbd.snapshot`` (a Ceph
 snapshot of an rbd volume's image: create, rollback, remove; answers ``{}``) runs on the
 volume, through its pool's backend (an ``RbdSnapshots``, else ``InvalidInput``).
 """
@@ -38,9 +39,10 @@ from corral.agent.capture import ImageCapture, Uploader
 from corral.agent.compute.driver import ComputeDriver
 from corral.agent.faults import FaultPlan
 from corral.agent.pools import HostPools
+from corral.agent.publish import ImagePublish
 from corral.agent.snapshot_tasks import SnapshotPayload, SnapshotTasks
 from corral.agent.specs import SpecStore, StoredSpec, check_vm_id
-from corral.agent.storage.backend import ImageCache, RbdSnapshots
+from corral.agent.storage.backend import ImageCache, RbdSnapshots, snap_allocated_or_none
 from corral.agent.storage.driver import Fetcher, VolumeDriver
 from corral.agent.storage.volumes import Backends
 from corral.agent.vm_snapshots import VmSnapshotTasks
@@ -52,6 +54,7 @@ from corral.api.agent import (
     DiskFreeze,
     DiskThaw,
     ImageCaptureTask,
+    ImagePublishTask,
     ImageRef,
     PoolImageForget,
     PoolsSync,
@@ -103,6 +106,7 @@ Payload = (
     | SnapshotPayload
     | RbdSnapshotTask
     | ImageCaptureTask
+    | ImagePublishTask
     | PoolImageForget
     | VmSnapshotTask
     | VmMemoryTask
@@ -118,6 +122,7 @@ def payload_vm_id(payload: Payload) -> str | None:
             return payload.vm_id
         case (
             PoolImageForget()
+            | ImagePublishTask()
             | VolumeCreateTask()
             | VolumeDeleteTask()
             | VolumeCopyTask()
@@ -157,11 +162,13 @@ def payload_volume_id(payload: Payload) -> str | None:
 
 def payload_key(payload: Payload) -> str:
     """What the task is serialized on: its VM id, else ``volume:<volume_id>`` (``pools`` for
-    ``pools.sync``)."""
+    ``pools.sync``, ``image:<image_id>`` for ``image.publish``)."""
     if isinstance(payload, PoolsSync):
         return "pools"
     if isinstance(payload, PoolImageForget):
         return f"pool-image:{payload.pool.id}:{payload.image_id}"
+    if isinstance(payload, ImagePublishTask):
+        return f"image:{payload.image_id}"
     vm_id = payload_vm_id(payload)
     return vm_id if vm_id is not None else f"volume:{payload_volume_id(payload)}"
 
@@ -210,6 +217,7 @@ class TaskExecutor:
             compute=compute,
             specs=specs,
         )
+        self.publish = ImagePublish(volumes=volumes, upload=upload or _no_upload)
         self.snapshot_tasks = SnapshotTasks(
             compute=compute, backends=self.backends, specs=specs, define=self.define
         )
@@ -235,6 +243,8 @@ class TaskExecutor:
             return await self._pools_sync(payload)
         if isinstance(payload, ImageCaptureTask):
             return await self.capture.run(payload)
+        if isinstance(payload, ImagePublishTask):
+            return await self.publish.run(payload)
         if isinstance(payload, PoolImageForget):
             backend = self.backends.for_pool(payload.pool)
             if isinstance(backend, ImageCache):
@@ -305,14 +315,16 @@ class TaskExecutor:
             case VolumeQosTask():
                 await tasks.set_qos(payload.vm_id, payload.volume_id, payload.qos)
             case RbdSnapshotTask():
-                await self.rbd_snapshot(payload)
+                return await self.rbd_snapshot(payload)
             case _:
                 raise AssertionError(f"not a volume task: {payload.kind}")  # pragma: no cover
         return {}
 
-    async def rbd_snapshot(self, payload: RbdSnapshotTask) -> None:
+    async def rbd_snapshot(self, payload: RbdSnapshotTask) -> dict[str, object]:
         """``rbd.snapshot``: ``op`` on the Ceph snapshot ``snap`` of the volume's image, by its
-        pool's backend; ``InvalidInput`` if that backend has no Ceph snapshots."""
+        pool's backend; ``InvalidInput`` if that backend has no Ceph snapshots. Result: for
+        ``create`` ``{"bytes": int | None}`` (what the snapshot takes in the pool,
+        ``snap_allocated``; None: not measurable, never an error), else ``{}``."""
         volume = payload.volume
         backend = self.backends.for_pool(volume.pool)
         if not isinstance(backend, RbdSnapshots):
@@ -325,6 +337,7 @@ class TaskExecutor:
         match payload.op:
             case "create":
                 await backend.snap_create(volume, payload.snap)
+                return {"bytes": await snap_allocated_or_none(backend, volume, payload.snap)}
             case "rollback":
                 await backend.snap_rollback(volume, payload.snap)
             case "remove":
@@ -335,6 +348,7 @@ class TaskExecutor:
                         "a clone needs its target volume", volume_id=volume.volume_id
                     )
                 await backend.snap_clone(volume, payload.snap, payload.target)
+        return {}
 
     async def define(self, spec: VmSpec) -> None:
         """Define the VM with its data disks (each with its source from the pool's backend; a

@@ -18,6 +18,12 @@ of the active file differs from the spec's is refused (``InvalidState``) rather 
   ``qemu-img rebase`` of a file no VM runs on (a stopped VM whose active file it is gets
   redefined from its spec afterwards, so that no stale backing chain stays in its definition).
 - ``snapshot.delete``: the file is deleted, unless it is a VM's active file here.
+
+Results: ``snapshot.create`` ``{"live": bool, "frozen_bytes": int | None}`` (what the frozen
+file ``volume.name`` takes on the pool after the switch: the new snapshot's size),
+``snapshot.rebase`` ``{"live": bool, "bytes": int | None}`` (what the file ``name`` takes
+after the rebase), both measured by ``VolumeBackend.allocated`` (None: not measurable; a
+failed measurement never fails the task); the others ``{}``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from collections.abc import Awaitable, Callable
 
 from corral.agent.compute.driver import ComputeDriver
 from corral.agent.specs import SpecStore, StoredSpec
-from corral.agent.storage.backend import DiskSource, VolumeBackend
+from corral.agent.storage.backend import DiskSource, VolumeBackend, allocated_or_none
 from corral.agent.storage.volumes import Backends
 from corral.api.agent import (
     DataDisk,
@@ -78,7 +84,8 @@ class SnapshotTasks:
                 live = await self.create(
                     payload.volume, payload.new_name, payload.vm_id, payload.quiesce
                 )
-                return {"live": live}
+                frozen = await self._allocated(payload.volume, payload.volume.name)
+                return {"live": live, "frozen_bytes": frozen}
             case SnapshotRevertTask():
                 await self.revert(payload.volume, payload.target, payload.new_name, payload.vm_id)
                 return {}
@@ -86,7 +93,8 @@ class SnapshotTasks:
                 await self.rebase(
                     payload.volume, payload.name, payload.backing, payload.vm_id, payload.live
                 )
-                return {"live": payload.live}
+                size = await self._allocated(payload.volume, payload.name)
+                return {"live": payload.live, "bytes": size}
             case SnapshotDeleteFileTask():
                 await self.delete(payload.volume, payload.name)
                 return {}
@@ -219,6 +227,11 @@ class SnapshotTasks:
         await self.backends.for_pool(volume.pool).delete_file(volume, name)
 
     # --- helpers -----------------------------------------------------------------------------
+
+    async def _allocated(self, volume: VolumeRef, name: str) -> int | None:
+        """What the file ``name`` takes on the pool now (``VolumeBackend.allocated``), for the
+        result; None when it cannot be measured (never an error: the task's work is done)."""
+        return await allocated_or_none(self.backends.for_pool(volume.pool), volume, name)
 
     def _disk(self, vm_id: str, volume_id: str) -> tuple[StoredSpec, DataDisk]:
         stored = self.specs.get(vm_id)

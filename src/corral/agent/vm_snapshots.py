@@ -32,6 +32,10 @@ Ceph snapshots are asked for again (existing ones are kept) and nothing else is 
 then says ``quiesced: false``). A task without file disks cannot tell it is done: a retry takes
 its Ceph snapshots (kept when they exist) and its memory again.
 
+Result: ``{"quiesced": bool, "memory_bytes": int | None, "frozen_bytes": {volume_id: int |
+None}}``, the last what each new snapshot takes on its pool (``frozen_bytes``; None: not
+measurable, which never fails the task).
+
 ``vm.memory``: ``restore`` starts the defined, stopped VM from ``<memory dir>/<name>.mem`` on
 the disk files of its current definition (``compute.restore_vm``; running already is success, a
 missing file ``NotFound``); ``delete`` removes the file (absent is success). The memory
@@ -49,7 +53,13 @@ from pathlib import Path
 
 from corral.agent.compute.driver import ComputeDriver
 from corral.agent.specs import SpecStore, StoredSpec
-from corral.agent.storage.backend import DiskSource, RbdSnapshots, VolumeBackend
+from corral.agent.storage.backend import (
+    DiskSource,
+    RbdSnapshots,
+    VolumeBackend,
+    allocated_or_none,
+    snap_allocated_or_none,
+)
 from corral.agent.storage.volumes import Backends
 from corral.api.agent import DataDisk, VmMemoryTask, VmSnapshotTask, VmSpec, VolumeRef
 from corral.api.errors import CorralError, InvalidInput, InvalidState, NotFound, StorageError
@@ -114,7 +124,8 @@ class VmSnapshotTasks:
         match payload:
             case VmSnapshotTask():
                 quiesced, size = await self.snapshot(payload)
-                return {"quiesced": quiesced, "memory_bytes": size}
+                frozen = await self.frozen_bytes(payload)
+                return {"quiesced": quiesced, "memory_bytes": size, "frozen_bytes": frozen}
             case VmMemoryTask(op="restore"):
                 await self.restore(payload.vm_id, payload.name)
                 return {}
@@ -245,6 +256,29 @@ class VmSnapshotTasks:
                 except CorralError as exc:  # not frozen: the freeze may still have landed late
                     level = logging.ERROR if frozen else logging.WARNING
                     log.log(level, "vm %s: cannot thaw the guest's file systems: %s", vm_id, exc)
+
+    async def frozen_bytes(self, task: VmSnapshotTask) -> dict[str, int | None]:
+        """What each disk's new snapshot takes on its pool, by volume id, once the snapshot is
+        taken: the frozen file (``volume.name``, ``VolumeBackend.allocated``) of a file disk,
+        the Ceph snapshot (``RbdSnapshots.snap_allocated``) of an rbd one. None for one that
+        cannot be measured: measuring never fails the task."""
+        sizes: dict[str, int | None] = {}
+        for item in task.disks:
+            volume = item.volume
+            try:
+                backend = self.backends.for_pool(volume.pool)
+            except CorralError as exc:
+                log.warning("cannot measure volume %s: %s", volume.volume_id, exc)
+                sizes[volume.volume_id] = None
+                continue
+            if item.ceph_snap is not None and isinstance(backend, RbdSnapshots):
+                size = await snap_allocated_or_none(backend, volume, item.ceph_snap)
+            elif item.ceph_snap is not None:
+                size = None
+            else:
+                size = await allocated_or_none(backend, volume, volume.name)
+            sizes[volume.volume_id] = size
+        return sizes
 
     # --- vm.memory -----------------------------------------------------------------------------
 

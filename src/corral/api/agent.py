@@ -324,7 +324,8 @@ class SnapshotCreateTask(Model):
     runs the volume: a live disk-only external snapshot (``quiesce``: through the guest agent,
     failing if it does not answer); otherwise ``qemu-img create``, and the VM's definition (if
     ``vm_id`` is given) is switched to ``new_name``. Done already (``new_name`` is the disk's
-    file) is success."""
+    file) is success. Result: ``{"live": bool, "frozen_bytes": int | None}`` (what the frozen
+    file takes on the pool; None: not measured)."""
 
     kind: Literal["snapshot.create"] = "snapshot.create"
     volume: VolumeRef
@@ -350,7 +351,8 @@ class SnapshotRebaseTask(Model):
     copying the data it got from the layers in between, so that what it holds for a reader
     does not change. ``live``: ``name`` is the active file of the running VM ``vm_id`` (a libvirt
     block pull with ``backing`` as base); else ``name`` must not be open by any VM (``qemu-img
-    rebase``). Already on ``backing`` is success."""
+    rebase``). Already on ``backing`` is success. Result: ``{"live": bool, "bytes": int | None}``
+    (what ``name`` takes on the pool afterwards; None: not measured)."""
 
     kind: Literal["snapshot.rebase"] = "snapshot.rebase"
     volume: VolumeRef
@@ -373,7 +375,8 @@ class RbdSnapshotTask(Model):
     """A Ceph snapshot of an rbd volume's image (Ceph's own copy-on-write): ``create`` it
     (existing: success), ``rollback`` the image to it (the image's data becomes the snapshot's;
     no client may have the image open: its VM is stopped), ``remove`` it (absent: success),
-    ``clone`` it into the new volume ``target`` (same pool; a copy-on-write clone)."""
+    ``clone`` it into the new volume ``target`` (same pool; a copy-on-write clone). Result of
+    ``create``: ``{"bytes": int | None}`` (``rbd du`` of the snapshot; None: not measured)."""
 
     kind: Literal["rbd.snapshot"] = "rbd.snapshot"
     op: Literal["create", "rollback", "remove", "clone"]
@@ -399,19 +402,36 @@ class ImageCaptureTask(Model):
     one source: ``vm_id`` (the VM's root disk; while the VM runs, a live block copy: a
     consistent copy of that moment) or ``volume`` (its file
     ``volume.name``: the active file, which nothing may write meanwhile, or a snapshot file).
-    Result: ``{"size_bytes": int, "sha256": str}`` of the bytes sent."""
+    Result: ``{"size_bytes": int, "sha256": str}`` of the bytes sent. ``publish`` False: the
+    copy (fsync'd) only goes into this host's image cache, nothing is sent (``upload_path`` is
+    unused; ``ImagePublishTask`` sends it later) and the result is ``{"size_bytes": int,
+    "sha256": None}``."""
 
     kind: Literal["image.capture"] = "image.capture"
     image_id: str
     upload_path: str = Field(description="path on the server, relative to the server URL")
     vm_id: str | None = None
     volume: VolumeRef | None = None
+    publish: bool = Field(True, description="False: keep the copy in the image cache only")
 
     @model_validator(mode="after")
     def _one_source(self) -> ImageCaptureTask:
         if (self.vm_id is None) == (self.volume is None):
             raise ValueError("give vm_id or volume")
         return self
+
+
+class ImagePublishTask(Model):
+    """Send the copy of the image ``image_id`` in this host's image cache (kept there by an
+    ``ImageCaptureTask`` with ``publish`` False; ``format``: the cached file's format) to the
+    server's image store (``PUT upload_path``), hashed as it is read. Safe to run again (the
+    same bytes are sent again). Result: ``{"size_bytes": int, "sha256": str}`` of the bytes
+    sent. ``NotFound`` (context ``image_id``) if the image is not in this host's cache."""
+
+    kind: Literal["image.publish"] = "image.publish"
+    image_id: str
+    upload_path: str = Field(description="path on the server, relative to the server URL")
+    format: Literal["qcow2", "raw"] = "qcow2"
 
 
 class VmSnapshotDisk(Model):
@@ -440,7 +460,9 @@ class VmSnapshotTask(Model):
     all of them), its memory saved to the agent's memory file ``memory`` when given, then it
     runs on as before. Stopped VM: the overlays are made and the VM redefined on them;
     ``memory`` must be None. Done already (every file disk on ``new_name``, every Ceph
-    snapshot there) is success. Result: ``{"quiesced": bool, "memory_bytes": int | None}``."""
+    snapshot there) is success. Result: ``{"quiesced": bool, "memory_bytes": int | None,
+    "frozen_bytes": {volume_id: int | None}}`` (what each frozen file or Ceph snapshot takes on
+    its pool; None: not measured)."""
 
     kind: Literal["vm.snapshot"] = "vm.snapshot"
     vm_id: str
@@ -502,6 +524,7 @@ TaskPayload = Annotated[
     | RbdSnapshotTask
     | PoolImageForget
     | ImageCaptureTask
+    | ImagePublishTask
     | VmSnapshotTask
     | VmMemoryTask,
     Field(discriminator="kind"),

@@ -212,6 +212,13 @@ class StorageError(CorralError):
     http_status = 500
 
 
+class NetworkError(CorralError):
+    """A host's virtual network (Open vSwitch, DHCP, firewall flows) could not be set up."""
+
+    code = "network_error"
+    http_status = 500
+
+
 class Timeout(CorralError):
     code = "timeout"
     http_status = 504

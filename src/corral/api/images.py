@@ -34,10 +34,16 @@ class Image(OwnedResource):
     source_id: str | None = Field(None, description="the id of the VM, volume or snapshot")
     host_id: str | None = Field(
         None,
-        description="a linked-clone layer: only in this host's image cache, not in the image"
-        " store; VMs made from it run there",
+        description="only in this host's image cache, not in the image store; VMs made from"
+        " it run there: a linked-clone layer (parent_id set), or a full clone's base until it"
+        " is published (parent_id null; then null)",
     )
     parent_id: str | None = Field(None, description="the image a layer is an overlay on")
+    error: str | None = Field(
+        None,
+        description="why the last publish of a full clone's base failed (it stays on its"
+        " host, usable there)",
+    )
 
 
 class ImageSource(Model):

@@ -44,6 +44,12 @@ class Snapshot(OwnedResource):
         None, description="the whole-VM snapshot this node is part of (deleted with it only)"
     )
     size_gb: int = Field(description="the volume's size when the snapshot was taken")
+    used_bytes: int | None = Field(
+        None,
+        description="bytes the node's file (Ceph: snapshot) takes on the pool: what was written"
+        " between its parent and it (measured when it was taken, again when a merge rewrote it);"
+        " None: not measured",
+    )
     description: str = ""
     error: str | None = None
 

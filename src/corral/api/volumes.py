@@ -108,6 +108,11 @@ class Volume(OwnedResource):
     )
     qos: VolumeQos = Field(default_factory=VolumeQos)
     snapshot_schedule: SnapshotSchedule | None = None
+    snapshots_bytes: int | None = Field(
+        None,
+        description="bytes the volume's snapshots take on the pool: the sum of their used_bytes"
+        " (those measured); None when none is measured",
+    )
     error: str | None = None
 
 

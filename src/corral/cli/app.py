@@ -18,11 +18,15 @@ from corral.cli import (
     offering,
     op,
     pool,
+    port_group,
     project,
     quota,
     recycle,
     role,
+    security_group,
     snapshot,
+    subnet,
+    switch,
     user,
     vm,
     volume,
@@ -138,9 +142,13 @@ app.add_typer(host.app, name="host")
 app.add_typer(image.app, name="image")
 app.add_typer(offering.app, name="offering")
 app.add_typer(pool.app, name="pool")
+app.add_typer(switch.app, name="switch")
+app.add_typer(port_group.app, name="port-group")
+app.add_typer(subnet.app, name="subnet")
 app.add_typer(vm.app, name="vm")
 app.add_typer(volume.app, name="volume")
 app.add_typer(snapshot.app, name="snapshot")
+app.add_typer(security_group.app, name="security-group")
 app.add_typer(recycle.app, name="recycle")
 app.add_typer(recycle.policy_app, name="deletion-policy")
 app.add_typer(op.app, name="op")

@@ -22,7 +22,7 @@ from corral.cli.common import (
     names_of,
     state_of,
 )
-from corral.cli.output import Column, cell, console, emit_json, gib, print_page
+from corral.cli.output import Column, cell, console, emit_json, gib, human_bytes, print_page
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -42,8 +42,14 @@ VolumeArg = Annotated[str, typer.Argument(help="Volume name or id.", show_defaul
 CURRENT_MARK = "*"
 
 
+def used(value: int | None) -> str | None:
+    """A size in bytes as people read it (``4.0 MiB``); None (shown ``-``): not measured."""
+    return None if value is None else human_bytes(value)
+
+
 def columns(volume_names: Mapping[str, str], snapshot_names: Mapping[str, str]) -> list[Column]:
-    """The table of snapshots; ids are shown where no name is known."""
+    """The table of snapshots; ids are shown where no name is known. USED is what the node
+    takes on its pool (``used_bytes``; ``-``: not measured)."""
 
     def parent(s: Snapshot) -> str | None:
         return None if s.parent_id is None else snapshot_names.get(s.parent_id, s.parent_id)
@@ -54,6 +60,7 @@ def columns(volume_names: Mapping[str, str], snapshot_names: Mapping[str, str]) 
         ("VOLUME", lambda s: volume_names.get(s.volume_id, s.volume_id)),
         ("STATUS", lambda s: s.status),
         ("CURRENT", lambda s: s.current),
+        ("USED", lambda s: used(s.used_bytes)),
         ("PARENT", parent),
         ("CREATED", lambda s: s.created_at),
     ]
@@ -72,8 +79,9 @@ def print_snapshots(state: CliState, client: Client, page: Page[Snapshot]) -> No
 
 
 def node_label(snap: Snapshot) -> Text:
-    """One node of the tree: ``* s3 (current)  10 GiB  2026-01-01 12:00:00`` (the marker and
-    ``(current)`` only on the current node), then its status unless ready, its description."""
+    """One node of the tree: ``* s3 (current)  10 GiB  4.0 MiB used  2026-01-01 12:00:00``
+    (the marker and ``(current)`` only on the current node; ``used`` only when measured), then
+    its status unless ready, its description."""
     from rich.text import Text
 
     label = Text()
@@ -81,7 +89,10 @@ def node_label(snap: Snapshot) -> Text:
         label.append(f"{CURRENT_MARK} {snap.name} (current)", style="bold")
     else:
         label.append(snap.name)
-    label.append(f"  {gib(snap.size_gb)}  {cell(snap.created_at)}")
+    label.append(f"  {gib(snap.size_gb)}")
+    if snap.used_bytes is not None:
+        label.append(f"  {human_bytes(snap.used_bytes)} used")
+    label.append(f"  {cell(snap.created_at)}")
     if snap.status != "ready":
         label.append(f"  [{cell(snap.status)}]", style="yellow")
     if snap.error:
@@ -92,12 +103,16 @@ def node_label(snap: Snapshot) -> Text:
 
 
 def build_tree(volume: Volume, snapshots: Sequence[Snapshot]) -> Tree:
-    """The volume's snapshots as a rich ``Tree`` under the volume: children under their parent,
-    oldest first; a snapshot whose parent is not among ``snapshots`` is shown as a root."""
+    """The volume's snapshots as a rich ``Tree`` under the volume (``data1  20 GiB  snapshots
+    12.0 MiB``: its size, then what its snapshots take in total when measured): children under
+    their parent, oldest first; a snapshot whose parent is not among ``snapshots`` is shown as a
+    root."""
     from rich.text import Text
     from rich.tree import Tree
 
     root_label = Text(f"{volume.name}  {gib(volume.size_gb)}", style="bold")
+    if volume.snapshots_bytes is not None:
+        root_label.append(f"  snapshots {human_bytes(volume.snapshots_bytes)}")
     if snapshots and not any(s.current for s in snapshots):
         root_label.append("  (its content descends from no snapshot)", style="dim")
     tree = Tree(root_label)

@@ -30,6 +30,8 @@ MODULES = (
     "snapshots.py",
     "vm_snapshots.py",
     "recycle.py",
+    "networks.py",
+    "security_groups.py",
 )
 
 RULES: tuple[tuple[str, str], ...] = (

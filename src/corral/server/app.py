@@ -21,9 +21,11 @@ from corral.server.http import (
     routes_auth,
     routes_cdrom,
     routes_identity,
+    routes_networks,
     routes_ops,
     routes_recycle,
     routes_resources,
+    routes_security_groups,
     routes_snapshots,
     routes_storage,
     routes_tags,
@@ -43,6 +45,7 @@ from corral.server.workflows.engine import WorkflowEngine
 from corral.server.workflows.host_add import HOST_ADD
 from corral.server.workflows.image_capture import IMAGE_CAPTURE
 from corral.server.workflows.image_import import IMAGE_IMPORT
+from corral.server.workflows.image_publish import IMAGE_PUBLISH
 from corral.server.workflows.pool_delete import POOL_DELETE
 from corral.server.workflows.snapshot_create import SNAPSHOT_CREATE
 from corral.server.workflows.snapshot_delete import SNAPSHOT_DELETE
@@ -96,6 +99,8 @@ def create_app(svc: Services | None = None) -> FastAPI:
     api.include_router(routes_storage.router)
     api.include_router(routes_volumes.router)
     api.include_router(routes_snapshots.router)
+    api.include_router(routes_networks.router)
+    api.include_router(routes_security_groups.router)
     api.include_router(routes_recycle.router)
     api.include_router(routes_tags.router)
     api.include_router(routes_cdrom.router)
@@ -129,6 +134,7 @@ async def build_services(settings: ServerSettings) -> Services:
         HOST_ADD,
         IMAGE_IMPORT,
         IMAGE_CAPTURE,
+        IMAGE_PUBLISH,
         VM_CLONE,
         VM_RECYCLE,
         VM_CREATE,

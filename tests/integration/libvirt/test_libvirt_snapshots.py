@@ -48,6 +48,7 @@ pytestmark = pytest.mark.libvirt
 
 MIB_SECTORS = 2048
 """512-byte sectors in 1 MiB: marker B lives at 1 MiB, A and C at 0."""
+MIB = 1 << 20
 
 
 def image_info(path: Path) -> dict[str, Any]:
@@ -147,7 +148,8 @@ async def test_live_snapshots_merge_and_revert_on_a_running_guest(
     await write("MARK-A", 0)
     for _ in range(2):  # done already is success
         result = await ex.run(SnapshotCreateTask(volume=ref("a0"), new_name="a1", vm_id=vm))
-        assert result == {"live": True}
+        assert result["live"] is True and set(result) == {"live", "frozen_bytes"}
+        assert isinstance(result["frozen_bytes"], int) and result["frozen_bytes"] > 0
     assert active() == "a1"
     assert image_info(pool_dir / "a1")["backing-filename"] == "a0"  # relative, ours
     assert disk_source(xml_of(system_conn, vm, live=True), volume_id) == (
@@ -167,10 +169,18 @@ async def test_live_snapshots_merge_and_revert_on_a_running_guest(
     graphics = secure.find("devices/graphics")
     assert graphics is not None and graphics.get("passwd") == "pw"  # kept by the redefinition
 
-    # 2. B at 1 MiB, snapshot 2, quiesced through the guest agent; then C over A.
+    # 2. B at 1 MiB and 4 MiB of random data at 8 MiB, snapshot 2, quiesced through the guest
+    # agent: the frozen a1 takes at least those 4 MiB (and not much more); then C over A.
     await write("MARK-B", MIB_SECTORS)
+    await sh(
+        "dd if=/dev/urandom of=/dev/vdb bs=1048576 count=4 seek=8 conv=notrunc,fsync"
+        " 2>/dev/null && sync"
+    )
     task = SnapshotCreateTask(volume=ref("a1"), new_name="a2", vm_id=vm, quiesce=True)
-    assert await ex.run(task) == {"live": True}
+    result = await ex.run(task)
+    assert result["live"] is True
+    frozen = result["frozen_bytes"]
+    assert isinstance(frozen, int) and 4 * MIB <= frozen < 64 * MIB, frozen
     await write("MARK-C", 0)
     assert (await read(0), await read(MIB_SECTORS)) == ("MARK-C", "MARK-B")
     assert disk_source(xml_of(system_conn, vm, live=True), volume_id)[1] == [
@@ -188,7 +198,8 @@ async def test_live_snapshots_merge_and_revert_on_a_running_guest(
     assert image_info(pool_dir / "a1")["backing-filename"] == "a0"
     pull = SnapshotRebaseTask(volume=ref("a2"), name="a2", backing=None, vm_id=vm, live=True)
     for _ in range(2):  # pulled already is success
-        assert await ex.run(pull) == {"live": True}
+        pulled = await ex.run(pull)
+        assert pulled["live"] is True and isinstance(pulled["bytes"], int)
     assert disk_source(xml_of(system_conn, vm, live=True), volume_id) == (
         str(pool_dir / "a2"),
         [],
@@ -198,8 +209,11 @@ async def test_live_snapshots_merge_and_revert_on_a_running_guest(
         str(pool_dir / "a2"),
         [],
     )
-    # ... then rebase a0's other child offline (QEMU no longer has a1 open) and drop a0.
-    await ex.run(SnapshotRebaseTask(volume=ref("a1"), name="a1", backing=None, vm_id=vm))
+    # ... then rebase a0's other child offline (QEMU no longer has a1 open) and drop a0; a1's
+    # new size (the node's, after the merge) still holds its 4 MiB.
+    rebased = await ex.run(SnapshotRebaseTask(volume=ref("a1"), name="a1", backing=None, vm_id=vm))
+    assert rebased["live"] is False
+    assert isinstance(rebased["bytes"], int) and 4 * MIB <= rebased["bytes"] < 64 * MIB
     assert "backing-filename" not in image_info(pool_dir / "a1")
     await ex.run(SnapshotDeleteFileTask(volume=ref("a0"), name="a0"))
     assert files() == ["a1", "a2"]
@@ -238,7 +252,8 @@ async def test_live_snapshots_merge_and_revert_on_a_running_guest(
     assert (await read(0), await read(MIB_SECTORS)) == ("MARK-A", "MARK-B")
     await ex.run(VmPower(kind="vm.stop", vm_id=vm, force=True))
     task = SnapshotCreateTask(volume=ref("a4"), new_name="a5", vm_id=vm)
-    assert await ex.run(task) == {"live": False}
+    result = await ex.run(task)
+    assert result["live"] is False and isinstance(result["frozen_bytes"], int)
     assert files() == ["a1", "a4", "a5"] and active() == "a5"
     assert disk_source(xml_of(system_conn, vm, live=False), volume_id) == (
         str(pool_dir / "a5"),

@@ -4,17 +4,21 @@ of its data volumes is read back inside a full clone of the running source (its 
 live), two full clones of the stopped source booted from the captured base, in a
 volume made of the captured data volume, in a linked clone (an overlay on the source's frozen
 layer) and in an instant clone (its disk pulled live into a standalone file); the full clones
-are overlays on one cached base on the host, and the clones outlive their source."""
+are overlays on one cached base on the host, which reaches the image store after them
+(``image.publish``: the stored file is the cached one, byte for byte), and the clones outlive
+their source."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.integration.libvirt.libvirt_itest import remove_domain
@@ -38,6 +42,29 @@ def backing_of(path: Path) -> str | None:
     ).stdout
     backing: str | None = json.loads(out).get("full-backing-filename")
     return backing
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def published(c: httpx.AsyncClient, image_id: str, timeout: float = 120) -> dict[str, Any]:
+    """The image once its ``image.publish`` is done: in the store (``host_id`` None, its
+    ``sha256`` set); fails on a publish error."""
+    image: dict[str, Any] = {}
+
+    async def done() -> bool:
+        nonlocal image
+        image = (await c.get(f"/images/{image_id}")).json()
+        assert image["error"] is None, image
+        return image["host_id"] is None and image["sha256"] is not None
+
+    await until(done, f"image {image_id} to be published", timeout=timeout)
+    return image
 
 
 async def has_vdb(guest: Guest) -> None:
@@ -106,6 +133,12 @@ async def test_full_clones_and_captured_volumes_keep_the_sources_data(
             assert (base["status"], base["format"], base["source_type"]) == ("ready", "qcow2", "vm")
             cached = runtime.data_dir / "pool" / "images" / f"{base['id']}.qcow2"
             assert cached.is_file()  # kept by the capture: the clones fetched nothing
+            # the base was sent to the image store after the clones were made (image.publish)
+            base = await published(c, base["id"])
+            stored = stack.server.services.settings.image_dir / f"{base['id']}.img"
+            digest = await asyncio.to_thread(sha256_of, stored)
+            assert digest == base["sha256"] == await asyncio.to_thread(sha256_of, cached)
+            assert base["size_bytes"] == stored.stat().st_size == cached.stat().st_size
             for name in ("cl-1", "cl-2"):
                 vm = (await c.get(f"/vms/{name}")).json()
                 assert vm["status"] == "running" and vm["image_id"] == base["id"]

@@ -1,7 +1,7 @@
 """Snapshot files of the NFS backend against nfs-ganesha, over QEMU's userspace client only:
 overlays naming their backing by its ``nfs://`` URL (with the identity), safe
 rebases that keep what a reader sees (checked with qemu-io over ``nfs://``), deletes,
-idempotence and nothing left on failure."""
+idempotence and nothing left on failure; the files' sizes on the export (``allocated``)."""
 
 from __future__ import annotations
 
@@ -83,11 +83,21 @@ async def test_nfs_overlays_rebases_and_deletes(nfs_dir: NfsExport) -> None:
     await checked.create_overlay(vol, "v2", "v1")
     write(url("v2"), 0x77, 2 * MIB)
     assert reads(url("v2"), 0x5A, 0) and reads(url("v2"), 0x11, MIB)
+    # Sizes (qemu-img's actual-size over nfs://): each file's own clusters, not its chain's.
+    v1 = await checked.allocated(vol, "v1")
+    v2 = await checked.allocated(vol, "v2")
+    assert isinstance(v1, int) and MIB <= v1 < 64 * MIB, v1
+    assert isinstance(v2, int) and MIB <= v2 < 64 * MIB, v2
+    assert v1 == nfs_dir.local("corral-volumes/v1").stat().st_blocks * 512
+    assert await checked.allocated(vol, "absent") is None
+    assert await checked.allocated(vol, "../v1") is None  # unsafe: no call, no error
 
     # Onto the grandparent: what v1 held is copied into v2.
     for _ in range(2):  # already there is success
         await checked.rebase(vol, "v2", "v0")
     assert await checked.backing_of(vol, "v2") == "v0"
+    merged = await checked.allocated(vol, "v2")
+    assert isinstance(merged, int) and merged >= v2 + MIB  # v1's MiB is in v2 now
     await checked.delete_file(vol, "v1")
     assert names(nfs_dir) == ["v0", "v2"]
     assert reads(url("v2"), 0x5A, 0)

@@ -36,6 +36,8 @@ from tests.unit.storage.fakes import MemoryFetcher
 
 pytestmark = pytest.mark.storage_servers
 
+MIB = 1 << 20
+
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120)
@@ -169,6 +171,38 @@ async def test_rollback_brings_the_snapshots_data_back(
     assert holds(ceph_cluster, image, secret, 0xBB)
     assert snaps(ceph_cluster, image) == {"s1": False, "s2": False}
     assert list(keys.iterdir()) == []  # every keyfile is gone
+
+
+async def test_sizes_of_snapshots_and_of_the_image(
+    ceph_cluster: CephCluster, rbd: RbdBackend, image: str, secret: Path, keys: Path
+) -> None:
+    """``snap_allocated``: what each snapshot took (``rbd du``), data written before it since
+    the snapshot before; ``allocated``: the image's head. Failures are None, never errors."""
+    vol = rbd_volume(ceph_cluster, image)
+    assert await rbd.snap_allocated(vol, "s1") is None  # no image
+    assert await rbd.allocated(vol, image) is None
+    await rbd.create(vol)
+    write(ceph_cluster, image, secret, 0xAA)  # 2 MiB, in two objects
+    await rbd.snap_create(vol, "s1")
+    await rbd.snap_create(vol, "s2")  # nothing written in between
+    qemu_io(ceph_cluster, image, secret, "write -P 0x55 0 1M")
+    s1 = await rbd.snap_allocated(vol, "s1")
+    s2 = await rbd.snap_allocated(vol, "s2")
+    head = await rbd.allocated(vol, image)
+    assert isinstance(s1, int) and 2 * MIB <= s1 < 64 * MIB, s1
+    assert s2 == 0
+    assert isinstance(head, int) and MIB <= head < 64 * MIB, head
+    du = json.loads(ceph_cluster.rbd("du", "--format", "json", f"{ceph_cluster.pool}/{image}"))
+    assert {e.get("snapshot"): e["used_size"] for e in du["images"]} == {
+        "s1": s1,
+        "s2": s2,
+        None: head,
+    }
+    await rbd.snap_remove(vol, "s1")  # Ceph counts its data in the next snapshot now
+    assert await rbd.snap_allocated(vol, "s2") == s1
+    assert await rbd.snap_allocated(vol, "s1") is None
+    assert await rbd.snap_allocated(vol, "a@b") is None  # an unsafe name: no call, no error
+    assert list(keys.iterdir()) == []
 
 
 async def test_missing_snapshots_and_images(
@@ -388,8 +422,9 @@ async def test_rbd_snapshot_tasks_run_through_the_executor(
 
     create = RbdSnapshotTask(op="create", volume=vol, snap="snap-1")
     assert payload_key(create) == f"volume:{image}"
-    assert await ex.run(create) == {}
-    assert await ex.run(create) == {}  # existing: success
+    made = await ex.run(create)
+    assert set(made) == {"bytes"} and isinstance(made["bytes"], int) and made["bytes"] > 0
+    assert await ex.run(create) == made  # existing: success, the same size
     write(ceph_cluster, image, secret, 0xBB)
     assert await ex.run(RbdSnapshotTask(op="rollback", volume=vol, snap="snap-1")) == {}
     assert holds(ceph_cluster, image, secret, 0xAA)

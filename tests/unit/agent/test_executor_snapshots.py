@@ -16,7 +16,7 @@ from corral.agent.faults import FaultPlan
 from corral.agent.runtime import HostRuntime
 from corral.agent.specs import SpecStore, StoredSpec
 from corral.agent.storage.backend import DiskSource
-from corral.agent.storage.simulated_volumes import SimulatedBackend
+from corral.agent.storage.simulated_volumes import SimulatedBackend, sim_own_bytes
 from corral.agent.storage.volumes import Backends
 from corral.api.agent import (
     AgentTask,
@@ -132,34 +132,44 @@ async def kit(tmp_path: Path) -> AsyncIterator[Kit]:
     await k.sim.close()
 
 
+def own(name: str) -> int:
+    """What the simulated file ``name`` holds of its own (``SimulatedBackend.allocated``)."""
+    return sim_own_bytes(POOL.id, name)
+
+
+def made(live: bool, frozen: str) -> dict[str, object]:
+    """``snapshot.create``'s result, ``frozen`` being the file frozen (measured after it)."""
+    return {"live": live, "frozen_bytes": own(frozen)}
+
+
 def create(active: str, new: str, *, vm: str | None = VM, quiesce: bool = False) -> Payload:
     return SnapshotCreateTask(volume=volume(active), new_name=new, vm_id=vm, quiesce=quiesce)
 
 
 async def test_live_snapshot_switches_the_disk_then_the_spec(kit: Kit) -> None:
     await kit.start()
-    assert await kit.run(create("v0", "v1", quiesce=True)) == {"live": True}
+    assert await kit.run(create("v0", "v1", quiesce=True)) == made(True, "v0")
     assert kit.sim_file() == src("v1").path and kit.chain() == [src("v0").path]
     assert kit.active() == "v1"
     assert kit.files() == {"v1": "v0"}
     assert kit.sim.calls["vm.snapshot_disk"] == 1
 
-    assert await kit.run(create("v0", "v1")) == {"live": True}  # done already
+    assert await kit.run(create("v0", "v1")) == made(True, "v0")  # done already
     assert kit.sim.calls["vm.snapshot_disk"] == 1 and kit.active() == "v1"
 
     await kit.run(VmPower(kind="vm.pause", vm_id=VM))  # paused counts as live
-    assert await kit.run(create("v1", "v2")) == {"live": True}
+    assert await kit.run(create("v1", "v2")) == made(True, "v1")
     assert kit.chain() == [src("v1").path, src("v0").path] and kit.active() == "v2"
 
 
 async def test_offline_snapshot_redefines_the_stopped_vm(kit: Kit) -> None:
     defines = kit.sim.calls["vm.define"]
-    assert await kit.run(create("v0", "v1")) == {"live": False}
+    assert await kit.run(create("v0", "v1")) == made(False, "v0")
     assert kit.files() == {"v1": "v0"}
     assert kit.sim_file() == src("v1").path and kit.active() == "v1"
     assert kit.sim.calls["vm.define"] == defines + 1
     assert kit.sim.calls["vm.snapshot_disk"] == 0
-    assert await kit.run(create("v0", "v1")) == {"live": False}
+    assert await kit.run(create("v0", "v1")) == made(False, "v0")
     assert kit.sim.calls["vm.define"] == defines + 1
 
     await kit.start()  # the VM boots on the new file
@@ -174,7 +184,7 @@ async def test_snapshot_of_a_volume_without_vm(kit: Kit) -> None:
         volume=volume("w0").model_copy(update={"volume_id": "vol2"}), new_name="w1"
     )
     for _ in range(2):
-        assert await kit.run(other) == {"live": False}
+        assert await kit.run(other) == made(False, "w0")
     assert kit.files() == {"w1": "w0"}
 
 
@@ -203,7 +213,7 @@ async def test_a_failed_live_switch_leaves_nothing(kit: Kit) -> None:
     assert kit.files() == {}
     assert kit.sim_file() == src("v0").path and kit.chain() == []
     assert kit.active() == "v0"
-    assert await kit.run(create("v0", "v1")) == {"live": True}  # a retry goes through
+    assert await kit.run(create("v0", "v1")) == made(True, "v0")  # a retry goes through
     assert kit.files() == {"v1": "v0"} and kit.active() == "v1"
 
 
@@ -223,7 +233,7 @@ async def test_a_spec_write_failing_after_a_live_switch_is_finished_by_a_retry(k
     kit.specs.failing = False
     assert kit.sim_file() == src("v1").path  # the VM switched: the overlay is kept
     assert kit.files() == {"v1": "v0"} and kit.active() == "v0"
-    assert await kit.run(create("v0", "v1")) == {"live": True}
+    assert await kit.run(create("v0", "v1")) == made(True, "v0")
     assert kit.active() == "v1" and kit.chain() == [src("v0").path]
 
 
@@ -286,7 +296,7 @@ async def test_live_rebase_is_a_block_pull_of_the_active_file(kit: Kit) -> None:
     assert kit.chain() == [src(n).path for n in ("v2", "v1", "v0")]
 
     pull = SnapshotRebaseTask(volume=volume("v3"), name="v3", backing="v1", vm_id=VM, live=True)
-    assert await kit.run(pull) == {"live": True}
+    assert await kit.run(pull) == {"live": True, "bytes": own("v3")}  # no node: not merged
     assert kit.chain() == [src("v1").path, src("v0").path]
     await kit.run(pull)
     full = SnapshotRebaseTask(volume=volume("v3"), name="v3", backing=None, vm_id=VM, live=True)
@@ -330,7 +340,7 @@ async def test_offline_rebase_of_a_stopped_vms_active_file_redefines_it(kit: Kit
     await kit.run(create("v0", "v1"))
     defines = kit.sim.calls["vm.define"]
     task = SnapshotRebaseTask(volume=volume("v1"), name="v1", backing=None, vm_id=VM)
-    assert await kit.run(task) == {"live": False}
+    assert await kit.run(task) == {"live": False, "bytes": own("v1") + own("v0")}  # v0 copied
     assert kit.files() == {"v1": None}
     assert kit.sim.calls["vm.define"] == defines + 1 and kit.active() == "v1"
 

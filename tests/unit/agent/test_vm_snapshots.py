@@ -21,7 +21,7 @@ from corral.agent.faults import FaultPlan
 from corral.agent.runtime import HostRuntime
 from corral.agent.specs import SpecStore, StoredSpec
 from corral.agent.storage.backend import DiskSource
-from corral.agent.storage.simulated_volumes import SimulatedBackend
+from corral.agent.storage.simulated_volumes import SimulatedBackend, sim_own_bytes
 from corral.agent.storage.volumes import Backends
 from corral.api.agent import (
     AgentTask,
@@ -107,6 +107,13 @@ def snap(
     return VmSnapshotTask(vm_id=VM, disks=disks, quiesce=quiesce, memory=memory)
 
 
+def frozen(step: int = 1) -> dict[str, int]:
+    """``frozen_bytes`` of ``snap(step)``: each frozen file's and the Ceph snapshot's simulated
+    size (``SimulatedBackend.allocated``, ``snap_allocated``)."""
+    sizes = {v: sim_own_bytes(LOCAL.id, f"{v}-{step - 1}") for v in FILE_VOLS}
+    return sizes | {RBD_VOL: sim_own_bytes(RBD.id, f"{RBD_VOL}@s{step}")}
+
+
 class Kit:
     def __init__(self, tmp: Path) -> None:
         self.faults = FaultPlan()
@@ -190,7 +197,11 @@ async def kit(tmp_path: Path) -> AsyncIterator[Kit]:
 async def test_live_snapshot_with_memory_switches_every_disk_at_once(kit: Kit) -> None:
     await kit.power("vm.start")
     result = await kit.run(snap())
-    assert result == {"quiesced": False, "memory_bytes": kit.memory().stat().st_size}
+    assert result == {
+        "quiesced": False,
+        "memory_bytes": kit.memory().stat().st_size,
+        "frozen_bytes": frozen(),
+    }
     assert isinstance(result["memory_bytes"], int) and result["memory_bytes"] > 0
     assert kit.sim.calls["vm.snapshot_vm"] == 1 and kit.sim.calls["vm.snapshot_disk"] == 0
     assert kit.sim_files() == {
@@ -211,14 +222,22 @@ async def test_live_snapshot_with_memory_switches_every_disk_at_once(kit: Kit) -
 
     # Done already: success, nothing taken again.
     again = await kit.run(snap())
-    assert again == {"quiesced": False, "memory_bytes": result["memory_bytes"]}
+    assert again == {
+        "quiesced": False,
+        "memory_bytes": result["memory_bytes"],
+        "frozen_bytes": frozen(),
+    }
     assert kit.sim.calls["vm.snapshot_vm"] == 1 and kit.sim.calls["vm.pause"] == 1
     assert kit.snaps() == {"s1"}
 
 
 async def test_disk_only_snapshot_is_quiesced(kit: Kit) -> None:
     await kit.power("vm.start")
-    assert await kit.run(snap(memory=None)) == {"quiesced": True, "memory_bytes": None}
+    assert await kit.run(snap(memory=None)) == {
+        "quiesced": True,
+        "memory_bytes": None,
+        "frozen_bytes": frozen(),
+    }
     # Frozen, then paused, then resumed and thawed.
     assert kit.sim.calls["vm.fs_freeze"] == 1 and kit.sim.calls["vm.fs_thaw"] == 1
     assert kit.sim.calls["vm.pause"] == 1 and kit.sim.calls["vm.resume"] == 1
@@ -230,7 +249,11 @@ async def test_disk_only_snapshot_is_quiesced(kit: Kit) -> None:
 async def test_disk_only_snapshot_of_a_paused_vm_stays_paused(kit: Kit) -> None:
     await kit.power("vm.start")
     await kit.power("vm.pause")
-    assert await kit.run(snap(memory=None)) == {"quiesced": False, "memory_bytes": None}
+    assert await kit.run(snap(memory=None)) == {
+        "quiesced": False,
+        "memory_bytes": None,
+        "frozen_bytes": frozen(),
+    }
     assert kit.sim.calls["vm.fs_freeze"] == 0  # the agent of a paused guest cannot answer
     assert kit.sim.calls["vm.resume"] == 0 and kit.state() == PowerState.paused
     assert kit.active()["vol-a"] == "vol-a-1" and not kit.memory_dir.exists()
@@ -239,7 +262,11 @@ async def test_disk_only_snapshot_of_a_paused_vm_stays_paused(kit: Kit) -> None:
 async def test_a_silent_guest_agent_means_unquiesced(kit: Kit) -> None:
     await kit.power("vm.start")
     kit.sim.guest_agent_answers(VM, False)
-    assert await kit.run(snap(memory=None)) == {"quiesced": False, "memory_bytes": None}
+    assert await kit.run(snap(memory=None)) == {
+        "quiesced": False,
+        "memory_bytes": None,
+        "frozen_bytes": frozen(),
+    }
     assert kit.sim.calls["vm.fs_thaw"] == 1  # thawed all the same (its failure is logged)
     assert kit.active()["vol-b"] == "vol-b-1" and kit.state() == PowerState.running
 
@@ -311,7 +338,11 @@ async def test_a_spec_write_failing_after_the_switch_is_finished_by_a_retry(kit:
     assert kit.active()["vol-a"] == "vol-a-0"
 
     result = await kit.run(snap())
-    assert result == {"quiesced": False, "memory_bytes": kit.memory().stat().st_size}
+    assert result == {
+        "quiesced": False,
+        "memory_bytes": kit.memory().stat().st_size,
+        "frozen_bytes": frozen(),
+    }
     assert kit.active() == {"vol-a": "vol-a-1", "vol-b": "vol-b-1", RBD_VOL: RBD_VOL}
     assert kit.sim.calls["vm.snapshot_vm"] == 1 and kit.sim.calls["vm.pause"] == 1
 
@@ -322,7 +353,11 @@ async def test_snapshot_of_a_stopped_vm_redefines_it(kit: Kit) -> None:
     assert kit.files() == {}
     defines = kit.sim.calls["vm.define"]
     for _ in range(2):  # done already is success
-        assert await kit.run(snap(memory=None)) == {"quiesced": False, "memory_bytes": None}
+        assert await kit.run(snap(memory=None)) == {
+            "quiesced": False,
+            "memory_bytes": None,
+            "frozen_bytes": frozen(),
+        }
     assert kit.sim.calls["vm.define"] == defines + 1
     assert kit.sim.calls["vm.snapshot_vm"] == 0 and kit.sim.calls["vm.pause"] == 0
     assert kit.active() == {"vol-a": "vol-a-1", "vol-b": "vol-b-1", RBD_VOL: RBD_VOL}

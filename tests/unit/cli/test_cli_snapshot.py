@@ -52,15 +52,25 @@ def snap(name: str, minute: int, parent: str | None, **fields: Any) -> Snapshot:
 
 
 class Server:
-    """Volume data1 with the tree s1 -> (s2 -> s4, s3 current); s4 is being deleted. Volume
-    names only for admins (``admin``); every change answers a finished operation."""
+    """Volume data1 with the tree s1 -> (s2 -> s4, s3 current); s4 is being deleted; s1 takes
+    4 MiB, s3 1.5 KiB, the others are not measured. Volume names only for admins (``admin``);
+    every change answers a finished operation."""
 
     def __init__(self, *, admin: bool = True) -> None:
         self.admin = admin
         self.requests: list[httpx.Request] = []
+        self.volume = VOLUME.model_copy(update={"snapshots_bytes": (4 << 20) + 1536})
         self.snapshots = [
-            snap("s1", 1, None),
-            snap("s3", 3, "s1", current=True, size_gb=20, description="after [upgrade]"),
+            snap("s1", 1, None, used_bytes=4 << 20),
+            snap(
+                "s3",
+                3,
+                "s1",
+                current=True,
+                size_gb=20,
+                description="after [upgrade]",
+                used_bytes=1536,
+            ),
             snap("s2", 2, "s1"),
             snap("s4", 4, "s2", status=SnapshotStatus.deleting),
         ]
@@ -86,7 +96,7 @@ class Server:
                 return httpx.Response(403, content=ErrorResponse(error=body).model_dump_json())
             return _page([{"id": VOLUME.id, "name": "data1"}])
         if path in ("/volumes/data1", f"/volumes/{VOLUME.id}"):
-            return httpx.Response(200, content=VOLUME.model_dump_json())
+            return httpx.Response(200, content=self.volume.model_dump_json())
         if path in ("/snapshots", "/volumes/data1/snapshots", f"/volumes/{VOLUME.id}/snapshots"):
             if request.url.params.get("fields"):  # a lookup of parent names
                 return _page([{"id": s.id, "name": s.name} for s in self.known])
@@ -138,11 +148,11 @@ def test_list_columns_and_names(server: Server) -> None:
     r = run(server, "snapshot", "list", "-q", "size>=5", "--status", "ready", "--sort", "name")
     assert r.exit_code == 0, r.output
     table = rows(r.stdout)
-    assert table[0] == ["NAME", "ID", "VOLUME", "STATUS", "CURRENT", "PARENT", "CREATED"]
+    assert table[0] == [*("NAME", "ID", "VOLUME", "STATUS", "CURRENT", "USED", "PARENT", "CREATED")]
     s1, s3 = server.snapshots[0], server.snapshots[1]
-    assert table[1] == ["s1", s1.id, "data1", "ready", "no", "-", *when(1)]
-    assert table[2] == ["s3", s3.id, "data1", "ready", "yes", "s1", *when(3)]
-    assert table[4][:5] == ["s4", server.snapshots[3].id, "data1", "deleting", "no"]
+    assert table[1] == ["s1", s1.id, "data1", "ready", "no", "4.0", "MiB", "-", *when(1)]
+    assert table[2] == ["s3", s3.id, "data1", "ready", "yes", "1.5", "KiB", "s1", *when(3)]
+    assert table[4][:6] == ["s4", server.snapshots[3].id, "data1", "deleting", "no", "-"]
     gets = server.sent("GET")
     assert gets[0][:2] == ("GET", "/snapshots")
     assert gets[0][3] == {
@@ -167,7 +177,7 @@ def test_list_looks_up_parents_not_on_the_page(server: Server) -> None:
     server.snapshots = server.snapshots[1:2]  # s3 alone: its parent s1 is looked up
     r = run(server, "snapshot", "list")
     assert r.exit_code == 0, r.output
-    assert rows(r.stdout)[1][5] == "s1"
+    assert rows(r.stdout)[1][5:8] == ["1.5", "KiB", "s1"]
     lookup = server.sent("GET")[-1]
     assert lookup[:2] == ("GET", "/snapshots") and lookup[3]["q"] == "id=in:" + "s1".ljust(32, "0")
 
@@ -186,11 +196,11 @@ def test_tree_marks_the_current_node(server: Server) -> None:
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
     assert lines == [
-        "data1  20 GiB",
-        f"└── s1  10 GiB  {' '.join(when(1))}",
+        "data1  20 GiB  snapshots 4.0 MiB",
+        f"└── s1  10 GiB  4.0 MiB used  {' '.join(when(1))}",
         f"    ├── s2  10 GiB  {' '.join(when(2))}",
         f"    │   └── s4  10 GiB  {' '.join(when(4))}  [deleting]",
-        f"    └── * s3 (current)  20 GiB  {' '.join(when(3))}  after [upgrade]",
+        f"    └── * s3 (current)  20 GiB  1.5 KiB used  {' '.join(when(3))}  after [upgrade]",
     ]
     assert [r[:2] for r in server.sent()] == [
         ("GET", "/volumes/data1"),
@@ -200,6 +210,7 @@ def test_tree_marks_the_current_node(server: Server) -> None:
 
 
 def test_tree_without_a_current_node_and_empty(server: Server) -> None:
+    server.volume = VOLUME  # nothing measured: no total
     server.snapshots = [snap("a", 1, None), snap("b", 2, "gone")]  # b's parent is not listed
     r = run(server, "snapshot", "tree", "data1")
     assert r.exit_code == 0, r.output
@@ -265,6 +276,7 @@ def test_update_revert_delete_show(server: Server) -> None:
     assert r.exit_code == 0, r.output
     shown = dict(line.split(None, 1) for line in r.stdout.splitlines() if " " in line.strip())
     assert shown["current"].strip() == "yes" and shown["size_gb"].strip() == "20 GiB"
+    assert shown["used_bytes"].strip() == "1.5 KiB (1536 bytes)"
 
 
 def test_listed_in_the_help(server: Server) -> None:

@@ -13,8 +13,10 @@ from corral.api.errors import InvalidInput
 from corral.api.hosts import Host
 from corral.api.identity import Member, Project, Role, User
 from corral.api.images import Image
+from corral.api.networks import PortGroup, Subnet, Switch
 from corral.api.offerings import Offering
 from corral.api.operations import Operation
+from corral.api.security_groups import SecurityGroup
 from corral.api.snapshots import Snapshot
 from corral.api.storage import StoragePool
 from corral.api.vms import Vm
@@ -115,6 +117,10 @@ MODELS: dict[str, type[BaseModel]] = {
     "storage_pool": StoragePool,
     "volume": Volume,
     "snapshot": Snapshot,
+    "security_group": SecurityGroup,
+    "switch": Switch,
+    "port_group": PortGroup,
+    "subnet": Subnet,
 }
 NOT_IN_MODEL = {"member": {"id"}}
 """Spec fields a model does not show (the membership's own id only breaks sorting ties)."""

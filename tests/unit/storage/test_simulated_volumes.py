@@ -12,7 +12,7 @@ from corral.agent.storage.iscsi import IscsiBackend
 from corral.agent.storage.local import LocalBackend
 from corral.agent.storage.nfs import NfsBackend
 from corral.agent.storage.rbd import RbdBackend
-from corral.agent.storage.simulated_volumes import SimulatedBackend
+from corral.agent.storage.simulated_volumes import SimulatedBackend, sim_own_bytes
 from corral.agent.storage.volumes import Backends, real_backends, simulated_backends
 from corral.api.agent import PoolRef, VolumeRef
 from corral.api.errors import InjectedFault, InvalidInput, StorageError
@@ -198,7 +198,7 @@ async def test_rbd_snapshot_tasks_run_on_the_simulated_backend(
     assert isinstance(sim, SimulatedBackend)
     task = RbdSnapshotTask(op="create", volume=vref("vol-7"), snap="s1")
     assert (payload_vm_id(task), payload_key(task)) == (None, "volume:vol-7")
-    assert await ex.run(task) == {}
+    assert await ex.run(task) == {"bytes": sim_own_bytes("pool-1", "vol-7@s1")}
     assert sim.snapshots("pool-1", "vol-7") == {"s1"}
     rollback = RbdSnapshotTask(op="rollback", volume=vref("vol-7"), snap="s1")
     assert await ex.run(rollback) == {}

@@ -19,7 +19,9 @@ snapshots: every file of a volume lives next to the others and a file names its 
 relative name (local: chains survive the pool being mounted elsewhere) or, where QEMU cannot
 resolve relative names (NFS), by its full URL. ``VolumeRef.name`` is the
 volume's active file; the server keeps the tree and names the files. Only qcow2 volumes of file
-pools (local, nfs) have them: others raise ``InvalidInput``.
+pools (local, nfs) have them: others raise ``InvalidInput``. ``allocated`` (and Ceph's
+``RbdSnapshots.snap_allocated``) measures what one file (snapshot) takes on the pool, for the
+snapshots' sizes: best effort, None rather than an error.
 
 ``export`` copies one file of a volume (any pool type) out of the pool as a standalone local
 qcow2 file (images captured from volumes and snapshots). It reads the source with QEMU's own
@@ -29,6 +31,8 @@ stops a copy of a file a running VM writes and the caller's guarantee is the onl
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -36,6 +40,8 @@ from typing import Literal, Protocol, runtime_checkable
 from corral.agent.storage.common import file_ref
 from corral.api.agent import PoolRef, VolumeRef
 from corral.api.errors import InvalidInput
+
+log = logging.getLogger(__name__)
 
 SOURCE_FORMATS = ("qcow2", "raw")
 """Formats ``create_from`` copies from (an ISO is refused: it is CD-ROM media)."""
@@ -122,6 +128,17 @@ class VolumeBackend(Protocol):
         """The backing file of ``name`` as a name on the pool (the string written in the image
         if it is elsewhere), None for a standalone file. ``StorageError`` if it is absent."""
 
+    async def allocated(self, volume: VolumeRef, name: str) -> int | None:
+        """Bytes the file ``name`` of the volume (its active file ``volume.name`` or one of its
+        snapshot files; rbd: the image ``name``) takes on the pool: its own data and metadata,
+        not its backing chain's. For a frozen snapshot file that is what was written between
+        its parent and it. None when the pool cannot tell (iscsi: a LUN is all allocated).
+
+        Best effort, for figures only: it never raises for a failed measurement (a missing
+        file, a tool or I/O failure, an unsafe name), which is logged and gives None, so a task
+        never fails because of it. Serialized with the other calls on that file where the
+        backend serializes calls."""
+
     async def export(self, volume: VolumeRef, name: str, dest: Path) -> None:
         """Write the file ``name`` of the volume (its active file ``volume.name`` or one of its
         snapshot files; pools without files, rbd: the image ``name``) as a standalone qcow2
@@ -193,6 +210,43 @@ class RbdSnapshots(Protocol):
     async def snap_clone(self, volume: VolumeRef, snap: str, target: VolumeRef) -> None:
         """Make ``target`` (same pool) a copy-on-write clone of the snapshot, grown to its
         size; existing is success. ``reason="not_found"`` for a missing snapshot or image."""
+
+    async def snap_allocated(self, volume: VolumeRef, snap: str) -> int | None:
+        """Bytes the snapshot ``snap`` takes in the pool: the data written to the image between
+        the snapshot before it and it (``rbd du <pool>/<image>@<snap>``, ``used_size``). Best
+        effort like ``VolumeBackend.allocated``: None (logged) when it cannot be measured, never
+        an error."""
+
+
+async def allocated_or_none(backend: object, volume: VolumeRef, name: str) -> int | None:
+    """``backend.allocated(volume, name)`` for a task's result, whatever the backend does: a
+    backend without the method, one raising or answering something else than a size gives None
+    (logged at warning), so measuring never fails a task. Cancellation propagates."""
+    return await _guarded(getattr(backend, "allocated", None), volume, name, name)
+
+
+async def snap_allocated_or_none(backend: RbdSnapshots, volume: VolumeRef, snap: str) -> int | None:
+    """``backend.snap_allocated(volume, snap)`` guarded like ``allocated_or_none``."""
+    measure = getattr(backend, "snap_allocated", None)
+    return await _guarded(measure, volume, snap, f"snapshot {snap}")
+
+
+async def _guarded(
+    measure: Callable[[VolumeRef, str], Awaitable[object]] | None,
+    volume: VolumeRef,
+    name: str,
+    what: str,
+) -> int | None:
+    if measure is None:
+        return None
+    try:
+        size = await measure(volume, name)
+    except Exception as exc:
+        log.warning("cannot measure %s of volume %s: %s", what, volume.volume_id, exc)
+        return None
+    if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+        return size
+    return None
 
 
 def check_source_format(volume: VolumeRef, source_format: str) -> str:

@@ -298,6 +298,11 @@ class IscsiBackend:
     async def backing_of(self, volume: VolumeRef, name: str) -> str | None:
         raise _no_snapshots(volume)
 
+    async def allocated(self, volume: VolumeRef, name: str) -> int | None:
+        """None: a LUN is provisioned whole by the storage admin, the target says nothing of
+        what is written on it."""
+        return None
+
     # --- helpers ----------------------------------------------------------------------------
 
     def _conn(self, pool: PoolRef) -> _Conn:

@@ -15,6 +15,7 @@ absolute paths into the same directory, which ``backing_of`` reports as names to
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 from pathlib import Path
 
@@ -39,8 +40,10 @@ from corral.agent.storage.common import (
 from corral.agent.storage.dirpool import _mkdir, _publish, write_new
 from corral.agent.storage.qemu_img import QEMU_IMG, image_info, run_qemu_img
 from corral.api.agent import PoolRef, VolumeRef
-from corral.api.errors import StorageError
+from corral.api.errors import CorralError, StorageError
 from corral.api.storage import LocalSettings
+
+log = logging.getLogger(__name__)
 
 VOLUMES_DIR = "volumes"
 IMAGES_DIR = "images"
@@ -291,6 +294,19 @@ class LocalBackend:
                 await write_new(dest, convert)
             except Exception as exc:
                 raise volume_error("export", volume, exc) from exc
+
+    async def allocated(self, volume: VolumeRef, name: str) -> int | None:
+        """The pool file ``name``'s allocated bytes (``st_blocks * 512``: what the file system
+        holds for it, holes not counted); None (logged) if it is missing, unreadable or the
+        name unsafe."""
+        try:
+            path = self.path(exported_file(volume, name))
+            async with self._locks.hold(str(path)):
+                st = await asyncio.to_thread(path.stat)
+        except (OSError, CorralError) as exc:
+            log.warning("cannot measure %s of volume %s: %s", name, volume.volume_id, exc)
+            return None
+        return int(st.st_blocks) * 512
 
     async def _backing(self, volume: VolumeRef, path: Path) -> str | None:
         await _must_exist(path)

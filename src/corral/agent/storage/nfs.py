@@ -47,6 +47,7 @@ What was verified (QEMU 7.2, libvirt 9.0, libnfs 4.0, nfs-ganesha 4 with NFSv3 o
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,10 @@ from corral.agent.storage.dirpool import write_new
 from corral.agent.storage.qemu_img import QEMU_IMG
 from corral.agent.storage.tools import run_tool
 from corral.api.agent import PoolRef, VolumeRef
-from corral.api.errors import StorageError
+from corral.api.errors import CorralError, StorageError
 from corral.api.storage import NfsSettings
+
+log = logging.getLogger(__name__)
 
 VOLUMES_DIR = "corral-volumes"
 BASE_PREFIX = "corral-image-"
@@ -352,6 +355,29 @@ class NfsBackend:
                 await write_new(dest, convert)
             except Exception as exc:
                 raise volume_error("export", volume, exc) from exc
+
+    async def allocated(self, volume: VolumeRef, name: str) -> int | None:
+        """The ``actual-size`` ``qemu-img info`` reports for the ``nfs://`` URL of ``name``
+        (QEMU's NFS driver: the file's ``st_blocks * 512`` from an NFS GETATTR, as the server
+        counts it); None (logged) if it is missing, qemu-img fails or reports none."""
+        try:
+            ref = exported_file(volume, name)
+            self._where(ref)  # InvalidInput for an unsafe name or settings
+            async with self._locks.hold(self._key(ref)):
+                await self._must_exist(ref)
+                out = await self._qemu_img(
+                    "info", "--output=json", "-U", "-f", ref.format, self.url(ref)
+                )
+            size = json.loads(out).get("actual-size")
+        except (CorralError, ValueError, AttributeError) as exc:
+            log.warning("cannot measure %s of volume %s: %s", name, volume.volume_id, exc)
+            return None
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            log.warning(
+                "qemu-img reports no actual size for %s of volume %s", name, volume.volume_id
+            )
+            return None
+        return size
 
     async def _must_exist(self, ref: VolumeRef) -> None:
         """``StorageError`` (``reason="not_found"``) unless the file of ``ref`` exists."""

@@ -6,6 +6,8 @@ Cheap enough for hundreds of simulated hosts in one process: one dict per pool.
 from __future__ import annotations
 
 import asyncio
+import logging
+import zlib
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +19,16 @@ from corral.agent.storage.common import volume_error
 from corral.agent.storage.dirpool import write_new
 from corral.api.agent import PoolRef, VolumeRef
 from corral.api.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+MIB = 1 << 20
+
+
+def sim_own_bytes(pool_id: str, name: str) -> int:
+    """What a simulated file (or Ceph snapshot) ``name`` of a pool holds of its own before any
+    rebase: 1 MiB plus a multiple of 4 KiB below 4 MiB, the same in every run."""
+    return MIB + (zlib.crc32(f"{pool_id}/{name}".encode()) % 1024) * 4096
 
 
 class SimulatedBackend:
@@ -45,6 +57,11 @@ class SimulatedBackend:
       with the volume. Creating one of an unknown volume records it (lenient, like
       ``resize``); rolling back to a name not recorded is a ``StorageError``
       (``reason="not_found"``); the volume's size is not touched.
+    - ``allocated`` / ``snap_allocated`` (fault op ``volume.allocated``: a failure gives None,
+      as a real measurement failure does) are deterministic and small: each file or Ceph
+      snapshot holds ``sim_own_bytes`` of its own (1 to 5 MiB, from the pool id and its
+      name), and a ``rebase`` adds to the file what the layers it no longer reads through held
+      (as a safe ``qemu-img rebase`` copies them in); ``delete_file`` forgets the addition.
     """
 
     def __init__(
@@ -59,6 +76,8 @@ class SimulatedBackend:
         self._pools: dict[str, dict[str, int]] = {}
         self._files: dict[str, dict[str, str | None]] = {}
         self._snaps: dict[tuple[str, str], set[str]] = {}
+        self._merged: dict[tuple[str, str], int] = {}
+        """Bytes rebases copied into a file, by (pool id, file name)."""
 
     async def create(self, volume: VolumeRef) -> None:
         self._enter("volume.create")
@@ -115,12 +134,24 @@ class SimulatedBackend:
         self._files.setdefault(volume.pool.id, {}).setdefault(new_name, backing_name)
 
     async def rebase(self, volume: VolumeRef, name: str, backing_name: str | None) -> None:
-        """Record ``name`` as backed by ``backing_name`` (an unknown file is recorded too)."""
+        """Record ``name`` as backed by ``backing_name`` (an unknown file is recorded too);
+        what the layers between its old backing and ``backing_name`` held is added to its
+        ``allocated`` (all of its old chain when ``backing_name`` is not in it)."""
         self._enter("volume.rebase")
-        self._files.setdefault(volume.pool.id, {})[name] = backing_name
+        pool = volume.pool.id
+        files = self._files.setdefault(pool, {})
+        layer, seen, copied = files.get(name), {name}, 0
+        while layer is not None and layer != backing_name and layer not in seen:
+            seen.add(layer)
+            copied += self._own(pool, layer)
+            layer = files.get(layer)
+        files[name] = backing_name
+        if copied:
+            self._merged[(pool, name)] = self._merged.get((pool, name), 0) + copied
 
     async def delete_file(self, volume: VolumeRef, name: str) -> None:
         self._enter("volume.delete_file")
+        self._merged.pop((volume.pool.id, name), None)
         files = self._files.get(volume.pool.id)
         if files is not None:
             files.pop(name, None)
@@ -130,6 +161,31 @@ class SimulatedBackend:
     async def backing_of(self, volume: VolumeRef, name: str) -> str | None:
         """The recorded backing; None for files this backend did not make."""
         return self._files.get(volume.pool.id, {}).get(name)
+
+    async def allocated(self, volume: VolumeRef, name: str) -> int | None:
+        """The file's simulated size (see the class docstring); None if the fault op
+        ``volume.allocated`` fails."""
+        if not self._measurable(volume, name):
+            return None
+        return self._own(volume.pool.id, name)
+
+    async def snap_allocated(self, volume: VolumeRef, snap: str) -> int | None:
+        """The Ceph snapshot's simulated size, ``sim_own_bytes`` of ``<volume id>@<snap>``;
+        None if the fault op ``volume.allocated`` fails."""
+        if not self._measurable(volume, snap):
+            return None
+        return sim_own_bytes(volume.pool.id, f"{volume.volume_id}@{snap}")
+
+    def _measurable(self, volume: VolumeRef, name: str) -> bool:
+        try:
+            self._enter("volume.allocated")
+        except Exception as exc:
+            log.warning("cannot measure %s of volume %s: %s", name, volume.volume_id, exc)
+            return False
+        return True
+
+    def _own(self, pool_id: str, name: str) -> int:
+        return sim_own_bytes(pool_id, name) + self._merged.get((pool_id, name), 0)
 
     async def export(self, volume: VolumeRef, name: str, dest: Path) -> None:
         self._enter("volume.export")

@@ -21,6 +21,7 @@ from corral.sdk._async.identity import (
     AsyncRoles,
     AsyncUsers,
 )
+from corral.sdk._async.networks import AsyncPortGroups, AsyncSubnets, AsyncSwitches
 from corral.sdk._async.operation import AsyncOperation
 from corral.sdk._async.recycle import AsyncDeletionPolicies, AsyncRecycleBin
 from corral.sdk._async.resources import (
@@ -30,6 +31,7 @@ from corral.sdk._async.resources import (
     AsyncOperations,
     AsyncZones,
 )
+from corral.sdk._async.security_groups import AsyncSecurityGroups
 from corral.sdk._async.snapshots import AsyncSnapshots
 from corral.sdk._async.storage import AsyncStoragePools
 from corral.sdk._async.vm_snapshots import AsyncVmSnapshots
@@ -96,10 +98,14 @@ class AsyncClient:
         self.images = AsyncImages(self)
         self.offerings = AsyncOfferings(self)
         self.storage_pools = AsyncStoragePools(self)
+        self.switches = AsyncSwitches(self)
+        self.port_groups = AsyncPortGroups(self)
+        self.subnets = AsyncSubnets(self)
         self.vms = AsyncVms(self)
         self.volumes = AsyncVolumes(self)
         self.snapshots = AsyncSnapshots(self)
         self.vm_snapshots = AsyncVmSnapshots(self)
+        self.security_groups = AsyncSecurityGroups(self)
         self.recycle_bin = AsyncRecycleBin(self)
         self.deletion_policies = AsyncDeletionPolicies(self)
         self.operations = AsyncOperations(self)

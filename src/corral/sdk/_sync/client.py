@@ -33,6 +33,7 @@ from corral.sdk._sync.identity import (
     Roles,
     Users,
 )
+from corral.sdk._sync.networks import PortGroups, Subnets, Switches
 from corral.sdk._sync.operation import Operation
 from corral.sdk._sync.recycle import DeletionPolicies, RecycleBin
 from corral.sdk._sync.resources import (
@@ -42,6 +43,7 @@ from corral.sdk._sync.resources import (
     Operations,
     Zones,
 )
+from corral.sdk._sync.security_groups import SecurityGroups
 from corral.sdk._sync.snapshots import Snapshots
 from corral.sdk._sync.storage import StoragePools
 from corral.sdk._sync.vm_snapshots import VmSnapshots
@@ -98,10 +100,14 @@ class Client:
         self.images = Images(self)
         self.offerings = Offerings(self)
         self.storage_pools = StoragePools(self)
+        self.switches = Switches(self)
+        self.port_groups = PortGroups(self)
+        self.subnets = Subnets(self)
         self.vms = Vms(self)
         self.volumes = Volumes(self)
         self.snapshots = Snapshots(self)
         self.vm_snapshots = VmSnapshots(self)
+        self.security_groups = SecurityGroups(self)
         self.recycle_bin = RecycleBin(self)
         self.deletion_policies = DeletionPolicies(self)
         self.operations = Operations(self)

@@ -100,10 +100,14 @@ class ImageRow(Timestamped, Owned, Base):
     """``vm``, ``volume`` or ``snapshot``: captured from that resource (``source_id``)."""
     source_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), nullable=True)
-    """Set for a linked-clone layer: it exists only in that host's image cache (not in the
-    image store), so VMs made from it are placed there."""
+    """Set for an image that exists only in that host's image cache (not in the image store),
+    so VMs made from it are placed there: a linked-clone layer (``parent_id`` set), or a full
+    clone's standalone base (``parent_id`` None) until ``image.publish`` sends it to the store."""
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("images.id"), nullable=True)
     """The image a layer is a qcow2 overlay on (it cannot go while the layer exists)."""
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why the last ``image.publish`` failed (the image then stays on its host); None: no
+    failure."""
 
     __table_args__ = (UniqueConstraint("project_id", "name", name="uq_images_project_name"),)
 
@@ -452,6 +456,9 @@ class SnapshotRow(Timestamped, Owned, Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     vm_snapshot_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     """The whole-VM snapshot this node is part of (None: a snapshot of this volume alone)."""
+    used_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """What the node's file (or Ceph snapshot) takes on the pool, measured when it was frozen
+    and again when a merge rewrote it; None: not measured."""
 
     __table_args__ = (UniqueConstraint("volume_id", "name", name="uq_snapshots_volume_name"),)
 
@@ -512,3 +519,126 @@ class PoolImageCopyRow(Base):
     )
     image_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SwitchRow(Timestamped, Base):
+    """A distributed switch (``corral.api.networks``): ``uplink`` is the host interface its hosts
+    use unless ``SwitchUplinkRow`` names another for a host."""
+
+    __tablename__ = "switches"
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    uplink: Mapped[str] = mapped_column(String(15), default="eth0")
+    mtu: Mapped[int] = mapped_column(Integer, default=1500)
+
+
+class SwitchClusterRow(Base):
+    """A cluster attached to a switch: its hosts carry the switch (removed with either)."""
+
+    __tablename__ = "switch_clusters"
+    switch_id: Mapped[str] = mapped_column(
+        ForeignKey("switches.id", ondelete="CASCADE"), primary_key=True
+    )
+    cluster_id: Mapped[str] = mapped_column(
+        ForeignKey("clusters.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SwitchUplinkRow(Base):
+    """A host's own uplink interface for a switch (instead of the switch's default)."""
+
+    __tablename__ = "switch_uplinks"
+    switch_id: Mapped[str] = mapped_column(
+        ForeignKey("switches.id", ondelete="CASCADE"), primary_key=True
+    )
+    host_id: Mapped[str] = mapped_column(
+        ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    interface: Mapped[str] = mapped_column(String(15))
+
+
+class PortGroupRow(Timestamped, Base):
+    """A port group: one L2 segment of a switch. ``segment_key`` makes the segment rules one
+    unique constraint: ``<switch>:flat`` (one flat group per switch), ``<switch>:vlan:<id>``
+    (a VLAN id once per switch), ``vxlan:<vni>`` (a VNI once in the platform)."""
+
+    __tablename__ = "port_groups"
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    switch_id: Mapped[str] = mapped_column(ForeignKey("switches.id"), index=True)
+    type: Mapped[str] = mapped_column(String(8))
+    segment_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    segment_key: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class SubnetRow(Timestamped, Base):
+    """A subnet (IP pool) of a port group. ``ranges``: ``[[start, end], ...]`` (canonical
+    address strings); ``reserved`` and ``dns_servers``: address lists."""
+
+    __tablename__ = "subnets"
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    port_group_id: Mapped[str] = mapped_column(ForeignKey("port_groups.id"), index=True)
+    ip_version: Mapped[int] = mapped_column(Integer)
+    cidr: Mapped[str] = mapped_column(String(64))
+    gateway: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dns_servers: Mapped[list[Any]] = mapped_column(default=list)
+    ranges: Mapped[list[Any]] = mapped_column(default=list)
+    reserved: Mapped[list[Any]] = mapped_column(default=list)
+    dhcp: Mapped[bool] = mapped_column(Boolean, default=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class IpAllocationRow(Base):
+    """An address of a subnet in use. The primary key makes a duplicate impossible, whatever
+    races: an allocation that loses one retries with another address."""
+
+    __tablename__ = "ip_allocations"
+    subnet_id: Mapped[str] = mapped_column(ForeignKey("subnets.id"), primary_key=True)
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nic_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    vm_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SecurityGroupRow(Timestamped, Owned, Base):
+    """A security group (``corral.api.security_groups``); its rules are
+    ``SecurityGroupRuleRow``. ``revision`` grows with every rule change (the row update
+    serializes concurrent changes of one group's rules)."""
+
+    __tablename__ = "security_groups"
+    name: Mapped[str] = mapped_column(String(63), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    intra_group: Mapped[bool] = mapped_column(Boolean, default=True)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        UniqueConstraint("project_id", "name", name="uq_security_groups_project_name"),
+    )
+
+
+class SecurityGroupRuleRow(Base):
+    """A rule of a security group at ``priority`` (0 first, consecutive per group)."""
+
+    __tablename__ = "security_group_rules"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("security_groups.id", ondelete="CASCADE"), index=True
+    )
+    priority: Mapped[int] = mapped_column(Integer)
+    direction: Mapped[str] = mapped_column(String(8))
+    ethertype: Mapped[str] = mapped_column(String(4))
+    protocol: Mapped[str] = mapped_column(String(8))
+    port_min: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    port_max: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    remote_cidr: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    remote_group_id: Mapped[str | None] = mapped_column(
+        ForeignKey("security_groups.id"), nullable=True, index=True
+    )
+    action: Mapped[str] = mapped_column(String(8))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("group_id", "priority", name="uq_security_group_rules_priority"),
+    )

@@ -13,10 +13,13 @@ from corral.server.services import (
     hosts,
     images,
     inventory,
+    networks,
     pools,
     projects,
     roles,
+    security_groups,
     snapshots,
+    subnets,
     users,
     vms,
     volumes,
@@ -51,5 +54,9 @@ KINDS = (
     Tagged("storage-pools", pools.POOLS),
     Tagged("volumes", volumes.VOLUMES, volumes.visible_volumes),
     Tagged("snapshots", snapshots.SNAPSHOTS, snapshots.visible_snapshots),
+    Tagged("switches", networks.SWITCHES),
+    Tagged("port-groups", networks.PORT_GROUPS),
+    Tagged("subnets", subnets.SUBNETS),
+    Tagged("security-groups", security_groups.GROUPS, security_groups.visible_groups),
 )
 BY_COLLECTION = {t.collection: t for t in KINDS}

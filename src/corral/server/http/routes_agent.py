@@ -1,5 +1,5 @@
-"""Routes agents call that are not hot (image downloads and captured-image uploads; heartbeats, events and task callbacks are
-in ``agent_fast``). Debug routes."""
+"""Routes agents call that are not hot (image downloads, captured and published image uploads;
+heartbeats, events and task callbacks are in ``agent_fast``). Debug routes."""
 
 from __future__ import annotations
 
@@ -26,9 +26,12 @@ async def image_data(image_id: str, host: AgentHost, svc: Svc) -> FileResponse:
 
 @router.put("/images/{image_id}/data", status_code=204)
 async def captured_image_data(image_id: str, request: Request, host: AgentHost, svc: Svc) -> None:
-    """The bytes of an image an agent captured (``image.capture``): only for images waiting
-    for a capture."""
-    await images.store_captured(svc=svc, image_id=image_id, chunks=request.stream())
+    """The bytes of an image an agent captured (``image.capture``: only for images waiting for
+    a capture) or of a host-bound base it publishes (``image.publish``: only from the image's
+    host while the operation runs); see ``images.store_from_agent``."""
+    await images.store_from_agent(
+        svc=svc, image_id=image_id, host_id=host.id, chunks=request.stream()
+    )
 
 
 class FaultRequest(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from corral.api.hosts import HostStatus
 from corral.api.images import ImageStatus
+from corral.api.networks import SegmentType
 from corral.api.operations import OperationStatus
 from corral.api.snapshots import SnapshotKind, SnapshotStatus
 from corral.api.storage import PoolState, PoolType
@@ -23,10 +24,14 @@ from corral.server.db.tables import (
     MembershipRow,
     OfferingRow,
     OperationRow,
+    PortGroupRow,
     ProjectRow,
     RoleRow,
+    SecurityGroupRow,
     SnapshotRow,
     StoragePoolRow,
+    SubnetRow,
+    SwitchRow,
     UserRow,
     VmRow,
     VolumeRow,
@@ -343,6 +348,83 @@ SNAPSHOTS = QuerySpec(
 )
 """Snapshots: files and backings are the server's business, not queryable."""
 
+SECURITY_GROUPS = QuerySpec(
+    name="security_group",
+    table=SecurityGroupRow,
+    fields={
+        "id": SecurityGroupRow.id,
+        "name": SecurityGroupRow.name,
+        "description": SecurityGroupRow.description,
+        "intra_group": SecurityGroupRow.intra_group,
+        "revision": SecurityGroupRow.revision,
+        "project_id": SecurityGroupRow.project_id,
+        "owner_id": SecurityGroupRow.owner_id,
+        "shared": SecurityGroupRow.shared,
+        "created_at": SecurityGroupRow.created_at,
+        "updated_at": SecurityGroupRow.updated_at,
+    },
+    relations={
+        "project": Relation(lambda: PROJECTS, SecurityGroupRow.project_id),
+        "owner": Relation(lambda: USERS, SecurityGroupRow.owner_id),
+    },
+)
+"""Security groups: their rules are read with the group (``GET /security-groups/{ref}``)."""
+
+SWITCHES = QuerySpec(
+    name="switch",
+    table=SwitchRow,
+    fields={
+        "id": SwitchRow.id,
+        "name": SwitchRow.name,
+        "description": SwitchRow.description,
+        "uplink": SwitchRow.uplink,
+        "mtu": SwitchRow.mtu,
+        "created_at": SwitchRow.created_at,
+        "updated_at": SwitchRow.updated_at,
+    },
+)
+"""Switches: attached clusters and per-host uplinks are not queryable."""
+
+PORT_GROUPS = QuerySpec(
+    name="port_group",
+    table=PortGroupRow,
+    fields={
+        "id": PortGroupRow.id,
+        "name": PortGroupRow.name,
+        "switch_id": PortGroupRow.switch_id,
+        "type": Field(PortGroupRow.type, SegmentType),
+        "segment_id": PortGroupRow.segment_id,
+        "description": PortGroupRow.description,
+        "created_at": PortGroupRow.created_at,
+        "updated_at": PortGroupRow.updated_at,
+    },
+    relations={"switch": Relation(lambda: SWITCHES, PortGroupRow.switch_id)},
+    aliases={"switch": "switch.name"},
+)
+"""Port groups: ``switch=NAME`` (or ``switch.name``, ``switch_id``) filters by switch; ``mtu``
+is computed (the switch's), not queryable."""
+
+SUBNETS = QuerySpec(
+    name="subnet",
+    table=SubnetRow,
+    fields={
+        "id": SubnetRow.id,
+        "name": SubnetRow.name,
+        "port_group_id": SubnetRow.port_group_id,
+        "ip_version": SubnetRow.ip_version,
+        "cidr": SubnetRow.cidr,
+        "gateway": SubnetRow.gateway,
+        "dhcp": SubnetRow.dhcp,
+        "description": SubnetRow.description,
+        "created_at": SubnetRow.created_at,
+        "updated_at": SubnetRow.updated_at,
+    },
+    relations={"port_group": Relation(lambda: PORT_GROUPS, SubnetRow.port_group_id)},
+    aliases={"port_group": "port_group.name"},
+)
+"""Subnets: ranges, reserved and DNS servers (JSON) and the computed counts are not
+queryable; ``port_group.switch.name`` reaches the switch."""
+
 ALL: dict[str, QuerySpec] = {
     s.name: s
     for s in (
@@ -361,6 +443,10 @@ ALL: dict[str, QuerySpec] = {
         STORAGE_POOLS,
         VOLUMES,
         SNAPSHOTS,
+        SECURITY_GROUPS,
+        SWITCHES,
+        PORT_GROUPS,
+        SUBNETS,
     )
 }
 """Every spec by resource kind name."""

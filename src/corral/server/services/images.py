@@ -6,16 +6,18 @@ import asyncio
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corral.api.errors import InUse, InvalidInput, InvalidState, StorageError
+from corral.api.errors import InUse, InvalidInput, InvalidState, NotFound, StorageError
 from corral.api.images import Image, ImageCreate, ImageStatus
-from corral.api.operations import Operation
+from corral.api.operations import Operation, OperationStatus
 from corral.server.db.tables import ImageRow, OperationRow, VmRow, VolumeRow
 from corral.server.identity import quotas
 from corral.server.identity.access import creation_project, require, visible
@@ -28,6 +30,8 @@ from corral.server.services.operations import to_model as op_model
 from corral.server.services.recycle import recycles, to_bin
 
 CHUNK = 1024 * 1024
+PUBLISH = "image.publish"
+"""The operation that sends a host-bound base to the image store (``workflows.image_publish``)."""
 
 
 def image_model(r: ImageRow) -> Image:
@@ -44,6 +48,7 @@ def image_model(r: ImageRow) -> Image:
         source_id=r.source_id,
         host_id=r.host_id,
         parent_id=r.parent_id,
+        error=r.error,
         created_at=r.created_at,
         updated_at=r.updated_at,
         project_id=r.project_id,
@@ -174,14 +179,32 @@ def is_iso9660(path: Path) -> bool:
         return f.read(5) == b"CD001"
 
 
-async def store_bytes(
-    svc: Services, image_id: str, chunks: AsyncIterator[bytes], progress: Any = None
-) -> None:
-    """Stream bytes into the image store, check them with qemu-img and mark the image ready.
-    On any failure the partial file is removed and the image is marked ``error``."""
-    final = image_path(svc, image_id)
+@dataclass(frozen=True)
+class Received:
+    """Bytes written into the image store and checked (``receive``)."""
+
+    size_bytes: int
+    sha256: str
+    format: str
+    virtual_size_bytes: int
+
+    def columns(self) -> dict[str, Any]:
+        """The image row's columns these bytes set."""
+        return {
+            "format": self.format,
+            "size_bytes": self.size_bytes,
+            "virtual_size_bytes": self.virtual_size_bytes,
+            "sha256": self.sha256,
+        }
+
+
+async def receive(
+    tmp: Path, final: Path, chunks: AsyncIterator[bytes], progress: Any = None
+) -> Received:
+    """Stream ``chunks`` into ``tmp`` (hashed as written), check it with qemu-img (not empty,
+    qcow2, raw or ISO, no backing file) and rename it to ``final`` (0644). On any failure
+    ``tmp`` is removed and the error raised (``InvalidInput``; ``StorageError`` for I/O)."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_suffix(".part")
     digest = hashlib.sha256()
     size = 0
     try:
@@ -210,23 +233,35 @@ async def store_bytes(
         if info.get("backing-filename"):
             raise InvalidInput("images with a backing file are not accepted")
         os.chmod(tmp, 0o644)
-        tmp.replace(final)
+        await asyncio.to_thread(tmp.replace, final)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # noqa: ASYNC240 (inline: survives cancellation)
+        if isinstance(exc, OSError):
+            raise StorageError(f"cannot store the image: {exc}") from exc
+        raise
+    virtual = int(info.get("virtual-size", size))
+    return Received(size, digest.hexdigest(), fmt, virtual)
+
+
+async def store_bytes(
+    svc: Services, image_id: str, chunks: AsyncIterator[bytes], progress: Any = None
+) -> None:
+    """Stream bytes into the image store, check them with qemu-img and mark the image ready.
+    On any failure the partial file is removed and the image is marked ``error``."""
+    final = image_path(svc, image_id)
+    try:
+        got = await receive(final.with_suffix(".part"), final, chunks, progress)
+    except BaseException:
         async with svc.sessionmaker.begin() as s:
             row = await s.get(ImageRow, image_id)
             if row is not None:
                 row.status = ImageStatus.error
-        if isinstance(exc, OSError):
-            raise StorageError(f"cannot store the image: {exc}") from exc
         raise
     async with svc.sessionmaker.begin() as s:
         row = await get_row(s, ImageRow, image_id, "image", by_name=False)
         row.status = ImageStatus.ready
-        row.format = fmt
-        row.size_bytes = size
-        row.virtual_size_bytes = int(info.get("virtual-size", size))
-        row.sha256 = digest.hexdigest()
+        for column, value in got.columns().items():
+            setattr(row, column, value)
 
 
 def _write_and_hash(f: BinaryIO, digest: Any, chunk: bytes) -> None:
@@ -256,14 +291,66 @@ async def upload(
     return op_model(op)
 
 
-async def store_captured(*, svc: Services, image_id: str, chunks: AsyncIterator[bytes]) -> None:
-    """Store the bytes of a captured image (sent by the agent running its ``image.capture``).
-    ``InvalidState`` unless the image waits for a capture (``importing``, with a source)."""
+async def store_from_agent(
+    *, svc: Services, image_id: str, host_id: str, chunks: AsyncIterator[bytes]
+) -> None:
+    """Store the bytes the agent of ``host_id`` sends for an image: a captured disk (the agent
+    runs the image's ``image.capture``: the image is ``importing``, with a source; ready once
+    stored, ``error`` if the bytes are refused) or the cached copy of a host-bound base being
+    published (``image.publish`` running, sent by the image's host: ``store_published``).
+    ``InvalidState`` for any other image, ``NotFound`` for none."""
     async with svc.sessionmaker() as s:
         row = await get_row(s, ImageRow, image_id, "image", by_name=False)
-    if row.status != ImageStatus.importing or row.source_type is None:
-        raise InvalidState(f"image {row.name!r} does not wait for a captured disk", image=row.name)
-    await store_bytes(svc, image_id, chunks)
+        publishing = (
+            row.host_id == host_id
+            and row.parent_id is None
+            and await publish_operation(s, row.id, (OperationStatus.running,)) is not None
+        )
+    if row.status == ImageStatus.importing and row.source_type is not None:
+        await store_bytes(svc, image_id, chunks)
+    elif publishing:
+        await store_published(svc, image_id, chunks)
+    else:
+        raise InvalidState(
+            f"image {row.name!r} waits neither for a captured disk nor for its publication",
+            image=row.name,
+        )
+
+
+async def store_published(svc: Services, image_id: str, chunks: AsyncIterator[bytes]) -> None:
+    """Store the bytes of a host-bound base being published (a unique temporary name, then
+    ``image_path``) and record their ``sha256``, size and format on the image; its status and
+    ``host_id`` do not change here (``image.publish`` clears ``host_id`` once it has compared
+    the digest with the agent's). A failure changes nothing (no file, the row as it was).
+    ``NotFound`` if the image was deleted meanwhile (its file is then removed)."""
+    final = image_path(svc, image_id)
+    tmp = final.with_name(f".{image_id}.{secrets.token_hex(4)}.publish.part")
+    got = await receive(tmp, final, chunks)
+    async with svc.sessionmaker.begin() as s:
+        done: Any = await s.execute(
+            update(ImageRow).where(ImageRow.id == image_id).values(**got.columns())
+        )
+    if done.rowcount != 1:
+        final.unlink(missing_ok=True)
+        raise NotFound("the image was deleted while it was published", image_id=image_id)
+
+
+async def publish_operation(
+    s: AsyncSession,
+    image_id: str,
+    statuses: tuple[OperationStatus, ...] = (OperationStatus.queued, OperationStatus.running),
+) -> str | None:
+    """The id of an ``image.publish`` operation of the image in one of ``statuses``; None."""
+    found = await s.scalar(
+        select(OperationRow.id)
+        .where(
+            OperationRow.target_id == image_id,
+            OperationRow.type == PUBLISH,
+            OperationRow.status.in_([st.value for st in statuses]),
+        )
+        .limit(1)
+    )
+    return found
 
 
 async def delete_image(
@@ -271,7 +358,8 @@ async def delete_image(
 ) -> Operation:
     """Delete an image nothing uses (``InUse`` naming the users otherwise): a ready one goes to
     the recycle bin under the ``delayed`` and ``never`` policies (unless ``expunge``), else it
-    is deleted at once (row and file)."""
+    is deleted at once (row and file). A full clone's base being published (``image.publish``)
+    may go too: the publication then finds it gone and leaves no file behind."""
     async with svc.sessionmaker() as s:
         row = await _visible_image(s, ref, caller, "image:delete")
         await _check_unused(s, row)
@@ -359,10 +447,15 @@ async def ready_path(
     if row.status != ImageStatus.ready:
         raise InvalidState(f"image {row.name!r} is {row.status}, not ready")
     if row.host_id is not None:
+        what = (
+            "a linked-clone layer kept on its host only"
+            if row.parent_id is not None
+            else "a clone's base kept on its host only until it is published"
+        )
         raise InvalidState(
-            f"image {row.name!r} is a linked-clone layer kept on its host only, not in the"
-            " image store",
+            f"image {row.name!r} is {what}, not in the image store",
             image=row.name,
             host_id=row.host_id,
+            reason="layer" if row.parent_id is not None else "unpublished",
         )
     return row, image_path(svc, row.id)

@@ -55,6 +55,9 @@ STOPPED = frozenset({"stopped", "crashed", "absent"})
 
 
 def to_model(r: SnapshotRow, current: bool = False) -> Snapshot:
+    """The contract model of a snapshot row; ``current`` is computed by the caller (the
+    volume's ``current_snapshot_id``), ``used_bytes`` is the row's as the workflows measured
+    it (None: not measured)."""
     return Snapshot(
         id=r.id,
         name=r.name,
@@ -65,6 +68,7 @@ def to_model(r: SnapshotRow, current: bool = False) -> Snapshot:
         kind=SnapshotKind(r.kind),
         vm_snapshot_id=r.vm_snapshot_id,
         size_gb=r.size_gb,
+        used_bytes=r.used_bytes,
         description=r.description,
         error=r.error,
         created_at=r.created_at,
@@ -76,7 +80,8 @@ def to_model(r: SnapshotRow, current: bool = False) -> Snapshot:
 
 
 class SnapshotsKind(Kind[SnapshotRow, Snapshot]):
-    """Snapshots with ``current`` (one query for the page's volumes)."""
+    """Snapshots with ``current`` (one query for the page's volumes) and their ``used_bytes``
+    (a column of the row)."""
 
     async def models(self, s: AsyncSession, rows: list[SnapshotRow]) -> list[Snapshot]:
         vids = sorted({r.volume_id for r in rows})

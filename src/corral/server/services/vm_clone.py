@@ -69,6 +69,15 @@ async def _root_pool(s: AsyncSession, source: VmRow, spec: VmClone) -> str | Non
     return pool.id
 
 
+def publish_later(spec: VmClone, source: VmRow, pinned: str | None, root_pool: str | None) -> bool:
+    """Whether a clone's base is captured into the source host's image cache only and sent to
+    the image store after the clones exist (``image.publish``): full clones with host-local
+    root disks (no ``root_pool``), not pinned to another host than the source's. Otherwise
+    (pinned elsewhere, root volumes) the base is sent to the store before the clones are made,
+    as any capture."""
+    return spec.mode == "full" and root_pool is None and pinned in (None, source.host_id)
+
+
 async def clone_vm(*, svc: Services, ref: str, spec: VmClone, caller: Caller) -> Operation:
     """Check and queue a ``vm.clone`` of the VM ``ref`` into the caller's project: the source
     must be stopped for linked and instant clones, stopped or running for full ones
@@ -76,7 +85,8 @@ async def clone_vm(*, svc: Services, ref: str, spec: VmClone, caller: Caller) ->
     (``NameTaken``) and the quota must hold the clones and the image (``QuotaExceeded``);
     nothing is recorded on a 4xx; linked and instant clones stay in the source's project and on
     its host (``InvalidInput``). The base image is recorded (``importing``) and charged now,
-    the clones once it is made."""
+    the clones once it is made (``publish_later``: how a full clone's base reaches the image
+    store)."""
     project_id = creation_project(caller, "vm:create")
     names = clone_names(spec)
     async with svc.sessionmaker() as s:
@@ -137,6 +147,7 @@ async def clone_vm(*, svc: Services, ref: str, spec: VmClone, caller: Caller) ->
                 "disk_gb": source.disk_gb,
                 "offering_id": source.offering_id,
                 "pinned": pinned,
+                "publish_later": publish_later(spec, source, pinned, root_pool),
                 "start": spec.start,
                 "root_pool": root_pool,
             },

@@ -81,7 +81,14 @@ RAW_POOLS = frozenset({"iscsi", "rbd"})
 GIB = 1 << 30
 
 
-def to_model(r: VolumeRow, attachments: Sequence[tuple[str, str]] = ()) -> Volume:
+def to_model(
+    r: VolumeRow,
+    attachments: Sequence[tuple[str, str]] = (),
+    snapshots_bytes: int | None = None,
+) -> Volume:
+    """The contract model of a volume row with its ``attachments`` (``attachments_of``) and
+    ``snapshots_bytes`` (``snapshots_bytes_of``: the sum of its measured snapshot sizes, None
+    when none is measured), both looked up by the caller."""
     return Volume(
         id=r.id,
         name=r.name,
@@ -102,6 +109,7 @@ def to_model(r: VolumeRow, attachments: Sequence[tuple[str, str]] = ()) -> Volum
             if r.snapshot_every_min and r.snapshot_keep
             else None
         ),
+        snapshots_bytes=snapshots_bytes,
         error=r.error,
         created_at=r.created_at,
         updated_at=r.updated_at,
@@ -125,12 +133,28 @@ async def attachments_of(s: AsyncSession, ids: Sequence[str]) -> dict[str, list[
     return out
 
 
+async def snapshots_bytes_of(s: AsyncSession, ids: Sequence[str]) -> dict[str, int]:
+    """What the snapshots of each volume of ``ids`` take on its pool: the sum of their measured
+    ``used_bytes`` (one query); a volume without any measured snapshot is absent."""
+    if not ids:
+        return {}
+    rows = await s.execute(
+        select(SnapshotRow.volume_id, func.sum(SnapshotRow.used_bytes))
+        .where(SnapshotRow.volume_id.in_(list(ids)), SnapshotRow.used_bytes.is_not(None))
+        .group_by(SnapshotRow.volume_id)
+    )
+    return {vid: int(total) for vid, total in rows if total is not None}
+
+
 class VolumeKind(Kind[VolumeRow, Volume]):
-    """Volumes with their attachments."""
+    """Volumes with their attachments and the size of their snapshots (one query each for
+    the page)."""
 
     async def models(self, s: AsyncSession, rows: list[VolumeRow]) -> list[Volume]:
-        att = await attachments_of(s, [r.id for r in rows])
-        return [to_model(r, att[r.id]) for r in rows]
+        ids = [r.id for r in rows]
+        att = await attachments_of(s, ids)
+        used = await snapshots_bytes_of(s, ids)
+        return [to_model(r, att[r.id], used.get(r.id)) for r in rows]
 
 
 VOLUMES = VolumeKind(KIND, VolumeRow, to_model, specs.VOLUMES, Volume)

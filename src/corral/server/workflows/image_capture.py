@@ -8,17 +8,20 @@ send it to ``PUT /agent/images/{id}/data``; the server stores it, checks it and 
 Undo (and a failure): the image's file and row go and the quota is given back, so a failed
 capture leaves nothing; the volume goes back to ``available``/``in_use``.
 
-``capture`` and ``drop_image`` are also the first step of ``vm.clone``.
+``capture`` and ``drop_image`` are also the first step of ``vm.clone``. A full clone's base
+captured with ``publish_later`` (params) is not sent: the agent keeps it (fsync'd) in its
+host's image cache only, and the image becomes ``ready`` bound to that host (``host_id``, no
+``sha256`` yet) until ``image.publish`` sends it to the store.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from corral.api.agent import ImageCaptureTask
-from corral.api.errors import CorralError, InUse, StorageError
+from corral.api.errors import CorralError, InUse, NotFound, StorageError
 from corral.api.images import ImageStatus
 from corral.server.db.tables import ImageRow, VmRow
 from corral.server.identity import quotas
@@ -26,6 +29,10 @@ from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
 from corral.server.workflows.snapshot_common import file_ref
 from corral.server.workflows.volume_common import load_volume, settle
+
+CAPTURED_FORMAT = "qcow2"
+"""What an agent makes of a captured disk (``corral.agent.capture``)."""
+GIB = 1 << 30
 
 
 def upload_path(image_id: str) -> str:
@@ -35,11 +42,15 @@ def upload_path(image_id: str) -> str:
 
 async def capture(ctx: Ctx) -> dict[str, Any]:
     """Params: ``image_id``, ``host_id`` and either ``vm_id`` (root disk) or ``volume_id`` with
-    ``file`` (the snapshot file; None: the volume's active file)."""
+    ``file`` (the snapshot file; None: the volume's active file); ``publish_later`` (a VM's
+    root disk only, with ``disk_gb``): keep the copy on ``host_id`` (``keep_on_host``)."""
     image_id = ctx.params["image_id"]
+    later = bool(ctx.params.get("publish_later") and ctx.params.get("vm_id"))
     await ctx.progress(10, "copying the disk")
     if vm_id := ctx.params.get("vm_id"):
-        task = ImageCaptureTask(image_id=image_id, upload_path=upload_path(image_id), vm_id=vm_id)
+        task = ImageCaptureTask(
+            image_id=image_id, upload_path=upload_path(image_id), vm_id=vm_id, publish=not later
+        )
     else:
         vol, pool = await load_volume(ctx)
         name = ctx.params.get("file") or vol.pool_name
@@ -49,6 +60,8 @@ async def capture(ctx: Ctx) -> dict[str, Any]:
             volume=file_ref(ctx, vol, pool, name),
         )
     result = await agent_task(ctx, ctx.params["host_id"], "capture", task)
+    if later:
+        return await keep_on_host(ctx, int(result["size_bytes"]))
     async with ctx.deps.sessionmaker() as s:
         row = await s.get(ImageRow, image_id)
     if row is None or row.status != ImageStatus.ready or row.sha256 != result.get("sha256"):
@@ -60,6 +73,31 @@ async def capture(ctx: Ctx) -> dict[str, Any]:
         )
     await ctx.progress(60, "image stored")
     return {"sha256": row.sha256, "size_bytes": row.size_bytes}
+
+
+async def keep_on_host(ctx: Ctx, size_bytes: int) -> dict[str, Any]:
+    """Mark the image captured without upload ``ready`` on the capture's host (``host_id``):
+    a standalone qcow2 of ``size_bytes``, virtually the source's ``disk_gb``, no ``sha256``
+    (computed when it is published). ``NotFound`` if the row is gone."""
+    image_id = ctx.params["image_id"]
+    async with ctx.deps.sessionmaker.begin() as s:
+        done: Any = await s.execute(
+            update(ImageRow)
+            .where(ImageRow.id == image_id)
+            .values(
+                status=ImageStatus.ready,
+                format=CAPTURED_FORMAT,
+                size_bytes=size_bytes,
+                virtual_size_bytes=int(ctx.params["disk_gb"]) * GIB,
+                sha256=None,
+                host_id=ctx.params["host_id"],
+                error=None,
+            )
+        )
+    if done.rowcount != 1:
+        raise NotFound("the captured image is gone", image_id=image_id)
+    await ctx.progress(40, "image kept on the source's host")
+    return {"sha256": None, "size_bytes": size_bytes, "host_id": ctx.params["host_id"]}
 
 
 async def drop_image(ctx: Ctx) -> None:

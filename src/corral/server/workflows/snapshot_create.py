@@ -7,7 +7,8 @@ The request recorded the snapshot (``creating``) and charged the quota. ``freeze
 of no return, retried under fresh task ids (the agent's task is idempotent: one that switched the
 VM to the new overlay but could not record it finishes on the retry); a definite failure means
 nothing changed (the record goes, the quota is given back), an unknown one (agent unreachable)
-leaves the snapshot in ``error`` for an operator.
+leaves the snapshot in ``error`` for an operator. ``finalize`` records the node's ``used_bytes``
+from the agent's result (file pools: ``frozen_bytes``, rbd: ``bytes``).
 """
 
 from __future__ import annotations
@@ -49,14 +50,29 @@ async def _freeze(ctx: Ctx) -> dict[str, Any]:
     return await repeatable_task(ctx, ctx.params["host_id"], "freeze", payload)
 
 
+def measured(value: object) -> int | None:
+    """A size an agent reported (``frozen_bytes``, ``bytes``) as ``SnapshotRow.used_bytes``:
+    a non-negative int, else None (not measured, or an agent that does not measure)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
 async def _finalize(ctx: Ctx) -> dict[str, Any]:
+    """The volume goes on from the new node (a file pool: on the new overlay) and the node is
+    ``ready`` with what it takes on the pool (``used_bytes``: the agent's ``frozen_bytes``,
+    Ceph's ``bytes``; None if the agent could not measure it)."""
+    freeze = ctx.results.get("freeze") or {}
     volume: dict[str, Any] = {"current_snapshot_id": ctx.params["snapshot_id"]}
-    if not ctx.params.get("ceph"):
+    if ctx.params.get("ceph"):
+        used = measured(freeze.get("bytes"))
+    else:
         volume.update(pool_name=ctx.params["new_name"], backing_name=ctx.params["old_active"])
+        used = measured(freeze.get("frozen_bytes"))
     await finish(
         ctx,
         volume=volume,
-        snapshot={"status": SnapshotStatus.ready.value, "error": None},
+        snapshot={"status": SnapshotStatus.ready.value, "error": None, "used_bytes": used},
     )
     return {}
 

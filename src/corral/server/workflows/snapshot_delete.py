@@ -11,6 +11,11 @@ children get N's parent; the volume's current snapshot moves up if it was N).
 One forward step: each agent call is idempotent and its effect is recorded before the next one,
 so a retry (or a new delete after a failure) continues where it stopped. On an rbd pool there
 is nothing to merge: the Ceph snapshot is removed (``rbd snap rm``) and the tree mended.
+
+Sizes: a child node whose file was rebased gets the size the agent measured after the rebase
+(``bytes``; None if not measured) as its ``used_bytes``; the active file pulled or rebased is
+no node and has none. On rbd no other node is measured again (Ceph counts the removed
+snapshot's data in the next snapshot of the image, whose ``used_bytes`` stays as taken).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from corral.server.workflows.snapshot_common import (
     load_snapshot,
     vm_is_live,
 )
+from corral.server.workflows.snapshot_create import measured
 from corral.server.workflows.vm_common import repeatable_task
 from corral.server.workflows.volume_common import (
     load_volume,
@@ -79,15 +85,15 @@ async def _merge(ctx: Ctx) -> dict[str, Any]:
         payload = SnapshotRebaseTask(
             volume=file_ref(ctx, vol, pool, child), name=child, backing=base, vm_id=vm_id
         )
-        await repeatable_task(ctx, host, f"rebase-{i}", payload)
-        if child == vol.pool_name:
+        rebased = await repeatable_task(ctx, host, f"rebase-{i}", payload)
+        if child == vol.pool_name:  # the active file: no node, no size to keep
             await set_volume(ctx, backing_name=base)
-        else:
+        else:  # a child node's file: it now holds N's data too
             async with ctx.deps.sessionmaker.begin() as s:
                 await s.execute(
                     update(SnapshotRow)
                     .where(SnapshotRow.volume_id == vol.id, SnapshotRow.file == child)
-                    .values(backing=base)
+                    .values(backing=base, used_bytes=measured(rebased.get("bytes")))
                 )
     await ctx.progress(85, "deleting the snapshot's file")
     payload_del = SnapshotDeleteFileTask(volume=file_ref(ctx, vol, pool, n_file), name=n_file)

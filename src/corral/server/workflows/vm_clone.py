@@ -1,23 +1,34 @@
 """vm.clone: one base made from the stopped source's root disk, then every clone created on it.
 
 Params: ``mode`` (full, linked, instant), ``image_id`` (the base's row, recorded ``importing``
-by the request), ``vm_id``/``host_id`` (the source), the clones' ``names`` and shape.
+by the request), ``vm_id``/``host_id`` (the source), the clones' ``names`` and shape,
+``pinned`` (a host for full clones), ``publish_later`` (full clones not pinned elsewhere than
+the source's host, without a root pool: decided by the request).
 
 Steps:
-- ``base``: ``full`` captures the disk into an image in the image store (``image.capture``'s
-  step; the source host keeps the copy in its image cache) — undo: ``drop_image``. ``linked``
+- ``base``: ``full`` captures the disk into an image (``image.capture``'s step; the source
+  host keeps the copy in its image cache): with ``publish_later`` into that cache only (the
+  image ``ready`` but bound to the source's host, ``host_id`` set, ``parent_id`` None), else
+  into the image store too — undo: ``drop_image``. ``linked``
   and ``instant`` freeze it in constant time (``disk.freeze``): the disk becomes a read-only
   layer in the source host's image cache (the image row, ``host_id`` set, ``parent_id`` the
   source's image) and the source goes on in a new empty overlay of it (its ``image_id`` is the
   layer from then on) — undo: ``disk.thaw``, the source back on its image, the row deleted.
 - ``launch``: one transaction records every clone (quota, placement — on the layer's host for
-  linked and instant clones —, claim, row, its own queued ``vm.create``) as ``POST /vms`` does;
-  if one cannot be placed, none is, and the base is undone. No undo of its own: once clones
-  exist, the base is theirs (``drop_image`` refuses while VMs use it).
+  linked and instant clones, on the source's host with ``publish_later`` —, claim, row, its
+  own queued ``vm.create``) as ``POST /vms`` does; if one cannot be placed, none is, and the
+  base is undone. With ``publish_later`` and no ``pinned`` host, clones that do not all fit on
+  the source's host are placed anywhere once the base is published (an ``image.publish``
+  operation, waited for). No undo of its own: once clones exist, the base is theirs
+  (``drop_image`` refuses while VMs use it).
 - ``wait`` (point of no return): each clone's ``vm.create``; each rolls back on its own when
   it fails, and the clone operation then fails naming them, keeping the clones that were made.
 - ``flatten`` (``instant`` only): each clone's disk gets the layer's data copied in (a live
   block pull while it runs) and is then made from no image: it depends on nothing.
+- ``publish`` (``publish_later`` only): queues ``image.publish`` of the base (still bound to
+  its host) and does not wait for it: the upload is off the clones' critical path. A clone
+  operation that fails once its clones exist (so keeps its base) queues it too
+  (``on_failure``).
 """
 
 from __future__ import annotations
@@ -27,10 +38,10 @@ from typing import Any
 from sqlalchemy import update
 
 from corral.api.agent import DiskFlatten, DiskFreeze, DiskThaw
-from corral.api.errors import CorralError, NameTaken, NotFound, Timeout
+from corral.api.errors import CorralError, NameTaken, NoHostAvailable, NotFound, Timeout
 from corral.api.images import ImageStatus
 from corral.api.operations import OperationStatus
-from corral.server.db.tables import ImageRow, VmRow
+from corral.server.db.tables import ImageRow, OperationRow, VmRow
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
 from corral.server.workflows.image_capture import capture, drop_image
@@ -85,6 +96,63 @@ async def _unbase(ctx: Ctx) -> None:
 
 
 async def _launch(ctx: Ctx) -> dict[str, Any]:
+    p = ctx.params
+    later = bool(p.get("publish_later"))
+    pinned = p["pinned"] if p["mode"] == "full" and not later else p["host_id"]
+    await ctx.progress(60, f"creating {len(p['names'])} clone(s)")
+    try:
+        ops = await _record_clones(ctx, pinned)
+    except NoHostAvailable:
+        if not later or p["pinned"] is not None:
+            raise
+        await _publish_first(ctx)
+        ops = await _record_clones(ctx, None)
+    for op in ops:
+        ctx.deps.runner.launch(op)
+    return {"vms": [op.target_id for op in ops], "operations": [op.id for op in ops]}
+
+
+async def _publish_first(ctx: Ctx) -> None:
+    """The clones do not all fit on the source's host: publish their base now (an
+    ``image.publish`` operation, waited for), so that they can go to any host. Raises the
+    publication's error (the base is then undone with the rest)."""
+    await ctx.progress(
+        55, "the clones do not all fit on the source's host: publishing their base first"
+    )
+    op_id = await queue_publish(ctx)
+    if op_id is None:
+        return
+    op = await ctx.deps.runner.wait(op_id, timeout=WAIT_S)
+    if op.status == OperationStatus.succeeded:
+        return
+    if op.error is None:
+        raise Timeout("the clones' base is still being published", operation=op_id)
+    raise CorralError.from_body(op.error)
+
+
+async def queue_publish(ctx: Ctx) -> str | None:
+    """Queue and launch ``image.publish`` of the clones' base if it is still bound to its host
+    (a full clone's standalone base) and no publication of it is queued or running; returns
+    that operation's id (None: nothing to publish)."""
+    from corral.server.services.images import publish_operation
+    from corral.server.workflows.image_publish import new_publish
+
+    async with ctx.deps.sessionmaker() as s:
+        row = await s.get(ImageRow, ctx.params["image_id"])
+        if row is None or row.host_id is None or row.parent_id is not None:
+            return None
+        if running := await publish_operation(s, row.id):
+            return running
+        op = new_publish(ctx.deps.runner, s, row, ctx.params["owner_id"])
+        await s.commit()
+    ctx.deps.runner.launch(op)
+    return op.id
+
+
+async def _record_clones(ctx: Ctx, pinned: str | None) -> list[OperationRow]:
+    """Record every clone in one transaction, placed on ``pinned`` (None: any host); their
+    ``vm.create`` operations are queued, not launched. ``NameTaken``; ``QuotaExceeded`` or
+    ``NoHostAvailable`` and nothing is recorded."""
     from sqlalchemy.exc import IntegrityError
 
     from corral.api.vms import VmCreate
@@ -93,8 +161,6 @@ async def _launch(ctx: Ctx) -> dict[str, Any]:
 
     p = ctx.params
     svc = ctx.deps
-    pinned = p["pinned"] if p["mode"] == "full" else p["host_id"]
-    await ctx.progress(60, f"creating {len(p['names'])} clone(s)")
     ops = []
     async with svc.sessionmaker() as s:
         try:
@@ -124,9 +190,7 @@ async def _launch(ctx: Ctx) -> dict[str, Any]:
             raise NameTaken(
                 "a VM with one of the clones' names exists already", names=p["names"]
             ) from exc
-    for op in ops:
-        svc.runner.launch(op)
-    return {"vms": [op.target_id for op in ops], "operations": [op.id for op in ops]}
+    return ops
 
 
 async def _wait(ctx: Ctx) -> dict[str, Any]:
@@ -165,6 +229,18 @@ async def _flatten(ctx: Ctx) -> dict[str, Any]:
     return {}
 
 
+async def _publish(ctx: Ctx) -> dict[str, Any]:
+    if not ctx.params.get("publish_later"):
+        return {}
+    return {"publish_operation": await queue_publish(ctx)}
+
+
+async def _on_failure(ctx: Ctx, err: CorralError) -> None:
+    """A failed clone operation that kept its base (clones exist) still publishes it."""
+    if ctx.params.get("publish_later"):
+        await queue_publish(ctx)
+
+
 VM_CLONE = Workflow(
     "vm.clone",
     steps=(
@@ -172,6 +248,8 @@ VM_CLONE = Workflow(
         Step("launch", _launch, NO_UNDO),
         Step("wait", _wait, NO_UNDO),
         Step("flatten", _flatten, NO_UNDO),
+        Step("publish", _publish, NO_UNDO),
     ),
+    on_failure=_on_failure,
     forward_from="wait",
 )

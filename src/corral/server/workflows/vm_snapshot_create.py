@@ -24,6 +24,7 @@ from corral.server.db.tables import SnapshotRow, VmSnapshotRow, VolumeRow
 from corral.server.identity import quotas
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
 from corral.server.workflows.snapshot_common import file_ref, outcome_unknown
+from corral.server.workflows.snapshot_create import measured
 from corral.server.workflows.vm_common import repeatable_task
 from corral.server.workflows.volume_common import load_volume, settle_status, volume_ref
 
@@ -62,7 +63,12 @@ async def _snapshot(ctx: Ctx) -> dict[str, Any]:
 
 
 async def _finalize(ctx: Ctx) -> dict[str, Any]:
+    """Each volume goes on from its new node, each node is ``ready`` with what it takes on
+    its pool (``used_bytes``: the agent's ``frozen_bytes`` of its volume; None if not
+    measured), the VM snapshot ``ready``."""
     result = ctx.results.get("snapshot") or {}
+    frozen = result.get("frozen_bytes")
+    sizes: dict[str, Any] = frozen if isinstance(frozen, dict) else {}
     async with ctx.deps.sessionmaker.begin() as s:
         for m in ctx.params["members"]:
             values: dict[str, Any] = {"current_snapshot_id": m["snapshot_id"]}
@@ -74,7 +80,11 @@ async def _finalize(ctx: Ctx) -> dict[str, Any]:
             await s.execute(
                 update(SnapshotRow)
                 .where(SnapshotRow.id == m["snapshot_id"])
-                .values(status=SnapshotStatus.ready.value, error=None)
+                .values(
+                    status=SnapshotStatus.ready.value,
+                    error=None,
+                    used_bytes=measured(sizes.get(m["volume_id"])),
+                )
             )
             await settle_status(s, m["volume_id"])
         await s.execute(
