@@ -164,3 +164,19 @@ async def test_a_failed_clone_leaves_no_volume(env: Env) -> None:
     await env.ok(await c.delete("/snapshots/fsn"))  # not held by the failed clone
     await env.ok(await c.post("/volumes/fs/detach"))
     await env.ok(await c.delete("/volumes/fs"))
+
+
+async def test_deleting_a_ceph_snapshot_measures_the_others_again(env: Env) -> None:
+    c = env.c
+    await env.ok(await c.post("/volumes", json={"name": "m", "size_gb": 1, "pool": "ceph",
+                                                "vm": "vm"}))  # fmt: skip
+    await env.ok(await c.post("/volumes/m/snapshots", json={"name": "m1"}))
+    env.runtime.faults.fail_next("volume.allocated")  # m2's measure fails: no size yet
+    await env.ok(await c.post("/volumes/m/snapshots", json={"name": "m2"}))
+    assert (await c.get("/snapshots/m2")).json()["used_bytes"] is None
+    await env.ok(await c.delete("/snapshots/m1"))
+    m2 = (await c.get("/snapshots/m2")).json()
+    assert isinstance(m2["used_bytes"], int) and m2["used_bytes"] > 0
+    assert (await c.get("/volumes/m")).json()["snapshots_bytes"] == m2["used_bytes"]
+    await env.ok(await c.post("/volumes/m/detach"))
+    await env.ok(await c.delete("/volumes/m"))

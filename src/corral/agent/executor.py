@@ -342,6 +342,7 @@ class TaskExecutor:
                 await backend.snap_rollback(volume, payload.snap)
             case "remove":
                 await backend.snap_remove(volume, payload.snap)
+                return {"sizes": await backend.snap_sizes(volume)}
             case "clone":
                 if payload.target is None:
                     raise InvalidInput(

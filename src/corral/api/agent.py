@@ -376,7 +376,9 @@ class RbdSnapshotTask(Model):
     (existing: success), ``rollback`` the image to it (the image's data becomes the snapshot's;
     no client may have the image open: its VM is stopped), ``remove`` it (absent: success),
     ``clone`` it into the new volume ``target`` (same pool; a copy-on-write clone). Result of
-    ``create``: ``{"bytes": int | None}`` (``rbd du`` of the snapshot; None: not measured)."""
+    ``create``: ``{"bytes": int | None}`` (``rbd du`` of the snapshot; None: not measured); of
+    ``remove``: ``{"sizes": {snap: bytes}}`` (every remaining snapshot, measured again; empty
+    when that failed)."""
 
     kind: Literal["rbd.snapshot"] = "rbd.snapshot"
     op: Literal["create", "rollback", "remove", "clone"]

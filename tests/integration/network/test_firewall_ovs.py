@@ -38,8 +38,12 @@ CONNECT = (
 
 def fw_port(spec: tuple[str, str, int], groups: tuple[FwGroup, ...] = (), **kw: object) -> FwPort:
     cidr, mac, ofport = spec
-    return FwPort(ofport=ofport, mac=mac, ips=(cidr.split("/")[0],), zone=ofport, cookie=ofport,
+    return FwPort(ofport=PORT_NAMES.get(ofport, ofport), mac=mac, ips=(cidr.split("/")[0],), zone=ofport, cookie=ofport,
                   groups=groups, **kw)  # type: ignore[arg-type]  # fmt: skip
+
+
+PORT_NAMES: dict[int, str] = {}
+"""The VM's port by name (as the controller names ports), the others by number."""
 
 
 def vm_group(icmp_from: str) -> FwGroup:
@@ -70,6 +74,7 @@ def lab(
         ovs.vsctl("add-br", BR, "--", "set", "bridge", BR, "datapath_type=netdev",
                   "fail-mode=secure")  # fmt: skip
         guests = [add_guest(ovs, BR, *spec) for spec in (VM, PEER, OTHER)]
+        PORT_NAMES[VM[2]] = guests[0].peer
         servers = [
             subprocess.Popen(
                 [

@@ -198,8 +198,10 @@ async def test_sizes_of_snapshots_and_of_the_image(
         "s2": s2,
         None: head,
     }
+    assert await rbd.snap_sizes(vol) == {"s1": s1, "s2": s2}
     await rbd.snap_remove(vol, "s1")  # Ceph counts its data in the next snapshot now
     assert await rbd.snap_allocated(vol, "s2") == s1
+    assert await rbd.snap_sizes(vol) == {"s2": s1}
     assert await rbd.snap_allocated(vol, "s1") is None
     assert await rbd.snap_allocated(vol, "a@b") is None  # an unsafe name: no call, no error
     assert list(keys.iterdir()) == []
@@ -434,8 +436,8 @@ async def test_rbd_snapshot_tasks_run_through_the_executor(
     with pytest.raises(InjectedFault):
         await ex.run(remove)
     assert snaps(ceph_cluster, image) == {"snap-1": False}  # the fault came first
-    assert await ex.run(remove) == {}
-    assert await ex.run(remove) == {}  # absent: success
+    assert await ex.run(remove) == {"sizes": {}}  # no snapshot left
+    assert await ex.run(remove) == {"sizes": {}}  # absent: success
     assert snaps(ceph_cluster, image) == {}
 
     with pytest.raises(StorageError) as err:

@@ -206,7 +206,9 @@ async def test_rbd_snapshot_tasks_run_on_the_simulated_backend(
     with pytest.raises(InjectedFault):
         await ex.run(rollback)
     assert sim.calls["volume.snap_rollback"] == 1  # the agent's fault came first
-    assert await ex.run(RbdSnapshotTask(op="remove", volume=vref("vol-7"), snap="s1")) == {}
+    assert await ex.run(RbdSnapshotTask(op="remove", volume=vref("vol-7"), snap="s1")) == {
+        "sizes": {}
+    }
     assert sim.snapshots("pool-1", "vol-7") == frozenset()
     with pytest.raises(StorageError) as err:
         await ex.run(rollback)

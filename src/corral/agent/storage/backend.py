@@ -217,6 +217,11 @@ class RbdSnapshots(Protocol):
         effort like ``VolumeBackend.allocated``: None (logged) when it cannot be measured, never
         an error."""
 
+    async def snap_sizes(self, volume: VolumeRef) -> dict[str, int]:
+        """``snap_allocated`` of every snapshot of the image in one measure (after a removal
+        Ceph counts the removed snapshot's data in the next one). Best effort: ``{}`` (logged)
+        when it cannot be measured."""
+
 
 async def allocated_or_none(backend: object, volume: VolumeRef, name: str) -> int | None:
     """``backend.allocated(volume, name)`` for a task's result, whatever the backend does: a

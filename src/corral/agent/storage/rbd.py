@@ -435,6 +435,17 @@ class RbdBackend:
             log.warning("cannot measure snapshot %s of volume %s: %s", snap, volume.volume_id, exc)
             return None
 
+    async def snap_sizes(self, volume: VolumeRef) -> dict[str, int]:
+        """``rbd du --format json <pool>/<image>``'s ``used_size`` of each snapshot (see
+        ``RbdSnapshots.snap_sizes``); ``{}`` (logged) when it cannot be measured."""
+        try:
+            conn, spec = self._where(volume)
+            entries = await self._du(volume.pool, conn, spec)
+            return {str(e["snapshot"]): _used(e) for e in entries if e.get("snapshot")}
+        except (CorralError, ValueError, KeyError, TypeError) as exc:
+            log.warning("cannot measure the snapshots of volume %s: %s", volume.volume_id, exc)
+            return {}
+
     async def _du(self, pool: PoolRef, conn: _Conn, target: str) -> list[dict[str, Any]]:
         """The ``images`` entries of ``rbd du --format json <target>`` (an image: one per
         snapshot and one for the head; ``<image>@<snap>``: that snapshot's)."""

@@ -176,6 +176,13 @@ class SimulatedBackend:
             return None
         return sim_own_bytes(volume.pool.id, f"{volume.volume_id}@{snap}")
 
+    async def snap_sizes(self, volume: VolumeRef) -> dict[str, int]:
+        """``snap_allocated`` of every snapshot the simulator holds for the volume."""
+        if not self._measurable(volume, "snapshots"):
+            return {}
+        snaps = self._snaps.get((volume.pool.id, volume.volume_id), set())
+        return {s: sim_own_bytes(volume.pool.id, f"{volume.volume_id}@{s}") for s in sorted(snaps)}
+
     def _measurable(self, volume: VolumeRef, name: str) -> bool:
         try:
             self._enter("volume.allocated")

@@ -15,9 +15,10 @@ Pipeline (tables):
   new connections matched against the rules (groups in order, rules in order, first match
   wins, else the NIC's egress default); allowed ones are committed and go to table ``3``.
 - ``3`` delivery: IP traffic to a local VM's MAC is sent through conntrack in that port's zone
-  to table ``2`` with the port in ``reg0``; anything else is switched normally (``NORMAL``).
+  to table ``2`` with the zone in ``reg0``; anything else is switched normally (``NORMAL``).
   Traffic arriving from the uplink/tunnels enters table ``0`` at low priority and goes to ``3``.
-- ``2`` ingress policy of the port (``reg0``), as ``1`` with the ingress rules and default.
+- ``2`` ingress policy of the port (``reg0`` = its zone), as ``1`` with the ingress rules and
+  default; allowed packets are output to the port.
 
 First match wins across a NIC's groups: the rules are numbered in that order (the group's
 built-in intra-group rule first within its group) and get descending OpenFlow priorities. A rule
@@ -65,11 +66,13 @@ class FwGroup:
 
 @dataclass(frozen=True)
 class FwPort:
-    """A VM NIC on the integration bridge: OpenFlow port number, MAC, its addresses, the
-    conntrack ``zone``, the flows' ``cookie``, its groups in order, default policies, and
+    """A VM NIC on the integration bridge: its OpenFlow port (number, or name: ``ovs-ofctl``
+    resolves names when the flows are loaded, so the controller needs no port numbers), MAC,
+    its addresses, the conntrack ``zone`` (unique per NIC on the host; also the NIC's mark in
+    ``reg0`` between delivery and its ingress policy), the flows' ``cookie``, its groups in order, default policies, and
     anti-spoofing (``spoof_check``; ``allowed_pairs``: more (mac, cidr) the guest may send as)."""
 
-    ofport: int
+    ofport: int | str
     mac: str
     ips: tuple[str, ...]
     zone: int
@@ -163,7 +166,7 @@ def _admission(port: FwPort) -> list[str]:
 
 def _delivery(port: FwPort) -> list[str]:
     """Table 3 for the port: IP traffic to its MAC through conntrack in its zone to table 2."""
-    load = f"load:{port.ofport}->NXM_NX_REG0[]"
+    load = f"load:{port.zone}->NXM_NX_REG0[]"
     ct = f"ct(table={T_INGRESS},zone={port.zone})"
     return [
         _flow(port, T_DELIVER, 100, f"dl_dst={port.mac},{fam}", f"{load},{ct}")
@@ -219,7 +222,7 @@ def _rules(port: FwPort, direction: str) -> list[FwRule]:
 def _policy(port: FwPort, direction: str) -> list[str]:
     egress = direction == "egress"
     table = T_EGRESS if egress else T_INGRESS
-    key = f"in_port={port.ofport}" if egress else f"reg0={port.ofport}"
+    key = f"in_port={port.ofport}" if egress else f"reg0={port.zone}"
     remote = "nw_dst" if egress else "nw_src"
     deliver = f"resubmit(,{T_DELIVER})" if egress else f"output:{port.ofport}"
     allow = f"ct(commit,zone={port.zone}),{deliver}"

@@ -174,8 +174,8 @@ async def remove_host(*, svc: Services, ref: str) -> Operation:
         )
         if layers:
             raise InUse(
-                f"host {row.name!r} holds linked-clone layer image(s) {', '.join(layers)}:"
-                " delete them first",
+                f"host {row.name!r} holds image(s) kept on it only (linked-clone layers or"
+                f" clone bases not published yet): {', '.join(layers)}; delete them first",
                 images=layers,
             )
         pool_ids = list(

@@ -149,15 +149,23 @@ async def record_vm(
     return op
 
 
+def host_bound(image: ImageRow) -> str:
+    """What a host-bound image is, in words."""
+    if image.parent_id is not None:
+        return "a linked-clone layer"
+    return "a clone's base not published to the image store yet"
+
+
 def layer_host(image: ImageRow, pinned: str | None) -> str | None:
-    """Where a VM made from ``image`` must run: a linked-clone layer's host (``InvalidInput``
-    if ``pinned`` names another), else ``pinned``."""
+    """Where a VM made from ``image`` must run: the host of a host-bound image (a linked-clone
+    layer, or a clone's base not published yet; ``InvalidInput`` if ``pinned`` names another),
+    else ``pinned``."""
     if image.host_id is None:
         return pinned
     if pinned is not None and pinned != image.host_id:
         raise InvalidInput(
-            f"image {image.name!r} is a linked-clone layer on one host only: VMs made from it"
-            " run there",
+            f"image {image.name!r} is kept on one host only ({host_bound(image)}): VMs made"
+            " from it run there",
             image=image.name,
             host_id=image.host_id,
         )

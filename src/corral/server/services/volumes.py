@@ -443,8 +443,9 @@ async def source_image(s: AsyncSession, ref: str, size_gb: int, caller: Caller) 
         )
     if img.host_id is not None:
         raise InvalidInput(
-            f"image {img.name!r} is a linked-clone layer (on one host only): a volume cannot"
-            " copy it; capture an image from a VM made from it instead",
+            f"image {img.name!r} is kept on one host only (a linked-clone layer, or a clone's"
+            " base not published yet): a volume cannot copy it; capture an image from a VM"
+            " made from it instead, or wait for the publication",
             image=img.name,
         )
     need = max(1, -(-img.virtual_size_bytes // 1024**3))

@@ -14,8 +14,9 @@ is nothing to merge: the Ceph snapshot is removed (``rbd snap rm``) and the tree
 
 Sizes: a child node whose file was rebased gets the size the agent measured after the rebase
 (``bytes``; None if not measured) as its ``used_bytes``; the active file pulled or rebased is
-no node and has none. On rbd no other node is measured again (Ceph counts the removed
-snapshot's data in the next snapshot of the image, whose ``used_bytes`` stays as taken).
+no node and has none. On rbd the agent measures every remaining Ceph snapshot after the
+removal (Ceph counts the removed snapshot's data in the next one) and those sizes are
+recorded.
 """
 
 from __future__ import annotations
@@ -49,6 +50,21 @@ from corral.server.workflows.volume_common import (
 )
 
 
+async def _remeasure(ctx: Ctx, volume_id: str, sizes: dict[str, Any]) -> None:
+    """Record the sizes of the volume's Ceph snapshots measured after a removal (Ceph counts
+    the removed one's data in the next one)."""
+    if not sizes:
+        return
+    async with ctx.deps.sessionmaker.begin() as s:
+        for name, size in sizes.items():
+            if isinstance(size, int):
+                await s.execute(
+                    update(SnapshotRow)
+                    .where(SnapshotRow.volume_id == volume_id, SnapshotRow.file == name)
+                    .values(used_bytes=size)
+                )
+
+
 async def _merge(ctx: Ctx) -> dict[str, Any]:
     snap, vol, pool = await load_snapshot(ctx)
     host, vm_id = ctx.params["host_id"], ctx.params["vm_id"]
@@ -57,7 +73,8 @@ async def _merge(ctx: Ctx) -> dict[str, Any]:
         task = RbdSnapshotTask(
             op="remove", volume=volume_ref(ctx.deps.secrets, vol, pool), snap=snap.file
         )
-        await repeatable_task(ctx, host, "rbd-remove", task)
+        result = await repeatable_task(ctx, host, "rbd-remove", task)
+        await _remeasure(ctx, vol.id, result.get("sizes") or {})
         await _unlink(ctx, vol, snap)
         return {"pulled_live": 0, "rebased": 0}
     n_file, base = snap.file, snap.backing
