@@ -16,11 +16,13 @@ setup:
 
 up: setup
 	@scripts/ensure-libvirtd || echo "libvirtd unavailable: corral up will use the simulator"
+	@scripts/ensure-ovs || echo "Open vSwitch unavailable: VMs with NICs cannot start"
 	$(VENV)/bin/corral up $(UP_ARGS)
 
 # CORRAL_NO_SKIP: in `make test` (and so in CI) a skipped test is a failure, never a silent pass
 test: setup
 	@scripts/ensure-libvirtd
+	@scripts/ensure-ovs
 	CORRAL_TEST_IMAGE=$$(scripts/build-test-image | tail -n 1) CORRAL_NO_SKIP=1 \
 		$(PY) -m pytest $(PYTEST_ARGS)
 

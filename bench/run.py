@@ -47,6 +47,7 @@ BENCHMARKS = {
         "bench.clones",
         [
             "clones.full_throughput",
+            "clones.full_throughput_durable",
             "clones.batch20_bytes",
             "clones.linked_1g",
             "clones.linked_20g",

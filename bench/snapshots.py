@@ -342,7 +342,7 @@ async def run(ctx: BenchContext) -> list[Figure]:
                 if who == "corral":
                     old, new = a_files[-1], f"a{next(a_made)}"
                     task = SnapshotCreateTask(volume=ref(a_id, old), new_name=new, vm_id=vm)
-                    if await ex.run(task) != {"live": False}:
+                    if (await ex.run(task)).get("live") is not False:
                         raise RuntimeError(f"offline snapshot {new} was not offline")
                     a_files.append(new)
                     await settle()

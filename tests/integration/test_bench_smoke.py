@@ -28,6 +28,7 @@ FIGURES = [
     "snapshots.merge_live",
     "snapshots.merge_offline",
     "clones.full_throughput",
+    "clones.full_throughput_durable",
     "clones.batch20_bytes",
     "clones.linked_1g",
     "clones.linked_20g",

@@ -14,6 +14,7 @@ Ordering rules (so that a crash at any point leaves a state reconcile handles co
   the file is removed. If the driver fails, the file is renamed back. A crash leaves a ``.deleting``
   file that reconcile finishes (undefine again, remove), so a deleted VM never comes back.
 - ``volume.*``: see ``volume_tasks`` (driver first, then the spec, undone the same way);
+  ``nic.attach``/``nic.detach``: see ``nic_tasks`` (the same rules; serialized on their VM);
   ``snapshot.*``: see ``snapshot_tasks`` (serialized like the volume tasks); ``vm.snapshot``
   and ``vm.memory``: see ``vm_snapshots`` (serialized on their VM; memory state files in
   ``<data>/memory``, next to the spec store's ``<data>/vms``). The VM's
@@ -38,6 +39,7 @@ from pathlib import Path
 from corral.agent.capture import ImageCapture, Uploader
 from corral.agent.compute.driver import ComputeDriver
 from corral.agent.faults import FaultPlan
+from corral.agent.nic_tasks import NicTasks
 from corral.agent.pools import HostPools
 from corral.agent.publish import ImagePublish
 from corral.agent.snapshot_tasks import SnapshotPayload, SnapshotTasks
@@ -56,6 +58,8 @@ from corral.api.agent import (
     ImageCaptureTask,
     ImagePublishTask,
     ImageRef,
+    NicAttachTask,
+    NicDetachTask,
     PoolImageForget,
     PoolsSync,
     RbdSnapshotTask,
@@ -102,6 +106,8 @@ Payload = (
     | VolumeDetachTask
     | VolumeResizeTask
     | VolumeQosTask
+    | NicAttachTask
+    | NicDetachTask
     | PoolsSync
     | SnapshotPayload
     | RbdSnapshotTask
@@ -218,6 +224,7 @@ class TaskExecutor:
             specs=specs,
         )
         self.publish = ImagePublish(volumes=volumes, upload=upload or _no_upload)
+        self.nic_tasks = NicTasks(compute=compute, specs=specs, drift=drift)
         self.snapshot_tasks = SnapshotTasks(
             compute=compute, backends=self.backends, specs=specs, define=self.define
         )
@@ -280,6 +287,12 @@ class TaskExecutor:
                 return {"cdrom": await self.cdrom(payload.vm_id, payload.image)}
             case VmSnapshotTask() | VmMemoryTask():
                 return await self.vm_snapshots.run(payload)
+            case NicAttachTask():
+                await self.nic_tasks.attach(payload.vm_id, payload.nic)
+                return {}
+            case NicDetachTask():
+                await self.nic_tasks.detach(payload.vm_id, payload.nic_id, payload.timeout)
+                return {}
         raise AssertionError(f"unhandled task {payload.kind}")  # pragma: no cover
 
     async def _pools_sync(self, payload: PoolsSync) -> dict[str, object]:

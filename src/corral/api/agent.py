@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from corral.api.common import Model
 from corral.api.errors import ErrorBody
@@ -156,6 +159,96 @@ def has_root_volume(spec: VmSpec) -> bool:
     return any(d.device == "vda" for d in spec.disks)
 
 
+NicModel = Literal["virtio", "e1000", "rtl8139"]
+"""The NIC models a guest can get: virtio (paravirtual, the default), e1000 and rtl8139 for
+legacy guests without virtio drivers."""
+
+NIC_PORT_PREFIX = "cn-"
+"""Prefix of the OVS port (host tap) of every Corral NIC."""
+_NIC_INTERFACE_NS = uuid.UUID("2f0c9a57-8d1e-4b3a-9c6d-636f7272616e")
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_IFNAME = r"^[A-Za-z0-9_.-]{1,15}$"
+_LIBVIRT_GENERATED = ("vnet", "vif", "macvtap", "macvlan")
+"""Tap name prefixes libvirt treats as its own: a NIC's ``port`` never starts with one."""
+
+
+def nic_port_name(nic_id: str) -> str:
+    """The OVS port (= host tap) name the server gives a NIC: ``cn-`` and the first 11
+    characters of its id (15 characters at most: Linux interface names hold 15)."""
+    return NIC_PORT_PREFIX + nic_id[:11]
+
+
+def nic_interface_id(nic_id: str) -> str:
+    """The NIC's ``external_ids:iface-id`` on Open vSwitch (libvirt's virtualport
+    ``interfaceid``): a UUID derived from the NIC id, the same on every host, so the server
+    (the network controller) can find the NIC's port wherever its VM runs."""
+    return str(uuid.uuid5(_NIC_INTERFACE_NS, nic_id))
+
+
+def kbps_to_libvirt(kbps: int) -> int:
+    """A rate in kbit/s (1000 bit/s) as libvirt's ``<bandwidth>`` ``average``/``peak`` unit,
+    rounded up: kilobytes/s of 1000 bytes (8 kbit/s), as libvirt 9.0 applies it. Verified on
+    Open vSwitch: ``average=50`` became an HTB class of 400 kbit/s (measured 378 kbit/s into
+    the guest) and ``ingress_policing_rate=400``; ``average=2000``: 16000 kbit/s. Not KiB/s."""
+    return max(1, math.ceil(kbps / 8))
+
+
+class NicSpec(Model):
+    """A VM's network interface: a tap ``port`` on the Open vSwitch ``bridge`` of the host.
+
+    ``mac``: a unicast, locally administered address (first octet ``x2``, ``x6``, ``xA`` or
+    ``xE``, e.g. ``02:…`` as the server generates them), stored in lower case. ``tag``: the
+    access VLAN of the port on the bridge (None: no tag, which makes the OVS port a trunk of
+    every VLAN). ``port``: the OVS port and host tap name (at most 15 characters, never
+    ``vnet…``/``vif…``/``macvtap…``/``macvlan…``, which libvirt takes as its own; default
+    ``nic_port_name(nic_id)``). ``mtu``: the tap's MTU, also told to virtio guests (None:
+    1500). ``inbound_kbps``/``outbound_kbps``: limits in kbit/s (1000 bit/s) of traffic into /
+    out of the guest (libvirt ``<bandwidth>``, see ``kbps_to_libvirt``; None: unlimited). With
+    the userspace datapath only the inbound limit holds (an HTB qdisc on the tap); libvirt
+    polices outbound traffic with OVS ``ingress_policing_rate`` (tc ingress on the tap), which
+    the userspace datapath does not enforce (measured: 24 Mbit/s out of a guest limited to
+    800 kbit/s; with the kernel datapath tc policing should apply, not verifiable here)."""
+
+    nic_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    mac: str
+    model: NicModel = "virtio"
+    bridge: str = Field("br-int", pattern=_IFNAME)
+    tag: int | None = Field(None, ge=1, le=4094, description="access VLAN on the bridge")
+    port: str = Field("", description="OVS port / tap name; default nic_port_name(nic_id)")
+    mtu: int | None = Field(None, ge=68, le=65535)
+    inbound_kbps: int | None = Field(None, ge=8, le=100_000_000, description="into the guest")
+    outbound_kbps: int | None = Field(None, ge=8, le=100_000_000, description="from the guest")
+
+    @field_validator("mac")
+    @classmethod
+    def _unicast_local_mac(cls, mac: str) -> str:
+        mac = mac.lower()
+        if not _MAC.match(mac):
+            raise ValueError("a MAC address is six hex octets separated by ':'")
+        if int(mac[:2], 16) & 0b11 != 0b10:
+            raise ValueError("the MAC address must be unicast and locally administered (02:…)")
+        return mac
+
+    @model_validator(mode="after")
+    def _port(self) -> NicSpec:
+        if not self.port:
+            self.port = nic_port_name(self.nic_id)
+        if not re.match(_IFNAME, self.port) or self.port.startswith(_LIBVIRT_GENERATED):
+            raise ValueError(
+                "port: 1-15 letters, digits, '_', '.', '-', not starting with vnet, vif,"
+                " macvtap or macvlan"
+            )
+        return self
+
+
+def _distinct_nics(nics: list[NicSpec]) -> list[NicSpec]:
+    for what in ("nic_id", "mac", "port"):
+        values = [getattr(n, what) for n in nics]
+        if len(set(values)) != len(values):
+            raise ValueError(f"the NICs of a VM must have distinct {what}s")
+    return nics
+
+
 BootDevice = Literal["cdrom", "hd"]
 """What a VM boots from: its CD-ROM drive or its root disk."""
 
@@ -178,6 +271,14 @@ class VmSpec(Model):
     boot: list[BootDevice] = Field(
         default_factory=_boot_hd, min_length=1, max_length=2, description="boot order"
     )
+    nics: list[NicSpec] = Field(
+        default_factory=list, max_length=16, description="network interfaces, in order"
+    )
+
+    @field_validator("nics")
+    @classmethod
+    def _nics_distinct(cls, nics: list[NicSpec]) -> list[NicSpec]:
+        return _distinct_nics(nics)
 
 
 class DiskCreate(Model):
@@ -316,6 +417,27 @@ class VolumeQosTask(Model):
     vm_id: str
     volume_id: str
     qos: VolumeQos
+
+
+class NicAttachTask(Model):
+    """Add the NIC to the VM's definition and hot-plug it if the VM runs (live and persistent),
+    then record it in the stored spec. Attached already (same NIC id, same settings) is
+    success; the same id with other settings, or another NIC with its MAC or port, is
+    ``InvalidState`` (detach first). Result ``{}``."""
+
+    kind: Literal["nic.attach"] = "nic.attach"
+    vm_id: str
+    nic: NicSpec
+
+
+class NicDetachTask(Model):
+    """Hot-unplug the NIC (waiting up to ``timeout`` s for the guest to release it) and remove
+    it from the VM's definition and stored spec. Not attached is success. Result ``{}``."""
+
+    kind: Literal["nic.detach"] = "nic.detach"
+    vm_id: str
+    nic_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    timeout: float = Field(30.0, ge=0, le=600)
 
 
 class SnapshotCreateTask(Model):
@@ -518,6 +640,8 @@ TaskPayload = Annotated[
     | VolumeDetachTask
     | VolumeResizeTask
     | VolumeQosTask
+    | NicAttachTask
+    | NicDetachTask
     | PoolsSync
     | SnapshotCreateTask
     | SnapshotRevertTask

@@ -5,6 +5,7 @@ its flows a re-apply restores them."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from corral.agent.network.ovs import Ovs
 from corral.api.errors import NetworkError
 from corral.server.netplan.firewall import FwPort, compile_ports
 from tests.support.ovs import Ovs as LabOvs
-from tests.support.ovs import ovs_available, ovs_instance
+from tests.support.ovs import ns_host, ovs_available
 
 pytestmark = [
     pytest.mark.skipif(not ovs_available(), reason="Open vSwitch is not installed"),
@@ -26,7 +27,7 @@ pytestmark = [
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def ovs(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Ovs, LabOvs]]:
     root: Path = tmp_path_factory.mktemp("agent-ovs")
-    with ovs_instance(root) as inst:
+    with ns_host(root, f"cao-{uuid.uuid4().hex[:6]}") as inst:
         yield Ovs(db=inst.db, env=inst.env), inst
 
 

@@ -9,13 +9,21 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from corral.server.netplan.firewall import FwGroup, FwPort, FwRule, compile_ports
-from tests.support.ovs import NsGuest, Ovs, add_guest, ovs_available, ovs_instance, remove_guest
+from tests.support.ovs import (
+    NsGuest,
+    Ovs,
+    add_host_guest,
+    ns_host,
+    ovs_available,
+    remove_guest,
+)
 
 pytestmark = pytest.mark.skipif(not ovs_available(), reason="Open vSwitch is not installed")
 
@@ -38,12 +46,12 @@ CONNECT = (
 
 def fw_port(spec: tuple[str, str, int], groups: tuple[FwGroup, ...] = (), **kw: object) -> FwPort:
     cidr, mac, ofport = spec
-    return FwPort(ofport=PORT_NAMES.get(ofport, ofport), mac=mac, ips=(cidr.split("/")[0],), zone=ofport, cookie=ofport,
+    return FwPort(ofport=PORT_NAMES[ofport], mac=mac, ips=(cidr.split("/")[0],), zone=ofport, cookie=ofport,
                   groups=groups, **kw)  # type: ignore[arg-type]  # fmt: skip
 
 
 PORT_NAMES: dict[int, str] = {}
-"""The VM's port by name (as the controller names ports), the others by number."""
+"""The guests' OVS ports by name (as the controller names ports), by their number here."""
 
 
 def vm_group(icmp_from: str) -> FwGroup:
@@ -70,11 +78,12 @@ def lab(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Ovs, NsGuest, NsGuest, NsGuest]]:
     root: Path = tmp_path_factory.mktemp("ovs")
-    with ovs_instance(root) as ovs:
+    with ns_host(root, f"cfw-{uuid.uuid4().hex[:6]}") as ovs:
         ovs.vsctl("add-br", BR, "--", "set", "bridge", BR, "datapath_type=netdev",
                   "fail-mode=secure")  # fmt: skip
-        guests = [add_guest(ovs, BR, *spec) for spec in (VM, PEER, OTHER)]
-        PORT_NAMES[VM[2]] = guests[0].peer
+        guests = [add_host_guest(ovs, BR, cidr, mac) for cidr, mac, _ in (VM, PEER, OTHER)]
+        for (_, _, number), guest in zip((VM, PEER, OTHER), guests, strict=True):
+            PORT_NAMES[number] = guest.peer
         servers = [
             subprocess.Popen(
                 [

@@ -10,7 +10,7 @@ Contract shared by all methods:
 - ``vm_id`` is Corral's VM id; how the hypervisor names the VM is the driver's business.
 - Data volumes are identified by their volume id; a VM has each volume at most once. "Live"
   means the hypervisor runs the VM (running or paused); the persistent definition is always
-  changed too, so a stopped and started VM keeps what was attached.
+  changed too, so a stopped and started VM keeps what was attached. NICs likewise, by NIC id.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from corral.agent.storage.backend import DiskSource
-from corral.api.agent import DataDisk, VmEvent, VmSpec
+from corral.api.agent import DataDisk, NicSpec, VmEvent, VmSpec
 from corral.api.hosts import HostFacts
 from corral.api.vms import PowerState
 from corral.api.volumes import VolumeQos
@@ -64,9 +64,10 @@ class ComputeDriver(Protocol):
         """Define the VM (persistently) or replace its definition: root disk ``disk_path`` (None:
         the root is the data disk ``vda`` of ``disks``, a volume), then
         the data ``disks`` in order, each with how to reach it (``spec.disks`` is not read), and
-        a CD-ROM drive holding the ISO file ``cdrom`` (None: empty), booting in ``spec.boot``
-        order. The VM must be stopped to change CPUs or memory (``InvalidState`` otherwise,
-        unless ``live_resize``); a running VM gets a changed disk list at its next start."""
+        a CD-ROM drive holding the ISO file ``cdrom`` (None: empty), then the NICs of
+        ``spec.nics``, booting in ``spec.boot`` order. The VM must be stopped to change CPUs or
+        memory (``InvalidState`` otherwise, unless ``live_resize``); a running VM gets a
+        changed disk or NIC list at its next start (hot-plug: ``attach_*``/``detach_*``)."""
 
     async def set_cdrom(self, vm_id: str, path: str | None) -> None:
         """Put the ISO file ``path`` in the VM's CD-ROM drive, or eject the medium (None): live
@@ -102,8 +103,8 @@ class ComputeDriver(Protocol):
 
     async def describe(self, vm_id: str) -> dict[str, object]:
         """What the hypervisor has for the VM (cpus, memory_mb, disk_path of the root disk,
-        volumes: the sorted ids of its data volumes, vnc port), for drift detection.
-        ``NotFound`` if absent."""
+        volumes: the sorted ids of its data volumes, vnc port; drivers that report NICs: nics,
+        the sorted ids of its NICs), for drift detection. ``NotFound`` if absent."""
 
     async def attach_disk(self, vm_id: str, disk: DataDisk, source: DiskSource) -> None:
         """Add the data volume to the VM's definition as ``disk.device`` and hot-plug it if the
@@ -115,6 +116,19 @@ class ComputeDriver(Protocol):
         """Hot-unplug the volume if the VM is live, waiting up to ``timeout`` s for the guest to
         release it, then remove it from the definition. ``InvalidState`` ("the guest did not
         release the disk") if it does not, with the definition left as it was. Not attached,
+        or the VM not defined, is success."""
+
+    async def attach_nic(self, vm_id: str, nic: NicSpec) -> None:
+        """Add the NIC (a tap ``nic.port`` on the Open vSwitch bridge ``nic.bridge``, VLAN
+        ``nic.tag``) to the VM's definition and hot-plug it if the VM is live. Attached (same
+        NIC id) is success, whatever its settings (the caller compares them). ``NotFound`` if
+        the VM is not defined, ``InvalidState`` if another NIC of the VM has its MAC or port,
+        ``DriverError`` if the hypervisor or the switch refuses (nothing is left plugged)."""
+
+    async def detach_nic(self, vm_id: str, nic_id: str, timeout: float) -> None:
+        """Hot-unplug the NIC if the VM is live, waiting up to ``timeout`` s for the guest to
+        release it, then remove it from the definition. ``InvalidState`` ("the guest did not
+        release the NIC") if it does not, with the definition left as it was. Not attached,
         or the VM not defined, is success."""
 
     async def resize_disk(self, vm_id: str, volume_id: str, size_bytes: int) -> None:

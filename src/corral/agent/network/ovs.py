@@ -16,10 +16,12 @@ tests. Failures raise ``NetworkError`` with the command and its stderr.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from corral.agent.storage.tools import run_tool
 from corral.api.errors import CorralError, NetworkError
@@ -92,6 +94,20 @@ class Ovs:
         """The port is gone from the bridge (absent: success)."""
         await self.vsctl("--if-exists", "del-port", bridge, port)
 
+    async def remove_port(self, port: str) -> None:
+        """The port is gone from whichever bridge holds it (absent: success)."""
+        await self.vsctl("--if-exists", "del-port", port)
+
+    async def find_ports(self, **external_ids: str) -> list[str]:
+        """The names of the interfaces (on any bridge) whose ``external_ids`` hold all these
+        keys with these values, sorted. Python names map to keys with ``_`` as ``-``
+        (``corral_dhcp="x"`` matches ``external_ids:corral-dhcp=x``)."""
+        if not external_ids:
+            raise ValueError("find_ports needs at least one external id")
+        conds = [f"external_ids:{k.replace('_', '-')}={v}" for k, v in sorted(external_ids.items())]
+        out = await self.vsctl("--bare", "--columns=name", "find", "interface", *conds)
+        return sorted(p for p in out.split() if p)
+
     async def ports(self, bridge: str) -> list[str]:
         out = await self.vsctl("list-ports", bridge)
         return [p for p in out.split() if p]
@@ -116,6 +132,49 @@ class Ovs:
     async def dump_flows(self, bridge: str) -> list[str]:
         out = await self.ofctl("--no-stats", "dump-flows", bridge)
         return [line.strip() for line in out.splitlines() if "actions=" in line]
+
+    async def appctl(self, *args: str) -> str:
+        """``ovs-appctl`` to this instance's ``ovs-vswitchd`` (found through ``OVS_RUNDIR``)."""
+        return await self._run("ovs-appctl", "-t", "ovs-vswitchd", *args)
+
+    async def ensure_standalone_bridge(self, bridge: str) -> None:
+        """The bridge exists in the userspace datapath as a plain learning switch
+        (``fail-mode=standalone``: the default ``NORMAL`` flow; nobody owns its flows)."""
+        await self.vsctl(
+            "--may-exist", "add-br", bridge,
+            "--", "set", "bridge", bridge, "datapath_type=netdev", "fail-mode=standalone",
+        )  # fmt: skip
+
+    async def list_rows(self, table: str, columns: Sequence[str]) -> list[dict[str, Any]]:
+        """Every row of an OVSDB ``table`` (``Bridge``, ``Port``, ``Interface`` …) with these
+        ``columns``, decoded: a UUID as its string, a set as a list (an empty optional
+        column: ``[]``; a one-element set may come as the bare value), a map as a dict."""
+        out = await self.vsctl(
+            "--format=json", "--data=json", f"--columns={','.join(columns)}", "list", table
+        )
+        try:
+            doc = json.loads(out)
+            headings: list[str] = doc["headings"]
+            return [
+                {h: _ovsdb_value(v) for h, v in zip(headings, row, strict=True)}
+                for row in doc["data"]
+            ]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise NetworkError(f"cannot read the {table} table", output=out[:2000]) from exc
+
+
+def _ovsdb_value(value: Any) -> Any:
+    """An OVSDB JSON value (``["uuid", u]``, ``["set", [...]]``, ``["map", [[k, v]...]]`` or an
+    atom) as plain Python."""
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+        kind, body = value
+        if kind in ("uuid", "named-uuid"):
+            return body
+        if kind == "set":
+            return [_ovsdb_value(v) for v in body]
+        if kind == "map":
+            return {_ovsdb_value(k): _ovsdb_value(v) for k, v in body}
+    return value
 
 
 def _unlink(path: str) -> None:

@@ -14,9 +14,12 @@ Pipeline (tables):
 - ``1`` egress policy of the port (``in_port``): invalid dropped, established/related passed,
   new connections matched against the rules (groups in order, rules in order, first match
   wins, else the NIC's egress default); allowed ones are committed and go to table ``3``.
-- ``3`` delivery: IP traffic to a local VM's MAC is sent through conntrack in that port's zone
-  to table ``2`` with the zone in ``reg0``; anything else is switched normally (``NORMAL``).
-  Traffic arriving from the uplink/tunnels enters table ``0`` at low priority and goes to ``3``.
+- ``3`` delivery: IP traffic to a local VM's MAC from the VM's own segment (``reg1``: the
+  segment's local VLAN tag, set in table ``0`` from the input port) is sent through conntrack
+  in that port's zone to table ``2`` with the zone in ``reg0``; IP traffic to that MAC from
+  another segment is dropped; anything else is switched normally (``NORMAL``, which keeps
+  VLAN tags apart). Traffic arriving from tunnels and patch ports enters table ``0`` marked
+  with their segment and goes to ``3``.
 - ``2`` ingress policy of the port (``reg0`` = its zone), as ``1`` with the ingress rules and
   default; allowed packets are output to the port.
 
@@ -29,7 +32,7 @@ split into the fewest value/mask pairs. ICMP rules match the protocol only.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 T_ADMIT, T_EGRESS, T_INGRESS, T_DELIVER = 0, 1, 2, 3
@@ -82,6 +85,9 @@ class FwPort:
     egress_default: str = "allow"
     spoof_check: bool = True
     allowed_pairs: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    tag: int = 0
+    """The local VLAN tag of the NIC's segment on the bridge (0: untagged). IP traffic reaches
+    the NIC only from its own segment (``reg1`` carries the source's segment)."""
 
 
 def port_masks(low: int, high: int) -> list[tuple[int, int]]:
@@ -112,7 +118,7 @@ def _flow(port: FwPort, table: int, priority: int, match: str, actions: str) -> 
 def _admission(port: FwPort) -> list[str]:
     """Table 0 for the port: anti-spoofing and into conntrack (egress), else drop."""
     p, mac, z = port.ofport, port.mac, port.zone
-    to_ct = f"ct(table={T_EGRESS},zone={z})"
+    to_ct = f"load:{port.tag}->NXM_NX_REG1[],ct(table={T_EGRESS},zone={z})"
     flows = [
         # a guest never answers DHCP or advertises routes
         _flow(port, T_ADMIT, 300, f"in_port={p},udp,tp_src=67", "drop"),
@@ -165,12 +171,19 @@ def _admission(port: FwPort) -> list[str]:
 
 
 def _delivery(port: FwPort) -> list[str]:
-    """Table 3 for the port: IP traffic to its MAC through conntrack in its zone to table 2."""
+    """Table 3 for the port: IP traffic of its segment to its MAC through conntrack in its zone
+    to table 2; IP traffic to its MAC from anywhere else dropped (not switched around the
+    policy)."""
     load = f"load:{port.zone}->NXM_NX_REG0[]"
     ct = f"ct(table={T_INGRESS},zone={port.zone})"
+    seg = f"reg1={port.tag}"
     return [
-        _flow(port, T_DELIVER, 100, f"dl_dst={port.mac},{fam}", f"{load},{ct}")
+        flow
         for fam in ("ip", "ipv6")
+        for flow in (
+            _flow(port, T_DELIVER, 100, f"{seg},dl_dst={port.mac},{fam}", f"{load},{ct}"),
+            _flow(port, T_DELIVER, 90, f"dl_dst={port.mac},{fam}", "drop"),
+        )
     ]
 
 
@@ -255,19 +268,31 @@ def compile_port(port: FwPort) -> list[str]:
     ]
 
 
-def bridge_base(cookie: int = 0) -> list[str]:
-    """The flows every integration bridge has besides its ports': traffic from the uplink and
-    tunnels (anything not from a VM port) goes to delivery; delivery switches the rest."""
+def bridge_base(trunks: Mapping[int | str, int] | None = None, cookie: int = 0) -> list[str]:
+    """The flows every integration bridge has besides its NICs': traffic from the ``trunks``
+    (tunnel and patch ports, each with the local tag of the segment it carries) goes to
+    delivery marked with that segment (``reg1``); from any other port, unmarked (segment 0);
+    delivery switches what is not for a local NIC."""
     base = FwPort(ofport=0, mac="", ips=(), zone=0, cookie=cookie)
+    flows = [
+        _flow(
+            base, T_ADMIT, 5, f"in_port={port}", f"load:{tag}->NXM_NX_REG1[],resubmit(,{T_DELIVER})"
+        )
+        for port, tag in sorted((trunks or {}).items(), key=lambda kv: str(kv[0]))
+    ]
     return [
-        _flow(base, T_ADMIT, 1, "", f"resubmit(,{T_DELIVER})"),
+        *flows,
+        _flow(base, T_ADMIT, 1, "", f"load:0->NXM_NX_REG1[],resubmit(,{T_DELIVER})"),
         _flow(base, T_DELIVER, 1, "", "NORMAL"),
     ]
 
 
-def compile_ports(ports: Sequence[FwPort]) -> list[str]:
-    """The flows of a host's bridge: the base flows and every port's."""
-    flows = bridge_base()
+def compile_ports(
+    ports: Sequence[FwPort], trunks: Mapping[int | str, int] | None = None
+) -> list[str]:
+    """The flows of a host's bridge: the base flows (``trunks``: see ``bridge_base``) and
+    every NIC's."""
+    flows = bridge_base(trunks)
     for port in ports:
         flows.extend(compile_port(port))
     return flows

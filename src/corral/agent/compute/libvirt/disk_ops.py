@@ -20,12 +20,13 @@ from corral.agent.compute.libvirt import domains
 from corral.agent.compute.libvirt.connection import Connection
 from corral.agent.compute.libvirt.errors import libvirt_errors
 from corral.agent.compute.libvirt.secrets import ensure_secret
+from corral.agent.compute.libvirt.unplug import unplug
 from corral.agent.compute.libvirt.xml.compose import data_disk, disk_alias, iotune
 from corral.agent.compute.libvirt.xml.parse import parse_domain
 from corral.agent.compute.libvirt.xml.util import render
 from corral.agent.storage.backend import DiskAuth, DiskSource
 from corral.api.agent import DataDisk
-from corral.api.errors import DriverError, InvalidInput, InvalidState
+from corral.api.errors import DriverError, InvalidInput
 from corral.api.vms import PowerState
 from corral.api.volumes import VolumeQos
 
@@ -96,22 +97,18 @@ class LibvirtDiskOps:
             if dom is not None:
                 data_disks.remove_config(dom, vm_id=vm_id, volume_id=volume_id)
 
-        if await self._run(request):
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while await self._run(plugged):
-                if loop.time() >= deadline:
-                    state = await self.power_state(vm_id)
-                    raise InvalidState(
-                        f"the guest did not release the disk within {timeout:g} s"
-                        + (" (the VM is paused)" if state == PowerState.paused else ""),
-                        vm_id=vm_id,
-                        volume_id=volume_id,
-                        timeout=timeout,
-                        power_state=state.value,
-                    )
-                await asyncio.sleep(self._poll)
-        await self._run(remove)
+        await unplug(
+            self._run,
+            lambda: self.power_state(vm_id),
+            request=request,
+            plugged=plugged,
+            remove=remove,
+            what="disk",
+            timeout=timeout,
+            poll=self._poll,
+            vm_id=vm_id,
+            volume_id=volume_id,
+        )
 
     async def resize_disk(self, vm_id: str, volume_id: str, size_bytes: int) -> None:
         """Grow the plugged disk live (``blockResize``); at least that size is success.

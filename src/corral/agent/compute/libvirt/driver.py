@@ -19,6 +19,7 @@ from corral.agent.compute.libvirt.disk_ops import LibvirtDiskOps
 from corral.agent.compute.libvirt.errors import libvirt_errors
 from corral.agent.compute.libvirt.facts import host_facts
 from corral.agent.compute.libvirt.naming import vm_id_of
+from corral.agent.compute.libvirt.nic_ops import LibvirtNicOps
 from corral.agent.compute.libvirt.probe import DEFAULT_TIMEOUT, probe_kvm
 from corral.agent.compute.libvirt.secrets import ensure_secret
 from corral.agent.compute.libvirt.states import event_power_state
@@ -37,13 +38,13 @@ T = TypeVar("T")
 _OFF = (PowerState.stopped, PowerState.crashed)
 
 
-class LibvirtDriver(LibvirtDiskOps, LibvirtVmSnapshots):
+class LibvirtDriver(LibvirtDiskOps, LibvirtNicOps, LibvirtVmSnapshots):
     """Runs Corral VMs as libvirt domains named ``corral-<vm_id>`` on ``uri``.
 
-    Data volumes: see ``LibvirtDiskOps``; whole-VM snapshots and memory restores: see
-    ``LibvirtVmSnapshots``. Every libvirt call runs in a worker thread (``asyncio.to_thread``);
-    lifecycle events arrive on libvirt's event thread and are handed to the sink on the event
-    loop that called ``open``.
+    Data volumes: see ``LibvirtDiskOps``; NICs (taps on Open vSwitch): see ``LibvirtNicOps``;
+    whole-VM snapshots and memory restores: see ``LibvirtVmSnapshots``. Every libvirt call runs
+    in a worker thread (``asyncio.to_thread``); lifecycle events arrive on libvirt's event
+    thread and are handed to the sink on the event loop that called ``open``.
     The connection is opened on first use and reopened after libvirtd drops it. Whether KVM works
     is probed once (by booting a throwaway guest, ~2-5 s) unless ``kvm`` is given, and cached.
     """
@@ -279,8 +280,9 @@ class LibvirtDriver(LibvirtDiskOps, LibvirtVmSnapshots):
 
     async def describe(self, vm_id: str) -> dict[str, object]:
         """vm_id, name, cpus, memory_mb, disk_path (the root disk), volumes (the data volume
-        ids, sorted), cdrom (the ISO in the drive), boot (the boot order), vnc_port (None
-        unless running), domain_type, power_state and console_log, from the live definition."""
+        ids, sorted), nics (the NIC ids, sorted), cdrom (the ISO in the drive), boot (the boot
+        order), vnc_port (None unless running), domain_type, power_state and console_log, from
+        the live definition."""
 
         def describe() -> dict[str, object]:
             dom = self._dom(vm_id)
@@ -293,6 +295,7 @@ class LibvirtDriver(LibvirtDiskOps, LibvirtVmSnapshots):
                 "memory_mb": facts.memory_mb,
                 "disk_path": facts.disk_path,
                 "volumes": sorted(d.volume_id for d in facts.data_disks),
+                "nics": sorted(n.nic_id for n in facts.nics),
                 "cdrom": facts.cdrom,
                 "boot": list(facts.boot),
                 "vnc_port": facts.vnc_port,

@@ -13,6 +13,7 @@ from corral.agent.compute.driver import Capabilities, EventSink
 from corral.agent.compute.simulator.capacity import SimCapacity
 from corral.agent.compute.simulator.disks import SimDiskOps, disks_of
 from corral.agent.compute.simulator.model import SimHost, SimLatencies, SimUsage, SimVm
+from corral.agent.compute.simulator.nics import SimNicOps, nics_of
 from corral.agent.compute.simulator.vm_snapshots import SimVmSnapshotOps
 from corral.agent.faults import FaultPlan
 from corral.agent.storage.backend import DiskSource
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 _FIRST_VNC_PORT = 5900
 
 
-class SimulatorDriver(SimDiskOps, SimVmSnapshotOps):
+class SimulatorDriver(SimDiskOps, SimNicOps, SimVmSnapshotOps):
     """A ``ComputeDriver`` whose VMs live in a dict; every operation is O(1) and needs no thread.
 
     Beyond the Protocol contract:
@@ -35,7 +36,8 @@ class SimulatorDriver(SimDiskOps, SimVmSnapshotOps):
       ``vm.start``, ``vm.stop``, ``vm.reboot``, ``vm.pause``, ``vm.resume``, ``vm.set_cdrom``
       (no latency), for data volumes ``vm.attach_disk``, ``vm.detach_disk``,
       ``vm.resize_disk``, ``vm.set_disk_qos``, ``vm.snapshot_disk``, ``vm.block_pull`` (see
-      ``SimDiskOps``), and for whole-VM snapshots ``vm.fs_freeze``, ``vm.fs_thaw``,
+      ``SimDiskOps``), for NICs ``vm.attach_nic``, ``vm.detach_nic`` (see ``SimNicOps``),
+      and for whole-VM snapshots ``vm.fs_freeze``, ``vm.fs_thaw``,
       ``vm.snapshot_vm``, ``vm.restore_vm`` (see ``SimVmSnapshotOps``)), then sleeps its
       ``SimLatencies`` delay, then acts on the state as it is after the sleep.
     - Capacity claims (see ``SimHost``, ``SimCapacity``): a claim beyond the host raises
@@ -110,10 +112,11 @@ class SimulatorDriver(SimDiskOps, SimVmSnapshotOps):
         await self._begin("vm.define", self.latencies.define)
         vm = self._vms.get(spec.vm_id)
         data_disks = disks_of(spec.vm_id, vm, disks)
+        nics = nics_of(spec.vm_id, spec.nics)
         if vm is None:
             self.capacity.check_define(spec.vm_id, spec.cpus, spec.memory_mb)
             vm = SimVm(spec=spec, disk_path=disk_path, cpus=spec.cpus, memory_mb=spec.memory_mb)
-            vm.disks, vm.cdrom = data_disks, cdrom
+            vm.disks, vm.cdrom, vm.nics = data_disks, cdrom, nics
             self._vms[spec.vm_id] = vm
             self.capacity.add(vm)
             self._emit(spec.vm_id, PowerState.stopped, "defined")
@@ -127,7 +130,8 @@ class SimulatorDriver(SimDiskOps, SimVmSnapshotOps):
         self.capacity.check_define(spec.vm_id, spec.cpus - vm.cpus, spec.memory_mb - vm.memory_mb)
         self.capacity.add(vm, sign=-1)
         vm.spec, vm.disk_path, vm.cpus, vm.memory_mb = spec, disk_path, spec.cpus, spec.memory_mb
-        vm.disks, vm.cdrom = data_disks, cdrom
+        vm.disks, vm.cdrom, vm.nics = data_disks, cdrom, nics
+        vm.held_nics.intersection_update(nics)
         self.capacity.add(vm)
 
     async def set_cdrom(self, vm_id: str, path: str | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from corral.agent.storage.backend import DiskSource
-from corral.api.agent import DataDisk, VmSpec
+from corral.api.agent import DataDisk, NicSpec, VmSpec
 from corral.api.vms import PowerState
 
 GIB = 1024**3
@@ -54,6 +54,8 @@ class SimLatencies:
     block_pull: float = 0.0
     snapshot_vm: float = 0.0
     restore_vm: float = 0.0
+    attach_nic: float = 0.0
+    detach_nic: float = 0.0
 
 
 _ACTIVE = frozenset({PowerState.running, PowerState.paused})
@@ -97,6 +99,10 @@ class SimVm:
     """Whether the guest agent answers (file system freezes and thaws)."""
     frozen: bool = False
     """Whether the guest's file systems are frozen through the guest agent."""
+    nics: dict[str, NicSpec] = field(default_factory=dict)
+    """NICs by NIC id, in order of definition and attachment."""
+    held_nics: set[str] = field(default_factory=set)
+    """NICs whose guest refuses hot-unplugs (a detach then times out)."""
 
     @property
     def active(self) -> bool:

@@ -22,6 +22,7 @@ from corral.agent.compute.libvirt.xml.graphics import VncGraphics
 from corral.agent.compute.libvirt.xml.input import Tablet
 from corral.agent.compute.libvirt.xml.memory import Memory
 from corral.agent.compute.libvirt.xml.metadata import VmMetadata
+from corral.agent.compute.libvirt.xml.nic import nic_interface
 from corral.agent.compute.libvirt.xml.os import Os
 from corral.agent.compute.libvirt.xml.parse import VOLUME_ALIAS_PREFIX
 from corral.agent.compute.libvirt.xml.rng import Rng
@@ -127,11 +128,12 @@ def vm_domain(
 ) -> Domain:
     """The domain of ``spec``: the root disk ``vda`` (the qcow2 file ``disk_path``, or the data
     disk with device ``vda`` — a root volume — when ``disk_path`` is None), then the data
-    ``disks`` (see ``data_disk``) in order, the CD-ROM drive (``cdrom_drive``: the ISO file ``cdrom`` or
-    empty), booting from ``spec.boot`` in order (``hd``: ``vda``), serial console to ``<console_dir>/<vm_id>.log``, VNC
-    on the loopback, guest agent channel, virtio-rng. ``kvm`` chooses hardware virtualization
-    (host-model CPU) over TCG (QEMU's default CPU). ``InvalidInput`` if two data disks share a
-    device or a volume."""
+    ``disks`` (see ``data_disk``) in order, the CD-ROM drive (``cdrom_drive``: the ISO file
+    ``cdrom`` or empty), the NICs of ``spec.nics`` in order (``nic.nic_interface``: taps on
+    Open vSwitch), booting from ``spec.boot`` in order (``hd``: ``vda``), serial console to
+    ``<console_dir>/<vm_id>.log``, VNC on the loopback, guest agent channel, virtio-rng.
+    ``kvm`` chooses hardware virtualization (host-model CPU) over TCG (QEMU's default CPU).
+    ``InvalidInput`` if two data disks share a device or a volume."""
     devices = [disk.device for disk, _ in disks]
     volumes = [disk.volume.volume_id for disk, _ in disks]
     if len(set(devices)) != len(devices) or len(set(volumes)) != len(volumes):
@@ -157,6 +159,7 @@ def vm_domain(
             *root,
             *(data_disk(disk, source) for disk, source in ordered),
             cdrom_drive(cdrom, machine),
+            *(nic_interface(nic) for nic in spec.nics),
             FileSerial(path=str(console_log_path(console_dir, spec.vm_id))),
             GuestAgentChannel(),
             VncGraphics(password=spec.vnc_password),

@@ -12,6 +12,7 @@ _KIB_PER |= {"m": 1024, "mib": 1024, "mb": 1000**2 / 1024, "g": 1024**2, "gib": 
 
 
 VOLUME_ALIAS_PREFIX = "ua-vol-"
+NIC_ALIAS_PREFIX = "ua-nic-"
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,22 @@ class DataDiskFacts:
     volume_id: str
     target: str
     source: str | None
+
+
+@dataclass(frozen=True)
+class NicFacts:
+    """A Corral NIC in a domain: found by its alias ``ua-nic-<nic_id>``. ``port`` is the tap
+    (``target dev``), ``interface_id`` the OVS virtualport's ``interfaceid``; None where the
+    definition has nothing."""
+
+    nic_id: str
+    mac: str | None
+    model: str | None
+    bridge: str | None
+    port: str | None
+    tag: int | None
+    interface_id: str | None
+    mtu: int | None
 
 
 @dataclass(frozen=True)
@@ -39,9 +56,14 @@ class DomainFacts:
     cdrom: str | None = None
     """The medium in the (first) CD-ROM drive; None: empty or no drive."""
     boot: tuple[str, ...] = ()
+    nics: tuple[NicFacts, ...] = ()
+    """Corral's NICs (aliased ``ua-nic-…``), in definition order; other interfaces are left out."""
 
     def data_disk(self, volume_id: str) -> DataDiskFacts | None:
         return next((d for d in self.data_disks if d.volume_id == volume_id), None)
+
+    def nic(self, nic_id: str) -> NicFacts | None:
+        return next((n for n in self.nics if n.nic_id == nic_id), None)
 
 
 def _memory_mib(element: ET.Element | None) -> int:
@@ -99,6 +121,41 @@ def disk_targets(xml: str) -> dict[str, str | None]:
     }
 
 
+def _attr(element: ET.Element, path: str, name: str) -> str | None:
+    found = element.find(path)
+    return found.get(name) if found is not None else None
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _nics(domain: ET.Element) -> tuple[NicFacts, ...]:
+    found: list[NicFacts] = []
+    for iface in domain.iterfind("devices/interface"):
+        alias = _attr(iface, "alias", "name") or ""
+        if not alias.startswith(NIC_ALIAS_PREFIX) or len(alias) == len(NIC_ALIAS_PREFIX):
+            continue
+        found.append(
+            NicFacts(
+                nic_id=alias[len(NIC_ALIAS_PREFIX) :],
+                mac=_attr(iface, "mac", "address"),
+                model=_attr(iface, "model", "type"),
+                bridge=_attr(iface, "source", "bridge"),
+                port=_attr(iface, "target", "dev"),
+                tag=_int(_attr(iface, "vlan/tag", "id")),
+                interface_id=_attr(iface, "virtualport/parameters", "interfaceid"),
+                mtu=_int(_attr(iface, "mtu", "size")),
+            )
+        )
+    return tuple(found)
+
+
+def nic_facts(xml: str) -> tuple[NicFacts, ...]:
+    """Corral's NICs in a domain XML (see ``NicFacts``)."""
+    return _nics(ET.fromstring(xml))
+
+
 def _vnc_port(domain: ET.Element) -> int | None:
     graphics = domain.find("devices/graphics[@type='vnc']")
     port = int(graphics.get("port", "-1")) if graphics is not None else -1
@@ -134,4 +191,5 @@ def parse_domain(xml: str) -> DomainFacts:
         data_disks=_data_disks(domain),
         cdrom=_cdrom(domain),
         boot=tuple(b.get("dev", "") for b in domain.iterfind("os/boot")),
+        nics=_nics(domain),
     )
