@@ -82,16 +82,6 @@ class Ovs:
                 run("kill", pidfile.read_text().strip(), check=False)
 
 
-@contextmanager
-def ovs_instance(root: Path) -> Iterator[Ovs]:
-    ovs = Ovs(root)
-    ovs.start()
-    try:
-        yield ovs
-    finally:
-        ovs.stop()
-
-
 @dataclass
 class NsGuest:
     """A network namespace with one interface ``eth0`` (veth) whose peer is on an OVS bridge."""
@@ -108,25 +98,6 @@ class NsGuest:
         extra = ["-I", source] if source else []
         r = self.sh("ping", "-c", str(count), "-i", "0.2", "-W", "1", *extra, address)
         return r.returncode == 0
-
-
-def add_guest(ovs: Ovs, bridge: str, cidr: str, mac: str, ofport: int) -> NsGuest:
-    """A namespace guest with ``cidr`` and ``mac`` on port number ``ofport`` of ``bridge``;
-    transmit checksum offload off (the userspace datapath's conntrack needs full checksums)."""
-    tag = uuid.uuid4().hex[:6]
-    ns, peer = f"cg-{tag}", f"cgp-{tag}"
-    run("ip", "netns", "add", ns)
-    run("ip", "link", "add", peer, "type", "veth", "peer", "name", "eth0", "netns", ns)
-    guest = NsGuest(ns, cidr.split("/")[0], mac, peer)
-    for cmd in (("ip", "link", "set", "eth0", "address", mac), ("ip", "addr", "add", cidr, "dev", "eth0"),
-                ("ip", "link", "set", "eth0", "up"), ("ip", "link", "set", "lo", "up"),
-                ("ethtool", "-K", "eth0", "tx", "off")):  # fmt: skip
-        guest.sh(*cmd, check=True)
-    run("ethtool", "-K", peer, "tx", "off")
-    run("ip", "link", "set", peer, "up")
-    ovs.vsctl("add-port", bridge, peer, "--", "set", "interface", peer,
-              f"ofport_request={ofport}")  # fmt: skip
-    return guest
 
 
 def remove_guest(guest: NsGuest) -> None:

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from corral.agent.storage import layers
 from corral.agent.storage.driver import Fetcher
-from corral.agent.storage.qemu_img import QEMU_IMG, create_overlay, image_info, run_qemu_img
+from corral.agent.storage.qemu_img import (
+    QEMU_IMG,
+    copy_flags,
+    create_overlay,
+    image_info,
+    run_qemu_img,
+)
 from corral.api.agent import ImageRef
 from corral.api.errors import CorralError, InvalidInput, NotFound, StorageError
 
@@ -168,7 +174,8 @@ class DirPool:
         async def convert(part: Path) -> None:
             if not await asyncio.to_thread(path.is_file):
                 raise NotFound(f"VM {vm_id} has no disk on this host", vm_id=vm_id)
-            args = ("convert", "-q", "-f", "qcow2", "-O", "qcow2", str(path), str(part))
+            fast = await asyncio.to_thread(copy_flags, part)
+            args = ("convert", "-q", *fast, "-f", "qcow2", "-O", "qcow2", str(path), str(part))
             await run_qemu_img(*args, qemu_img=self.qemu_img)
 
         async with self.vm_lock(vm_id):

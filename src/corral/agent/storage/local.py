@@ -38,7 +38,7 @@ from corral.agent.storage.common import (
     volume_error,
 )
 from corral.agent.storage.dirpool import _mkdir, _publish, write_new
-from corral.agent.storage.qemu_img import QEMU_IMG, image_info, run_qemu_img
+from corral.agent.storage.qemu_img import QEMU_IMG, copy_flags, image_info, run_qemu_img
 from corral.api.agent import PoolRef, VolumeRef
 from corral.api.errors import CorralError, StorageError
 from corral.api.storage import LocalSettings
@@ -286,7 +286,8 @@ class LocalBackend:
 
         async def convert(part: Path) -> None:
             await _must_exist(path)
-            args = ("convert", "-q", "-f", ref.format, "-O", "qcow2", str(path), str(part))
+            fast = await asyncio.to_thread(copy_flags, part)
+            args = ("convert", "-q", *fast, "-f", ref.format, "-O", "qcow2", str(path), str(part))
             await run_qemu_img(*args, qemu_img=self.qemu_img)
 
         async with self._locks.hold(str(path)):
