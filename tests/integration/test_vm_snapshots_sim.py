@@ -197,3 +197,40 @@ async def test_an_agent_failure_leaves_nothing(env: Env) -> None:
     assert (await env.get("/vms/f2/snapshots"))["items"] == []
     assert await env.snapshots_used() == used
     assert await env.files("f2") == before
+
+
+async def test_a_revert_failing_half_way_is_finished_by_reverting_again(env: Env) -> None:
+    vm = await _vm(env, "hr")
+    await env.ok(await env.c.post("/vms/hr/snapshots", json={"name": "s", "memory": True}))
+    await env.ok(await env.c.post("/vms/hr/stop", json={"force": True}))
+    before = await env.files("hr")
+    env.runtimes[vm["host_id"]].faults.fail_next("agent.vm.memory")  # after the disks
+    op = await env.op(await env.c.post("/vms/hr/snapshots/s/revert"))
+    assert op["status"] == "failed", op
+    vs = await env.get("/vms/hr/snapshots/s")
+    assert vs["status"] == "error" and "revert again" in vs["error"]
+    reverted = await env.files("hr")
+    assert all(reverted[v][0] != before[v][0] for v in reverted)  # the disks are reverted
+    assert (await env.get("/vms/hr"))["power_state"] == "stopped"
+    vols = (await env.get("/vms/hr/volumes"))["items"]
+    assert {v["status"] for v in vols} == {"in_use"}  # usable meanwhile
+    await env.ok(await env.c.post("/vms/hr/snapshots/s/revert"))
+    v = await env.get("/vms/hr")
+    assert (v["status"], v["power_state"]) == ("running", "running")
+    assert (await env.get("/vms/hr/snapshots/s"))["status"] == "ready"
+
+
+async def test_a_delete_failing_half_way_goes_on_when_deleted_again(env: Env) -> None:
+    vm = await _vm(env, "hd", start=False)
+    await env.ok(await env.c.post("/vms/hd/snapshots", json={"name": "s"}))
+    used = await env.snapshots_used()
+    faults = env.runtimes[vm["host_id"]].faults
+    faults.fail_next("agent.snapshot.rebase", times=FORWARD_ATTEMPTS)  # the first node's merge
+    op = await env.op(await env.c.delete("/vms/hd/snapshots/s"))
+    assert op["status"] == "failed", op
+    vs = await env.get("/vms/hd/snapshots/s")
+    assert vs["status"] == "error" and "delete it again" in vs["error"]
+    assert len(vs["snapshots"]) == 2  # nothing merged yet
+    await env.ok(await env.c.delete("/vms/hd/snapshots/s"))
+    assert (await env.get("/vms/hd/snapshots"))["items"] == []
+    assert await env.snapshots_used() == used - 2
