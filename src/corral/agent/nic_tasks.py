@@ -15,15 +15,11 @@ adds the tap to the bridge (see ``corral.agent.compute.libvirt.xml.nic``).
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable
-
 from corral.agent.compute.driver import ComputeDriver
+from corral.agent.spec_changes import clear_drift, undo_after_spec_failure
 from corral.agent.specs import SpecStore, StoredSpec
 from corral.api.agent import NicSpec, VmSpec
-from corral.api.errors import CorralError, InvalidState, NotFound
-
-log = logging.getLogger(__name__)
+from corral.api.errors import InvalidState, NotFound
 
 UNDO_DETACH_TIMEOUT = 30.0
 """Seconds the guest gets to release a NIC whose attach is being undone."""
@@ -76,18 +72,18 @@ class NicTasks:
                 )
         await self.compute.attach_nic(vm_id, nic)
         if existing is not None:
-            self._clear_drift(vm_id)
+            clear_drift(self.drift, vm_id, NICS_KEY)
             return
         try:
             await self.specs.put_async(_with_nics(stored, [*stored.spec.nics, nic]))
         except BaseException:
-            await self._undo(
+            await undo_after_spec_failure(
                 vm_id,
-                "attach",
+                "NIC attach",
                 self.compute.detach_nic(vm_id, nic.nic_id, UNDO_DETACH_TIMEOUT),
             )
             raise
-        self._clear_drift(vm_id)
+        clear_drift(self.drift, vm_id, NICS_KEY)
 
     async def detach(self, vm_id: str, nic_id: str, timeout: float) -> None:
         """Unplug the NIC (``compute.detach_nic``, waiting up to ``timeout`` s for the guest to
@@ -103,20 +99,6 @@ class NicTasks:
                 _with_nics(stored, [n for n in stored.spec.nics if n.nic_id != nic_id])
             )
         except BaseException:
-            await self._undo(vm_id, "detach", self.compute.attach_nic(vm_id, old))
+            await undo_after_spec_failure(vm_id, "NIC detach", self.compute.attach_nic(vm_id, old))
             raise
-        self._clear_drift(vm_id)
-
-    def _clear_drift(self, vm_id: str) -> None:
-        notes = [n for n in self.drift.get(vm_id, []) if not n.startswith(f"{NICS_KEY} ")]
-        if notes:
-            self.drift[vm_id] = notes
-        else:
-            self.drift.pop(vm_id, None)
-
-    @staticmethod
-    async def _undo(vm_id: str, what: str, undo: Awaitable[None]) -> None:
-        try:
-            await undo
-        except CorralError as exc:
-            log.error("vm %s: cannot undo NIC %s after the spec write failed: %s", vm_id, what, exc)
+        clear_drift(self.drift, vm_id, NICS_KEY)

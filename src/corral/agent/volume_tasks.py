@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from corral.agent.compute.driver import ComputeDriver
+from corral.agent.spec_changes import clear_drift, undo_after_spec_failure
 from corral.agent.specs import SpecStore, StoredSpec
 from corral.agent.storage.backend import DiskSource, ImageCache, check_fits
 from corral.agent.storage.volumes import Backends
@@ -154,11 +155,11 @@ class VolumeTasks:
             await self.specs.put_async(_with_disks(stored, disks))
         except BaseException:
             if existing is None:
-                await self._undo(
+                await undo_after_spec_failure(
                     vm_id, "attach", self.compute.detach_disk(vm_id, volume_id, UNDO_DETACH_TIMEOUT)
                 )
             raise
-        self._clear_drift(vm_id)
+        clear_drift(self.drift, vm_id, VOLUMES_KEY)
 
     async def detach(self, vm_id: str, volume_id: str, timeout: float) -> None:
         """Unplug the volume (``compute.detach_disk``), then drop it from the stored spec.
@@ -177,9 +178,11 @@ class VolumeTasks:
             except CorralError as exc:
                 log.error("vm %s: cannot undo detach of volume %s: %s", vm_id, volume_id, exc)
                 raise
-            await self._undo(vm_id, "detach", self.compute.attach_disk(vm_id, old, source))
+            await undo_after_spec_failure(
+                vm_id, "detach", self.compute.attach_disk(vm_id, old, source)
+            )
             raise
-        self._clear_drift(vm_id)
+        clear_drift(self.drift, vm_id, VOLUMES_KEY)
 
     async def resize(self, volume: VolumeRef, size_gb: int, vm_id: str | None) -> bool:
         """Grow the volume to ``size_gb``: live when ``vm_id`` runs here (the guest sees it at
@@ -213,7 +216,9 @@ class VolumeTasks:
         try:
             await self.specs.put_async(_with_disks(stored, disks))
         except BaseException:
-            await self._undo(vm_id, "qos", self.compute.set_disk_qos(vm_id, volume_id, old.qos))
+            await undo_after_spec_failure(
+                vm_id, "qos", self.compute.set_disk_qos(vm_id, volume_id, old.qos)
+            )
             raise
 
     def _stored(self, vm_id: str) -> StoredSpec:
@@ -221,17 +226,3 @@ class VolumeTasks:
         if stored is None:
             raise NotFound(f"VM {vm_id} is not defined on this host", vm_id=vm_id)
         return stored
-
-    def _clear_drift(self, vm_id: str) -> None:
-        notes = [n for n in self.drift.get(vm_id, []) if not n.startswith(f"{VOLUMES_KEY} ")]
-        if notes:
-            self.drift[vm_id] = notes
-        else:
-            self.drift.pop(vm_id, None)
-
-    @staticmethod
-    async def _undo(vm_id: str, what: str, undo: Awaitable[None]) -> None:
-        try:
-            await undo
-        except CorralError as exc:
-            log.error("vm %s: cannot undo %s after the spec write failed: %s", vm_id, what, exc)
