@@ -15,6 +15,7 @@ from corral.api.agent import RbdSnapshotTask, SnapshotRevertTask
 from corral.api.errors import CorralError
 from corral.api.snapshots import SnapshotStatus
 from corral.api.volumes import VolumeStatus
+from corral.server.db.tables import SnapshotRow, StoragePoolRow, VolumeRow
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
 from corral.server.workflows.snapshot_common import (
     CEPH_POOLS,
@@ -27,28 +28,51 @@ from corral.server.workflows.vm_common import repeatable_task
 from corral.server.workflows.volume_common import volume_ref
 
 
+def revert_task(
+    ctx: Ctx,
+    snap: SnapshotRow,
+    vol: VolumeRow,
+    pool: StoragePoolRow,
+    *,
+    old_active: str,
+    new_name: str,
+    vm_id: str | None,
+) -> RbdSnapshotTask | SnapshotRevertTask:
+    """The agent task that makes ``vol`` a new branch from ``snap``: on an rbd pool the image
+    rolled back to Ceph's snapshot, else ``new_name`` (an overlay on the snapshot's file) made
+    its active file in place of ``old_active``."""
+    if pool.type in CEPH_POOLS:
+        ref = volume_ref(ctx.deps.secrets, vol, pool)
+        return RbdSnapshotTask(op="rollback", volume=ref, snap=snap.file)
+    return SnapshotRevertTask(
+        volume=file_ref(ctx, vol, pool, old_active),
+        target=snap.file,
+        new_name=new_name,
+        vm_id=vm_id,
+    )
+
+
+def reverted(snap: SnapshotRow, pool: StoragePoolRow, new_name: str) -> dict[str, Any]:
+    """The volume's columns once ``revert_task`` has run."""
+    volume: dict[str, Any] = {"current_snapshot_id": snap.id}
+    if pool.type not in CEPH_POOLS:
+        volume.update(pool_name=new_name, backing_name=snap.file)
+    return volume
+
+
 async def _switch(ctx: Ctx) -> dict[str, Any]:
     snap, vol, pool = await load_snapshot(ctx)
     await ctx.progress(30, f"reverting to {snap.name}")
-    if pool.type in CEPH_POOLS:  # the image rolled back to Ceph's snapshot
-        task = RbdSnapshotTask(
-            op="rollback", volume=volume_ref(ctx.deps.secrets, vol, pool), snap=snap.file
-        )
-        return await repeatable_task(ctx, ctx.params["host_id"], "revert", task)
-    payload = SnapshotRevertTask(
-        volume=file_ref(ctx, vol, pool, ctx.params["old_active"]),
-        target=snap.file,
-        new_name=ctx.params["new_name"],
-        vm_id=ctx.params["vm_id"],
+    p = ctx.params
+    task = revert_task(
+        ctx, snap, vol, pool, old_active=p["old_active"], new_name=p["new_name"], vm_id=p["vm_id"]
     )
-    return await repeatable_task(ctx, ctx.params["host_id"], "revert", payload)
+    return await repeatable_task(ctx, p["host_id"], "revert", task)
 
 
 async def _finalize(ctx: Ctx) -> dict[str, Any]:
     snap, _, pool = await load_snapshot(ctx)
-    volume: dict[str, Any] = {"current_snapshot_id": snap.id}
-    if pool.type not in CEPH_POOLS:
-        volume.update(pool_name=ctx.params["new_name"], backing_name=snap.file)
+    volume = reverted(snap, pool, ctx.params["new_name"])
     await finish(ctx, volume=volume, snapshot={"status": SnapshotStatus.ready.value})
     return {}
 

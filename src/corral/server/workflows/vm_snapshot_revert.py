@@ -16,16 +16,16 @@ from typing import Any
 
 from sqlalchemy import update
 
-from corral.api.agent import RbdSnapshotTask, SnapshotRevertTask, VmMemoryTask
+from corral.api.agent import VmMemoryTask
 from corral.api.errors import CorralError
 from corral.api.snapshots import SnapshotStatus
 from corral.api.vm_snapshots import VmSnapshotStatus
 from corral.api.vms import PowerState, VmStatus
 from corral.server.db.tables import SnapshotRow, VmSnapshotRow, VolumeRow
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
-from corral.server.workflows.snapshot_common import file_ref
+from corral.server.workflows.snapshot_revert import revert_task, reverted
 from corral.server.workflows.vm_common import repeatable_task, set_vm
-from corral.server.workflows.volume_common import load_volume, settle_status, volume_ref
+from corral.server.workflows.volume_common import load_volume, settle_status
 
 
 async def _disks(ctx: Ctx) -> dict[str, Any]:
@@ -36,21 +36,17 @@ async def _disks(ctx: Ctx) -> dict[str, Any]:
         async with ctx.deps.sessionmaker() as s:
             snap = await s.get(SnapshotRow, m["snapshot_id"])
         assert snap is not None  # claimed by the request: no delete runs meanwhile
-        task: RbdSnapshotTask | SnapshotRevertTask
-        if m["ceph"]:
-            ref = volume_ref(ctx.deps.secrets, vol, pool)
-            task = RbdSnapshotTask(op="rollback", volume=ref, snap=snap.file)
-        else:
-            task = SnapshotRevertTask(
-                volume=file_ref(ctx, vol, pool, m["old_active"]),
-                target=snap.file,
-                new_name=m["new_name"],
-                vm_id=ctx.params["vm_id"],
-            )
+        task = revert_task(
+            ctx,
+            snap,
+            vol,
+            pool,
+            old_active=m["old_active"],
+            new_name=m["new_name"],
+            vm_id=ctx.params["vm_id"],
+        )
         await repeatable_task(ctx, ctx.params["host_id"], f"revert-{i}", task)
-        values: dict[str, Any] = {"current_snapshot_id": snap.id}
-        if not m["ceph"]:
-            values.update(pool_name=m["new_name"], backing_name=snap.file)
+        values = reverted(snap, pool, m["new_name"])
         async with ctx.deps.sessionmaker.begin() as s:
             await s.execute(update(VolumeRow).where(VolumeRow.id == vol.id).values(**values))
             await s.execute(
