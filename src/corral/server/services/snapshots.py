@@ -198,6 +198,37 @@ async def check_new_node(s: AsyncSession, vol: VolumeRow, pool_type: str, name: 
         raise NameTaken(f"volume {vol.name!r} has a snapshot {name!r}", name=name)
 
 
+def new_node(
+    vol: VolumeRow,
+    name: str,
+    description: str,
+    *,
+    ceph: bool,
+    owner_id: str | None,
+    kind: SnapshotKind = SnapshotKind.manual,
+    vm_snapshot_id: str | None = None,
+) -> SnapshotRow:
+    """A new node of the volume's tree (``creating``, not added to a session) taken of its
+    present content: the frozen file is its active file (on rbd: the Ceph snapshot
+    ``snap-<id>``), its parent the volume's current snapshot."""
+    snap_id = new_id()
+    return SnapshotRow(
+        id=snap_id,
+        name=name,
+        description=description,
+        project_id=vol.project_id,
+        owner_id=owner_id,
+        volume_id=vol.id,
+        parent_id=vol.current_snapshot_id,
+        file=f"snap-{snap_id}" if ceph else vol.pool_name,
+        backing=None if ceph else vol.backing_name,
+        size_gb=vol.size_gb,
+        status=SnapshotStatus.creating.value,
+        kind=kind.value,
+        vm_snapshot_id=vm_snapshot_id,
+    )
+
+
 async def take(
     svc: Services,
     s: AsyncSession,
@@ -229,21 +260,7 @@ async def take(
         "snapshot",
     )
     await quotas.adjust(s, vol.project_id, snapshots=1)
-    snap_id = new_id()
-    snap = SnapshotRow(
-        id=snap_id,
-        name=spec.name,
-        description=spec.description,
-        project_id=vol.project_id,
-        owner_id=user_id,
-        volume_id=vol.id,
-        parent_id=vol.current_snapshot_id,
-        file=f"snap-{snap_id}" if ceph else vol.pool_name,
-        backing=None if ceph else vol.backing_name,
-        size_gb=vol.size_gb,
-        status=SnapshotStatus.creating.value,
-        kind=kind.value,
-    )
+    snap = new_node(vol, spec.name, spec.description, ceph=ceph, owner_id=user_id, kind=kind)
     s.add(snap)
     params = {
         "snapshot_id": snap.id,

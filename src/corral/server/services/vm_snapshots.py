@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.errors import InUse, InvalidInput, InvalidState, NameTaken
 from corral.api.operations import Operation
-from corral.api.snapshots import SnapshotKind, SnapshotStatus
+from corral.api.snapshots import SnapshotStatus
 from corral.api.vm_snapshots import (
     VmSnapshot,
     VmSnapshotCreate,
@@ -40,7 +40,13 @@ from corral.server.identity.caller import Caller
 from corral.server.services.context import Services
 from corral.server.services.listing import get_row
 from corral.server.services.operations import to_model as op_model
-from corral.server.services.snapshots import FILE_POOLS, STOPPED, check_new_node, new_file
+from corral.server.services.snapshots import (
+    FILE_POOLS,
+    STOPPED,
+    check_new_node,
+    new_file,
+    new_node,
+)
 from corral.server.services.vms import visible_vms
 from corral.server.services.volumes import claim_status, clones_of
 from corral.server.workflows.snapshot_common import CEPH_POOLS, LIVE
@@ -230,26 +236,12 @@ async def _member(
     await check_new_node(s, vol, pool.type, spec.name)
     await claim_status(s, vol, _BUSY, VolumeStatus.snapshotting, "snapshot")
     ceph = pool.type in CEPH_POOLS
-    sid = new_id()
-    s.add(
-        SnapshotRow(
-            id=sid,
-            name=spec.name,
-            description=spec.description,
-            project_id=vol.project_id,
-            owner_id=caller.user_id,
-            volume_id=vol.id,
-            parent_id=vol.current_snapshot_id,
-            file=f"snap-{sid}" if ceph else vol.pool_name,
-            backing=None if ceph else vol.backing_name,
-            size_gb=vol.size_gb,
-            status=SnapshotStatus.creating.value,
-            kind=SnapshotKind.manual.value,
-            vm_snapshot_id=vsid,
-        )
+    node = new_node(
+        vol, spec.name, spec.description, ceph=ceph, owner_id=caller.user_id, vm_snapshot_id=vsid
     )
+    s.add(node)
     return {
-        "snapshot_id": sid,
+        "snapshot_id": node.id,
         "volume_id": vol.id,
         "old_active": vol.pool_name,
         "new_name": None if ceph else new_file(vol),
