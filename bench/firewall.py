@@ -14,7 +14,7 @@ import random
 import time
 
 from bench.common import BenchContext, Figure, median
-from corral.server.netplan.firewall import FwGroup, FwPort, FwRule, compile_port
+from corral.netflows.firewall import FwGroup, FwPort, FwRule, compile_port
 
 NAME = "firewall"
 

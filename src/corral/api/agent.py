@@ -41,6 +41,7 @@ from pydantic import Field, field_validator, model_validator
 
 from corral.api.common import Model
 from corral.api.errors import ErrorBody
+from corral.api.host_network import DhcpSegment, Segment, Uplink
 from corral.api.hosts import HostFacts
 from corral.api.vms import PowerState
 from corral.api.volumes import VolumeQos
@@ -623,6 +624,46 @@ class PoolsSync(Model):
     pools: list[PoolRef] = Field(default_factory=list, max_length=10_000)
 
 
+class PortFlows(Model):
+    """The flows of one VM NIC on the integration bridge (``corral.netflows.firewall``), by its
+    OVS port name: loaded while the port exists (a stopped VM has no port), with the port."""
+
+    port: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,15}$")
+    flows: list[str] = Field(default_factory=list, max_length=100_000)
+
+
+class NetworkApply(Model):
+    """This host's whole network as the server computes it; the agent converges to it and keeps
+    it (``<data>/network.json``) to apply again after its own or Open vSwitch's restart:
+
+    - ``segments`` and ``uplink`` make the ``HostNetwork`` (``corral.api.host_network``) with
+      the agent's own integration bridge and VXLAN underlay (its configuration);
+    - ``dhcp``: every DHCP/DNS service the host runs (one per port group; others are removed);
+    - ``ports``: the firewall flows of each VM NIC; the bridge's flow table is replaced
+      atomically by the base flows (computed by the agent: its tunnel, patch and DHCP ports
+      enter the pipeline marked with their segment) and the flows of the ports that exist.
+
+    Answers ``{"digest": network_digest(...)}``. Applying the same state twice changes
+    nothing. ``generation`` grows with every state the server computes for the host: an older
+    one than the agent holds is ignored (answered with the digest it holds)."""
+
+    kind: Literal["network.apply"] = "network.apply"
+    generation: int = Field(ge=0)
+    segments: list[Segment] = Field(default_factory=list, max_length=4094)
+    uplink: Uplink | None = None
+    dhcp: list[DhcpSegment] = Field(default_factory=list, max_length=4094)
+    ports: list[PortFlows] = Field(default_factory=list, max_length=10_000)
+
+
+def network_digest(state: NetworkApply) -> str:
+    """What identifies a host's network state (``NetworkApply``, ``Heartbeat.network_digest``):
+    SHA-256 (hex) of its canonical JSON without ``generation``. Server and agent both compute
+    it with this function."""
+    data = state.model_dump(mode="json", exclude={"generation"})
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 TaskPayload = Annotated[
     DiskCreate
     | DiskDelete
@@ -652,7 +693,8 @@ TaskPayload = Annotated[
     | ImageCaptureTask
     | ImagePublishTask
     | VmSnapshotTask
-    | VmMemoryTask,
+    | VmMemoryTask
+    | NetworkApply,
     Field(discriminator="kind"),
 ]
 
@@ -706,4 +748,9 @@ class Heartbeat(Model):
     )
     pools_digest: str | None = Field(
         None, description="pools_digest of the pools the agent holds (None: it does not say)"
+    )
+    network_digest: str | None = Field(
+        None,
+        description="network_digest of the network state the agent holds (None: it does not "
+        "say; \"\": it holds none)",
     )

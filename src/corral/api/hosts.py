@@ -34,6 +34,11 @@ class HostFacts(Model):
     libvirt_version: str | None = None
     qemu_version: str | None = None
     driver: str = Field(description="compute driver: libvirt or simulator")
+    tunnel_ip: str | None = Field(
+        None,
+        description="the host's VXLAN tunnel endpoint (its underlay address; None: no "
+        "underlay configured, no vxlan port groups on this host)",
+    )
 
 
 class HostCapacity(Model):

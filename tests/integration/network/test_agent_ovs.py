@@ -14,7 +14,7 @@ import pytest_asyncio
 
 from corral.agent.network.ovs import Ovs
 from corral.api.errors import NetworkError
-from corral.server.netplan.firewall import FwPort, compile_ports
+from corral.netflows.firewall import FwPort, compile_ports
 from tests.support.ovs import Ovs as LabOvs
 from tests.support.ovs import ns_host, ovs_available
 

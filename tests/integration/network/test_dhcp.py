@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from corral.agent.network.dhcp import DhcpHost, DhcpManager, DhcpSegment
+from corral.agent.network.dhcp import DhcpManager
 from corral.agent.network.ovs import Ovs
 from corral.api.errors import NetworkError
+from corral.api.host_network import DhcpHost, DhcpSegment
 from tests.support.ovs import (
     NsGuest,
     NsOvs,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.server.netplan.firewall import FwGroup, FwPort, FwRule, compile_ports
+from corral.netflows.firewall import FwGroup, FwPort, FwRule, compile_ports
 from tests.support.ovs import (
     NsGuest,
     Ovs,

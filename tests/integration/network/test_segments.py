@@ -26,18 +26,11 @@ import pytest_asyncio
 from corral.agent.network.links import Links
 from corral.agent.network.ovs import Ovs
 from corral.agent.network.segment_plan import tunnel_port_name
-from corral.agent.network.segments import (
-    HostNetwork,
-    Segment,
-    SegmentManager,
-    Underlay,
-    Uplink,
-    bridge_port_tags,
-    vm_port_tag,
-)
+from corral.agent.network.segments import SegmentManager, bridge_port_tags, vm_port_tag
 from corral.api.errors import NetworkError
+from corral.api.host_network import HostNetwork, Segment, Underlay, Uplink
 from corral.api.networks import SegmentType
-from corral.server.netplan.firewall import FwPort, compile_ports
+from corral.netflows.firewall import FwPort, compile_ports
 from tests.support.ovs import (
     NsGuest,
     NsOvs,

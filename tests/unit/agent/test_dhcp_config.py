@@ -11,7 +11,6 @@ import pytest
 from pydantic import ValidationError
 
 from corral.agent.network.dhcp import (
-    DhcpSegment,
     SegmentPaths,
     duid_mac,
     parse_leases,
@@ -22,6 +21,7 @@ from corral.agent.network.dhcp import (
     segment_names,
     stale_leases,
 )
+from corral.api.host_network import DhcpSegment
 
 PATHS = SegmentPaths(Path("/run/corral/dhcp/abcd1234"))
 M1, M2, M3 = "02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03"

@@ -22,14 +22,9 @@ from corral.agent.network.segment_plan import (
     plan_changes,
     tunnel_port_name,
 )
-from corral.agent.network.segments import (
-    ApplyResult,
-    HostNetwork,
-    Segment,
-    bridge_port_tags,
-    vm_port_tag,
-)
+from corral.agent.network.segments import ApplyResult, bridge_port_tags, vm_port_tag
 from corral.api.errors import NetworkError
+from corral.api.host_network import HostNetwork, Segment
 
 UNDERLAY = {"interface": "eth1", "address": "10.0.0.1/24"}
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from corral.server.netplan.firewall import (
+from corral.netflows.firewall import (
     RULE_TOP,
     FwGroup,
     FwPort,

@@ -55,7 +55,6 @@ import json
 import logging
 import os
 import pwd
-import re
 import shutil
 import signal
 import stat
@@ -63,15 +62,16 @@ import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
-from typing import Annotated
-
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from corral.agent.network.ovs import Ovs
 from corral.agent.storage.tools import ToolResult, run_tool
 from corral.api.errors import CorralError, NetworkError
+from corral.api.host_network import (
+    DhcpSegment,
+    IPAddress,
+    IPNetwork,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,160 +80,6 @@ NS_PORT = "dhcp0"
 NETNS_DIR = Path("/run/netns")
 OWNER_KEY = "corral-dhcp-owner"
 PORT_GROUP_KEY = "corral-dhcp-port-group"
-
-IPAddress = IPv4Address | IPv6Address
-IPNetwork = IPv4Network | IPv6Network
-
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_LEASE_TIME_RE = re.compile(r"^\d+[smhdw]?$")
-_IFNAME_RE = r"^[A-Za-z0-9_.-]{1,15}$"
-
-
-# --------------------------------------------------------------------------------------------
-# What one port group's DHCP service on a host must serve
-
-
-def _mac(value: str) -> str:
-    mac = value.strip().lower().replace("-", ":")
-    if not _MAC_RE.match(mac):
-        raise ValueError(f"not a MAC address: {value!r}")
-    if int(mac[:2], 16) & 1:
-        raise ValueError(f"a multicast MAC address: {value!r}")
-    return mac
-
-
-def _hostname(value: str) -> str:
-    name = value.lower()
-    # dnsmasq reads a bare number (with an optional unit) or these words as a lease time / flag
-    if not _LABEL_RE.match(name) or _LEASE_TIME_RE.match(name) or name in ("infinite", "ignore"):
-        raise ValueError(f"not a usable host name (one DNS label): {value!r}")
-    return name
-
-
-def _domain(value: str) -> str:
-    name = value.lower().rstrip(".")
-    if len(name) > 253 or not all(_LABEL_RE.match(label) for label in name.split(".")):
-        raise ValueError(f"not a domain name: {value!r}")
-    return name
-
-
-MacAddress = Annotated[str, AfterValidator(_mac)]
-Hostname = Annotated[str, AfterValidator(_hostname)]
-DomainName = Annotated[str, AfterValidator(_domain)]
-
-
-def _is_host_address(address: IPAddress, net: IPNetwork) -> bool:
-    """``address`` is in ``net`` and neither its network nor (IPv4) broadcast address (a /31,
-    /32, /127 or /128 has only host addresses)."""
-    if address.version != net.version or address not in net:
-        return False
-    if net.num_addresses <= 2:
-        return True
-    if address == net.network_address:
-        return False
-    return not (net.version == 4 and address == net.broadcast_address)
-
-
-class DhcpHost(BaseModel):
-    """What one NIC (by its MAC, the key in ``DhcpSegment.hosts``) gets: its IPv4 and/or IPv6
-    address and optionally its host name (one DNS label, sent as option 12 / used for DNS)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    ipv4: IPv4Address | None = None
-    ipv6: IPv6Address | None = None
-    hostname: Hostname | None = None
-
-    @model_validator(mode="after")
-    def _some_address(self) -> DhcpHost:
-        if self.ipv4 is None and self.ipv6 is None:
-            raise ValueError("a DHCP host needs an IPv4 or an IPv6 address")
-        return self
-
-
-class DhcpSubnet(BaseModel):
-    """One subnet served on the segment. ``server_address``: the address reserved for the DHCP
-    server in it (held by the namespace's interface; dnsmasq answers from it). ``gateway``: the
-    IPv4 router option (IPv6: only the route of the server's namespace when it serves DNS; guests
-    learn their IPv6 router from router advertisements). ``dns_servers``: sent to the guests
-    (when ``DhcpSegment.serve_dns``: the upstreams dnsmasq forwards to, and the guests get
-    ``server_address`` instead)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    cidr: IPNetwork
-    server_address: IPAddress
-    gateway: IPAddress | None = None
-    dns_servers: list[IPAddress] = Field(default_factory=list, max_length=4)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DhcpSubnet:
-        if not _is_host_address(self.server_address, self.cidr):
-            raise ValueError(
-                f"server address {self.server_address} is no host address of {self.cidr}"
-            )
-        if self.gateway is not None:
-            if not _is_host_address(self.gateway, self.cidr):
-                raise ValueError(f"gateway {self.gateway} is no host address of {self.cidr}")
-            if self.gateway == self.server_address:
-                raise ValueError("the gateway cannot be the DHCP server's address")
-        for dns in self.dns_servers:
-            if dns.version != self.cidr.version:
-                raise ValueError(f"DNS server {dns} is not IPv{self.cidr.version} like {self.cidr}")
-        return self
-
-
-class DhcpSegment(BaseModel):
-    """One port group's DHCP/DNS service on one host.
-
-    ``bridge``: the OVS bridge (integration bridge) the server's port goes on, ``tag``: the
-    segment's VLAN tag on that bridge (None: untagged). ``lease_time`` in seconds (dnsmasq's
-    minimum is 120). ``mtu``: sent as the IPv4 interface-MTU option and set on the server's
-    interface. ``serve_dns``: dnsmasq also answers DNS on its addresses (the hosts' names,
-    under ``domain`` when given; other names forwarded to the subnets' ``dns_servers``) and the
-    guests get it as their DNS server; otherwise DNS is off (``port=0``) and the guests get the
-    subnets' ``dns_servers``. ``hosts``: MAC → address(es)/name; every other MAC is ignored.
-
-    Validation: subnets do not overlap, each host address is a host address of one subnet of its
-    version and neither a server address nor a gateway, no address serves two MACs.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    port_group_id: str = Field(min_length=1, max_length=200)
-    bridge: str = Field(pattern=_IFNAME_RE)
-    tag: int | None = Field(None, ge=1, le=4094)
-    subnets: list[DhcpSubnet] = Field(min_length=1, max_length=16)
-    domain: DomainName | None = None
-    lease_time: int = Field(86_400, ge=120, le=2**31 - 1)
-    mtu: int | None = Field(None, ge=576, le=9000)
-    serve_dns: bool = False
-    hosts: dict[MacAddress, DhcpHost] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DhcpSegment:
-        nets = [s.cidr for s in self.subnets]
-        for i, a in enumerate(nets):
-            for b in nets[i + 1 :]:
-                if a.version == b.version and a.overlaps(b):
-                    raise ValueError(f"subnets {a} and {b} overlap")
-        taken: dict[IPAddress, str] = {}
-        for s in self.subnets:
-            taken[s.server_address] = "the DHCP server"
-            if s.gateway is not None:
-                taken[s.gateway] = "the gateway"
-        for mac, host in sorted(self.hosts.items()):
-            for address in (host.ipv4, host.ipv6):
-                if address is None:
-                    continue
-                if not any(_is_host_address(address, n) for n in nets):
-                    raise ValueError(f"{mac}: {address} is no host address of a served subnet")
-                if address in taken:
-                    raise ValueError(f"{mac}: {address} is already {taken[address]}'s")
-                taken[address] = mac
-        return self
-
 
 # --------------------------------------------------------------------------------------------
 # Names and files

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from corral.api.networks import SegmentType
 
 if TYPE_CHECKING:
-    from corral.agent.network.segments import HostNetwork
+    from corral.api.host_network import HostNetwork
 
 OWNER_KEY = "corral-owner"
 OWNER = "segments"

@@ -31,7 +31,7 @@ tagged with the segment's local tag, so ``br-int`` isolates segments by that tag
   underlay interface.
 
 - **Flows**: ``apply`` installs none. ``br-int``'s flow table belongs to the NIC firewall
-  pipeline (``corral.server.netplan.firewall``): traffic from tunnel and patch ports enters
+  pipeline (``corral.netflows.firewall``): traffic from tunnel and patch ports enters
   table 0 at low priority and goes to table 3, which ends in ``NORMAL``, so the access tags
   keep segments apart. Caveat (tested, ``xfail``): table 3 delivers IP to a *local* VM by its
   MAC alone (``output:``, not ``NORMAL``), so a frame with another segment's VM MAC crosses
@@ -46,13 +46,8 @@ are never touched. The bridges themselves are never deleted.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
-from collections import Counter
 from dataclasses import dataclass, field
-from typing import Self
-
-from pydantic import Field, IPvAnyInterface, model_validator
 
 from corral.agent.network.links import Links
 from corral.agent.network.ovs import Ovs
@@ -63,122 +58,11 @@ from corral.agent.network.segment_plan import (
     host_state_from_rows,
     plan_changes,
 )
-from corral.api.common import Model
 from corral.api.errors import NetworkError
-from corral.api.networks import InterfaceName, IpAddress, SegmentType, check_segment
+from corral.api.host_network import HostNetwork, Underlay
 
 ROUTE_WAIT_S = 2.0
 """How long ``apply`` waits for OVS to learn the underlay route after adding the address."""
-
-
-class Underlay(Model):
-    """This host's VXLAN tunnel endpoint: ``interface`` (the NIC on the underlay network) is
-    put on ``bridge`` and ``address`` (the tunnel IP with its prefix) on the bridge's internal
-    port. The address must not stay on ``interface`` itself."""
-
-    interface: InterfaceName
-    address: IPvAnyInterface
-    bridge: InterfaceName = "br-phy"
-    mtu: int | None = Field(None, ge=1280, le=9216, description="mtu_request of the interface")
-
-    @property
-    def ip(self) -> str:
-        """The tunnel IP (without prefix)."""
-        return str(self.address.ip)
-
-
-class Uplink(Model):
-    """The host NIC carrying flat (untagged) and VLAN (802.1Q) segments: a trunk port on
-    ``bridge`` (None: the underlay's bridge if it is the underlay's interface, else
-    ``br-uplink``)."""
-
-    interface: InterfaceName
-    bridge: InterfaceName | None = None
-
-
-class Segment(Model):
-    """One port group present on this host. ``segment_id``: the VLAN id (vlan), the VNI
-    (vxlan), None (flat). ``local_tag``: the VLAN tag of the segment on ``br-int`` (chosen by
-    the controller, unique on the host). ``remotes``: the tunnel IPs of the other hosts of a
-    VXLAN segment."""
-
-    port_group_id: str = Field(min_length=1, max_length=64)
-    type: SegmentType
-    segment_id: int | None = None
-    local_tag: int = Field(ge=1, le=4094)
-    remotes: list[IpAddress] = Field(default_factory=list, max_length=10_000)
-
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        check_segment(self.type, self.segment_id)
-        if self.remotes and self.type != SegmentType.vxlan:
-            raise ValueError(f"port group {self.port_group_id}: only vxlan segments have remotes")
-        if len(set(self.remotes)) != len(self.remotes):
-            raise ValueError(f"port group {self.port_group_id}: a remote is listed twice")
-        return self
-
-
-class HostNetwork(Model):
-    """Everything a host's segments need. Valid means applicable: unique port groups, local
-    tags and segments; an underlay for VXLAN and an uplink for flat/VLAN segments; remotes of
-    the underlay's IP version and not this host."""
-
-    bridge: InterfaceName = "br-int"
-    underlay: Underlay | None = None
-    uplink: Uplink | None = None
-    segments: list[Segment] = Field(default_factory=list, max_length=4094)
-
-    @property
-    def uplink_bridge(self) -> str | None:
-        """The bridge holding the uplink (None without an uplink)."""
-        if self.uplink is None:
-            return None
-        if self.uplink.bridge is not None:
-            return self.uplink.bridge
-        if self.underlay is not None and self.underlay.interface == self.uplink.interface:
-            return self.underlay.bridge
-        return "br-uplink"
-
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        for what, values in (
-            ("port group", [s.port_group_id for s in self.segments]),
-            ("local tag", [str(s.local_tag) for s in self.segments]),
-            ("segment", [f"{s.type.value} {s.segment_id or ''}".strip() for s in self.segments]),
-        ):
-            dupes = sorted(v for v, n in Counter(values).items() if n > 1)
-            if dupes:
-                raise ValueError(f"{what} used twice: {', '.join(dupes)}")
-        types = {s.type for s in self.segments}
-        if SegmentType.vxlan in types and self.underlay is None:
-            raise ValueError("vxlan segments need an underlay")
-        if types & {SegmentType.flat, SegmentType.vlan} and self.uplink is None:
-            raise ValueError("flat and vlan segments need an uplink")
-        self._check_bridges()
-        if self.underlay is not None:
-            version = self.underlay.address.version
-            for s in self.segments:
-                for r in s.remotes:
-                    if ipaddress.ip_address(r).version != version:
-                        raise ValueError(f"remote {r}: not of the underlay's IP version")
-                    if r == self.underlay.ip:
-                        raise ValueError(f"remote {r} is this host's own tunnel IP")
-        return self
-
-    def _check_bridges(self) -> None:
-        ul, up = self.underlay, self.uplink
-        names = [self.bridge]
-        if ul is not None:
-            names.append(ul.bridge)
-        upb = self.uplink_bridge
-        if up is not None and upb is not None:
-            shared = ul is not None and ul.interface == up.interface
-            if shared and ul is not None and upb != ul.bridge:
-                raise ValueError("the uplink is the underlay interface: one bridge holds both")
-            if not shared:
-                names.append(upb)
-        if len(set(names)) != len(names):
-            raise ValueError(f"bridges must differ: {', '.join(names)}")
 
 
 def vm_port_tag(net: HostNetwork, port_group_id: str) -> int:

@@ -170,14 +170,30 @@ def _admission(port: FwPort) -> list[str]:
     return flows
 
 
+_INFRA_INGRESS = (
+    "udp,tp_src=67,tp_dst=68",  # DHCP server answers
+    "udp6,tp_src=547,tp_dst=546",  # DHCPv6 server answers
+    "icmp6,icmp_type=134",  # router advertisements
+    "icmp6,icmp_type=135",  # neighbour solicitations
+    "icmp6,icmp_type=136",  # neighbour advertisements
+)
+"""What reaches a NIC from its own segment whatever its ingress policy: the protocols that give
+a guest its address and its neighbours (none of them can come from another guest: admission
+drops guests' DHCP answers and RAs, and their NAs for addresses not theirs)."""
+
+
 def _delivery(port: FwPort) -> list[str]:
     """Table 3 for the port: IP traffic of its segment to its MAC through conntrack in its zone
-    to table 2; IP traffic to its MAC from anywhere else dropped (not switched around the
-    policy)."""
+    to table 2, but DHCP answers and neighbour discovery straight to the port; IP traffic to its
+    MAC from anywhere else dropped (not switched around the policy)."""
     load = f"load:{port.zone}->NXM_NX_REG0[]"
     ct = f"ct(table={T_INGRESS},zone={port.zone})"
     seg = f"reg1={port.tag}"
-    return [
+    infra = [
+        _flow(port, T_DELIVER, 110, f"{seg},dl_dst={port.mac},{m}", f"output:{port.ofport}")
+        for m in _INFRA_INGRESS
+    ]
+    return infra + [
         flow
         for fam in ("ip", "ipv6")
         for flow in (
