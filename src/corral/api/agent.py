@@ -752,5 +752,5 @@ class Heartbeat(Model):
     network_digest: str | None = Field(
         None,
         description="network_digest of the network state the agent holds (None: it does not "
-        "say; \"\": it holds none)",
+        'say; "": it holds none)',
     )
