@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 def _libvirt_runtime(settings: AgentSettings, common: dict[str, Any]) -> HostRuntime:
     from corral.agent.compute.libvirt import LibvirtDriver
+    from corral.agent.network.ovs import Ovs
+    from corral.agent.network.ovs_plane import OvsNetworkPlane
     from corral.agent.storage.dirpool import DirPool
     from corral.agent.storage.volumes import real_backends
 
@@ -56,12 +58,19 @@ def _libvirt_runtime(settings: AgentSettings, common: dict[str, Any]) -> HostRun
         volumes=pool,
         backends=real_backends(),
         startup=[traversable, pool.prepare],
+        network=OvsNetworkPlane(
+            data_dir=settings.data_dir,
+            ovs=Ovs(db=settings.ovs_db_address(), env=settings.ovs_env()),
+            bridge=settings.network_bridge,
+            underlay=settings.underlay(),
+        ),
         **common,
     )
 
 
 def _simulated_runtime(settings: AgentSettings, index: int, common: dict[str, Any]) -> HostRuntime:
     from corral.agent.compute.simulator import SimHost, SimLatencies, simulated_host
+    from corral.agent.network.plane import SimulatedNetworkPlane
     from corral.agent.storage.volumes import simulated_backends
 
     data_dir = settings.data_dir / "sim" / str(index)
@@ -93,6 +102,9 @@ def _simulated_runtime(settings: AgentSettings, index: int, common: dict[str, An
             host_name=host.name, faults=faults, capacity_gb=settings.sim_disk_gb
         ),
         faults=faults,
+        network=SimulatedNetworkPlane(
+            bridge=settings.network_bridge, underlay=settings.underlay(index), data_dir=data_dir
+        ),
         **common,
     )
 
@@ -106,6 +118,7 @@ def build_runtimes(settings: AgentSettings) -> dict[str, HostRuntime]:
         "pool_report_interval": settings.pool_report_interval,
         "inline_wait": settings.inline_wait,
         "shutdown_grace": settings.shutdown_grace,
+        "network_refresh_interval": settings.network_refresh_interval,
     }
     if settings.driver == "libvirt":
         return {"": _libvirt_runtime(settings, common)}

@@ -29,6 +29,11 @@ each pool, answers ``{"pools": [PoolReport...], "digest": ...}``). ``image.captu
 ``corral.agent.publish``) on ``image:<image_id>``. ``rbd.snapshot`` (a Ceph
 snapshot of an rbd volume's image: create, rollback, remove; answers ``{}``) runs on the
 volume, through its pool's backend (an ``RbdSnapshots``, else ``InvalidInput``).
+``network.apply`` is serialized on ``network`` and handed to the host's ``NetworkPlane``
+(``corral.agent.network.plane``; none: ``InvalidInput``), answering ``{"digest": ...}``. After a
+task that may add or remove a VM's ports (``vm.start``, ``vm.stop``, ``vm.undefine``,
+``nic.attach``, ``nic.detach``, ``vm.memory`` restore) succeeded, the plane is refreshed (their
+flows loaded or dropped); a failed refresh is logged and never fails the task.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from pathlib import Path
 from corral.agent.capture import ImageCapture, Uploader
 from corral.agent.compute.driver import ComputeDriver
 from corral.agent.faults import FaultPlan
+from corral.agent.network.plane import NetworkPlane
 from corral.agent.nic_tasks import NicTasks
 from corral.agent.pools import HostPools
 from corral.agent.publish import ImagePublish
@@ -58,6 +64,7 @@ from corral.api.agent import (
     ImageCaptureTask,
     ImagePublishTask,
     ImageRef,
+    NetworkApply,
     NicAttachTask,
     NicDetachTask,
     PoolImageForget,
@@ -116,6 +123,7 @@ Payload = (
     | PoolImageForget
     | VmSnapshotTask
     | VmMemoryTask
+    | NetworkApply
 )
 
 
@@ -135,6 +143,7 @@ def payload_vm_id(payload: Payload) -> str | None:
             | PoolsSync()
             | SnapshotDeleteFileTask()
             | RbdSnapshotTask()
+            | NetworkApply()
         ):
             return None
         case _:
@@ -168,15 +177,31 @@ def payload_volume_id(payload: Payload) -> str | None:
 
 def payload_key(payload: Payload) -> str:
     """What the task is serialized on: its VM id, else ``volume:<volume_id>`` (``pools`` for
-    ``pools.sync``, ``image:<image_id>`` for ``image.publish``)."""
+    ``pools.sync``, ``network`` for ``network.apply``, ``image:<image_id>`` for
+    ``image.publish``)."""
     if isinstance(payload, PoolsSync):
         return "pools"
+    if isinstance(payload, NetworkApply):
+        return "network"
     if isinstance(payload, PoolImageForget):
         return f"pool-image:{payload.pool.id}:{payload.image_id}"
     if isinstance(payload, ImagePublishTask):
         return f"image:{payload.image_id}"
     vm_id = payload_vm_id(payload)
     return vm_id if vm_id is not None else f"volume:{payload_volume_id(payload)}"
+
+
+def _moves_ports(payload: Payload) -> bool:
+    """Whether the task, done, may have added or removed OVS ports of a VM's NICs."""
+    match payload:
+        case VmPower():
+            return payload.kind in ("vm.start", "vm.stop")
+        case VmMemoryTask():
+            return payload.op == "restore"
+        case VmUndefine() | NicAttachTask() | NicDetachTask():
+            return True
+        case _:
+            return False
 
 
 async def _no_upload(path: str, source: Path) -> tuple[int, str]:
@@ -200,6 +225,7 @@ class TaskExecutor:
         pools: HostPools | None = None,
         upload: Uploader | None = None,
         memory_dir: Path | None = None,
+        network: NetworkPlane | None = None,
     ) -> None:
         self.compute = compute
         self.volumes = volumes
@@ -209,6 +235,7 @@ class TaskExecutor:
         self.drift = drift
         self.backends = backends if backends is not None else Backends({})
         self.pools = pools
+        self.network = network
         self.volume_tasks = VolumeTasks(
             compute=compute,
             backends=self.backends,
@@ -246,6 +273,15 @@ class TaskExecutor:
         if volume_id is not None:
             check_volume_id(volume_id)
         self.faults.check(f"agent.{payload.kind}")
+        if isinstance(payload, NetworkApply):
+            return await self._network_apply(payload)
+        result = await self._run(payload)
+        if _moves_ports(payload):
+            await self.refresh_network()
+        return result
+
+    async def _run(self, payload: Payload) -> dict[str, object]:
+        volume_id = payload_volume_id(payload)
         if isinstance(payload, PoolsSync):
             return await self._pools_sync(payload)
         if isinstance(payload, ImageCaptureTask):
@@ -294,6 +330,23 @@ class TaskExecutor:
                 await self.nic_tasks.detach(payload.vm_id, payload.nic_id, payload.timeout)
                 return {}
         raise AssertionError(f"unhandled task {payload.kind}")  # pragma: no cover
+
+    async def _network_apply(self, payload: NetworkApply) -> dict[str, object]:
+        network = self.network
+        if network is None:
+            raise InvalidInput("this agent has no network plane")
+        return {"digest": await network.apply(payload)}
+
+    async def refresh_network(self) -> None:
+        """Refresh the network plane (if any); failures are logged, never raised."""
+        if self.network is None:
+            return
+        try:
+            await self.network.refresh()
+        except CorralError as exc:
+            log.warning("refreshing the network after a VM's ports changed failed: %s", exc)
+        except Exception:
+            log.exception("refreshing the network after a VM's ports changed failed")
 
     async def _pools_sync(self, payload: PoolsSync) -> dict[str, object]:
         pools = self.pools

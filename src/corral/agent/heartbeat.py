@@ -50,6 +50,9 @@ class Heartbeater:
     holds); the latest reports handed to ``pool_reports`` go with a beat when they differ
     noticeably from those the server last accepted (``pools.reports_due``), or every
     ``POOLS_REFRESH_S``, or after ``wake(resend_facts=True)``.
+
+    Network: every beat carries ``network_digest()`` (the digest of the network state the agent
+    holds, ``""`` for none; None: the host has no network plane).
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class Heartbeater:
         vms: Callable[[], Awaitable[list[VmReport]]],
         started_at: datetime,
         pools_digest: Callable[[], str | None] = lambda: None,
+        network_digest: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.name = name
         self.interval = interval
@@ -73,6 +77,7 @@ class Heartbeater:
         self._sent_facts: HostFacts | None = None
         self._sent_facts_at = 0.0
         self._pools_digest = pools_digest
+        self._network_digest = network_digest
         self._pool_reports: list[PoolReport] | None = None
         self._sent_pools: dict[str, PoolReport] | None = None
         self._sent_pools_at = 0.0
@@ -138,6 +143,7 @@ class Heartbeater:
             vms=vms,
             pools=send_pools,
             pools_digest=self._pools_digest(),
+            network_digest=self._network_digest(),
         )
         try:
             await link.post(HEARTBEAT_PATH, beat, timeout=max(self.interval * 2, 5.0))

@@ -5,11 +5,17 @@ requests, ``await stop()``. Neither ever stops or destroys a VM: restarting the 
 VMs running.
 
 Data directory layout: ``attach.json`` (0600), ``vms/<vm_id>.json`` (specs, 0600),
-``tasks.sqlite3`` (task statuses), ``pools.json`` (the storage pools the server sent, 0600).
+``tasks.sqlite3`` (task statuses), ``pools.json`` (the storage pools the server sent, 0600),
+``network.json`` (the host's network state, 0600; real hosts: ``dhcp/``, the DHCP services).
 
 Storage pools (``corral.agent.pools``): the set is loaded at start; every
 ``pool_report_interval`` seconds each pool is measured and the reports handed to the heartbeater,
 which sends them when they changed noticeably.
+
+Network (``corral.agent.network.plane``): the host's ``NetworkPlane`` (optional) loads the
+stored state (``network.json``) at start and is refreshed at once and every
+``network_refresh_interval`` seconds in the background (failures logged); its digest goes with
+every heartbeat and its tunnel IP into the facts.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from corral.agent.compute.driver import ComputeDriver
 from corral.agent.executor import TaskExecutor, payload_key
 from corral.agent.faults import FaultPlan
 from corral.agent.heartbeat import EVENT_WINDOW_S, EventPusher, Heartbeater
+from corral.agent.network.plane import NetworkPlane
 from corral.agent.pools import HostPools, PoolStore
 from corral.agent.reconcile import reconcile, vm_reports
 from corral.agent.reporter import ServerLink
@@ -79,6 +86,8 @@ class HostRuntime:
         event_window: float = EVENT_WINDOW_S,
         pool_report_interval: float = 30.0,
         startup: Sequence[Callable[[], Awaitable[None]]] = (),
+        network: NetworkPlane | None = None,
+        network_refresh_interval: float = 10.0,
     ) -> None:
         self.name = name
         self.data_dir = data_dir
@@ -99,6 +108,8 @@ class HostRuntime:
         self.pool_store = PoolStore(data_dir / "pools.json")
         self.pools = HostPools(name=name, store=self.pool_store, backends=self.backends)
         self.pool_report_interval = pool_report_interval
+        self.network = network
+        self.network_refresh_interval = network_refresh_interval
         self.executor = TaskExecutor(
             compute=compute,
             volumes=volumes,
@@ -109,6 +120,7 @@ class HostRuntime:
             backends=self.backends,
             pools=self.pools,
             upload=self._upload,
+            network=network,
         )
         self.link: ServerLink | None = None
         self.heartbeat = Heartbeater(
@@ -119,6 +131,7 @@ class HostRuntime:
             vms=self.vm_reports,
             started_at=self.started_at,
             pools_digest=lambda: self.pool_store.digest,
+            network_digest=lambda: self.network.digest if self.network is not None else None,
         )
         self.pools.on_reports = self.heartbeat.pool_reports
         self.events = EventPusher(name=name, link=lambda: self.link, window=event_window)
@@ -138,6 +151,8 @@ class HostRuntime:
                 self.link = ServerLink(current, name=self.name)
             self.specs.open()
             self.pool_store.load()
+            if self.network is not None:
+                self.network.load()
             self.task_store.open()
             for prepare in self._startup:
                 await prepare()
@@ -157,6 +172,8 @@ class HostRuntime:
         self._started = True
         self._spawn(self._warm_up())
         self._spawn(self._report_pools())
+        if self.network is not None:
+            self._spawn(self._refresh_network(self.network))
         for status, url in interrupted:
             if url is not None:
                 self._spawn(self._notify(status, url))
@@ -205,12 +222,17 @@ class HostRuntime:
         return AttachResponse(facts=await self.facts(), agent_version=agent_version())
 
     async def facts(self) -> HostFacts:
-        """The driver's facts, with disk figures taken from the VM disk pool."""
+        """The driver's facts, with disk figures taken from the VM disk pool and the tunnel IP
+        from the network plane."""
         facts = await self.compute.facts()
         total, free = await self.volumes.capacity_gb()
-        return facts.model_copy(
-            update={"disk_gb_total": round(total, 1), "disk_gb_free": round(free, 1)}
-        )
+        update: dict[str, object] = {
+            "disk_gb_total": round(total, 1),
+            "disk_gb_free": round(free, 1),
+        }
+        if self.network is not None:
+            update["tunnel_ip"] = self.network.tunnel_ip
+        return facts.model_copy(update=update)
 
     async def submit(self, task: AgentTask) -> TaskStatus:
         """Run a task once per task id (see ``TaskRegistry``)."""
@@ -237,6 +259,17 @@ class HostRuntime:
                 log.exception("%s: measuring the storage pools failed", self.name)
             # +-10 % jitter: hundreds of simulated hosts do not measure in lockstep
             await asyncio.sleep(self.pool_report_interval * random.uniform(0.9, 1.1))
+
+    async def _refresh_network(self, network: NetworkPlane) -> None:
+        """Refresh the network plane now and every ``network_refresh_interval`` seconds."""
+        while True:
+            try:
+                await network.refresh()
+            except CorralError as exc:
+                log.warning("%s: the network state could not be applied: %s", self.name, exc)
+            except Exception:
+                log.exception("%s: refreshing the network failed", self.name)
+            await asyncio.sleep(self.network_refresh_interval * random.uniform(0.9, 1.1))
 
     async def forget_pools(self) -> None:
         """The host was removed: forget every storage pool (their credentials go with the file).

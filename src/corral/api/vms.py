@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from corral.api.common import Model, Name, OwnedResource, Ref
+from corral.api.nics import MAX_NICS, NicCreate
 from corral.api.volumes import MAX_DATA_VOLUMES, MAX_VOLUME_GB
 
 
@@ -93,6 +94,13 @@ class VmCreate(Model):
         description="put the root disk on this storage pool as the VM's root volume "
         "(<name>-root, made from the image, deleted with the VM; snapshots, whole-VM "
         "snapshots); None: a host-local root disk in the host agent's data directory",
+    )
+
+    nics: list[NicCreate] = Field(
+        default_factory=list,
+        max_length=MAX_NICS,
+        description="network interfaces, in order (addresses allocated with the VM; the VM is "
+        "placed on a host that carries their port groups' switches)",
     )
 
     @model_validator(mode="after")

@@ -22,6 +22,7 @@ from corral.server.http import (
     routes_cdrom,
     routes_identity,
     routes_networks,
+    routes_nics,
     routes_ops,
     routes_recycle,
     routes_resources,
@@ -54,6 +55,7 @@ from corral.server.workflows.vm_cdrom import VM_BOOT_ORDER, VM_CDROM
 from corral.server.workflows.vm_clone import VM_CLONE
 from corral.server.workflows.vm_create import VM_CREATE
 from corral.server.workflows.vm_delete import VM_DELETE
+from corral.server.workflows.vm_nic import VM_NIC_ADD, VM_NIC_REMOVE
 from corral.server.workflows.vm_power import VM_POWER
 from corral.server.workflows.vm_recycle import VM_RECYCLE
 from corral.server.workflows.vm_resize import VM_RESIZE
@@ -98,6 +100,7 @@ def create_app(svc: Services | None = None) -> FastAPI:
     api.include_router(routes_audit.router)
     api.include_router(routes_storage.router)
     api.include_router(routes_volumes.router)
+    api.include_router(routes_nics.router)
     api.include_router(routes_snapshots.router)
     api.include_router(routes_networks.router)
     api.include_router(routes_security_groups.router)
@@ -138,6 +141,8 @@ async def build_services(settings: ServerSettings) -> Services:
         VM_CLONE,
         VM_RECYCLE,
         VM_CREATE,
+        VM_NIC_ADD,
+        VM_NIC_REMOVE,
         VM_DELETE,
         VM_RESIZE,
         *VM_POWER.values(),

@@ -109,6 +109,8 @@ class AgentClient:
         self.enrollments = EnrollmentTokens()
         self.pool_sync = PoolSyncState()
         """Expected storage pool digests and the background pool syncs (``pool_state``)."""
+        self.net_sync = PoolSyncState(ttl=300.0)
+        """The same for hosts' network states, keyed by host (``services.net_sync``)."""
 
     def _key(self, ep: AgentEndpoint) -> tuple[str, str | None]:
         """One pool per https host (its own TLS identity), one per origin for plain http."""
@@ -140,6 +142,7 @@ class AgentClient:
 
     async def close(self) -> None:
         await self.pool_sync.close()
+        await self.net_sync.close()
         for c in self._clients.values():
             await c.aclose()
         self._clients.clear()

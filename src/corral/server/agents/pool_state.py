@@ -128,7 +128,7 @@ class PoolSyncState:
             async with self._slots:
                 ok = await factory()
         except Exception:
-            log.exception("host %s: storage pool sync crashed", host_id)
+            log.exception("host %s: sync crashed", host_id)
         finally:
             self._syncing.pop(host_id, None)
         self._note(host_id, ok)

@@ -598,6 +598,10 @@ class IpAllocationRow(Base):
     address: Mapped[str] = mapped_column(String(64), primary_key=True)
     nic_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     vm_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    host_id: Mapped[str | None] = mapped_column(
+        ForeignKey("hosts.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    """Set: the address of that host's DHCP server in the subnet."""
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -642,3 +646,52 @@ class SecurityGroupRuleRow(Base):
     __table_args__ = (
         UniqueConstraint("group_id", "priority", name="uq_security_group_rules_priority"),
     )
+
+
+class NicRow(Timestamped, Base):
+    """A VM's network interface (``corral.api.nics``) on a port group, at ``position`` among the
+    VM's NICs. Its addresses are ``IpAllocationRow``s (``nic_id``), its security groups
+    ``NicSecurityGroupRow``s. ``allowed_pairs``: ``[[mac, cidr], ...]``."""
+
+    __tablename__ = "nics"
+    vm_id: Mapped[str] = mapped_column(ForeignKey("vms.id"), index=True)
+    port_group_id: Mapped[str] = mapped_column(ForeignKey("port_groups.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    mac: Mapped[str] = mapped_column(String(17), unique=True)
+    model: Mapped[str] = mapped_column(String(16), default="virtio")
+    ingress_default: Mapped[str] = mapped_column(String(8), default="deny")
+    egress_default: Mapped[str] = mapped_column(String(8), default="allow")
+    spoof_check: Mapped[bool] = mapped_column(Boolean, default=True)
+    allowed_pairs: Mapped[list[Any]] = mapped_column(default=list)
+    inbound_kbps: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    outbound_kbps: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    __table_args__ = (UniqueConstraint("vm_id", "position", name="uq_nics_vm_position"),)
+
+
+class NicSecurityGroupRow(Base):
+    """A security group on a NIC, at ``position`` (0 is evaluated first)."""
+
+    __tablename__ = "nic_security_groups"
+    nic_id: Mapped[str] = mapped_column(ForeignKey("nics.id", ondelete="CASCADE"), primary_key=True)
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("security_groups.id"), primary_key=True, index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class HostSlotRow(Base):
+    """A host-local number held by an owner: ``kind`` ``tag`` — the local VLAN tag of a port
+    group (owner) on the host's integration bridge; ``zone`` — the conntrack zone (also the
+    flows' cookie) of a NIC (owner) on the host. The primary key makes a number unique per host
+    and kind, the unique constraint gives an owner one number per host and kind."""
+
+    __tablename__ = "host_slots"
+    host_id: Mapped[str] = mapped_column(
+        ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[str] = mapped_column(String(32), index=True)
+
+    __table_args__ = (UniqueConstraint("host_id", "kind", "owner_id", name="uq_host_slots_owner"),)

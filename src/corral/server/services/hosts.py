@@ -30,6 +30,7 @@ from corral.server.agents.client import AgentEndpoint
 from corral.server.db.tables import ClusterRow, HostRow, ImageRow, StoragePoolHostRow, VmRow
 from corral.server.db.types import UTCDateTime, new_id, utcnow
 from corral.server.query import specs
+from corral.server.services import net_sync
 from corral.server.services.context import Services
 from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import Kind, get_row
@@ -311,8 +312,10 @@ async def record_heartbeat(*, svc: Services, host: HostRow, beat: Heartbeat) -> 
     other heartbeat (first one, new facts, host was marked disconnected) is written at once.
 
     Storage pools (``pool_sync``): reports it carries are recorded; a pool digest that differs
-    from the one expected for the host's cluster starts a background sync (no I/O here)."""
+    from the one expected for the host's cluster starts a background sync (no I/O here); so
+    does a network digest that differs from the host's (``net_sync``)."""
     check_heartbeat(svc, host, beat.pools_digest)
+    net_sync.check_heartbeat(svc, host, beat.network_digest)
     if beat.pools is not None:
         await record_reports(svc, host.id, beat.pools)
     directory = svc.agents.directory

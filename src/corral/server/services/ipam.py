@@ -338,11 +338,13 @@ async def allocate(
     *,
     nic_id: str | None = None,
     vm_id: str | None = None,
+    host_id: str | None = None,
 ) -> str:
     """Allocate an address of ``subnet`` in the caller's transaction and return it (canonical
     text). ``address``: exactly this one (``InvalidInput`` unless a host address of the CIDR,
     not the gateway nor reserved; ``InUse``, ``reason="address_in_use"``, naming the holder if
-    allocated); None: the lowest free address of the ranges (``Conflict``,
+    allocated); None: the lowest free address of the ranges (``host_id``: the address of that
+    host's DHCP server) (``Conflict``,
     ``reason="subnet_full"``, when none is left). ``NotFound`` if the subnet is deleted
     meanwhile. The caller's pending changes are flushed first."""
     await s.flush()
@@ -357,7 +359,13 @@ async def allocate(
         else:
             candidate = wanted
         text = space.text(candidate)
-        values = {"subnet_id": subnet.id, "address": text, "nic_id": nic_id, "vm_id": vm_id}
+        values = {
+            "subnet_id": subnet.id,
+            "address": text,
+            "nic_id": nic_id,
+            "vm_id": vm_id,
+            "host_id": host_id,
+        }
         try:
             async with s.begin_nested():
                 await s.execute(insert(IpAllocationRow).values(**values))
@@ -390,6 +398,8 @@ async def _holder(s: AsyncSession, subnet_id: str, address: str) -> IpAllocation
 def in_use(subnet: SubnetRow, holder: IpAllocationRow) -> InUse:
     """The refusal of an address ``holder`` has: by a NIC (of a VM) or held."""
     by = f"NIC {holder.nic_id} of VM {holder.vm_id}" if holder.nic_id else "a hold"
+    if holder.host_id:
+        by = f"the DHCP server of host {holder.host_id}"
     return InUse(
         f"{holder.address} of subnet {subnet.name!r} is in use ({by})",
         reason="address_in_use",

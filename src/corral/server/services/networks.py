@@ -32,11 +32,14 @@ from corral.api.operations import Operation
 from corral.server.db.tables import (
     ClusterRow,
     HostRow,
+    HostSlotRow,
+    NicRow,
     PortGroupRow,
     SubnetRow,
     SwitchClusterRow,
     SwitchRow,
     SwitchUplinkRow,
+    VmRow,
 )
 from corral.server.db.types import utcnow
 from corral.server.query import specs
@@ -334,5 +337,22 @@ async def delete_port_group(*, svc: Services, ref: str) -> Operation:
                 f"{', '.join(subnets)}; delete them first",
                 subnets=subnets,
             )
+        vms = sorted(
+            set(
+                await s.scalars(
+                    select(VmRow.name)
+                    .join(NicRow, NicRow.vm_id == VmRow.id)
+                    .where(NicRow.port_group_id == row.id)
+                )
+            )
+        )
+        if vms:
+            raise InUse(
+                f"port group {row.name!r} has NICs of VMs {', '.join(vms[:20])}: remove them first",
+                vms=vms[:100],
+            )
+        await s.execute(
+            delete(HostSlotRow).where(HostSlotRow.kind == "tag", HostSlotRow.owner_id == row.id)
+        )
         await s.delete(row)
         return await finish(svc, s, type="port_group.delete", kind=PORT_GROUP, target_id=row.id)

@@ -48,7 +48,13 @@ from corral.api.security_groups import (
     SecurityGroupUpdate,
     rule_key,
 )
-from corral.server.db.tables import SecurityGroupRow, SecurityGroupRuleRow
+from corral.server.db.tables import (
+    NicRow,
+    NicSecurityGroupRow,
+    SecurityGroupRow,
+    SecurityGroupRuleRow,
+    VmRow,
+)
 from corral.server.db.types import utcnow
 from corral.server.identity.access import check_if_match, creation_project, require, visible
 from corral.server.identity.caller import Caller
@@ -56,6 +62,7 @@ from corral.server.query import specs
 from corral.server.services.context import Services
 from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import Kind, get_row
+from corral.server.services.net_sync import groups_changed
 from corral.server.services.operations import to_model as op_model
 
 KIND = "security_group"
@@ -431,6 +438,7 @@ async def update_group(
             row.intra_group = spec.intra_group
         op = _op(svc, s, "security_group.update", row, caller)
         await _commit(s, row.name)
+    groups_changed(svc, [row.id])
     return op_model(op)
 
 
@@ -442,6 +450,19 @@ async def referencing(s: AsyncSession, group_id: str) -> list[str]:
         .where(R.remote_group_id == group_id, R.group_id != group_id)
         .distinct()
         .order_by(G.name)
+    )
+    return list(await s.scalars(stmt))
+
+
+async def group_vms(s: AsyncSession, group_id: str) -> list[str]:
+    """Names of the VMs with a NIC in the group."""
+    stmt = (
+        select(VmRow.name)
+        .join(NicRow, NicRow.vm_id == VmRow.id)
+        .join(NicSecurityGroupRow, NicSecurityGroupRow.nic_id == NicRow.id)
+        .where(NicSecurityGroupRow.group_id == group_id)
+        .distinct()
+        .order_by(VmRow.name)
     )
     return list(await s.scalars(stmt))
 
@@ -458,6 +479,12 @@ async def delete_group(
                 f"security group {row.name!r} is the remote group of rules of"
                 f" {', '.join(users)}: change or delete those rules first",
                 groups=users,
+            )
+        if vms := await group_vms(s, row.id):
+            raise InUse(
+                f"security group {row.name!r} is on NICs of VMs {', '.join(vms)}: take it off"
+                " them first",
+                vms=vms,
             )
         await s.execute(delete(R).where(R.group_id == row.id))
         await s.delete(row)
@@ -503,6 +530,7 @@ async def add_rule(
         await s.flush()
         op = _op(svc, s, "security_group.rule.add", group, caller, rule.id)
         await _commit(s)
+    groups_changed(svc, [group.id])
     return op_model(op)
 
 
@@ -544,6 +572,7 @@ async def update_rule(
             await move(s, group.id, rule.id, old, min(spec.priority, n - 1))
         op = _op(svc, s, "security_group.rule.update", group, caller, rule.id)
         await _commit(s)
+    groups_changed(svc, [group.id])
     return op_model(op)
 
 
@@ -562,6 +591,7 @@ async def delete_rule(
         await shift(s, group.id, at + 1, None, -1)
         op = _op(svc, s, "security_group.rule.delete", group, caller, rule_id)
         await _commit(s)
+    groups_changed(svc, [group.id])
     return op_model(op)
 
 
@@ -602,4 +632,5 @@ async def import_rules(
             group.intra_group = spec.intra_group
         op = _op(svc, s, "security_group.import", group, caller)
         await _commit(s)
+    groups_changed(svc, [group.id])
     return op_model(op)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.common import Page
@@ -31,7 +31,7 @@ from corral.api.operations import Operation
 from corral.server.db.tables import IpAllocationRow, PortGroupRow, SubnetRow
 from corral.server.db.types import utcnow
 from corral.server.query import specs
-from corral.server.services import ipam
+from corral.server.services import ipam, net_sync
 from corral.server.services.context import Services
 from corral.server.services.inventory import ensure_name_free, finish
 from corral.server.services.listing import Kind, get_row
@@ -153,7 +153,9 @@ async def create_subnet(*, svc: Services, spec: SubnetCreate) -> Operation:
         )
         s.add(row)
         await s.flush()
-        return await finish(svc, s, type="subnet.create", kind=SUBNET, target_id=row.id)
+        op = await finish(svc, s, type="subnet.create", kind=SUBNET, target_id=row.id)
+    net_sync.port_groups_changed(svc, [group.id])
+    return op
 
 
 async def update_subnet(*, svc: Services, ref: str, spec: SubnetUpdate) -> Operation:
@@ -193,7 +195,9 @@ async def update_subnet(*, svc: Services, ref: str, spec: SubnetUpdate) -> Opera
             if (value := getattr(spec, field)) is not None:
                 setattr(row, field, value)
         row.updated_at = utcnow()
-        return await finish(svc, s, type="subnet.update", kind=SUBNET, target_id=row.id)
+        op = await finish(svc, s, type="subnet.update", kind=SUBNET, target_id=row.id)
+    net_sync.port_groups_changed(svc, [row.port_group_id])
+    return op
 
 
 async def delete_subnet(*, svc: Services, ref: str) -> Operation:
@@ -204,7 +208,7 @@ async def delete_subnet(*, svc: Services, ref: str) -> Operation:
         held = list(
             await s.execute(
                 select(IpAllocationRow.address, IpAllocationRow.vm_id).where(
-                    IpAllocationRow.subnet_id == row.id
+                    IpAllocationRow.subnet_id == row.id, IpAllocationRow.host_id.is_(None)
                 )
             )
         )
@@ -219,8 +223,12 @@ async def delete_subnet(*, svc: Services, ref: str) -> Operation:
                 addresses=shown,
                 vms=vms[:SHOWN],
             )
+        # the hosts' DHCP servers' addresses go with it
+        await s.execute(delete(IpAllocationRow).where(IpAllocationRow.subnet_id == row.id))
         await s.delete(row)
-        return await finish(svc, s, type="subnet.delete", kind=SUBNET, target_id=row.id)
+        op = await finish(svc, s, type="subnet.delete", kind=SUBNET, target_id=row.id)
+    net_sync.port_groups_changed(svc, [row.port_group_id])
+    return op
 
 
 def _allocation(r: IpAllocationRow, *, holders: bool = True) -> IpAllocation:

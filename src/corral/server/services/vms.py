@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import secrets
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ from sqlalchemy import ColumnElement, Table, and_, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corral.api.errors import InvalidInput, InvalidState, NameTaken
+from corral.api.errors import InvalidInput, InvalidState, NameTaken, NoHostAvailable
 from corral.api.operations import Operation
 from corral.api.vms import PowerState, Vm, VmAction, VmCreate, VmResize, VmStatus, VmStop
 from corral.server.db.tables import HostRow, ImageRow, OfferingRow, OperationRow, VmRow
@@ -25,6 +26,7 @@ from corral.server.services.context import Services
 from corral.server.services.images import visible_images
 from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import Kind, get_row
+from corral.server.services.nics import NicPlan, nic_hosts, plan_nics, record_nics
 from corral.server.services.operations import to_model as op_model
 from corral.server.services.placement import place_and_claim
 from corral.server.services.recycle import recycles
@@ -98,12 +100,17 @@ class NewVm:
 
 
 async def record_vm(
-    svc: Services, s: AsyncSession, new: NewVm, planned: PlannedVolumes | None = None
+    svc: Services,
+    s: AsyncSession,
+    new: NewVm,
+    planned: PlannedVolumes | None = None,
+    nics: Sequence[NicPlan] = (),
 ) -> OperationRow:
     """Charge the quota, place the VM and claim its host, insert its row (``creating``), its
-    ``planned`` volumes and its queued ``vm.create`` operation (journal prefilled) in ``s``.
-    The caller commits (mapping an ``IntegrityError`` to ``NameTaken``) and launches the
-    operation. ``QuotaExceeded``, ``NoHostAvailable``; nothing is written to ``s`` on those."""
+    ``planned`` volumes, its ``nics`` (with their addresses) and its queued ``vm.create``
+    operation (journal prefilled) in ``s``. The caller commits (mapping an ``IntegrityError``
+    to ``NameTaken``) and launches the operation. ``QuotaExceeded``, ``NoHostAvailable``,
+    IPAM refusals (``InUse``, ``Conflict``); the caller rolls ``s`` back on those."""
     values: dict[str, Any] = {
         "id": new_id(),
         "project_id": new.project_id,
@@ -122,6 +129,13 @@ async def record_vm(
     vm = VmRow(**values)  # transient: written below with one Core INSERT
     await quotas.adjust(s, new.project_id, **quotas.vm_usage(new.cpus, new.memory_mb, new.disk_gb))
     storage_hosts = planned.hosts if planned is not None else None
+    net_hosts = await nic_hosts(s, nics)
+    if net_hosts is not None:
+        storage_hosts = net_hosts if storage_hosts is None else storage_hosts & net_hosts
+        if not storage_hosts:
+            raise NoHostAvailable(
+                "no host reaches both the VM's storage pools and its port groups' switches"
+            )
     host_id = await place_and_claim(s, vm, new.pinned, storage_hosts)
     values.update(host_id=host_id, claimed=True)
     await s.execute(_INSERT_VM, values)
@@ -130,6 +144,7 @@ async def record_vm(
         if planned is not None
         else []
     )
+    nic_ids = await record_nics(s, vm.id, nics)
     op = await svc.runner.insert(
         s,
         type=VM_CREATE.type,
@@ -141,6 +156,7 @@ async def record_vm(
             "host_id": host_id,
             "start": new.start,
             **({"volumes": volume_ids} if volume_ids else {}),
+            **({"nics": nic_ids} if nic_ids else {}),
         },
         project_id=new.project_id,
         user_id=new.owner_id,
@@ -227,8 +243,9 @@ async def create_vm(*, svc: Services, spec: VmCreate, caller: Caller) -> Operati
             if spec.volumes or root
             else None
         )
+        nics = await plan_nics(s, spec.nics, caller, project_id) if spec.nics else []
         try:
-            op = await record_vm(svc, s, new, planned)
+            op = await record_vm(svc, s, new, planned, nics)
             await s.commit()
         except IntegrityError as exc:
             raise NameTaken(f"a VM named {spec.name!r} exists already", name=spec.name) from exc

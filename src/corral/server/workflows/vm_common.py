@@ -13,6 +13,8 @@ from corral.api.agent import ImageRef, TaskPayload, VmSpec
 from corral.api.errors import CorralError, NotFound
 from corral.server.db.tables import ImageRow, SnapshotRow, VmRow, VmSnapshotRow
 from corral.server.identity import quotas
+from corral.server.netplan.controller import nic_specs
+from corral.server.services.nics import forget_nics
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import Ctx
 from corral.server.workflows.volume_common import release_vm_volumes, vm_disks
@@ -39,14 +41,17 @@ def vm_spec(vm: VmRow) -> VmSpec:
 
 
 async def full_spec(ctx: Ctx, vm: VmRow) -> VmSpec:
-    """``vm_spec`` with the VM's attached data volumes and the ISO in its CD-ROM drive (what a
-    redefinition must keep)."""
+    """``vm_spec`` with the VM's attached data volumes, the ISO in its CD-ROM drive and its
+    NICs on its host (what a redefinition must keep)."""
     update: dict[str, Any] = {"disks": await vm_disks(ctx, vm.id)}
-    if vm.cdrom_image_id is not None:
-        async with ctx.deps.sessionmaker() as s:
+    async with ctx.deps.sessionmaker() as s:
+        if vm.cdrom_image_id is not None:
             img = await s.get(ImageRow, vm.cdrom_image_id)
-        if img is not None:
-            update["cdrom"] = image_ref(img)
+            if img is not None:
+                update["cdrom"] = image_ref(img)
+        if vm.host_id is not None:
+            update["nics"] = await nic_specs(s, vm.id, vm.host_id)
+            await s.commit()  # the port groups' tags claimed on the host
     return vm_spec(vm).model_copy(update=update)
 
 
@@ -91,10 +96,12 @@ async def load_vm_and_image(ctx: Ctx) -> tuple[VmRow, ImageRow]:
 
 
 async def forget_vm(s: AsyncSession, vm: VmRow) -> None:
-    """Delete the VM's row and its whole-VM snapshot records and give its quota usage back (in
-    the caller's transaction); its data volumes stay, detached (their snapshot nodes stay, as
+    """Delete the VM's row, its NICs (their addresses returned) and its whole-VM snapshot
+    records and give its quota usage back (in the caller's transaction); its data volumes stay,
+    detached (their snapshot nodes stay, as
     snapshots of the volume alone). Its root volume's row is the caller's to forget."""
     await release_vm_volumes(s, vm.id)
+    await forget_nics(s, vm.id)
     await s.execute(
         update(SnapshotRow)
         .where(

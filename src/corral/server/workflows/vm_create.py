@@ -1,4 +1,6 @@
-"""vm.create: record + claim (done in the request), disk, data volumes, define, start, finalize.
+"""vm.create: record + claim (done in the request, with the NICs and their addresses), network
+(the host gets the NICs' segments, DHCP entries and flows), disk, data volumes, define, start,
+finalize.
 
 Every step can be undone, so a failure anywhere leaves no domain, no disk, no claim and no row.
 If an undo fails even after the engine's retries (e.g. the agent stays unreachable), the rollback
@@ -22,6 +24,8 @@ from corral.api.agent import (
 from corral.api.errors import CorralError, NotFound
 from corral.api.vms import PowerState, VmStatus
 from corral.server.db.tables import VmRow, VolumeRow
+from corral.server.services import net_sync
+from corral.server.services.nics import forget_nics
 from corral.server.services.placement import release
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
@@ -75,6 +79,33 @@ async def _release(ctx: Ctx) -> None:
         await release(s, ctx.params["vm_id"])
 
 
+async def _network(ctx: Ctx) -> dict[str, Any]:
+    """The host gets the VM's port groups, DHCP entries and firewall flows before the VM is
+    defined (its ports plug into the segments); the other hosts concerned (VXLAN tunnels,
+    security-group members) follow in the background."""
+    if not ctx.params.get("nics"):
+        return {}
+    await ctx.progress(15, "connecting the NICs")
+    host_id = ctx.params["host_id"]
+    await net_sync.push_host(ctx.deps, host_id)
+    net_sync.hosts_changed(
+        ctx.deps, await net_sync.neighbours(ctx.deps, ctx.params["vm_id"], host_id)
+    )
+    return {}
+
+
+async def _disconnect(ctx: Ctx) -> None:
+    """Forget the NICs (their addresses go back to the pools) and take them off the hosts."""
+    if not ctx.params.get("nics") or await rollback_incomplete(ctx):
+        return  # incomplete: the VM may still be defined with them; ``vm delete`` cleans up
+    host_id, vm_id = ctx.params["host_id"], ctx.params["vm_id"]
+    others = await net_sync.neighbours(ctx.deps, vm_id, host_id)
+    async with ctx.deps.sessionmaker.begin() as s:
+        await forget_nics(s, vm_id)
+    await net_sync.push_host(ctx.deps, host_id)
+    net_sync.hosts_changed(ctx.deps, others)
+
+
 async def _disk(ctx: Ctx) -> dict[str, Any]:
     """The host-local root disk (none when the root is a volume: made by ``volumes``)."""
     vm, img = await load_vm_and_image(ctx)
@@ -122,7 +153,8 @@ async def _delete_volumes(ctx: Ctx) -> None:
 async def _define(ctx: Ctx) -> dict[str, Any]:
     vm, _ = await load_vm_and_image(ctx)
     await ctx.progress(50, "defining the VM")
-    spec = await full_spec(ctx, vm) if ctx.params.get("volumes") else vm_spec(vm)
+    full = ctx.params.get("volumes") or ctx.params.get("nics")
+    spec = await full_spec(ctx, vm) if full else vm_spec(vm)
     await agent_task(ctx, ctx.params["host_id"], "define", VmDefine(spec=spec))
     set_vm_with_journal(ctx, power_state=PowerState.stopped)
     return {}
@@ -186,6 +218,7 @@ VM_CREATE = Workflow(
     steps=(
         Step("record", _record, _unrecord),
         Step("claim", _claim, _release),
+        Step("network", _network, _disconnect),
         Step("disk", _disk, _delete_disk),
         Step("volumes", _volumes, _delete_volumes),
         Step("define", _define, _undefine),

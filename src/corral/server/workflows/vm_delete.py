@@ -16,6 +16,7 @@ from corral.api.agent import DiskDelete, VmDefine, VmPower, VmUndefine
 from corral.api.errors import CorralError, NotFound
 from corral.api.vms import PowerState, VmStatus
 from corral.server.db.tables import VmRow, VolumeRow
+from corral.server.services import net_sync
 from corral.server.services.placement import release
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
@@ -123,6 +124,10 @@ async def _delete_disk(ctx: Ctx) -> dict[str, Any]:
 
 
 async def _forget(ctx: Ctx) -> dict[str, Any]:
+    """Release the claim, drop the rows (NICs and addresses with them), then take the NICs
+    off the hosts in the background (its host and those whose state named them)."""
+    vm_id = ctx.params["vm_id"]
+    hosts = await net_sync.neighbours(ctx.deps, vm_id, None)
     async with ctx.deps.sessionmaker.begin() as s:
         await release(s, ctx.params["vm_id"])
         vm = await s.get(VmRow, ctx.params["vm_id"])
@@ -131,6 +136,7 @@ async def _forget(ctx: Ctx) -> dict[str, Any]:
             await forget_vm(s, vm)
             if root is not None:
                 await forget_volume(s, root)
+    net_sync.hosts_changed(ctx.deps, hosts)
     return {}
 
 
