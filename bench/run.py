@@ -55,6 +55,7 @@ BENCHMARKS = {
     ),
     "firewall": ("bench.firewall", ["firewall.compile_5x200"]),
     "ipam": ("bench.ipam", ["ipam.allocs_per_s_v4", "ipam.allocs_per_s_v6"]),
+    "netsync": ("bench.netsync", ["netsync.rule_change_10_hosts"]),
 }
 """name -> (module, the figures it prints)."""
 

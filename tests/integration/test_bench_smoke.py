@@ -35,6 +35,7 @@ FIGURES = [
     "firewall.compile_5x200",
     "ipam.allocs_per_s_v4",
     "ipam.allocs_per_s_v6",
+    "netsync.rule_change_10_hosts",
 ]
 
 
