@@ -351,3 +351,24 @@ async def test_a_host_that_lost_its_state_converges(env: Env) -> None:
     await _until(lambda: plane.digest == wanted, timeout=15.0)
     (nic,) = await env.get("/vms/c1/nics")
     assert nic["port"] in {p.port for p in env.state(vm["host_id"]).ports}
+
+
+async def test_clones_get_nics_like_their_source_with_new_macs_and_addresses(env: Env) -> None:
+    nics = [{"port_group": "pg-a", "security_groups": ["web"], "ingress_default": "allow"}]
+    await env.ok(await env.c.post("/vms", json=_vm("src", nics, start=False)))
+    (src,) = await env.get("/vms/src/nics")
+    await env.ok(
+        await env.c.post("/vms/src/clone", json={"name": "cl", "count": 2, "start": False})
+    )
+    seen_macs, seen_ips = {src["mac"]}, set(src["ips"])
+    for name in ("cl-1", "cl-2"):
+        (nic,) = await env.get(f"/vms/{name}/nics")
+        assert (nic["port_group_id"], nic["security_groups"], nic["ingress_default"]) == (
+            src["port_group_id"], src["security_groups"], "allow"
+        )  # fmt: skip
+        assert nic["mac"] not in seen_macs and not set(nic["ips"]) & seen_ips
+        assert len(nic["ips"]) == len(src["ips"])
+        seen_macs.add(nic["mac"])
+        seen_ips |= set(nic["ips"])
+    await env.settle()
+    assert seen_macs - {src["mac"]} <= env.macs_on_hosts()

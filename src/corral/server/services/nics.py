@@ -256,3 +256,44 @@ async def nic_models(
     ):
         groups[nic_id].append(gid)
     return [nic_model(r, ips[r.id], groups[r.id]) for r in rows]
+
+
+async def clone_plans(s: AsyncSession, vm_id: str) -> list[NicPlan]:
+    """Plans for NICs like VM ``vm_id``'s, in device order, for a clone: the same port groups,
+    security groups, policies, model and limits, a new MAC each, and one new address from each
+    subnet the source NIC has one in."""
+    plans: list[NicPlan] = []
+    rows = await s.scalars(select(NicRow).where(NicRow.vm_id == vm_id).order_by(NicRow.position))
+    for row in list(rows):
+        pg = await s.get(PortGroupRow, row.port_group_id)
+        if pg is None:
+            continue
+        subnets = list(
+            await s.scalars(
+                select(SubnetRow)
+                .join(IpAllocationRow, IpAllocationRow.subnet_id == SubnetRow.id)
+                .where(IpAllocationRow.nic_id == row.id)
+                .order_by(SubnetRow.cidr)
+            )
+        )
+        groups = list(
+            await s.scalars(
+                select(NicSecurityGroupRow.group_id)
+                .where(NicSecurityGroupRow.nic_id == row.id)
+                .order_by(NicSecurityGroupRow.position)
+            )
+        )
+        spec = NicCreate(
+            port_group=pg.id,
+            model=row.model,
+            ingress_default=row.ingress_default,
+            egress_default=row.egress_default,
+            spoof_check=row.spoof_check,
+            allowed_pairs=[AllowedPair(mac=m, cidr=c) for m, c in row.allowed_pairs],
+            inbound_kbps=row.inbound_kbps,
+            outbound_kbps=row.outbound_kbps,
+        )
+        plans.append(
+            NicPlan(spec=spec, port_group=pg, dynamic=subnets, groups=groups, mac=new_mac())
+        )
+    return plans

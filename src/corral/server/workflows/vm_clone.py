@@ -156,6 +156,7 @@ async def _record_clones(ctx: Ctx, pinned: str | None) -> list[OperationRow]:
     from sqlalchemy.exc import IntegrityError
 
     from corral.api.vms import VmCreate
+    from corral.server.services.nics import clone_plans
     from corral.server.services.vm_volumes import RootPlan, plan_vm_volumes
     from corral.server.services.vms import NewVm, record_vm
 
@@ -184,7 +185,8 @@ async def _record_clones(ctx: Ctx, pinned: str | None) -> list[OperationRow]:
                     )
                     root = RootPlan(pool, p["image_id"], p["disk_gb"])
                     planned = await plan_vm_volumes(s, spec, p["project_id"], None, root)
-                ops.append(await record_vm(svc, s, new, planned))
+                nics = await clone_plans(s, p["vm_id"])
+                ops.append(await record_vm(svc, s, new, planned, nics))
             await s.commit()
         except IntegrityError as exc:
             raise NameTaken(
