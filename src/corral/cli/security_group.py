@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     from corral.sdk import Client
 
 app = typer.Typer(
-    help="Security groups: ordered firewall rules for VM NICs (recorded only: enforcement on"
-    " NICs is not built yet).",
+    help="Security groups: ordered, stateful firewall rules enforced on the VM NICs that have"
+    " them (corral vm nic update VM NIC -g GROUP).",
     no_args_is_help=True,
 )
 rule_app = typer.Typer(help="The rules of a security group.", no_args_is_help=True)

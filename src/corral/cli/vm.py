@@ -1,5 +1,5 @@
 """``corral vm``: create, clone, list, show, power actions, resize, CD-ROM and boot order,
-whole-VM snapshots, delete."""
+whole-VM snapshots, NICs, delete."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from corral.cli import vm_snapshot
+from corral.cli import vm_nic, vm_snapshot
 from corral.cli.common import (
     Limit,
     Name,
@@ -89,10 +89,15 @@ def create(
             " whole-VM snapshots). Default: a disk on the host.",
         ),
     ] = None,
+    nic: Annotated[
+        list[str] | None,
+        typer.Option("--nic", metavar="PG[:KEY=VALUE,...]", help=vm_nic.NIC_SYNTAX),
+    ] = None,
     no_wait: NoWait = False,
 ) -> None:
     """Create a VM (and start it): sizes from --offering unless given with --cpus/--memory/--disk."""
     volumes = [_volume_spec(v) for v in volume or []]
+    nics = [vm_nic.nic_spec(n) for n in nic or []]
     state = state_of(ctx)
     client = state.client()
     op = client.vms.create(
@@ -106,6 +111,7 @@ def create(
         start=not no_start,
         volumes=volumes,
         root_pool=root_pool,
+        nics=nics,
     )
     finish(state, op, no_wait=no_wait, done=lambda o: _created(client, name, o))
 
@@ -310,6 +316,7 @@ def resize(
 cdrom_app = typer.Typer(help="The VM's CD-ROM drive: insert or eject an ISO image.")
 app.add_typer(cdrom_app, name="cdrom")
 app.add_typer(vm_snapshot.app, name="snapshot")
+app.add_typer(vm_nic.app, name="nic")
 
 
 @cdrom_app.command("insert")

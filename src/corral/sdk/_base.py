@@ -76,7 +76,7 @@ def error_from_transport(exc: httpx.HTTPError, url: str) -> CorralError:
     return CorralError(f"cannot reach the Corral server at {url}: {exc}", url=url)
 
 
-def build(model: type[M], **fields: Any) -> M:
+def build(model: type[M], /, **fields: Any) -> M:
     """Validate a request model on the client side; raise ``InvalidInput`` on bad values."""
     try:
         return model(**fields)

@@ -29,6 +29,7 @@ MODULES = (
     "volumes.py",
     "snapshots.py",
     "vm_snapshots.py",
+    "vm_nics.py",
     "recycle.py",
     "networks.py",
     "security_groups.py",

@@ -34,6 +34,7 @@ from corral.sdk._async.resources import (
 from corral.sdk._async.security_groups import AsyncSecurityGroups
 from corral.sdk._async.snapshots import AsyncSnapshots
 from corral.sdk._async.storage import AsyncStoragePools
+from corral.sdk._async.vm_nics import AsyncVmNics
 from corral.sdk._async.vm_snapshots import AsyncVmSnapshots
 from corral.sdk._async.volumes import AsyncVolumes
 from corral.sdk._async.workloads import AsyncImages, AsyncVms
@@ -105,6 +106,7 @@ class AsyncClient:
         self.volumes = AsyncVolumes(self)
         self.snapshots = AsyncSnapshots(self)
         self.vm_snapshots = AsyncVmSnapshots(self)
+        self.vm_nics = AsyncVmNics(self)
         self.security_groups = AsyncSecurityGroups(self)
         self.recycle_bin = AsyncRecycleBin(self)
         self.deletion_policies = AsyncDeletionPolicies(self)

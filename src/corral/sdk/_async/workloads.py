@@ -16,6 +16,7 @@ from corral.api.images import Image, ImageCreate, ImageSource
 from corral.api.vms import Vm, VmClone, VmCreate, VmResize, VmStop, VmVolume
 from corral.sdk._async.operation import AsyncOperation
 from corral.sdk._async.resources import AsyncCollection
+from corral.sdk._async.vm_nics import NicLike
 from corral.sdk._base import DownloadSink, ProgressCallback, UploadSource, build, quote_ref
 
 if TYPE_CHECKING:
@@ -128,6 +129,7 @@ class AsyncVms(AsyncCollection[Vm]):
         start: bool = True,
         volumes: Sequence[VmVolume | Mapping[str, Any]] = (),
         root_pool: str | None = None,
+        nics: Sequence[NicLike] = (),
     ) -> AsyncOperation:
         """Create (and by default start) a VM; sizes come from ``offering`` unless given.
         ``volumes``: blank data volumes made with it (``{"size_gb": 20, "pool": "ceph"}``,
@@ -135,8 +137,13 @@ class AsyncVms(AsyncCollection[Vm]):
         ``root_pool`` (id or name): its root disk is a volume on that pool (``<name>-root``,
         role ``root``, made from the image, deleted with the VM; ``Vm.root_volume_id``), which
         whole-VM snapshots (``client.vm_snapshots``) need; without it the root disk is
-        host-local."""
+        host-local. ``nics``: its network interfaces in device order, each a ``NicCreate`` or
+        its fields (``{"port_group": "web", "ips": ["10.0.0.5"], "security_groups":
+        ["web"]}``; see ``client.vm_nics.add``); their addresses are allocated with the VM and
+        it goes only to a host carrying their port groups."""
         extra: dict[str, Any] = {"volumes": list(volumes)} if volumes else {}
+        if nics:
+            extra["nics"] = list(nics)
         body = build(
             VmCreate,
             name=name,

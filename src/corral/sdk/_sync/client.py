@@ -46,6 +46,7 @@ from corral.sdk._sync.resources import (
 from corral.sdk._sync.security_groups import SecurityGroups
 from corral.sdk._sync.snapshots import Snapshots
 from corral.sdk._sync.storage import StoragePools
+from corral.sdk._sync.vm_nics import VmNics
 from corral.sdk._sync.vm_snapshots import VmSnapshots
 from corral.sdk._sync.volumes import Volumes
 from corral.sdk._sync.workloads import Images, Vms
@@ -107,6 +108,7 @@ class Client:
         self.volumes = Volumes(self)
         self.snapshots = Snapshots(self)
         self.vm_snapshots = VmSnapshots(self)
+        self.vm_nics = VmNics(self)
         self.security_groups = SecurityGroups(self)
         self.recycle_bin = RecycleBin(self)
         self.deletion_policies = DeletionPolicies(self)

@@ -33,8 +33,8 @@ RuleLike = RuleSpec | Mapping[str, Any]
 
 
 class SecurityGroups(Collection[SecurityGroup]):
-    """``client.security_groups``: a distributed, stateful firewall for VM NICs (only the
-    management plane yet: groups and rules are recorded, not enforced on NICs).
+    """``client.security_groups``: a distributed, stateful firewall for VM NICs, enforced by
+    every host on the NICs that have the group (``client.vm_nics``).
 
     A group's rules have priorities 0..n-1, 0 first; adding at a priority shifts the rules from
     there down, deleting closes the gap. ``intra_group`` is the built-in rule letting members
