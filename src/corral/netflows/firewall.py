@@ -88,6 +88,11 @@ class FwPort:
     tag: int = 0
     """The local VLAN tag of the NIC's segment on the bridge (0: untagged). IP traffic reaches
     the NIC only from its own segment (``reg1`` carries the source's segment)."""
+    outbound_meter: int | None = None
+    """An OpenFlow meter (created on the bridge by whoever loads the flows) every packet the
+    guest sends goes through (its outbound bandwidth limit); None: unlimited."""
+    inbound_meter: int | None = None
+    """The same for what its ingress policy lets in (DHCP and neighbour discovery bypass it)."""
 
 
 def port_masks(low: int, high: int) -> list[tuple[int, int]]:
@@ -272,15 +277,25 @@ def _policy(port: FwPort, direction: str) -> list[str]:
     return flows
 
 
+def _metered(flows: list[str], meter: int | None) -> list[str]:
+    """``flows`` whose actions do not drop, with the meter applied first (``meter:N``)."""
+    if meter is None:
+        return flows
+    return [f if f.endswith("actions=drop") else f.replace("actions=", f"actions=meter:{meter},", 1)
+            for f in flows]  # fmt: skip
+
+
 def compile_port(port: FwPort) -> list[str]:
-    """Every flow of ``port`` (``ovs-ofctl add-flows`` lines), deterministic for equal input."""
+    """Every flow of ``port`` (``ovs-ofctl add-flows`` lines), deterministic for equal input.
+    With meters, everything admitted from the port goes through ``outbound_meter`` and
+    everything its ingress policy outputs through ``inbound_meter``."""
     for ip in port.ips:
         ipaddress.ip_address(ip)  # ValueError for a bad address, before any flow
     return [
-        *_admission(port),
+        *_metered(_admission(port), port.outbound_meter),
         *_delivery(port),
         *_policy(port, "egress"),
-        *_policy(port, "ingress"),
+        *_metered(_policy(port, "ingress"), port.inbound_meter),
     ]
 
 

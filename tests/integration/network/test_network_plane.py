@@ -14,9 +14,8 @@ and DHCP answers pass whatever the guest's ingress policy)."""
 from __future__ import annotations
 
 import shutil
-import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -33,7 +32,6 @@ from tests.support.ovs import (
     add_dhcp_guest,
     add_netns,
     dhcp_request,
-    ns_host,
     ovs_available,
     remove_guest,
     veth_between,
@@ -101,25 +99,6 @@ def cookie_flows(host: NsOvs, cookie: int) -> int:
 def flows_with(host: NsOvs, match: str) -> list[str]:
     out = host.ofctl("--no-stats", "dump-flows", BR, match)
     return [line for line in out.splitlines() if "actions=" in line]
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """The agent's data directory; searchable by dnsmasq's user (pytest's are 0700)."""
-    base = Path(tempfile.mkdtemp(prefix="corral-plane-test-"))
-    base.chmod(0o755)
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[NsOvs]:
-    with ns_host(tmp_path / "ovs", f"cpl-{uuid.uuid4().hex[:6]}") as h:
-        h.sh("ip", "link", "add", "up0", "type", "veth", "peer", "name", "up0p")
-        h.sh("ip", "link", "set", "up0p", "up")
-        yield h
 
 
 def plane(host: NsOvs, data_dir: Path) -> OvsNetworkPlane:

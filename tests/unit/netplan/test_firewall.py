@@ -91,3 +91,24 @@ def test_compile_is_deterministic_and_checks_addresses() -> None:
     assert compile_port(port(g)) == compile_port(port(g))
     with pytest.raises(ValueError):
         compile_port(port(ips=("10.0.0.300",)))
+
+
+def test_meters_apply_to_what_the_port_sends_and_what_its_policy_lets_in() -> None:
+    from corral.api.agent import meter_for
+
+    port = FwPort(ofport="p1", mac="02:00:00:00:00:01", ips=("10.0.0.5",), zone=7, cookie=7,
+                  outbound_meter=14, inbound_meter=15)  # fmt: skip
+    flows = compile_port(port)
+    sent = [f for f in flows if "table=0," in f and "in_port=p1" in f]
+    assert sent and all(f.endswith("actions=drop") or "actions=meter:14," in f for f in sent)
+    assert any("actions=meter:14," in f for f in sent)
+    ingress = [f for f in flows if "table=2," in f and "output:p1" in f]
+    assert ingress and all("actions=meter:15," in f for f in ingress)
+    # DHCP answers and neighbour discovery are delivered unmetered
+    assert all("meter:" not in f for f in flows if "table=3," in f)
+    unlimited = compile_port(FwPort(ofport="p1", mac="02:00:00:00:00:01", ips=("10.0.0.5",),
+                                    zone=7, cookie=7))  # fmt: skip
+    assert all("meter:" not in f for f in unlimited)
+    m = meter_for(14, 1000)
+    assert (m.id, m.kbps, m.burst_kbits) == (14, 1000, 500)
+    assert meter_for(1, 8).burst_kbits == 64

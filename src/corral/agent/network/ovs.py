@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -129,6 +130,24 @@ class Ovs:
         finally:
             await asyncio.to_thread(_unlink, path)
 
+    async def meters(self, bridge: str) -> dict[int, tuple[int, int]]:
+        """The bridge's meters: id -> (rate in kbit/s, burst in kbit) of their drop band."""
+        out = await self.ofctl("dump-meters", bridge)
+        found: dict[int, tuple[int, int]] = {}
+        for m in _METER.finditer(out):
+            found[int(m.group(1))] = (int(m.group(2)), int(m.group(3) or 0))
+        return found
+
+    async def set_meter(
+        self, bridge: str, meter_id: int, kbps: int, burst_kbits: int, *, exists: bool
+    ) -> None:
+        """Add (or, ``exists``, modify) a drop meter of ``kbps`` with a ``burst_kbits`` burst."""
+        spec = f"meter={meter_id},kbps,burst,band=type=drop,rate={kbps},burst_size={burst_kbits}"
+        await self.ofctl("mod-meter" if exists else "add-meter", bridge, spec)
+
+    async def delete_meter(self, bridge: str, meter_id: int) -> None:
+        await self.ofctl("del-meters", bridge, f"meter={meter_id}")
+
     async def dump_flows(self, bridge: str) -> list[str]:
         out = await self.ofctl("--no-stats", "dump-flows", bridge)
         return [line.strip() for line in out.splitlines() if "actions=" in line]
@@ -161,6 +180,9 @@ class Ovs:
             ]
         except (ValueError, KeyError, TypeError) as exc:
             raise NetworkError(f"cannot read the {table} table", output=out[:2000]) from exc
+
+
+_METER = re.compile(r"meter=(\d+)\b[^\n]*\n?\s*type=drop rate=(\d+)(?: burst_size=(\d+))?")
 
 
 def _ovsdb_value(value: Any) -> Any:

@@ -8,9 +8,10 @@ names every step that failed, ``context.failed``: step -> message):
 2. ``DhcpManager.apply`` of the DHCP services (``<dhcp_dir>``, default ``<data_dir>/dhcp``;
    skipped while there are none and the manager never ran here, so that a host without DHCP
    needs no directory ``nobody`` can search);
-3. the integration bridge's flow table replaced in one bundle by ``flow_table``: the base
-   flows with the trunks (``bridge_port_tags`` and each DHCP port -> its segment's local tag)
-   and the flows of every ``PortFlows`` whose port is on the bridge now.
+3. the meters of the ports' bandwidth limits made or changed, then the integration bridge's
+   flow table replaced in one bundle by ``flow_table``: the base flows with the trunks
+   (``bridge_port_tags`` and each DHCP port -> its segment's local tag) and the flows of every
+   ``PortFlows`` whose port is on the bridge now; then the meters no port wants deleted.
 
 ``refresh`` (cheap when nothing changed: ``ovs-ofctl show`` and one cookie-filtered
 ``dump-flows``): the whole state again when it was never applied by this process or the last
@@ -97,8 +98,29 @@ class OvsNetworkPlane(NetworkPlane):
         for d in dhcp:
             if d.tag is not None:
                 trunks[self.dhcp.names(d.port_group_id).host_port] = d.tag
+        await self._sync_meters(state)
         await self.ovs.replace_flows(self.bridge, flow_table(trunks, state.ports, ports))
+        await self._drop_meters(state)
         self._seen = ports
+
+    def _wanted_meters(self, state: NetworkApply) -> dict[int, tuple[int, int]]:
+        return {m.id: (m.kbps, m.burst_kbits) for p in state.ports for m in p.meters}
+
+    async def _sync_meters(self, state: NetworkApply) -> None:
+        """Make or change the meters the flows use (before the flows: a flow naming a missing
+        meter is refused)."""
+        have = await self.ovs.meters(self.bridge)
+        for meter_id, (kbps, burst) in sorted(self._wanted_meters(state).items()):
+            if have.get(meter_id) != (kbps, burst):
+                await self.ovs.set_meter(
+                    self.bridge, meter_id, kbps, burst, exists=meter_id in have
+                )
+
+    async def _drop_meters(self, state: NetworkApply) -> None:
+        """Delete the meters no flow uses any more (after the flows were replaced)."""
+        wanted = self._wanted_meters(state)
+        for meter_id in sorted(set(await self.ovs.meters(self.bridge)) - set(wanted)):
+            await self.ovs.delete_meter(self.bridge, meter_id)
 
     async def _base_flows_present(self) -> bool:
         out = await self.ovs.ofctl(

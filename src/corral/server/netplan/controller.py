@@ -14,7 +14,8 @@ A host's state (``corral.api.agent.NetworkApply``) covers the NICs of the VMs pl
   the MAC → address entries of the host's NICs;
 - **ports**: each NIC's firewall flows (``corral.netflows.firewall``), its conntrack zone a
   ``HostSlotRow`` ``zone`` (also the flows' cookie), its groups' rules with remote groups
-  resolved to their members' addresses.
+  resolved to their members' addresses, and its bandwidth limits as OpenFlow meters
+  ``2 * zone`` (outbound) and ``2 * zone + 1`` (inbound).
 
 Host-local numbers are claimed in the caller's transaction (lowest free, a primary key against
 races; a lost race re-reads and retries). Pure computation is in ``corral.netflows``.
@@ -32,7 +33,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corral.api.agent import NetworkApply, NicSpec, PortFlows, nic_port_name
+from corral.api.agent import NetworkApply, NicSpec, PortFlows, meter_for, nic_port_name
 from corral.api.errors import Conflict
 from corral.api.host_network import DhcpHost, DhcpSegment, DhcpSubnet, Segment, Uplink
 from corral.api.networks import SegmentType
@@ -114,7 +115,8 @@ async def _switch_mtus(s: AsyncSession, pgs: Iterable[PortGroupRow]) -> dict[str
 
 async def nic_specs(s: AsyncSession, vm_id: str, host_id: str) -> list[NicSpec]:
     """The VM's NICs as the agent defines them on ``host_id`` (claiming the tags of their port
-    groups there), in device order."""
+    groups there), in device order. Their bandwidth limits are not libvirt's: OpenFlow meters
+    in the flows (``host_state``) limit both directions on any datapath."""
     nics = list(
         await s.scalars(select(NicRow).where(NicRow.vm_id == vm_id).order_by(NicRow.position))
     )
@@ -135,8 +137,6 @@ async def nic_specs(s: AsyncSession, vm_id: str, host_id: str) -> list[NicSpec]:
             model=n.model,
             tag=tags[n.port_group_id],
             mtu=port_group_mtu(mtus[pgs[n.port_group_id].switch_id], pgs[n.port_group_id].type),
-            inbound_kbps=n.inbound_kbps,
-            outbound_kbps=n.outbound_kbps,
         )
         for n in nics
     ]
@@ -404,8 +404,18 @@ async def host_state(s: AsyncSession, host_id: str, generation: int) -> NetworkA
             spoof_check=nic.spoof_check,
             allowed_pairs=tuple((m or nic.mac, c) for m, c in nic.allowed_pairs),
             tag=tags[nic.port_group_id],
+            outbound_meter=2 * zone if nic.outbound_kbps else None,
+            inbound_meter=2 * zone + 1 if nic.inbound_kbps else None,
         )
-        ports.append(PortFlows(port=nic_port_name(nic.id), flows=compile_port(fw)))
+        meters = [
+            meter_for(m, kbps)
+            for m, kbps in (
+                (fw.outbound_meter, nic.outbound_kbps),
+                (fw.inbound_meter, nic.inbound_kbps),
+            )
+            if m is not None and kbps
+        ]
+        ports.append(PortFlows(port=nic_port_name(nic.id), flows=compile_port(fw), meters=meters))
     return NetworkApply(
         generation=generation,
         segments=segments,
