@@ -275,7 +275,7 @@ class TaskExecutor:
         self.faults.check(f"agent.{payload.kind}")
         if isinstance(payload, NetworkApply):
             return await self._network_apply(payload)
-        result = await self._run(payload)
+        result = await self._run(self._on_our_bridge(payload))
         if _moves_ports(payload):
             await self.refresh_network()
         return result
@@ -330,6 +330,24 @@ class TaskExecutor:
                 await self.nic_tasks.detach(payload.vm_id, payload.nic_id, payload.timeout)
                 return {}
         raise AssertionError(f"unhandled task {payload.kind}")  # pragma: no cover
+
+    def _on_our_bridge(self, payload: Payload) -> Payload:
+        """NICs plugged into this host's integration bridge (the plane's ``bridge``): the server
+        does not know what an agent calls it, a NIC's ``bridge`` names it only where the host
+        has no network plane."""
+        network = self.network
+        if network is None:
+            return payload
+        match payload:
+            case VmDefine() if payload.spec.nics:
+                nics = [n.model_copy(update={"bridge": network.bridge}) for n in payload.spec.nics]
+                spec = payload.spec.model_copy(update={"nics": nics})
+                return payload.model_copy(update={"spec": spec})
+            case NicAttachTask():
+                nic = payload.nic.model_copy(update={"bridge": network.bridge})
+                return payload.model_copy(update={"nic": nic})
+            case _:
+                return payload
 
     async def _network_apply(self, payload: NetworkApply) -> dict[str, object]:
         network = self.network
