@@ -320,6 +320,9 @@ async def test_bad_nics_are_refused_and_change_nothing(env: Env) -> None:
     err = refused(await env.c.delete("/port-groups/pg-b"), 409, "in_use")
     err = refused(await env.c.delete("/subnets/sn-b"), 409, "in_use")
     assert err["context"]["vms"]
+    cluster = (await env.get("/clusters"))["items"][0]["name"]
+    err = refused(await env.c.delete(f"/switches/sw/clusters/{cluster}"), 409, "in_use")
+    assert err["context"]["vms"] == ["s1"]
 
 
 @pytest.mark.parametrize(("step", "when"), [(s.name, w) for s in VM_CREATE.steps for w in WHEN])

@@ -174,12 +174,29 @@ async def attach_cluster(*, svc: Services, ref: str, cluster: str) -> Operation:
 
 
 async def detach_cluster(*, svc: Services, ref: str, cluster: str) -> Operation:
-    """Detach a cluster (not attached: nothing changes; unknown: ``NotFound``). Nothing on the
-    cluster's hosts uses a switch yet (no VM NICs), so it is never refused."""
+    """Detach a cluster (not attached: nothing changes; unknown: ``NotFound``); ``InUse``
+    listing the VMs of the cluster's hosts with NICs on the switch's port groups."""
     async with svc.sessionmaker() as s:
         row = await get_row(s, SwitchRow, ref, SWITCH)
         found = await get_row(s, ClusterRow, cluster, "cluster")
         link = await s.get(SwitchClusterRow, (row.id, found.id))
+        users = sorted(
+            set(
+                await s.scalars(
+                    select(VmRow.name)
+                    .join(NicRow, NicRow.vm_id == VmRow.id)
+                    .join(PortGroupRow, PortGroupRow.id == NicRow.port_group_id)
+                    .join(HostRow, HostRow.id == VmRow.host_id)
+                    .where(PortGroupRow.switch_id == row.id, HostRow.cluster_id == found.id)
+                )
+            )
+        )
+        if link is not None and users:
+            raise InUse(
+                f"VMs of cluster {found.name!r} have NICs on switch {row.name!r}: "
+                f"{', '.join(users[:20])}; remove them first",
+                vms=users[:100],
+            )
         if link is not None:
             await s.delete(link)
             row.updated_at = utcnow()
