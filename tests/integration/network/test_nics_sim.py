@@ -97,7 +97,11 @@ async def _until(check: Any, timeout: float = 5.0) -> float:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     tmp: Path = tmp_path_factory.mktemp("nics-sim")
-    async with running_stack(tmp, sim_hosts=2) as stack, api_client(stack) as c:
+    underlay = {"underlay_interface": "ul0", "underlay_address": "10.201.0.1/24"}
+    async with (
+        running_stack(tmp, sim_hosts=2, agent_overrides=underlay) as stack,
+        api_client(stack) as c,
+    ):
         await upload_image(c, "tiny", make_qcow2(tmp / "tiny.qcow2"))
         cluster = (await c.get("/clusters")).json()["items"][0]["name"]
         done(await c.post("/switches", json={"name": "sw", "clusters": [cluster]}))
@@ -109,6 +113,8 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
         ):
             body = {"name": name, "switch": switch, "type": "vlan", "segment_id": seg}
             done(await c.post("/port-groups", json=body))
+        body = {"name": "pg-vx", "switch": "sw", "type": "vxlan", "segment_id": 7000}
+        done(await c.post("/port-groups", json=body))
         body = {
             "name": "sn-a",
             "port_group": "pg-a",
@@ -375,3 +381,28 @@ async def test_clones_get_nics_like_their_source_with_new_macs_and_addresses(env
         seen_ips |= set(nic["ips"])
     await env.settle()
     assert seen_macs - {src["mac"]} <= env.macs_on_hosts()
+
+
+async def test_vxlan_tunnels_follow_the_vms(env: Env) -> None:
+    hosts = sorted(env.runtimes)
+    tunnel = {}
+    for h in hosts:
+        facts = (await env.get(f"/hosts/{h}"))["facts"]
+        tunnel[h] = facts["tunnel_ip"]
+    assert len(set(tunnel.values())) == 2 and None not in tunnel.values()
+    pg = (await env.get("/port-groups/pg-vx"))["id"]
+
+    def remotes(h: str) -> list[str] | None:
+        segs = {s.port_group_id: s for s in env.state(h).segments}
+        return [str(r) for r in segs[pg].remotes] if pg in segs else None
+
+    await env.ok(await env.c.post("/vms", json=_vm("x1", [{"port_group": "pg-vx"}], host=hosts[0])))
+    assert remotes(hosts[0]) == [] and remotes(hosts[1]) is None
+    await env.ok(await env.c.post("/vms", json=_vm("x2", [{"port_group": "pg-vx"}], host=hosts[1])))
+    await env.settle()
+    assert remotes(hosts[0]) == [tunnel[hosts[1]]]
+    assert remotes(hosts[1]) == [tunnel[hosts[0]]]
+    assert (await env.get("/port-groups/pg-vx"))["mtu"] == 1450
+    await env.ok(await env.c.delete("/vms/x2"))
+    await env.settle()
+    assert remotes(hosts[0]) == [] and remotes(hosts[1]) is None

@@ -358,6 +358,7 @@ async def _write_heartbeat(svc: Services, host_id: str, beat: Heartbeat) -> None
         if row is None:
             return
         before = _schedulable(row)
+        tunnel_before = (row.facts or {}).get("tunnel_ip")
         if beat.facts is not None:
             row.facts = beat.facts.model_dump(mode="json")
             cluster = await s.get(ClusterRow, row.cluster_id)
@@ -368,13 +369,16 @@ async def _write_heartbeat(svc: Services, host_id: str, beat: Heartbeat) -> None
         changed = _schedulable(row) != before
     if beat.facts is not None:
         svc.agents.directory.capacity_facts[host_id] = _capacity_of(beat.facts)
+        if beat.facts.tunnel_ip != tunnel_before:
+            net_sync.tunnel_moved(svc, host_id)
     if changed:
         invalidate_views()  # new capacity, or a host that (re)connected
 
 
 def _capacity_of(facts: HostFacts) -> tuple[object, ...]:
-    """The facts a host's capacity is computed from."""
-    return (facts.cpu_threads, facts.memory_mb, facts.disk_gb_total)
+    """The facts written at once when they change: those a host's capacity is computed from,
+    and its tunnel endpoint (the other hosts' VXLAN tunnels point at it)."""
+    return (facts.cpu_threads, facts.memory_mb, facts.disk_gb_total, facts.tunnel_ip)
 
 
 def _schedulable(row: HostRow) -> tuple[object, ...]:

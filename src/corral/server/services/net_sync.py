@@ -28,7 +28,7 @@ from sqlalchemy import select
 
 from corral.api.agent import NetworkApply, network_digest
 from corral.api.errors import AgentError, CorralError
-from corral.server.db.tables import HostRow, NicRow, NicSecurityGroupRow
+from corral.server.db.tables import HostRow, NicRow, NicSecurityGroupRow, VmRow
 from corral.server.netplan.controller import host_state, hosts_of_groups, hosts_of_port_groups
 from corral.server.services.context import Services
 from corral.server.services.pool_sync import agent_endpoint
@@ -170,3 +170,22 @@ def port_groups_changed(svc: Services, port_group_ids: Iterable[str]) -> None:
         hosts_changed(svc, hosts)
 
     svc.agents.net_sync.spawn(run(), name=f"net-port-groups-{ids[0] if ids else ''}")
+
+
+def tunnel_moved(svc: Services, host_id: str) -> None:
+    """A host's tunnel endpoint changed (or appeared): the hosts sharing VXLAN port groups
+    with it get new tunnels, in the background."""
+
+    async def run() -> None:
+        async with svc.sessionmaker() as s:
+            pgs = set(
+                await s.scalars(
+                    select(NicRow.port_group_id)
+                    .join(VmRow, VmRow.id == NicRow.vm_id)
+                    .where(VmRow.host_id == host_id)
+                )
+            )
+            hosts = await hosts_of_port_groups(s, pgs)
+        hosts_changed(svc, hosts | {host_id})
+
+    svc.agents.net_sync.spawn(run(), name=f"net-tunnel-{host_id}")
