@@ -191,3 +191,19 @@ async def test_dhcp_through_the_pipeline(host: NsOvs, data_dir: Path) -> None:
         unplug(host, d)
         await p.apply(network(3, []))  # the DHCP service is removed
         assert await p.dhcp.running() == {}
+
+
+async def test_an_uplink_with_the_hosts_addresses_is_not_taken_over(
+    host: NsOvs, data_dir: Path
+) -> None:
+    from corral.api.errors import NetworkError
+
+    host.sh("ip", "addr", "add", "192.0.2.7/24", "dev", "up0")
+    p = plane(host, data_dir)
+    with pytest.raises(NetworkError) as caught:
+        await p.apply(network(1, []))
+    assert "up0" in caught.value.message and "192.0.2.7/24" in caught.value.message
+    assert "up0" not in host.vsctl("show")  # not on any bridge
+    host.sh("ip", "addr", "del", "192.0.2.7/24", "dev", "up0")
+    await p.apply(network(2, []))
+    assert "up0" in host.vsctl("list-ports", "br-uplink").split()

@@ -72,6 +72,7 @@ class OvsNetworkPlane(NetworkPlane):
         self._applied = False
         failed: dict[str, str] = {}
         try:
+            await self._check_uplink(net)
             await self.segments.apply(net)
         except NetworkError as exc:
             failed["segments"] = exc.message
@@ -89,6 +90,26 @@ class OvsNetworkPlane(NetworkPlane):
             raise NetworkError(f"the network state was applied only in part ({steps})",
                                failed=failed)  # fmt: skip
         self._applied = True
+
+    async def _check_uplink(self, net: HostNetwork) -> None:
+        """``NetworkError`` if the uplink interface holds addresses of the host (other than
+        link-local ones): putting it on a bridge would cut the host's own networking (a switch
+        given the management interface as uplink)."""
+        up = net.uplink
+        if up is None or (net.underlay is not None and net.underlay.interface == up.interface):
+            return
+        try:
+            held = await self.segments.links.addresses(up.interface)
+        except NetworkError:
+            return  # absent: the segment manager says so
+        used = [str(a) for a in held if not a.ip.is_link_local]
+        if used:
+            raise NetworkError(
+                f"uplink {up.interface} holds the host's addresses ({', '.join(used)}): it is not"
+                " taken over (give the switch an interface dedicated to VM traffic)",
+                interface=up.interface,
+                addresses=used,
+            )
 
     async def _load_flows(
         self, state: NetworkApply, net: HostNetwork, dhcp: list[DhcpSegment]
