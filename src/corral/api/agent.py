@@ -258,6 +258,18 @@ def _boot_hd() -> list[BootDevice]:
     return ["hd"]
 
 
+class ConfigDrive(Model):
+    """A NoCloud config drive: an ISO 9660 image (volume label ``cidata``) with the files
+    ``meta-data``, ``network-config`` (cloud-init network configuration version 2) and
+    ``user-data`` (when given), attached to the VM as a second, read-only CD-ROM. cloud-init
+    (and similar agents) in the guest configure the instance from it at boot; a guest without
+    one ignores it."""
+
+    meta_data: str = Field(max_length=65_536)
+    network_config: str | None = Field(None, max_length=262_144)
+    user_data: str | None = Field(None, max_length=65_536)
+
+
 class VmSpec(Model):
     """Everything a host needs to define a VM. The agent keeps a JSON copy of it on disk."""
 
@@ -274,6 +286,9 @@ class VmSpec(Model):
     )
     nics: list[NicSpec] = Field(
         default_factory=list, max_length=16, description="network interfaces, in order"
+    )
+    config_drive: ConfigDrive | None = Field(
+        None, description="a NoCloud config drive (None: none)"
     )
 
     @field_validator("nics")

@@ -406,3 +406,36 @@ async def test_vxlan_tunnels_follow_the_vms(env: Env) -> None:
     await env.ok(await env.c.delete("/vms/x2"))
     await env.settle()
     assert remotes(hosts[0]) == [] and remotes(hosts[1]) is None
+
+
+async def test_the_config_drive_carries_static_addresses_where_no_dhcp_serves(env: Env) -> None:
+    import json
+
+    sn = {"name": "sn-static", "port_group": "pg-b", "cidr": "10.21.0.0/24", "dhcp": False,
+          "dns_servers": ["10.21.0.53"]}  # fmt: skip
+    done(await env.c.post("/subnets", json=sn))
+    try:
+        nics = [{"port_group": "pg-a"}, {"port_group": "pg-b", "subnets": ["sn-static"]}]
+        await env.ok(await env.c.post("/vms", json=_vm("Cfg_1", nics, start=False)))
+        vm = await env.get("/vms/Cfg_1")
+        a, b = await env.get("/vms/Cfg_1/nics")
+        stored = env.runtimes[vm["host_id"]].specs.get(vm["id"])
+        assert stored is not None and stored.spec.config_drive is not None
+        drive = stored.spec.config_drive
+        assert json.loads(drive.meta_data) == {"instance-id": vm["id"], "local-hostname": "cfg-1"}
+        assert drive.network_config is not None
+        eths = json.loads(drive.network_config)["ethernets"]
+        assert eths["eth0"]["match"] == {"macaddress": a["mac"]}
+        assert eths["eth0"]["dhcp4"] is True and eths["eth0"]["dhcp6"] is True
+        assert "addresses" not in eths["eth0"]
+        assert eths["eth1"] == {
+            "match": {"macaddress": b["mac"]},
+            "set-name": "eth1",
+            "mtu": 1500,
+            "addresses": [f"{b['ips'][0]}/24"],
+            "routes": [{"to": "default", "via": "10.21.0.1"}],
+            "nameservers": {"addresses": ["10.21.0.53"]},
+        }
+        await env.ok(await env.c.delete("/vms/Cfg_1"))
+    finally:
+        await env.c.delete("/subnets/sn-static")

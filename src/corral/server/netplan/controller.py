@@ -142,7 +142,9 @@ async def nic_specs(s: AsyncSession, vm_id: str, host_id: str) -> list[NicSpec]:
     ]
 
 
-def _hostname(name: str) -> str | None:
+def hostname_of(name: str) -> str | None:
+    """A VM name as one DNS label (lower case, other characters as dashes); None if it makes
+    none."""
     label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].strip("-")
     if not _LABEL.match(label) or label.isdigit():
         return None
@@ -260,7 +262,7 @@ async def _dhcp(
                 elif ip.version == 6 and v6 is None:
                     v6 = ip
             if v4 is not None or v6 is not None:
-                hosts[nic.mac] = DhcpHost(ipv4=v4, ipv6=v6, hostname=_hostname(vm_name))
+                hosts[nic.mac] = DhcpHost(ipv4=v4, ipv6=v6, hostname=hostname_of(vm_name))
         out.append(
             DhcpSegment(
                 port_group_id=pg.id,

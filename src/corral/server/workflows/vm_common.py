@@ -13,6 +13,7 @@ from corral.api.agent import ImageRef, TaskPayload, VmSpec
 from corral.api.errors import CorralError, NotFound
 from corral.server.db.tables import ImageRow, SnapshotRow, VmRow, VmSnapshotRow
 from corral.server.identity import quotas
+from corral.server.netplan.configdrive import config_drive
 from corral.server.netplan.controller import nic_specs
 from corral.server.services.nics import forget_nics
 from corral.server.workflows.common import agent_task
@@ -41,8 +42,8 @@ def vm_spec(vm: VmRow) -> VmSpec:
 
 
 async def full_spec(ctx: Ctx, vm: VmRow) -> VmSpec:
-    """``vm_spec`` with the VM's attached data volumes, the ISO in its CD-ROM drive and its
-    NICs on its host (what a redefinition must keep)."""
+    """``vm_spec`` with the VM's attached data volumes, the ISO in its CD-ROM drive, its NICs
+    on its host and their config drive (what a redefinition must keep)."""
     update: dict[str, Any] = {"disks": await vm_disks(ctx, vm.id)}
     async with ctx.deps.sessionmaker() as s:
         if vm.cdrom_image_id is not None:
@@ -51,6 +52,7 @@ async def full_spec(ctx: Ctx, vm: VmRow) -> VmSpec:
                 update["cdrom"] = image_ref(img)
         if vm.host_id is not None:
             update["nics"] = await nic_specs(s, vm.id, vm.host_id)
+            update["config_drive"] = await config_drive(s, vm)
             await s.commit()  # the port groups' tags claimed on the host
     return vm_spec(vm).model_copy(update=update)
 
