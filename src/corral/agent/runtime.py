@@ -173,7 +173,7 @@ class HostRuntime:
         self._spawn(self._warm_up())
         self._spawn(self._report_pools())
         if self.network is not None:
-            self._spawn(self._refresh_network(self.network))
+            self._spawn(self._refresh_network())
         for status, url in interrupted:
             if url is not None:
                 self._spawn(self._notify(status, url))
@@ -260,11 +260,18 @@ class HostRuntime:
             # +-10 % jitter: hundreds of simulated hosts do not measure in lockstep
             await asyncio.sleep(self.pool_report_interval * random.uniform(0.9, 1.1))
 
-    async def _refresh_network(self, network: NetworkPlane) -> None:
+    def set_network(self, plane: NetworkPlane) -> None:
+        """Use ``plane`` as the host's network plane from now on (tests give a simulated host
+        a real one)."""
+        self.network = plane
+        self.executor.network = plane
+
+    async def _refresh_network(self) -> None:
         """Refresh the network plane now and every ``network_refresh_interval`` seconds."""
         while True:
             try:
-                await network.refresh()
+                if self.network is not None:
+                    await self.network.refresh()
             except CorralError as exc:
                 log.warning("%s: the network state could not be applied: %s", self.name, exc)
             except Exception:
