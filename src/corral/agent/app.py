@@ -42,7 +42,10 @@ def _libvirt_runtime(settings: AgentSettings, common: dict[str, Any]) -> HostRun
 
     pool = DirPool(settings.data_dir / "pool")
     compute = LibvirtDriver(
-        console_dir=settings.data_dir / "console", disk_root=pool.root, uri=settings.libvirt_uri
+        console_dir=settings.data_dir / "console",
+        disk_root=pool.root,
+        uri=settings.libvirt_uri,
+        config_drive_dir=settings.data_dir / "configdrive",
     )
 
     async def traversable() -> None:

@@ -65,8 +65,8 @@ async def _redefine(compute: ComputeDriver, stored: StoredSpec, backends: Backen
 
 async def _compare(compute: ComputeDriver, stored: StoredSpec) -> list[str]:
     """Drift between what the hypervisor has and the spec (``describe`` keys ``cpus``,
-    ``memory_mb``, ``disk_path`` (the root disk), ``volumes`` (sorted data volume ids); keys a
-    driver does not report are not compared)."""
+    ``memory_mb``, ``disk_path`` (the root disk), ``volumes`` (sorted data volume ids),
+    ``nics`` (sorted NIC ids); keys a driver does not report are not compared)."""
     try:
         actual = await compute.describe(stored.spec.vm_id)
     except CorralError as exc:
@@ -76,6 +76,7 @@ async def _compare(compute: ComputeDriver, stored: StoredSpec) -> list[str]:
         "memory_mb": stored.spec.memory_mb,
         "disk_path": stored.disk_path,
         VOLUMES_KEY: sorted(d.volume.volume_id for d in stored.spec.disks),
+        "nics": sorted(n.nic_id for n in stored.spec.nics),
     }
     return [
         f"{key} {actual[key]} != spec {value}"

@@ -6,7 +6,8 @@ VMs running.
 
 Data directory layout: ``attach.json`` (0600), ``vms/<vm_id>.json`` (specs, 0600),
 ``tasks.sqlite3`` (task statuses), ``pools.json`` (the storage pools the server sent, 0600),
-``network.json`` (the host's network state, 0600; real hosts: ``dhcp/``, the DHCP services).
+``network.json`` (the host's network state, 0600; real hosts: ``dhcp/``, the DHCP services;
+``configdrive/<vm_id>.iso``, the VMs' config drives, made by the libvirt driver).
 
 Storage pools (``corral.agent.pools``): the set is loaded at start; every
 ``pool_report_interval`` seconds each pool is measured and the reports handed to the heartbeater,

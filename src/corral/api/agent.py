@@ -260,8 +260,9 @@ def _boot_hd() -> list[BootDevice]:
 
 class ConfigDrive(Model):
     """A NoCloud config drive: an ISO 9660 image (volume label ``cidata``) with the files
-    ``meta-data``, ``network-config`` (cloud-init network configuration version 2) and
-    ``user-data`` (when given), attached to the VM as a second, read-only CD-ROM. cloud-init
+    ``meta-data``, ``network-config`` (cloud-init network configuration version 2, when given)
+    and ``user-data`` (empty when not given: NoCloud ignores a seed without it), attached to the
+    VM as a second, read-only CD-ROM. cloud-init
     (and similar agents) in the guest configure the instance from it at boot; a guest without
     one ignores it."""
 

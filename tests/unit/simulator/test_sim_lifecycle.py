@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +32,7 @@ async def test_define_start_stop_undefine_with_events(
         "memory_mb": 1024,
         "disk_path": "sim://sim1/vm-1/root.qcow2",
         "volumes": [],
+        "nics": [],
         "vnc_port": None,
     }
     await sim.start("vm-1")
@@ -119,6 +121,7 @@ async def test_redefine_changes_a_stopped_vm_but_not_a_running_one(sim: Simulato
         "memory_mb": 2048,
         "disk_path": "p2",
         "volumes": [],
+        "nics": [],
         "vnc_port": None,
     }
     await sim.start("vm-1")
@@ -246,3 +249,20 @@ async def test_facts_without_a_pool_count_the_defined_disks(
     await driver.define(spec(disk_gb=30), "p")
     facts = await driver.facts()
     assert (facts.disk_gb_total, facts.disk_gb_free) == (100.0, 70.0)
+
+
+async def test_a_nic_removed_behind_the_agent_is_drift(
+    sim: SimulatorDriver, tmp_path: Path
+) -> None:
+    from corral.agent.reconcile import reconcile
+    from corral.agent.specs import SpecStore, StoredSpec
+    from corral.api.agent import NicSpec
+
+    specs = SpecStore(tmp_path / "vms")
+    specs.open()
+    vm = spec().model_copy(update={"nics": [NicSpec(nic_id="n1", mac="02:00:00:00:00:01")]})
+    await sim.define(vm, "/d")
+    specs.put(StoredSpec(spec=vm, disk_path="/d"))
+    assert await reconcile(compute=sim, specs=specs) == {}
+    await sim.detach_nic("vm-1", "n1", 0)  # behind the agent's back
+    assert await reconcile(compute=sim, specs=specs) == {"vm-1": ["nics [] != spec ['n1']"]}

@@ -64,7 +64,10 @@ class ComputeDriver(Protocol):
         """Define the VM (persistently) or replace its definition: root disk ``disk_path`` (None:
         the root is the data disk ``vda`` of ``disks``, a volume), then
         the data ``disks`` in order, each with how to reach it (``spec.disks`` is not read), and
-        a CD-ROM drive holding the ISO file ``cdrom`` (None: empty), then the NICs of
+        a CD-ROM drive holding the ISO file ``cdrom`` (None: empty), then, if
+        ``spec.config_drive`` is set, a second, read-only CD-ROM drive with that NoCloud config
+        drive (made by the driver from the spec at every define, gone when a define without it
+        or ``undefine`` follows; never in the boot order), then the NICs of
         ``spec.nics``, booting in ``spec.boot`` order. The VM must be stopped to change CPUs or
         memory (``InvalidState`` otherwise, unless ``live_resize``); a running VM gets a
         changed disk or NIC list at its next start (hot-plug: ``attach_*``/``detach_*``)."""
@@ -104,7 +107,8 @@ class ComputeDriver(Protocol):
     async def describe(self, vm_id: str) -> dict[str, object]:
         """What the hypervisor has for the VM (cpus, memory_mb, disk_path of the root disk,
         volumes: the sorted ids of its data volumes, vnc port; drivers that report NICs: nics,
-        the sorted ids of its NICs), for drift detection. ``NotFound`` if absent."""
+        the sorted ids of its NICs; drivers that report config drives: config_drive, whether it
+        has one), for drift detection. ``NotFound`` if absent."""
 
     async def attach_disk(self, vm_id: str, disk: DataDisk, source: DiskSource) -> None:
         """Add the data volume to the VM's definition as ``disk.device`` and hot-plug it if the

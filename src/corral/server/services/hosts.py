@@ -196,6 +196,7 @@ async def remove_host(*, svc: Services, ref: str) -> Operation:
         await s.commit()
     svc.agents.directory.forget_host(row.id, row.token_digest)
     await forget_host(svc, row.id, pool_ids)  # its pool reports went with it
+    svc.agents.net_sync.forget_host(row.id)  # its network slots and DHCP addresses went too
     invalidate_views()
     if ep is not None:
         await svc.agents.detach(ep)

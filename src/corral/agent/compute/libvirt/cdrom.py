@@ -9,6 +9,7 @@ import libvirt
 
 from corral.agent.compute.libvirt.disks import CONFIG, LIVE, is_active
 from corral.agent.compute.libvirt.errors import libvirt_errors
+from corral.agent.compute.libvirt.xml.parse import cdrom_drive
 from corral.agent.compute.libvirt.xml.util import sub
 from corral.api.errors import InvalidState
 
@@ -17,10 +18,11 @@ FORCE = libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE
 
 
 def _drive(dom: Any, *, live: bool, vm_id: str) -> ET.Element | None:
-    """The first CD-ROM ``<disk>`` of the live or persistent definition, None if there is none."""
+    """The CD-ROM drive's ``<disk>`` (``parse.cdrom_drive``: never the config drive) of the live
+    or persistent definition, None if there is none."""
     with libvirt_errors(vm_id=vm_id):
         xml = dom.XMLDesc(0 if live else libvirt.VIR_DOMAIN_XML_INACTIVE)
-    return ET.fromstring(xml).find("devices/disk[@device='cdrom']")
+    return cdrom_drive(ET.fromstring(xml))
 
 
 def _medium(drive: ET.Element) -> str | None:

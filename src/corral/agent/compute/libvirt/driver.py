@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import libvirt
 
+from corral.agent import configdrive
 from corral.agent.compute.driver import Capabilities, EventSink
 from corral.agent.compute.libvirt import cdrom as cdrom_ops
 from corral.agent.compute.libvirt import domains
@@ -47,6 +48,9 @@ class LibvirtDriver(LibvirtDiskOps, LibvirtNicOps, LibvirtVmSnapshots):
     thread and are handed to the sink on the event loop that called ``open``.
     The connection is opened on first use and reopened after libvirtd drops it. Whether KVM works
     is probed once (by booting a throwaway guest, ~2-5 s) unless ``kvm`` is given, and cached.
+    Config drives (``VmSpec.config_drive``) are ISO files ``<config_drive_dir>/<vm_id>.iso``
+    (default: ``configdrive`` next to ``console_dir``), made by ``define`` from the spec and
+    removed by ``undefine`` (see ``corral.agent.configdrive``).
     """
 
     capabilities = Capabilities(name="libvirt", live_resize=False, pause=True)
@@ -62,9 +66,13 @@ class LibvirtDriver(LibvirtDiskOps, LibvirtNicOps, LibvirtVmSnapshots):
         probe_timeout: float = DEFAULT_TIMEOUT,
         reboot_timeout: float = 60.0,
         poll_interval: float = 0.2,
+        config_drive_dir: Path | None = None,
     ) -> None:
         self.uri = uri
         self.console_dir = console_dir
+        self.config_drive_dir = (
+            config_drive_dir if config_drive_dir is not None else console_dir.parent / "configdrive"
+        )
         self.disk_root = disk_root
         self.machine = machine
         self._kvm = kvm
@@ -171,10 +179,16 @@ class LibvirtDriver(LibvirtDiskOps, LibvirtNicOps, LibvirtVmSnapshots):
         cdrom: str | None = None,
     ) -> None:
         """Define or redefine (root disk, then the data ``disks``, their pools' secrets set
-        first, then the CD-ROM drive with ``cdrom``); a running VM keeps running and gets the
-        new definition at its next start, but its CPUs and memory cannot change
-        (``InvalidState``)."""
+        first, then the CD-ROM drive with ``cdrom``, then the config drive of
+        ``spec.config_drive``); a running VM keeps running and gets the new definition at its
+        next start, but its CPUs and memory cannot change (``InvalidState``).
+
+        The config drive's ISO is built from the spec before the domain is defined and put in
+        place (atomically) once it is, unless the file already holds it; a spec without one
+        removes the file. A failed define leaves the old ISO (if any) as it was."""
         kvm = await self.kvm_usable()
+        drive = spec.config_drive
+        iso = configdrive.iso_path(self.config_drive_dir, spec.vm_id)
         xml = vm_domain(
             spec,
             disk_path=disk_path,
@@ -183,6 +197,7 @@ class LibvirtDriver(LibvirtDiskOps, LibvirtNicOps, LibvirtVmSnapshots):
             machine=self.machine,
             disks=disks,
             cdrom=cdrom,
+            config_iso=str(iso) if drive is not None else None,
         ).to_xml()
         auths = {source.auth for _, source in disks if source.auth is not None}
 
@@ -196,8 +211,21 @@ class LibvirtDriver(LibvirtDiskOps, LibvirtNicOps, LibvirtVmSnapshots):
                 domains.check_resize(
                     dom, vm_id=spec.vm_id, cpus=spec.cpus, memory_mb=spec.memory_mb
                 )
-            with libvirt_errors(vm_id=spec.vm_id):
-                conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+            staged = None
+            if drive is not None:
+                configdrive.prepare_dir(self.config_drive_dir)
+                staged = configdrive.stage_iso(drive, iso)
+            try:
+                with libvirt_errors(vm_id=spec.vm_id):
+                    conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+            except BaseException:
+                if staged is not None:
+                    staged.unlink(missing_ok=True)
+                raise
+            if staged is not None:
+                configdrive.commit_iso(staged, iso)
+            elif drive is None:
+                configdrive.remove_iso(iso)
 
         await self._run(define)
 
@@ -206,9 +234,13 @@ class LibvirtDriver(LibvirtDiskOps, LibvirtNicOps, LibvirtVmSnapshots):
         await self._run(lambda: cdrom_ops.change_medium(self._dom(vm_id), vm_id=vm_id, path=path))
 
     async def undefine(self, vm_id: str) -> None:
-        """Power off if needed, undefine, delete the console log. Absent is success."""
+        """Power off if needed, undefine, delete the console log and the config drive. Absent is
+        success."""
         await self._run(lambda: domains.undefine(self._conn.get(), vm_id))
         await self._run(lambda: console_log_path(self.console_dir, vm_id).unlink(missing_ok=True))
+        await self._run(
+            lambda: configdrive.remove_iso(configdrive.iso_path(self.config_drive_dir, vm_id))
+        )
 
     async def start(self, vm_id: str) -> None:
         await self._run(lambda: domains.start(self._dom(vm_id), vm_id=vm_id))
@@ -280,9 +312,9 @@ class LibvirtDriver(LibvirtDiskOps, LibvirtNicOps, LibvirtVmSnapshots):
 
     async def describe(self, vm_id: str) -> dict[str, object]:
         """vm_id, name, cpus, memory_mb, disk_path (the root disk), volumes (the data volume
-        ids, sorted), nics (the NIC ids, sorted), cdrom (the ISO in the drive), boot (the boot
-        order), vnc_port (None unless running), domain_type, power_state and console_log, from
-        the live definition."""
+        ids, sorted), nics (the NIC ids, sorted), cdrom (the ISO in the drive), config_drive
+        (whether the VM has a config drive), boot (the boot order), vnc_port (None unless
+        running), domain_type, power_state and console_log, from the live definition."""
 
         def describe() -> dict[str, object]:
             dom = self._dom(vm_id)
@@ -297,6 +329,7 @@ class LibvirtDriver(LibvirtDiskOps, LibvirtNicOps, LibvirtVmSnapshots):
                 "volumes": sorted(d.volume_id for d in facts.data_disks),
                 "nics": sorted(n.nic_id for n in facts.nics),
                 "cdrom": facts.cdrom,
+                "config_drive": facts.config_drive is not None,
                 "boot": list(facts.boot),
                 "vnc_port": facts.vnc_port,
                 "domain_type": facts.domain_type,

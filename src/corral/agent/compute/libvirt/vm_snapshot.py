@@ -43,7 +43,7 @@ from corral.agent.compute.libvirt import disks as data_disks
 from corral.agent.compute.libvirt import domains
 from corral.agent.compute.libvirt.connection import Connection
 from corral.agent.compute.libvirt.errors import is_no_domain, libvirt_errors, translate
-from corral.agent.compute.libvirt.xml.parse import disk_targets
+from corral.agent.compute.libvirt.xml.parse import CONFIG_DRIVE_ALIAS, disk_targets
 from corral.agent.compute.libvirt.xml.util import sub
 from corral.agent.storage.backend import DiskSource
 from corral.api.errors import InvalidInput, InvalidState
@@ -118,7 +118,9 @@ def with_current_disks(saved: str, current: str, *, vm_id: str) -> str:
     """The domain XML ``saved`` (the memory state's) with each disk's ``type``, ``<source>`` and
     ``<auth>`` from the disk of the same target in ``current`` (none: an empty drive) and no
     ``<backingStore>`` (libvirt reads the chains from the images). ``InvalidState`` if
-    ``current`` lacks one of the saved disks or has a data volume the saved state has not."""
+    ``current`` lacks one of the saved disks or has a data volume the saved state has not.
+    The config drive is the exception both ways (the guest read it when it booted): one saved
+    but gone now stays, empty; one added since is left out until the next cold boot."""
     root = ET.fromstring(saved)
     now = {
         target.get("dev", ""): disk
@@ -129,6 +131,11 @@ def with_current_disks(saved: str, current: str, *, vm_id: str) -> str:
         target = disk.find("target")
         dev = target.get("dev", "") if target is not None else ""
         new = now.pop(dev, None)
+        if new is None and _alias(disk) == CONFIG_DRIVE_ALIAS:
+            for child in list(disk):
+                if child.tag in ("source", "backingStore"):
+                    disk.remove(child)
+            continue
         if new is None:
             raise InvalidState(
                 f"VM {vm_id} no longer has the disk {dev} its memory state was saved with",
@@ -142,7 +149,9 @@ def with_current_disks(saved: str, current: str, *, vm_id: str) -> str:
             if child.tag in ("source", "auth"):
                 disk.insert(0, child)
         disk.set("type", new.get("type", "file"))
-    added = sorted(dev for dev, disk in now.items() if (disk.find("alias") is not None))
+    added = sorted(
+        dev for dev, disk in now.items() if _alias(disk) not in (None, CONFIG_DRIVE_ALIAS)
+    )
     if added:
         raise InvalidState(
             f"VM {vm_id} has disks its memory state was saved without ({', '.join(added)}):"
@@ -151,6 +160,11 @@ def with_current_disks(saved: str, current: str, *, vm_id: str) -> str:
             devices=added,
         )
     return ET.tostring(root, encoding="unicode")
+
+
+def _alias(disk: ET.Element) -> str | None:
+    alias = disk.find("alias")
+    return alias.get("name") if alias is not None else None
 
 
 def restore(conn: Any, *, vm_id: str, memory: str) -> None:

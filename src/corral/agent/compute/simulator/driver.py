@@ -46,6 +46,8 @@ class SimulatorDriver(SimDiskOps, SimNicOps, SimVmSnapshotOps):
     - Every power state change, including define (absent -> stopped) and undefine (-> absent), is
       sent to the event sink; changes made while the driver is closed are not reported (like a
       hypervisor whose events nobody listens to). Reboot is not a power state change.
+    - A config drive (``VmSpec.config_drive``) is only recorded, with the spec
+      (``SimVm.spec``): no ISO is made.
     - A graceful ``stop`` of a guest that ignores ACPI waits ``timeout`` then powers it off; a
       paused guest cannot handle ACPI and is powered off at once.
     - VMs survive ``close``/``open``: closing models an agent restart, not a host reboot.
@@ -218,6 +220,7 @@ class SimulatorDriver(SimDiskOps, SimNicOps, SimVmSnapshotOps):
             "memory_mb": vm.memory_mb,
             "disk_path": vm.disk_path,
             "volumes": sorted(vm.disks),
+            "nics": sorted(vm.nics),
             "vnc_port": vm.vnc_port,
         }
 

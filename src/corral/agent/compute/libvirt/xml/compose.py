@@ -24,6 +24,8 @@ from corral.agent.compute.libvirt.xml.memory import Memory
 from corral.agent.compute.libvirt.xml.metadata import VmMetadata
 from corral.agent.compute.libvirt.xml.nic import nic_interface
 from corral.agent.compute.libvirt.xml.os import Os
+from corral.agent.compute.libvirt.xml.parse import CDROM_ALIAS as CDROM_ALIAS
+from corral.agent.compute.libvirt.xml.parse import CONFIG_DRIVE_ALIAS as CONFIG_DRIVE_ALIAS
 from corral.agent.compute.libvirt.xml.parse import VOLUME_ALIAS_PREFIX
 from corral.agent.compute.libvirt.xml.rng import Rng
 from corral.agent.compute.libvirt.xml.serial import FileSerial
@@ -35,8 +37,6 @@ from corral.api.volumes import VolumeQos
 
 SERIAL_CHARS = 20
 """virtio-blk serials hold at most 20 characters."""
-CDROM_ALIAS = "ua-cdrom"
-"""The user alias of every VM's CD-ROM drive."""
 
 
 def console_log_path(console_dir: Path, vm_id: str) -> Path:
@@ -116,6 +116,28 @@ def cdrom_drive(path: str | None, machine: str = "pc") -> Disk:
     )
 
 
+def config_drive_target(machine: str) -> tuple[Literal["ide", "sata"], str]:
+    """(bus, device) of the config drive: on the CD-ROM drive's bus, the next unit (IDE
+    ``hdd``, the secondary slave, on ``pc``; SATA ``sdd`` on q35), so the guest sees it after
+    the CD-ROM drive (Linux: ``/dev/sr1``)."""
+    return ("sata", "sdd") if "q35" in machine else ("ide", "hdd")
+
+
+def config_drive(path: str, machine: str = "pc") -> Disk:
+    """The read-only CD-ROM drive (alias ``ua-configdrive``) holding the config drive ISO file
+    ``path`` (see ``corral.agent.configdrive``)."""
+    bus, target = config_drive_target(machine)
+    return Disk(
+        source=path,
+        target=target,
+        bus=bus,
+        format="raw",
+        device="cdrom",
+        readonly=True,
+        alias=CONFIG_DRIVE_ALIAS,
+    )
+
+
 def vm_domain(
     spec: VmSpec,
     *,
@@ -125,11 +147,13 @@ def vm_domain(
     machine: str = "pc",
     disks: Sequence[tuple[DataDisk, DiskSource]] = (),
     cdrom: str | None = None,
+    config_iso: str | None = None,
 ) -> Domain:
     """The domain of ``spec``: the root disk ``vda`` (the qcow2 file ``disk_path``, or the data
     disk with device ``vda`` — a root volume — when ``disk_path`` is None), then the data
     ``disks`` (see ``data_disk``) in order, the CD-ROM drive (``cdrom_drive``: the ISO file
-    ``cdrom`` or empty), the NICs of ``spec.nics`` in order (``nic.nic_interface``: taps on
+    ``cdrom`` or empty), the config drive when ``config_iso`` (its ISO file) is given
+    (``config_drive``; not in the boot order), the NICs of ``spec.nics`` in order (``nic.nic_interface``: taps on
     Open vSwitch), booting from ``spec.boot`` in order (``hd``: ``vda``), serial console to
     ``<console_dir>/<vm_id>.log``, VNC on the loopback, guest agent channel, virtio-rng.
     ``kvm`` chooses hardware virtualization (host-model CPU) over TCG (QEMU's default CPU).
@@ -159,6 +183,7 @@ def vm_domain(
             *root,
             *(data_disk(disk, source) for disk, source in ordered),
             cdrom_drive(cdrom, machine),
+            *(() if config_iso is None else (config_drive(config_iso, machine),)),
             *(nic_interface(nic) for nic in spec.nics),
             FileSerial(path=str(console_log_path(console_dir, spec.vm_id))),
             GuestAgentChannel(),

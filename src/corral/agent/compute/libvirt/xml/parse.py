@@ -13,6 +13,10 @@ _KIB_PER |= {"m": 1024, "mib": 1024, "mb": 1000**2 / 1024, "g": 1024**2, "gib": 
 
 VOLUME_ALIAS_PREFIX = "ua-vol-"
 NIC_ALIAS_PREFIX = "ua-nic-"
+CDROM_ALIAS = "ua-cdrom"
+"""The user alias of every VM's CD-ROM drive."""
+CONFIG_DRIVE_ALIAS = "ua-configdrive"
+"""The user alias of a VM's config drive (a second, read-only CD-ROM drive)."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,9 @@ class DomainFacts:
     vnc_port: int | None
     data_disks: tuple[DataDiskFacts, ...] = ()
     cdrom: str | None = None
-    """The medium in the (first) CD-ROM drive; None: empty or no drive."""
+    """The medium in the CD-ROM drive (see ``cdrom_drive``); None: empty or no drive."""
+    config_drive: str | None = None
+    """The ISO file of the config drive (alias ``ua-configdrive``); None: no config drive."""
     boot: tuple[str, ...] = ()
     nics: tuple[NicFacts, ...] = ()
     """Corral's NICs (aliased ``ua-nic-…``), in definition order; other interfaces are left out."""
@@ -162,16 +168,38 @@ def _vnc_port(domain: ET.Element) -> int | None:
     return port if port > 0 else None
 
 
+def _alias(disk: ET.Element) -> str | None:
+    alias = disk.find("alias")
+    return alias.get("name") if alias is not None else None
+
+
+def cdrom_drive(domain: ET.Element) -> ET.Element | None:
+    """The ``<disk>`` of the domain's CD-ROM drive (where media are inserted): the one aliased
+    ``ua-cdrom``, else the first CD-ROM that is not the config drive; None if there is none."""
+    drives = list(domain.iterfind("devices/disk[@device='cdrom']"))
+    for disk in drives:
+        if _alias(disk) == CDROM_ALIAS:
+            return disk
+    return next((d for d in drives if _alias(d) != CONFIG_DRIVE_ALIAS), None)
+
+
 def cdrom_target(xml: str) -> str | None:
-    """The target device of the domain's first CD-ROM drive; None if it has none."""
-    disk = ET.fromstring(xml).find("devices/disk[@device='cdrom']")
+    """The target device of the domain's CD-ROM drive (``cdrom_drive``); None if it has none."""
+    disk = cdrom_drive(ET.fromstring(xml))
     target = disk.find("target") if disk is not None else None
     return target.get("dev") if target is not None else None
 
 
 def _cdrom(domain: ET.Element) -> str | None:
-    disk = domain.find("devices/disk[@device='cdrom']")
+    disk = cdrom_drive(domain)
     return _source(disk) if disk is not None else None
+
+
+def _config_drive(domain: ET.Element) -> str | None:
+    for disk in domain.iterfind("devices/disk"):
+        if _alias(disk) == CONFIG_DRIVE_ALIAS:
+            return _source(disk)
+    return None
 
 
 def parse_domain(xml: str) -> DomainFacts:
@@ -190,6 +218,7 @@ def parse_domain(xml: str) -> DomainFacts:
         vnc_port=_vnc_port(domain),
         data_disks=_data_disks(domain),
         cdrom=_cdrom(domain),
+        config_drive=_config_drive(domain),
         boot=tuple(b.get("dev", "") for b in domain.iterfind("os/boot")),
         nics=_nics(domain),
     )
