@@ -147,3 +147,62 @@ def test_rules_state_and_spoofing_on_real_packets(
     assert other.ping(vm.ip, count=1)
     print(f"\nrule change to first allowed ping: {time.monotonic() - t0:.2f} s")
     assert not peer.ping(vm.ip)
+
+
+UDP_ECHO = (
+    "import socket,sys\n"
+    "s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], int(sys.argv[2])))\n"
+    "while True:\n d,a=s.recvfrom(64); s.sendto(b'echo:'+d, a)\n"
+)
+UDP_ASK = (
+    "import socket,sys\n"
+    "s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)\n"
+    "s.sendto(b'hi', (sys.argv[1], int(sys.argv[2])))\n"
+    "try:\n print(s.recv(64).decode())\nexcept OSError:\n print('none')\n"
+)
+
+
+def udp_ask(guest: NsGuest, address: str, port: int) -> str:
+    return guest.sh(sys.executable, "-c", UDP_ASK, address, str(port)).stdout.strip()
+
+
+def test_udp_rules_allow_deny_and_answers(lab: tuple[Ovs, NsGuest, NsGuest, NsGuest]) -> None:
+    ovs, vm, peer, other = lab
+    echoes = [
+        subprocess.Popen(
+            ["ip", "netns", "exec", vm.ns, sys.executable, "-c", UDP_ECHO, vm.ip, str(p)]
+        )
+        for p in (5353, 5454)
+    ]
+    try:
+        time.sleep(0.3)
+        group = FwGroup(
+            rules=(
+                FwRule(
+                    "ingress",
+                    protocol="udp",
+                    port_min=5353,
+                    remotes=(f"{other.ip}/32",),
+                    action="deny",
+                ),
+                FwRule("ingress", protocol="udp", port_min=5353, port_max=5360),
+            ),
+            intra_group=False,
+        )
+        open_ports = [
+            fw_port(PEER, ingress_default="allow"),
+            fw_port(OTHER, ingress_default="allow"),
+        ]
+        load(ovs, [fw_port(VM, (group,)), *open_ports])
+        assert udp_ask(peer, vm.ip, 5353) == "echo:hi"  # allowed in; the answer passes
+        assert udp_ask(other, vm.ip, 5353) == "none"  # the deny rule comes first for it
+        assert udp_ask(peer, vm.ip, 5454) == "none"  # no rule: default ingress deny
+        # egress deny by default for UDP: the VM cannot send to the peer's port
+        closed = [fw_port(VM, (group,), egress_default="deny"), *open_ports]
+        load(ovs, closed)
+        assert udp_ask(vm, peer.ip, 9) == "none"
+        assert udp_ask(peer, vm.ip, 5353) == "echo:hi"  # an allowed request's answer still passes
+    finally:
+        for e in echoes:
+            e.kill()
+            e.wait()
