@@ -1,7 +1,9 @@
 """VM NICs through REST on a whole stack (server + libvirt agent + the system Open vSwitch) with
 two real TCG guests on a flat port group: each guest's DHCP client gets the address IPAM
 allocated from the host's own dnsmasq, through the firewall pipeline; a security group lets
-ICMP in, so the guests ping each other; taking the rule away stops it within 2 s (the flows
+ICMP in, so the guests ping each other; a NIC hot-plugged into a running guest through REST
+shows up as eth1 and gets its address, and goes when unplugged; taking the rule away stops
+the ping within 2 s (the flows
 the controller pushes); deleting the VMs returns their addresses and leaves the bridge with its
 base flows only.
 
@@ -104,6 +106,29 @@ async def test_two_guests_get_their_addresses_and_talk_under_a_security_group(
 
             await until(lambda: pings("g1", "g2"), "g1 to ping g2", timeout=20)
             assert await pings("g2", "g1")
+
+            # hot-plug a second NIC into the running g1: the guest sees eth1 and gets its address
+            op = await finished(c, await c.post("/vms/g1/nics", json={"port_group": "pg"}))
+            assert op["type"] == "vm.nic.add"
+            second = (await c.get("/vms/g1/nics/1")).json()
+
+            async def has_eth1() -> bool:
+                out = await asyncio.to_thread(guests["g1"].sh, "ls /sys/class/net")
+                return "eth1" in out.split()
+
+            await until(has_eth1, "the guest to see eth1", timeout=30)
+            dhcp = "udhcpc -i eth1 -n -q -t 5 -T 1 -s /usr/share/udhcpc/default.script >/dev/null"
+            await asyncio.to_thread(guests["g1"].sh, f"ip link set eth1 up; {dhcp}; true")
+            out = await asyncio.to_thread(guests["g1"].sh, "ip -4 -o addr show eth1 || true")
+            assert f" {second['ips'][0]}/24 " in out, out
+            op = await finished(c, await c.delete("/vms/g1/nics/1"), timeout=60)
+            assert op["type"] == "vm.nic.remove"
+
+            async def no_eth1() -> bool:
+                return not await has_eth1()
+
+            await until(no_eth1, "eth1 to go", timeout=30)
+            assert len((await c.get("/vms/g1/nics")).json()) == 1
 
             group = (await c.get("/security-groups/pingable")).json()
             rule_id = group["rules"][0]["id"]
