@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 import uuid
@@ -21,6 +22,7 @@ import pytest
 
 from corral.agent.compute.libvirt import LibvirtDriver, ensure_event_loop, probe_kvm
 from tests.integration.libvirt.libvirt_itest import Recorder, remove_domain
+from tests.support.ovs import SystemOvs, ovs_available
 
 URI = "qemu:///system"
 
@@ -103,3 +105,17 @@ def test_image(workdir: Path) -> Path:
     shutil.copyfile(image, copy)
     copy.chmod(0o644)
     return copy
+
+
+@pytest.fixture
+def system_ovs() -> SystemOvs:
+    """The system Open vSwitch, started by ``scripts/ensure-ovs`` if needed (skips without
+    it)."""
+    if not ovs_available():
+        pytest.skip("Open vSwitch is not installed (openvswitch-switch)")
+    ovs = SystemOvs()
+    try:
+        ovs.start()
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"the system Open vSwitch cannot be started: {exc.stderr}")
+    return ovs

@@ -48,7 +48,6 @@ from tests.support.ovs import (
     NsGuest,
     SystemOvs,
     add_system_guest,
-    ovs_available,
     remove_guest,
     system_bridge,
 )
@@ -70,19 +69,6 @@ table=1,priority=0,actions=NORMAL
 """
 """Stateful switching as the NIC firewall does it: conntrack drops what it finds invalid
 (e.g. TCP with a bad checksum), the rest is switched with the NORMAL action."""
-
-
-@pytest.fixture
-def system_ovs() -> SystemOvs:
-    """The system OVS, started by ``scripts/ensure-ovs`` if needed."""
-    if not ovs_available():
-        pytest.skip("Open vSwitch is not installed (openvswitch-switch)")
-    ovs = SystemOvs()
-    try:
-        ovs.start()
-    except subprocess.CalledProcessError as exc:
-        pytest.skip(f"the system Open vSwitch cannot be started: {exc.stderr}")
-    return ovs
 
 
 @pytest.fixture

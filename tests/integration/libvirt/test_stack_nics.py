@@ -24,22 +24,10 @@ import pytest
 
 from tests.integration.libvirt.test_libvirt_volumes import Guest, until
 from tests.integration.libvirt.test_stack_volumes import finished
-from tests.support.ovs import SystemOvs, ovs_available
+from tests.support.ovs import SystemOvs
 from tests.support.stack import api_client, running_stack, upload_image
 
 pytestmark = pytest.mark.libvirt
-
-
-@pytest.fixture
-def system_ovs() -> SystemOvs:
-    if not ovs_available():
-        pytest.skip("Open vSwitch is not installed (openvswitch-switch)")
-    ovs = SystemOvs()
-    try:
-        ovs.start()
-    except subprocess.CalledProcessError as exc:
-        pytest.skip(f"the system Open vSwitch cannot be started: {exc.stderr}")
-    return ovs
 
 
 def _run(*args: str) -> None:

@@ -101,19 +101,16 @@ def cdrom_target(machine: str) -> tuple[Literal["ide", "sata"], str]:
     return ("sata", "sdc") if "q35" in machine else ("ide", "hdc")
 
 
+def _optical(path: str | None, place: tuple[Literal["ide", "sata"], str], alias: str) -> Disk:
+    bus, target = place
+    return Disk(source=path, target=target, bus=bus, format="raw", device="cdrom",
+                readonly=True, alias=alias)  # fmt: skip
+
+
 def cdrom_drive(path: str | None, machine: str = "pc") -> Disk:
     """The read-only CD-ROM drive (alias ``ua-cdrom``) holding the raw ISO file ``path``, or
     with an empty tray (None): a medium can be inserted later, also while the VM runs."""
-    bus, target = cdrom_target(machine)
-    return Disk(
-        source=path,
-        target=target,
-        bus=bus,
-        format="raw",
-        device="cdrom",
-        readonly=True,
-        alias=CDROM_ALIAS,
-    )
+    return _optical(path, cdrom_target(machine), CDROM_ALIAS)
 
 
 def config_drive_target(machine: str) -> tuple[Literal["ide", "sata"], str]:
@@ -126,16 +123,7 @@ def config_drive_target(machine: str) -> tuple[Literal["ide", "sata"], str]:
 def config_drive(path: str, machine: str = "pc") -> Disk:
     """The read-only CD-ROM drive (alias ``ua-configdrive``) holding the config drive ISO file
     ``path`` (see ``corral.agent.configdrive``)."""
-    bus, target = config_drive_target(machine)
-    return Disk(
-        source=path,
-        target=target,
-        bus=bus,
-        format="raw",
-        device="cdrom",
-        readonly=True,
-        alias=CONFIG_DRIVE_ALIAS,
-    )
+    return _optical(path, config_drive_target(machine), CONFIG_DRIVE_ALIAS)
 
 
 def vm_domain(
