@@ -111,13 +111,14 @@ def test_sdk_vm_nics(admin: Client) -> None:
         admin.vm_nics.add("sn1", "npg", model="ne2k")
 
     op = admin.vm_nics.add("sn1", "npg", ips=["10.20.0.60"], model="e1000", inbound_kbps=1000)
-    assert (op.type, op.target_id) == ("vm.nic.add", vm.id)
+    assert (op.type, op.target_type) == ("vm.nic.add", "nic")
     op.wait(timeout=60)
     added = admin.vm_nics.get("sn1", 2)
+    assert added.id == op.target_id and added.vm_id == vm.id
     assert (added.ips, added.model, added.inbound_kbps) == (["10.20.0.60"], "e1000", 1000)
 
     op = admin.vm_nics.update("sn1", 2, security_groups=["ssh", "web"], ingress_default="allow")
-    assert op.type == "vm.nic.update"
+    assert (op.type, op.target_id) == ("vm.nic.update", added.id)
     op.wait(timeout=60)
     changed = admin.vm_nics.get("sn1", added.id)
     assert (changed.security_groups, changed.ingress_default) == ([ssh, web], "allow")

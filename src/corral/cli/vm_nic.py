@@ -292,10 +292,9 @@ def describe(nic: Nic) -> str:
 
 
 def _added(client: Client, vm: str, op: Operation) -> str:
-    nics = client.vm_nics.list(op.target_id or vm)
-    if not nics:
+    if op.target_id is None:
         return f"NIC added to VM {vm}."
-    nic = max(nics, key=lambda n: n.device)  # the new one is the VM's last
+    nic = client.vm_nics.get(vm, op.target_id)  # the operation's target is the new NIC
     return f"NIC {nic.device} of VM {vm} added ({nic.id}): {describe(nic)}."
 
 

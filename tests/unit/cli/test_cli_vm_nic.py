@@ -63,8 +63,8 @@ class Server:
             op = OperationModel(
                 id="op-1",
                 type="vm.nic.x",
-                target_type="vm",
-                target_id=VM_ID,
+                target_type="nic",
+                target_id=self.nics[-1].id if self.nics else None,  # the NIC acted on
                 status=OperationStatus.succeeded,
                 progress=100,
                 created_at=NOW,

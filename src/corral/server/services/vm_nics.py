@@ -76,17 +76,24 @@ async def get_nic(*, svc: Services, ref: str, nic: str, caller: Caller) -> Nic:
 
 
 def _queue(
-    svc: Services, s: AsyncSession, type: str, vm: VmRow, caller: Caller, **params: Any
+    svc: Services,
+    s: AsyncSession,
+    type: str,
+    vm: VmRow,
+    caller: Caller,
+    nic_id: str,
+    **params: Any,
 ) -> Any:
+    """The NIC's operation (its target: the NIC), serialized with the VM's others."""
     return svc.runner.create(
         s,
         type=type,
-        target_type="vm",
-        target_id=vm.id,
+        target_type="nic",
+        target_id=nic_id,
         lock_key=f"vm:{vm.id}",
         project_id=vm.project_id,
         user_id=caller.user_id,
-        params={"vm_id": vm.id, "host_id": vm.host_id, **params},
+        params={"vm_id": vm.id, "host_id": vm.host_id, "nic_id": nic_id, **params},
     )
 
 
@@ -174,8 +181,8 @@ async def update_nic(
         op = svc.runner.create(
             s,
             type="vm.nic.update",
-            target_type="vm",
-            target_id=vm.id,
+            target_type="nic",
+            target_id=row.id,
             project_id=vm.project_id,
             user_id=caller.user_id,
             done=True,
