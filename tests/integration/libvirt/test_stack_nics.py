@@ -4,8 +4,8 @@ allocated from the host's own dnsmasq, through the firewall pipeline; a security
 ICMP in, so the guests ping each other; a NIC hot-plugged into a running guest through REST
 shows up as eth1 and gets its address, and goes when unplugged; taking the rule away stops
 the ping within 2 s (the flows
-the controller pushes); deleting the VMs returns their addresses and leaves the bridge with its
-base flows only.
+the controller pushes); deleting a VM returns its address and takes its flows away; with the
+server gone, the other guest still reaches the host's DHCP server through the flows it left.
 
 The agent gets a bridge of its own (``network_bridge``) and the switch's uplink is one end of a
 veth pair made here, so nothing of the machine's own networking is touched.
@@ -20,8 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from tests.integration.libvirt.libvirt_itest import remove_domain
 from tests.integration.libvirt.test_libvirt_volumes import Guest, until
 from tests.integration.libvirt.test_stack_volumes import finished
 from tests.support.ovs import SystemOvs
@@ -45,6 +47,7 @@ async def test_two_guests_get_their_addresses_and_talk_under_a_security_group(
     _run("ip", "link", "set", uplink, "up")
     started = time.monotonic()
     overrides = {"network_bridge": bridge}
+    vm_ids: list[str] = []
     try:
         async with running_stack(workdir, driver="libvirt", agent_overrides=overrides) as stack, api_client(stack) as c:  # fmt: skip
             await upload_image(c, "tiny", test_image)
@@ -66,6 +69,7 @@ async def test_two_guests_get_their_addresses_and_talk_under_a_security_group(
                       "nics": [{"port_group": "pg", "security_groups": ["pingable"]}]}  # fmt: skip
                 r = await c.post("/vms", json=vm)
                 vm_id = r.json()["target_id"]
+                vm_ids.append(vm_id)
                 await finished(c, r, timeout=180)
                 dom = await asyncio.to_thread(system_conn.lookupByName, f"corral-{vm_id}")
                 guests[name] = Guest(dom)
@@ -130,18 +134,35 @@ async def test_two_guests_get_their_addresses_and_talk_under_a_security_group(
             took = time.monotonic() - t0
             assert took < 2.0 + 1.0, took  # 2 s, plus the 1 s ping timeout of the last try
 
-            for name in ("g1", "g2"):
-                await finished(c, await c.delete(f"/vms/{name}"), timeout=120)
-            await stack.server.services.agents.net_sync.settle(
-                (await c.get("/hosts")).json()["items"][0]["id"]
-            )
+            # g2 deleted: its address returns, its flows go
+            g2_ip = ips["g2"]
+            await finished(c, await c.delete("/vms/g2"), timeout=120)
+            host_id = (await c.get("/hosts")).json()["items"][0]["id"]
+            await stack.server.services.agents.net_sync.settle(host_id)
             page = (await c.get("/subnets/sn/allocations")).json()
             items = page["items"] if isinstance(page, dict) else page
-            assert [a for a in items if a.get("nic_id")] == []
+            assert g2_ip not in [a["address"] for a in items]
             flows = system_ovs.ofctl("--no-stats", "dump-flows", bridge)
-            assert "10.77.0." not in flows  # no NIC's flows left
+            assert f"{g2_ip}," not in flows and ips["g1"] in flows
+
+            # the server goes away: g1 still reaches the host's DHCP server through the flows
+            plane = stack.agent.runtimes[""].network
+            assert plane is not None and plane.state is not None
+            server_ip = str(plane.state.dhcp[0].subnets[0].server_address)
+            probe = f"ping -c 1 -W 1 {server_ip} >/dev/null && echo ok || echo no"
+            assert await asyncio.to_thread(guests["g1"].sh, probe) == "ok"
+            listener, stack.server.listener = stack.server.listener, None
+            assert listener is not None
+            await listener.stop()
+            with pytest.raises(httpx.HTTPError):
+                await c.get("/hosts", timeout=2)
+            for _ in range(3):
+                await asyncio.sleep(1)
+                assert await asyncio.to_thread(guests["g1"].sh, probe) == "ok"
             print(f"booted in {booted - started:.1f} s, rule removal took effect in {took:.2f} s")
     finally:
+        for vm_id in vm_ids:
+            remove_domain(system_conn, f"corral-{vm_id}")
         _run("ovs-vsctl", "--if-exists", "del-br", bridge)
         if not had_uplink_bridge:
             _run("ovs-vsctl", "--if-exists", "del-br", "br-uplink")
