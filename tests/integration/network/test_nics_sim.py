@@ -427,6 +427,7 @@ async def test_the_config_drive_carries_static_addresses_where_no_dhcp_serves(en
         eths = json.loads(drive.network_config)["ethernets"]
         assert eths["eth0"]["match"] == {"macaddress": a["mac"]}
         assert eths["eth0"]["dhcp4"] is True and eths["eth0"]["dhcp6"] is True
+        assert eths["eth0"]["routes"] == [{"to": "::/0", "via": "fd00:10::1"}]  # no RAs
         assert "addresses" not in eths["eth0"]
         assert eths["eth1"] == {
             "match": {"macaddress": b["mac"]},

@@ -4,7 +4,9 @@ cloud-init configures its addresses where no DHCP serves them (subnets with ``dh
 static addresses, routes and DNS servers; subnets with DHCP are left to it).
 
 The documents are JSON (a subset of YAML: cloud-init reads them as YAML), deterministic for
-equal input. NICs are matched by MAC and named ``eth<device>``.
+equal input. NICs are matched by MAC and named ``eth<device>``. IPv6 subnets with DHCP also
+get their default route here (DHCPv6 has no router option and Corral sends no router
+advertisements).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ def _ethernet(nic: NicRow, subnets: list[tuple[SubnetRow, str]], mtu: int) -> di
     for sn, address in subnets:
         if sn.dhcp:
             eth["dhcp4" if sn.ip_version == 4 else "dhcp6"] = True
+            if sn.ip_version == 6 and sn.gateway:
+                # DHCPv6 gives no route and Corral sends no router advertisements
+                routes.append({"to": "::/0", "via": sn.gateway})
             continue
         prefix = ipaddress.ip_network(sn.cidr).prefixlen
         addresses.append(f"{address}/{prefix}")

@@ -324,7 +324,7 @@ async def record_heartbeat(*, svc: Services, host: HostRow, beat: Heartbeat) -> 
     if (
         facts is not None
         and host.id in directory.live
-        and directory.capacity_facts.get(host.id) == _capacity_of(facts)
+        and directory.capacity_facts.get(host.id) == _prompt_facts(facts)
     ):
         # same capacity: the new facts (free disk space...) are written with the beats
         directory.pending_facts[host.id] = facts.model_dump(mode="json")
@@ -369,14 +369,14 @@ async def _write_heartbeat(svc: Services, host_id: str, beat: Heartbeat) -> None
         row.status = HostStatus.connected
         changed = _schedulable(row) != before
     if beat.facts is not None:
-        svc.agents.directory.capacity_facts[host_id] = _capacity_of(beat.facts)
+        svc.agents.directory.capacity_facts[host_id] = _prompt_facts(beat.facts)
         if beat.facts.tunnel_ip != tunnel_before:
             net_sync.tunnel_moved(svc, host_id)
     if changed:
         invalidate_views()  # new capacity, or a host that (re)connected
 
 
-def _capacity_of(facts: HostFacts) -> tuple[object, ...]:
+def _prompt_facts(facts: HostFacts) -> tuple[object, ...]:
     """The facts written at once when they change: those a host's capacity is computed from,
     and its tunnel endpoint (the other hosts' VXLAN tunnels point at it)."""
     return (facts.cpu_threads, facts.memory_mb, facts.disk_gb_total, facts.tunnel_ip)
