@@ -18,6 +18,7 @@ from corral.server.services import (
     projects,
     roles,
     security_groups,
+    sg_rules,
     snapshots,
     subnets,
     users,
@@ -57,6 +58,6 @@ KINDS = (
     Tagged("switches", networks.SWITCHES),
     Tagged("port-groups", networks.PORT_GROUPS),
     Tagged("subnets", subnets.SUBNETS),
-    Tagged("security-groups", security_groups.GROUPS, security_groups.visible_groups),
+    Tagged("security-groups", security_groups.GROUPS, sg_rules.visible_groups),
 )
 BY_COLLECTION = {t.collection: t for t in KINDS}

@@ -28,6 +28,7 @@ from corral.server.http.errors import validation_body
 from corral.server.http.versioning import VersionedRoute
 from corral.server.identity.caller import Caller
 from corral.server.services import security_groups as groups
+from corral.server.services.sg_rules import visible_groups
 
 
 class RulesRoute(VersionedRoute):
@@ -62,7 +63,7 @@ async def list_security_groups(
     svc: Svc, caller: Annotated[Caller, allow("security_group:list")], q: Listing
 ) -> Any:
     """Security groups with their ``rule_count`` (GET one group for its rules)."""
-    return listed(await groups.GROUPS.list(svc.sessionmaker, q, groups.visible_groups(caller)))
+    return listed(await groups.GROUPS.list(svc.sessionmaker, q, visible_groups(caller)))
 
 
 @router.get("/security-groups/{ref}", response_model=SecurityGroup, tags=T)

@@ -34,7 +34,7 @@ from corral.server.db.types import new_id
 from corral.server.identity.caller import Caller
 from corral.server.services import ipam
 from corral.server.services.listing import get_row
-from corral.server.services.security_groups import resolve_remote
+from corral.server.services.sg_rules import resolve_remote
 
 
 @dataclass

@@ -1,27 +1,25 @@
-"""Security groups, the management plane: groups of a project, their ordered rules, export and
-import (enforcement on NICs, the data plane, comes later).
+"""Security groups: groups of a project, their ordered rules, export and import (enforced on
+the NICs that have them: every change is pushed to the hosts concerned, ``net_sync``).
 
 A group's rules have the priorities 0..n-1 (unique per group, 0 first). Every change of a group
 starts by bumping its ``revision`` (one UPDATE of its row, conditional on the version read when
 the request sent ``If-Match``): that row lock serializes the changes of one group on PostgreSQL
 (SQLite has one writer), so each change sees the rules as the previous one left them.
-Priorities shift in two statements (to negative values, then back) so that the unique
-(group, priority) constraint holds after every statement. Changes are record changes: they answer
+Rule checks and the priority arithmetic are in ``sg_rules``. Changes are record changes: they answer
 a finished operation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from corral.api.errors import (
     Conflict,
-    CorralError,
     InUse,
     InvalidInput,
     InvalidState,
@@ -40,7 +38,6 @@ from corral.api.security_groups import (
     RuleCreate,
     RuleExport,
     RuleImport,
-    RuleKey,
     RuleSpec,
     RuleUpdate,
     SecurityGroup,
@@ -56,7 +53,7 @@ from corral.server.db.tables import (
     VmRow,
 )
 from corral.server.db.types import utcnow
-from corral.server.identity.access import check_if_match, creation_project, require, visible
+from corral.server.identity.access import check_if_match, creation_project, require
 from corral.server.identity.caller import Caller
 from corral.server.query import specs
 from corral.server.services.context import Services
@@ -64,19 +61,24 @@ from corral.server.services.inventory import ensure_name_free
 from corral.server.services.listing import Kind, get_row
 from corral.server.services.net_sync import groups_changed
 from corral.server.services.operations import to_model as op_model
+from corral.server.services.sg_rules import (
+    KIND,
+    add_rules,
+    check_rules,
+    invalid_rules,
+    move,
+    resolve_remote,
+    rule_count,
+    rule_keys,
+    rule_row,
+    shift,
+    visible_groups,
+)
 
-KIND = "security_group"
 RULE_KIND = "security_group_rule"
-PARKED = -(2**30)
-"""Where a moving rule waits while the others shift: never a priority, nor a shifted one."""
 
 G = SecurityGroupRow
 R = SecurityGroupRuleRow
-
-
-def visible_groups(caller: Caller) -> ColumnElement[bool]:
-    """The security groups ``caller`` sees."""
-    return visible(caller, G, KIND)
 
 
 def rule_model(r: SecurityGroupRuleRow, names: Mapping[str, str]) -> Rule:
@@ -216,165 +218,6 @@ async def _commit(s: AsyncSession, name: str | None = None) -> None:
         ) from exc
 
 
-# --- rules: checks, and the priority arithmetic ---------------------------------------------
-
-
-async def resolve_remote(s: AsyncSession, ref: str, caller: Caller, project_id: str | None) -> str:
-    """The id of the remote group ``ref``: one ``caller`` sees in ``project_id``. ``NotFound``
-    (none the caller sees), ``InvalidInput`` (it is in another project, or the name is
-    ambiguous)."""
-    mine = and_(visible_groups(caller), G.project_id == project_id)
-    try:
-        return (await get_row(s, G, ref, KIND, where=mine)).id
-    except NotFound:
-        try:
-            await get_row(s, G, ref, KIND, where=visible_groups(caller))
-        except NotFound:
-            raise NotFound(f"remote group {ref!r} not found", kind=KIND, ref=ref) from None
-        raise InvalidInput(
-            f"remote group {ref!r} is in another project: a rule may only name a group of its"
-            " own project",
-            remote_group=ref,
-        ) from None
-
-
-async def _keys(s: AsyncSession, group_id: str, *, but: str | None = None) -> dict[RuleKey, int]:
-    """The keys (``rule_key``) of the group's rules (except rule ``but``) -> their priority."""
-    cols = (R.direction, R.ethertype, R.protocol, R.port_min, R.port_max, R.remote_cidr)
-    stmt = select(*cols, R.remote_group_id, R.action, R.priority).where(R.group_id == group_id)
-    if but is not None:
-        stmt = stmt.where(R.id != but)
-    return {tuple(row[:8]): row[8] for row in await s.execute(stmt)}  # type: ignore[misc]
-
-
-async def check_rules(
-    s: AsyncSession,
-    rules: Sequence[RuleSpec],
-    caller: Caller,
-    project_id: str | None,
-    *,
-    existing: Mapping[RuleKey, int],
-    room: int,
-) -> tuple[list[str | None], list[dict[str, Any]]]:
-    """Check rules to add to a group of ``project_id`` that has the rules ``existing`` (keys ->
-    priority) and room for ``room`` more: remote groups resolvable (``resolve_remote``), within
-    the room, no rule twice (among ``rules`` or with an existing one). Returns the remote group
-    ids of the rules, and the offending rules as ``[{index, error}]``."""
-    ids: list[str | None] = []
-    errors: list[dict[str, Any]] = []
-    seen: dict[RuleKey, int] = {}
-    resolved: dict[str, str | CorralError] = {}
-    for i, rule in enumerate(rules):
-        problems: list[str] = []
-        rid: str | None = None
-        if rule.remote_group is not None:
-            if rule.remote_group not in resolved:
-                try:
-                    resolved[rule.remote_group] = await resolve_remote(
-                        s, rule.remote_group, caller, project_id
-                    )
-                except (NotFound, InvalidInput) as exc:
-                    resolved[rule.remote_group] = exc
-            found = resolved[rule.remote_group]
-            if isinstance(found, CorralError):
-                problems.append(found.message)
-            else:
-                rid = found
-        if i >= room:
-            problems.append(f"beyond the {MAX_RULES} rules a group may have")
-        if rule.remote_group is None or rid is not None:
-            key = rule_key(rule, rid)
-            if key in existing:
-                problems.append(f"the group has this rule already (priority {existing[key]})")
-            elif key in seen:
-                problems.append(f"same rule as rule {seen[key]}")
-            else:
-                seen[key] = i
-        if problems:
-            errors.append({"index": i, "error": "; ".join(problems)})
-        ids.append(rid)
-    return ids, errors
-
-
-def invalid_rules(errors: list[dict[str, Any]], total: int) -> InvalidInput:
-    """The error of a set of rules of which ``errors`` (``[{index, error}]``) are invalid."""
-    first = errors[0]
-    return InvalidInput(
-        f"{len(errors)} of {total} rule(s) invalid, nothing changed; rule {first['index']}:"
-        f" {first['error']}",
-        rules=errors,
-    )
-
-
-def _rule_row(group_id: str, priority: int, spec: RuleSpec, remote_id: str | None) -> R:
-    return R(
-        group_id=group_id,
-        priority=priority,
-        direction=spec.direction.value,
-        ethertype=spec.ethertype.value,
-        protocol=spec.protocol.value,
-        port_min=spec.port_min,
-        port_max=spec.port_max if spec.port_max is not None else spec.port_min,
-        remote_cidr=spec.remote_cidr,
-        remote_group_id=remote_id,
-        action=spec.action.value,
-        description=spec.description,
-    )
-
-
-def _add_all(
-    s: AsyncSession, group_id: str, start: int, rules: Iterable[RuleSpec], ids: Iterable[str | None]
-) -> None:
-    for i, (spec, rid) in enumerate(zip(rules, ids, strict=True)):
-        s.add(_rule_row(group_id, start + i, spec, rid))
-
-
-async def _count(s: AsyncSession, group_id: str) -> int:
-    return int(await s.scalar(select(func.count()).where(R.group_id == group_id)) or 0)
-
-
-async def shift(s: AsyncSession, group_id: str, lo: int, hi: int | None, delta: int) -> None:
-    """Move the group's rules of priority ``lo``..``hi`` (None: to the end) by ``delta`` (+1 or
-    -1; the place they move into is free). Two statements: to ``-(p + delta) - 1`` (negative,
-    distinct), then back to ``p + delta``; neither can collide with a priority in use."""
-    where = [R.group_id == group_id, R.priority >= lo]
-    if hi is not None:
-        if hi < lo:
-            return
-        where.append(R.priority <= hi)
-    sync = {"synchronize_session": False}
-    await s.execute(
-        update(R).where(*where).values(priority=-(R.priority + delta) - 1).execution_options(**sync)
-    )
-    await s.execute(
-        update(R)
-        .where(R.group_id == group_id, R.priority < 0, R.priority != PARKED)
-        .values(priority=-R.priority - 1)
-        .execution_options(**sync)
-    )
-
-
-async def _set_priority(s: AsyncSession, rule_id: str, priority: int) -> None:
-    await s.execute(
-        update(R)
-        .where(R.id == rule_id)
-        .values(priority=priority)
-        .execution_options(synchronize_session=False)
-    )
-
-
-async def move(s: AsyncSession, group_id: str, rule_id: str, old: int, new: int) -> None:
-    """Move a rule from priority ``old`` to ``new``, the ones between shifting by one."""
-    if old == new:
-        return
-    await _set_priority(s, rule_id, PARKED)
-    if old < new:
-        await shift(s, group_id, old + 1, new, -1)
-    else:
-        await shift(s, group_id, new, old - 1, +1)
-    await _set_priority(s, rule_id, new)
-
-
 async def _rule_of(s: AsyncSession, group: SecurityGroupRow, rule_id: str) -> SecurityGroupRuleRow:
     rule = await s.scalar(select(R).where(R.id == rule_id, R.group_id == group.id))
     if rule is None:
@@ -412,7 +255,7 @@ async def create_group(*, svc: Services, spec: SecurityGroupCreate, caller: Call
         )
         if errors:
             raise invalid_rules(errors, len(spec.rules))
-        _add_all(s, row.id, 0, spec.rules, ids)
+        add_rules(s, row.id, 0, spec.rules, ids)
         op = _op(svc, s, "security_group.create", row, caller)
         await _commit(s, spec.name)
     return op_model(op)
@@ -507,7 +350,7 @@ async def add_rule(
     has ``MAX_RULES`` rules; ``InvalidInput`` for a rule it has already."""
     async with svc.sessionmaker() as s:
         group = await _locked(s, ref, caller, "security_group:update", if_match)
-        n = await _count(s, group.id)
+        n = await rule_count(s, group.id)
         if n >= MAX_RULES:
             raise InvalidState(
                 f"security group {group.name!r} has {n} rules, the most it may have",
@@ -517,7 +360,7 @@ async def add_rule(
         remote_id = None
         if spec.remote_group is not None:
             remote_id = await resolve_remote(s, spec.remote_group, caller, group.project_id)
-        existing = await _keys(s, group.id)
+        existing = await rule_keys(s, group.id)
         if (dup := existing.get(rule_key(spec, remote_id))) is not None:
             raise InvalidInput(
                 f"security group {group.name!r} has this rule already (priority {dup})",
@@ -525,7 +368,7 @@ async def add_rule(
             )
         at = n if spec.priority is None else min(spec.priority, n)
         await shift(s, group.id, at, None, +1)
-        rule = _rule_row(group.id, at, spec, remote_id)
+        rule = rule_row(group.id, at, spec, remote_id)
         s.add(rule)
         await s.flush()
         op = _op(svc, s, "security_group.rule.add", group, caller, rule.id)
@@ -552,7 +395,7 @@ async def update_rule(
         if spec.action is not None and spec.action.value != rule.action:
             key = (rule.direction, rule.ethertype, rule.protocol, rule.port_min, rule.port_max,
                    rule.remote_cidr, rule.remote_group_id, spec.action.value)  # fmt: skip
-            if (dup := (await _keys(s, group.id, but=rule.id)).get(key)) is not None:
+            if (dup := (await rule_keys(s, group.id, but=rule.id)).get(key)) is not None:
                 raise InvalidInput(
                     f"security group {group.name!r} has this rule already (priority {dup})",
                     priority=dup,
@@ -568,7 +411,7 @@ async def update_rule(
                 .execution_options(synchronize_session=False)
             )
         if spec.priority is not None:
-            n = await _count(s, group.id)
+            n = await rule_count(s, group.id)
             await move(s, group.id, rule.id, old, min(spec.priority, n - 1))
         op = _op(svc, s, "security_group.rule.update", group, caller, rule.id)
         await _commit(s)
@@ -618,8 +461,8 @@ async def import_rules(
     async with svc.sessionmaker() as s:
         group = await _locked(s, ref, caller, "security_group:update", if_match)
         append = spec.mode == "append"
-        n = await _count(s, group.id) if append else 0
-        existing = await _keys(s, group.id) if append else {}
+        n = await rule_count(s, group.id) if append else 0
+        existing = await rule_keys(s, group.id) if append else {}
         ids, errors = await check_rules(
             s, spec.rules, caller, group.project_id, existing=existing, room=MAX_RULES - n
         )
@@ -627,7 +470,7 @@ async def import_rules(
             raise invalid_rules(errors, len(spec.rules))
         if not append:
             await s.execute(delete(R).where(R.group_id == group.id))
-        _add_all(s, group.id, n, spec.rules, ids)
+        add_rules(s, group.id, n, spec.rules, ids)
         if spec.intra_group is not None:
             group.intra_group = spec.intra_group
         op = _op(svc, s, "security_group.import", group, caller)

@@ -27,7 +27,7 @@ from corral.server.services.context import Services
 from corral.server.services.listing import get_row
 from corral.server.services.nics import nic_hosts, nic_models, plan_nics, record_nics
 from corral.server.services.operations import to_model as op_model
-from corral.server.services.security_groups import resolve_remote
+from corral.server.services.sg_rules import resolve_remote
 from corral.server.services.vms import visible_vms
 from corral.server.workflows.vm_nic import VM_NIC_ADD, VM_NIC_REMOVE
 
