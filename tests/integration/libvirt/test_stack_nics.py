@@ -32,6 +32,11 @@ from tests.support.stack import api_client, running_stack, upload_image
 pytestmark = pytest.mark.libvirt
 
 
+def _netns() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
 def _run(*args: str) -> None:
     subprocess.run(args, check=False, capture_output=True)
 
@@ -42,6 +47,7 @@ async def test_two_guests_get_their_addresses_and_talk_under_a_security_group(
     tag = secrets.token_hex(3)
     bridge, uplink = f"cbi-{tag}", f"cup-{tag}"
     had_uplink_bridge = "br-uplink" in system_ovs.vsctl("list-br").split()
+    netns_before = set(_netns())
     subprocess.run(["ip", "link", "add", uplink, "type", "veth", "peer", "name", f"cuq-{tag}"],  # noqa: ASYNC221
                    check=True)  # fmt: skip
     _run("ip", "link", "set", uplink, "up")
@@ -168,3 +174,6 @@ async def test_two_guests_get_their_addresses_and_talk_under_a_security_group(
             _run("ovs-vsctl", "--if-exists", "del-br", "br-uplink")
         _run("ip", "link", "del", uplink)
         _run("pkill", "-f", f"dnsmasq.*{workdir}")
+        for ns in set(_netns()) - netns_before:  # the DHCP service's, left with the server gone
+            if ns.startswith("cdhcp-"):
+                _run("ip", "netns", "del", ns)
