@@ -23,13 +23,10 @@ from corral.api.agent import ConfigDrive
 from corral.server.db.tables import (
     IpAllocationRow,
     NicRow,
-    PortGroupRow,
     SubnetRow,
-    SwitchRow,
     VmRow,
 )
-from corral.server.netplan.controller import hostname_of
-from corral.server.services.networks import port_group_mtu
+from corral.server.netplan.controller import hostname_of, port_group_mtus
 
 
 def _ethernet(nic: NicRow, subnets: list[tuple[SubnetRow, str]], mtu: int) -> dict[str, Any]:
@@ -78,14 +75,7 @@ async def config_drive(s: AsyncSession, vm: VmRow) -> ConfigDrive | None:
     for nic_id, address, sn in rows:
         if nic_id is not None:
             held[nic_id].append((sn, address))
-    mtus = {
-        pg: port_group_mtu(mtu, kind)
-        for pg, mtu, kind in await s.execute(
-            select(PortGroupRow.id, SwitchRow.mtu, PortGroupRow.type)
-            .join(SwitchRow, SwitchRow.id == PortGroupRow.switch_id)
-            .where(PortGroupRow.id.in_({n.port_group_id for n in nics}))
-        )
-    }
+    mtus = await port_group_mtus(s, {n.port_group_id for n in nics})
     network = {
         "version": 2,
         "ethernets": {

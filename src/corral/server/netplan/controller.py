@@ -54,6 +54,7 @@ from corral.server.db.tables import (
 )
 from corral.server.services import ipam
 from corral.server.services.networks import port_group_mtu
+from corral.server.services.nics import nic_addresses, nic_groups
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +108,14 @@ async def claim_slots(
     )
 
 
-async def _switch_mtus(s: AsyncSession, pgs: Iterable[PortGroupRow]) -> dict[str, int]:
-    ids = {pg.switch_id for pg in pgs}
-    rows = await s.execute(select(SwitchRow.id, SwitchRow.mtu).where(SwitchRow.id.in_(ids)))
-    return {i: m for i, m in rows}
+async def port_group_mtus(s: AsyncSession, pg_ids: Iterable[str]) -> dict[str, int]:
+    """The MTU of each port group's VM ports (``port_group_mtu`` of its switch's)."""
+    rows = await s.execute(
+        select(PortGroupRow.id, SwitchRow.mtu, PortGroupRow.type)
+        .join(SwitchRow, SwitchRow.id == PortGroupRow.switch_id)
+        .where(PortGroupRow.id.in_(set(pg_ids)))
+    )
+    return {pg: port_group_mtu(mtu, kind) for pg, mtu, kind in rows}
 
 
 async def nic_specs(s: AsyncSession, vm_id: str, host_id: str) -> list[NicSpec]:
@@ -129,14 +134,14 @@ async def nic_specs(s: AsyncSession, vm_id: str, host_id: str) -> list[NicSpec]:
         )
     }
     tags = await claim_slots(s, host_id, "tag", pgs, TAGS)
-    mtus = await _switch_mtus(s, pgs.values())
+    mtus = await port_group_mtus(s, pgs)
     return [
         NicSpec(
             nic_id=n.id,
             mac=n.mac,
             model=n.model,
             tag=tags[n.port_group_id],
-            mtu=port_group_mtu(mtus[pgs[n.port_group_id].switch_id], pgs[n.port_group_id].type),
+            mtu=mtus[n.port_group_id],
         )
         for n in nics
     ]
@@ -269,7 +274,7 @@ async def _dhcp(
                 bridge="br-int",
                 tag=tags[pg.id],
                 subnets=served,
-                mtu=port_group_mtu(mtus[pg.switch_id], pg.type),
+                mtu=mtus[pg.id],
                 hosts=hosts,
             )
         )
@@ -281,13 +286,7 @@ async def _groups(
 ) -> tuple[dict[str, list[str]], dict[str, FwGroup]]:
     """Each NIC's group ids in order, and each of those groups compiled for the firewall
     (remote groups and members resolved to addresses)."""
-    per_nic: dict[str, list[str]] = defaultdict(list)
-    for nic_id, gid in await s.execute(
-        select(NicSecurityGroupRow.nic_id, NicSecurityGroupRow.group_id)
-        .where(NicSecurityGroupRow.nic_id.in_(nic_ids))
-        .order_by(NicSecurityGroupRow.nic_id, NicSecurityGroupRow.position)
-    ):
-        per_nic[nic_id].append(gid)
+    per_nic = await nic_groups(s, nic_ids)
     used = {g for gs in per_nic.values() for g in gs}
     if not used:
         return per_nic, {}
@@ -370,7 +369,7 @@ async def host_state(s: AsyncSession, host_id: str, generation: int) -> NetworkA
     )
     tags = await claim_slots(s, host_id, "tag", [pg.id for pg in pgs], TAGS)
     zones = await claim_slots(s, host_id, "zone", nic_ids, ZONES)
-    mtus = await _switch_mtus(s, pgs)
+    mtus = await port_group_mtus(s, [pg.id for pg in pgs])
     remotes = await _remotes(s, host_id, [pg.id for pg in pgs if pg.type == SegmentType.vxlan])
     segments = [
         Segment(
@@ -382,14 +381,7 @@ async def host_state(s: AsyncSession, host_id: str, generation: int) -> NetworkA
         )
         for pg in pgs
     ]
-    ips: dict[str, list[str]] = defaultdict(list)
-    for nic_id, address in await s.execute(
-        select(IpAllocationRow.nic_id, IpAllocationRow.address)
-        .where(IpAllocationRow.nic_id.in_(nic_ids))
-        .order_by(IpAllocationRow.subnet_id)
-    ):
-        if nic_id is not None:
-            ips[nic_id].append(address)
+    ips = await nic_addresses(s, nic_ids)
     per_nic, groups = await _groups(s, nic_ids)
     ports: list[PortFlows] = []
     for nic, _ in nics:

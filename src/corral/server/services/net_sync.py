@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import select
 
@@ -31,6 +31,7 @@ from corral.api.errors import AgentError, CorralError
 from corral.server.db.tables import HostRow, NicRow, NicSecurityGroupRow, VmRow
 from corral.server.netplan.controller import host_state, hosts_of_groups, hosts_of_port_groups
 from corral.server.services.context import Services
+from corral.server.services.nics import forget_nics
 from corral.server.services.pool_sync import agent_endpoint
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,26 @@ async def neighbours(svc: Services, vm_id: str, host_id: str | None) -> set[str]
         hosts |= await hosts_of_groups(s, groups)
     hosts.discard(host_id or "")
     return hosts
+
+
+async def connect(svc: Services, vm_id: str, host_id: str) -> None:
+    """After VM ``vm_id``'s NICs were recorded: its host gets its new state now (their
+    segments, DHCP entries and flows: what the VM's ports plug into), the hosts that depend on
+    them (VXLAN peers, security-group members) in the background."""
+    await push_host(svc, host_id)
+    hosts_changed(svc, await neighbours(svc, vm_id, host_id))
+
+
+async def disconnect(
+    svc: Services, vm_id: str, host_id: str, nic_ids: Sequence[str] | None = None
+) -> None:
+    """Forget VM ``vm_id``'s NICs ``nic_ids`` (None: all; their addresses go back) and take
+    them off its host now, off the hosts that depended on them in the background."""
+    others = await neighbours(svc, vm_id, host_id)
+    async with svc.sessionmaker.begin() as s:
+        await forget_nics(s, vm_id, nic_ids)
+    await push_host(svc, host_id)
+    hosts_changed(svc, others)
 
 
 def groups_changed(svc: Services, group_ids: Iterable[str]) -> None:

@@ -112,11 +112,7 @@ async def plan_nics(
         if len(set(static_ids)) != len(static_ids) or len({x.id for x in chosen}) != len(chosen):
             raise InvalidInput(f"NIC {i}: one address per subnet", nic=i)
         plan.dynamic = [sn for sn in chosen if sn.id not in static_ids]
-        for ref in spec.security_groups:
-            gid = await resolve_remote(s, ref, caller, project_id)
-            if gid in plan.groups:
-                raise InvalidInput(f"NIC {i}: security group {ref!r} given twice", nic=i)
-            plan.groups.append(gid)
+        plan.groups = await resolve_groups(s, spec.security_groups, caller, project_id)
         plan.mac = spec.mac or new_mac()
         if plan.mac in macs or await s.scalar(select(NicRow.id).where(NicRow.mac == plan.mac)):
             raise InUse(f"MAC {plan.mac} is in use", reason="mac_in_use", mac=plan.mac)
@@ -177,14 +173,7 @@ async def record_nics(
                 outbound_kbps=spec.outbound_kbps,
             )
         )
-        if plan.groups:
-            await s.execute(
-                insert(NicSecurityGroupRow),
-                [
-                    {"nic_id": nic_id, "group_id": g, "position": n}
-                    for n, g in enumerate(plan.groups)
-                ],
-            )
+        await set_groups(s, nic_id, plan.groups)
         for sn, address in plan.static:
             await ipam.allocate(s, sn, address, nic_id=nic_id, vm_id=vm_id)
         for sn in plan.dynamic:
@@ -209,6 +198,55 @@ async def forget_nics(s: AsyncSession, vm_id: str, nic_ids: Sequence[str] | None
     )
     await s.execute(delete(NicRow).where(NicRow.id.in_(ids)))
     return len(ids)
+
+
+async def nic_addresses(s: AsyncSession, nic_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Each NIC's addresses (by subnet), every id of ``nic_ids`` a key."""
+    found: dict[str, list[str]] = {i: [] for i in nic_ids}
+    for nic_id, address in await s.execute(
+        select(IpAllocationRow.nic_id, IpAllocationRow.address)
+        .where(IpAllocationRow.nic_id.in_(nic_ids))
+        .order_by(IpAllocationRow.subnet_id)
+    ):
+        if nic_id is not None:
+            found[nic_id].append(address)
+    return found
+
+
+async def nic_groups(s: AsyncSession, nic_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Each NIC's security group ids in evaluation order, every id of ``nic_ids`` a key."""
+    found: dict[str, list[str]] = {i: [] for i in nic_ids}
+    for nic_id, gid in await s.execute(
+        select(NicSecurityGroupRow.nic_id, NicSecurityGroupRow.group_id)
+        .where(NicSecurityGroupRow.nic_id.in_(nic_ids))
+        .order_by(NicSecurityGroupRow.position)
+    ):
+        found[nic_id].append(gid)
+    return found
+
+
+async def resolve_groups(
+    s: AsyncSession, refs: Sequence[str], caller: Caller, project_id: str | None
+) -> list[str]:
+    """The ids of security groups ``refs`` (of ``project_id``, seen by ``caller``: see
+    ``resolve_remote``), in order; ``InvalidInput`` for a group given twice."""
+    ids: list[str] = []
+    for ref in refs:
+        gid = await resolve_remote(s, ref, caller, project_id)
+        if gid in ids:
+            raise InvalidInput(f"security group {ref!r} given twice", security_group=ref)
+        ids.append(gid)
+    return ids
+
+
+async def set_groups(s: AsyncSession, nic_id: str, group_ids: Sequence[str]) -> None:
+    """Make ``group_ids`` the NIC's security groups, in that order."""
+    await s.execute(delete(NicSecurityGroupRow).where(NicSecurityGroupRow.nic_id == nic_id))
+    if group_ids:
+        await s.execute(
+            insert(NicSecurityGroupRow),
+            [{"nic_id": nic_id, "group_id": g, "position": n} for n, g in enumerate(group_ids)],
+        )
 
 
 def nic_model(row: NicRow, ips: Sequence[str], groups: Sequence[str]) -> Nic:
@@ -240,21 +278,7 @@ async def nic_models(
         cond = cond & NicRow.id.in_(nic_ids)
     rows = list(await s.scalars(select(NicRow).where(cond).order_by(NicRow.position)))
     ids = [r.id for r in rows]
-    ips: dict[str, list[str]] = {i: [] for i in ids}
-    for nic_id, address in await s.execute(
-        select(IpAllocationRow.nic_id, IpAllocationRow.address)
-        .where(IpAllocationRow.nic_id.in_(ids))
-        .order_by(IpAllocationRow.subnet_id)
-    ):
-        if nic_id is not None:
-            ips[nic_id].append(address)
-    groups: dict[str, list[str]] = {i: [] for i in ids}
-    for nic_id, gid in await s.execute(
-        select(NicSecurityGroupRow.nic_id, NicSecurityGroupRow.group_id)
-        .where(NicSecurityGroupRow.nic_id.in_(ids))
-        .order_by(NicSecurityGroupRow.position)
-    ):
-        groups[nic_id].append(gid)
+    ips, groups = await nic_addresses(s, ids), await nic_groups(s, ids)
     return [nic_model(r, ips[r.id], groups[r.id]) for r in rows]
 
 
@@ -263,8 +287,11 @@ async def clone_plans(s: AsyncSession, vm_id: str) -> list[NicPlan]:
     security groups, policies, model and limits, a new MAC each, and one new address from each
     subnet the source NIC has one in."""
     plans: list[NicPlan] = []
-    rows = await s.scalars(select(NicRow).where(NicRow.vm_id == vm_id).order_by(NicRow.position))
-    for row in list(rows):
+    rows = list(
+        await s.scalars(select(NicRow).where(NicRow.vm_id == vm_id).order_by(NicRow.position))
+    )
+    groups = await nic_groups(s, [r.id for r in rows])
+    for row in rows:
         pg = await s.get(PortGroupRow, row.port_group_id)
         if pg is None:
             continue
@@ -274,13 +301,6 @@ async def clone_plans(s: AsyncSession, vm_id: str) -> list[NicPlan]:
                 .join(IpAllocationRow, IpAllocationRow.subnet_id == SubnetRow.id)
                 .where(IpAllocationRow.nic_id == row.id)
                 .order_by(SubnetRow.cidr)
-            )
-        )
-        groups = list(
-            await s.scalars(
-                select(NicSecurityGroupRow.group_id)
-                .where(NicSecurityGroupRow.nic_id == row.id)
-                .order_by(NicSecurityGroupRow.position)
             )
         )
         spec = NicCreate(
@@ -294,6 +314,6 @@ async def clone_plans(s: AsyncSession, vm_id: str) -> list[NicPlan]:
             outbound_kbps=row.outbound_kbps,
         )
         plans.append(
-            NicPlan(spec=spec, port_group=pg, dynamic=subnets, groups=groups, mac=new_mac())
+            NicPlan(spec=spec, port_group=pg, dynamic=subnets, groups=groups[row.id], mac=new_mac())
         )
     return plans

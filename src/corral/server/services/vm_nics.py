@@ -11,23 +11,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corral.api.errors import InvalidInput, InvalidState, NotFound
+from corral.api.errors import InvalidState, NotFound
 from corral.api.nics import MAX_NICS, Nic, NicCreate, NicUpdate
 from corral.api.operations import Operation
 from corral.api.vms import VmStatus
-from corral.server.db.tables import NicRow, NicSecurityGroupRow, VmRow
+from corral.server.db.tables import NicRow, VmRow
 from corral.server.db.types import utcnow
 from corral.server.identity.access import require
 from corral.server.identity.caller import Caller
 from corral.server.services import net_sync
 from corral.server.services.context import Services
 from corral.server.services.listing import get_row
-from corral.server.services.nics import nic_hosts, nic_models, plan_nics, record_nics
+from corral.server.services.nics import (
+    nic_groups,
+    nic_hosts,
+    nic_models,
+    plan_nics,
+    record_nics,
+    resolve_groups,
+    set_groups,
+)
 from corral.server.services.operations import to_model as op_model
-from corral.server.services.sg_rules import resolve_remote
 from corral.server.services.vms import visible_vms
 from corral.server.workflows.vm_nic import VM_NIC_ADD, VM_NIC_REMOVE
 
@@ -157,24 +164,10 @@ async def update_nic(
         if spec.allowed_pairs is not None:
             values["allowed_pairs"] = [[p.mac, p.cidr] for p in spec.allowed_pairs]
         await s.execute(update(NicRow).where(NicRow.id == row.id).values(**values))
-        old_groups = set(
-            await s.scalars(
-                select(NicSecurityGroupRow.group_id).where(NicSecurityGroupRow.nic_id == row.id)
-            )
-        )
+        old_groups = set((await nic_groups(s, [row.id]))[row.id])
         if spec.security_groups is not None:
-            ids: list[str] = []
-            for gref in spec.security_groups:
-                gid = await resolve_remote(s, gref, caller, vm.project_id)
-                if gid in ids:
-                    raise InvalidInput(f"security group {gref!r} given twice")
-                ids.append(gid)
-            await s.execute(delete(NicSecurityGroupRow).where(NicSecurityGroupRow.nic_id == row.id))
-            if ids:
-                await s.execute(
-                    insert(NicSecurityGroupRow),
-                    [{"nic_id": row.id, "group_id": g, "position": n} for n, g in enumerate(ids)],
-                )
+            ids = await resolve_groups(s, spec.security_groups, caller, vm.project_id)
+            await set_groups(s, row.id, ids)
             changed_groups = old_groups ^ set(ids)
         else:
             changed_groups = set()

@@ -25,7 +25,6 @@ from corral.api.errors import CorralError, NotFound
 from corral.api.vms import PowerState, VmStatus
 from corral.server.db.tables import VmRow, VolumeRow
 from corral.server.services import net_sync
-from corral.server.services.nics import forget_nics
 from corral.server.services.placement import release
 from corral.server.workflows.common import agent_task
 from corral.server.workflows.engine import NO_UNDO, Ctx, Step, Workflow
@@ -86,11 +85,7 @@ async def _network(ctx: Ctx) -> dict[str, Any]:
     if not ctx.params.get("nics"):
         return {}
     await ctx.progress(15, "connecting the NICs")
-    host_id = ctx.params["host_id"]
-    await net_sync.push_host(ctx.deps, host_id)
-    net_sync.hosts_changed(
-        ctx.deps, await net_sync.neighbours(ctx.deps, ctx.params["vm_id"], host_id)
-    )
+    await net_sync.connect(ctx.deps, ctx.params["vm_id"], ctx.params["host_id"])
     return {}
 
 
@@ -98,12 +93,7 @@ async def _disconnect(ctx: Ctx) -> None:
     """Forget the NICs (their addresses go back to the pools) and take them off the hosts."""
     if not ctx.params.get("nics") or await rollback_incomplete(ctx):
         return  # incomplete: the VM may still be defined with them; ``vm delete`` cleans up
-    host_id, vm_id = ctx.params["host_id"], ctx.params["vm_id"]
-    others = await net_sync.neighbours(ctx.deps, vm_id, host_id)
-    async with ctx.deps.sessionmaker.begin() as s:
-        await forget_nics(s, vm_id)
-    await net_sync.push_host(ctx.deps, host_id)
-    net_sync.hosts_changed(ctx.deps, others)
+    await net_sync.disconnect(ctx.deps, ctx.params["vm_id"], ctx.params["host_id"])
 
 
 async def _disk(ctx: Ctx) -> dict[str, Any]:

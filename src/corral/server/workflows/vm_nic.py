@@ -34,22 +34,15 @@ async def _spec_task(ctx: Ctx) -> NicAttachTask:
 
 async def _network(ctx: Ctx) -> dict[str, Any]:
     await ctx.progress(20, "connecting the NIC")
-    host_id = ctx.params["host_id"]
-    await net_sync.push_host(ctx.deps, host_id)
-    net_sync.hosts_changed(
-        ctx.deps, await net_sync.neighbours(ctx.deps, ctx.params["vm_id"], host_id)
-    )
+    await net_sync.connect(ctx.deps, ctx.params["vm_id"], ctx.params["host_id"])
     return {}
 
 
 async def _forget(ctx: Ctx) -> None:
     """Drop the NIC (addresses, groups, zone) and take it off its host and the others."""
-    host_id, vm_id = ctx.params["host_id"], ctx.params["vm_id"]
-    others = await net_sync.neighbours(ctx.deps, vm_id, host_id)
-    async with ctx.deps.sessionmaker.begin() as s:
-        await forget_nics(s, vm_id, [ctx.params["nic_id"]])
-    await net_sync.push_host(ctx.deps, host_id)
-    net_sync.hosts_changed(ctx.deps, others)
+    await net_sync.disconnect(
+        ctx.deps, ctx.params["vm_id"], ctx.params["host_id"], [ctx.params["nic_id"]]
+    )
 
 
 async def _plug(ctx: Ctx) -> dict[str, Any]:
