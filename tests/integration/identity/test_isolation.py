@@ -66,10 +66,20 @@ async def test_projects_are_isolated(tmp_path: Path) -> None:
                 ("POST", f"/vms/{vm_a['id']}/stop"),
                 ("POST", f"/vms/{vm_a['id']}/resize"),
                 ("DELETE", f"/vms/{vm_a['id']}"),
+                ("GET", f"/vms/{vm_a['id']}/nics"),
+                ("GET", f"/vms/{vm_a['id']}/nics/0"),
+                ("POST", f"/vms/{vm_a['id']}/nics"),
+                ("PATCH", f"/vms/{vm_a['id']}/nics/0"),
+                ("DELETE", f"/vms/{vm_a['id']}/nics/0"),
                 ("GET", "/images/img-a"),
                 ("DELETE", "/images/img-a"),
             ]:
-                r = await bob.request(method, path, json={"cpus": 2} if "resize" in path else None)
+                body: dict[str, Any] | None = {"cpus": 2} if "resize" in path else None
+                if path.endswith("/nics") and method == "POST":
+                    body = {"port_group": "pg"}
+                elif "/nics/" in path and method == "PATCH":
+                    body = {"spoof_check": False}
+                r = await bob.request(method, path, json=body)
                 assert r.status_code == 404, (method, path, r.text)
                 assert r.json()["error"]["code"] == "not_found"
             r = await bob.post(
