@@ -22,6 +22,7 @@ from corral.agent.runtime import HostRuntime
 from corral.api.agent import NetworkApply
 from corral.server.workflows.engine import FaultPoints
 from corral.server.workflows.vm_create import VM_CREATE
+from corral.server.workflows.vm_nic import VM_NIC_ADD, VM_NIC_REMOVE
 from corral.up import Stack
 from tests.integration.identity.admin import done, refused
 from tests.integration.test_vm_sim import make_qcow2
@@ -440,3 +441,39 @@ async def test_the_config_drive_carries_static_addresses_where_no_dhcp_serves(en
         await env.ok(await env.c.delete("/vms/Cfg_1"))
     finally:
         await env.c.delete("/subnets/sn-static")
+
+
+@pytest.mark.parametrize(("step", "when"), [(s.name, w) for s in VM_NIC_ADD.steps for w in WHEN])
+async def test_a_failed_hot_plug_leaves_no_nic_behind(env: Env, step: str, when: str) -> None:
+    await env.ok(await env.c.post("/vms", json=_vm("hp", [])))
+    vm = await env.get("/vms/hp")
+    env.faults.inject(VM_NIC_ADD.type, step, when)  # type: ignore[arg-type]
+    body = {"port_group": "pg-b", "security_groups": ["web"]}
+    op = await env.op(await env.c.post("/vms/hp/nics", json=body))
+    assert op["status"] == "failed", op
+    await env.settle()
+    assert await env.get("/vms/hp/nics") == []
+    assert await env.allocations("sn-b") == []
+    stored = env.runtimes[vm["host_id"]].specs.get(vm["id"])
+    assert stored is not None and stored.spec.nics == []
+    assert env.state(vm["host_id"]).ports == []
+
+
+@pytest.mark.parametrize(("step", "when"), [(s.name, w) for s in VM_NIC_REMOVE.steps for w in WHEN])
+async def test_a_failed_unplug_keeps_the_nic(env: Env, step: str, when: str) -> None:
+    await env.ok(await env.c.post("/vms", json=_vm("up", [{"port_group": "pg-b"}])))
+    vm = await env.get("/vms/up")
+    (nic,) = await env.get("/vms/up/nics")
+    env.faults.inject(VM_NIC_REMOVE.type, step, when)  # type: ignore[arg-type]
+    op = await env.op(await env.c.delete(f"/vms/up/nics/{nic['id']}"))
+    await env.settle()
+    if VM_NIC_REMOVE.is_forward(VM_NIC_REMOVE.step_index(step)):
+        assert op["status"] == "succeeded", op  # past the point of no return: retried
+        assert await env.get("/vms/up/nics") == []
+        assert await env.allocations("sn-b") == []
+        return
+    assert op["status"] == "failed", op
+    assert await env.get("/vms/up/nics") == [nic]  # as it was, its address kept
+    stored = env.runtimes[vm["host_id"]].specs.get(vm["id"])
+    assert stored is not None and [n.nic_id for n in stored.spec.nics] == [nic["id"]]
+    assert nic["port"] in {p.port for p in env.state(vm["host_id"]).ports}
